@@ -1,0 +1,129 @@
+# wsgate: one non-recursive Makefile. Objects and binaries live under build/.
+#   make            build build/wsgate and build/wsgatectl
+#   make run        install missing packages, build, start a gateway on 127.0.0.1:8080
+#   make test       install missing packages, build, run every test from zero
+#   make SANITIZE=1 build under build/asan/ with ASan and UBSan
+#   make V=1        echo the commands
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BUILD   ?= build
+
+PKGS_LIBS := libevent hiredis jansson openssl
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+        -Wpointer-arith -Wwrite-strings -Wundef -Wvla -Wimplicit-fallthrough -Wconversion
+BASE_CFLAGS := -std=c11 -O2 -g -D_GNU_SOURCE $(WARN) -MMD -MP
+
+ifeq ($(SANITIZE),1)
+BUILD := build/asan
+BASE_CFLAGS += -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+LDSAN := -fsanitize=address,undefined
+endif
+
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS_LIBS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS_LIBS) 2>/dev/null)
+
+ALL_CFLAGS = $(BASE_CFLAGS) $(PKG_CFLAGS) -I. $(CFLAGS)
+ALL_LDFLAGS = $(LDSAN) $(LDFLAGS)
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+COMMON_SRC := $(sort $(wildcard common/*.c))
+WORKER_SRC := $(sort $(wildcard worker/*.c))
+WSGATE_SRC := gateway/wsgate.c gateway/master.c
+CTL_SRC    := gateway/wsgatectl.c
+UNIT_SRC   := $(sort $(wildcard tests/unit/*.c))
+BENCH_SRC  := $(sort $(wildcard tests/bench/*.c))
+
+obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
+
+COMMON_OBJ := $(call obj,$(COMMON_SRC))
+WORKER_OBJ := $(call obj,$(WORKER_SRC))
+WSGATE_OBJ := $(call obj,$(WSGATE_SRC))
+CTL_OBJ    := $(call obj,$(CTL_SRC))
+UNIT_OBJ   := $(call obj,$(UNIT_SRC))
+
+PROGS := $(BUILD)/wsgate $(BUILD)/wsgatectl
+
+.PHONY: all clean install run test unit deps deps-test check-layout
+all: $(PROGS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/wsgate: $(WSGATE_OBJ) $(WORKER_OBJ) $(COMMON_OBJ)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/wsgatectl: $(CTL_OBJ) $(COMMON_OBJ)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/unit_tests: $(UNIT_OBJ) $(COMMON_OBJ)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+-include $(COMMON_OBJ:.o=.d) $(WORKER_OBJ:.o=.d) $(WSGATE_OBJ:.o=.d) $(CTL_OBJ:.o=.d) $(UNIT_OBJ:.o=.d)
+
+clean:
+	rm -rf build
+
+install: $(PROGS)
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/
+
+# --- packages -------------------------------------------------------------------------------
+# Debian packages the build needs, and the ones the tests add. A missing one is installed with
+# apt-get when we are root; otherwise the exact command to run is printed and make stops.
+DEB_BUILD := gcc make pkg-config libevent-dev libhiredis-dev libjansson-dev libssl-dev redis-server
+DEB_TEST  := python3 python3-websockets python3-redis nodejs npm chromium haproxy nginx-light \
+             procps iproute2
+
+define ensure_debs
+	@missing=""; for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
+	  | grep -q "install ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "wsgate: installing missing Debian packages:$$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+	      || { echo "wsgate: apt-get install failed"; exit 1; }; \
+	  else \
+	    echo "wsgate: missing Debian packages:$$missing"; \
+	    echo "wsgate: run: sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+endef
+
+deps:
+	$(call ensure_debs,$(DEB_BUILD))
+
+deps-test: deps
+	$(call ensure_debs,$(DEB_TEST))
+	@cd tests/integration && { [ -d node_modules/ws ] || npm install --no-audit --no-fund --silent; }
+
+# --- run ------------------------------------------------------------------------------------
+run: deps
+	@$(MAKE) --no-print-directory all
+	@tests/lib/run.sh $(BUILD)
+
+# --- tests ----------------------------------------------------------------------------------
+# The layout rule of common/: pure code, no event loop and no Redis client inside.
+check-layout:
+	@! grep -nE '#include *[<"](event2/|hiredis/)' common/*.c common/*.h \
+	  || { echo "common/ must not include libevent or hiredis"; exit 1; }
+
+unit: check-layout
+	@$(MAKE) --no-print-directory SANITIZE=1 build/asan/unit_tests
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 build/asan/unit_tests
+
+test: deps-test
+	@$(MAKE) --no-print-directory all
+	@tests/run-all.sh $(BUILD)

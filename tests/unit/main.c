@@ -1,0 +1,30 @@
+#include <stdio.h>
+#include <string.h>
+
+#include "tests/unit/check.h"
+
+int check_passed;
+int check_failed;
+
+static const struct {
+    const char *name;
+    void (*run)(void);
+} suites[] = {
+    {"utf8", suite_utf8},     {"ws_close", suite_ws_close}, {"ws_enc", suite_ws_enc},
+    {"ws_dec", suite_ws_dec}, {"ws_hs", suite_ws_hs},       {"config", suite_config},
+    {"order", suite_order},
+};
+
+int main(int argc, char **argv)
+{
+    for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++) {
+        if (argc > 1 && strcmp(argv[1], suites[i].name) != 0)
+            continue;
+        int before = check_failed;
+        suites[i].run();
+        fprintf(stderr, "suite %-10s %s\n", suites[i].name,
+                check_failed == before ? "ok" : "FAILED");
+    }
+    printf("%d passed, %d failed\n", check_passed, check_failed);
+    return check_failed == 0 ? 0 : 1;
+}
