@@ -1,0 +1,428 @@
+#include "common/order.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "common/utf8.h"
+#include "common/ws_close.h"
+
+/* The fields a close order may carry besides its target; a drain refuses them. */
+#define TARGET_FIELDS 3
+static const char *const target_fields[TARGET_FIELDS] = {"conn", "group", "all"};
+
+__attribute__((format(printf, 3, 4))) static int refuse(struct order_error *err, const char *key,
+                                                        const char *fmt, ...)
+{
+    va_list ap;
+
+    err->key = key;
+    va_start(ap, fmt);
+    vsnprintf(err->text, sizeof(err->text), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int refuse_type(struct order_error *err, const char *field, const char *want)
+{
+    return refuse(err, "type", "%s: must be %s", field, want);
+}
+
+void order_init(struct order *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->op = ORDER_OP_CLOSE;
+    o->target = ORDER_TARGET_NONE;
+    o->code = WS_CLOSE_NORMAL;
+    o->max_affected = -1;
+}
+
+static void free_names(char **names, size_t n)
+{
+    if (names == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+void order_cleanup(struct order *o)
+{
+    free(o->id);
+    free_names(o->names, o->nnames);
+    free_names(o->except, o->nexcept);
+    free(o->gateway);
+    free(o->reply_to);
+    order_init(o);
+}
+
+static char *copy_bytes(const char *s, size_t len)
+{
+    char *p = malloc(len + 1);
+
+    if (p == NULL)
+        return NULL;
+    memcpy(p, s, len);
+    p[len] = '\0';
+    return p;
+}
+
+int order_set_reason(struct order *o, const char *text, size_t len, struct order_error *err)
+{
+    size_t keep = len;
+
+    /* A NUL would end the reason early in every C string that carries it later. */
+    if (memchr(text, '\0', len) != NULL)
+        return refuse(err, "reason", "reason: must not contain NUL");
+    if (!utf8_is_valid((const uint8_t *)text, len))
+        return refuse(err, "reason", "reason: must be valid UTF-8");
+    if (len > ORDER_REASON_MAX)
+        keep = ws_close_reason_cut(text, len);
+    memcpy(o->reason, text, keep);
+    o->reason[keep] = '\0';
+    o->reason_len = keep;
+    o->reason_cut = keep < len;
+    return 0;
+}
+
+/* id, gateway, reply_to: a non-empty string of at most ORDER_STRING_MAX bytes. */
+static int get_string(json_t *root, const char *field, char **out, struct order_error *err)
+{
+    json_t *v = json_object_get(root, field);
+    size_t len;
+
+    if (v == NULL)
+        return 0;
+    if (!json_is_string(v))
+        return refuse_type(err, field, "a string");
+    len = json_string_length(v);
+    if (len == 0 || len > ORDER_STRING_MAX)
+        return refuse(err, field, "%s: must be 1 to %d bytes", field, ORDER_STRING_MAX);
+    if (memchr(json_string_value(v), '\0', len) != NULL)
+        return refuse(err, field, "%s: must not contain NUL", field);
+    *out = copy_bytes(json_string_value(v), len);
+    if (*out == NULL)
+        return refuse(err, "oom", "out of memory");
+    return 0;
+}
+
+/* "x" or ["x", ...]: how many names v holds, or 0 when v is absent. */
+static size_t count_names(json_t *v)
+{
+    if (v == NULL)
+        return 0;
+    return json_is_array(v) ? json_array_size(v) : 1;
+}
+
+static int check_name(const char *field, json_t *v, struct order_error *err)
+{
+    size_t len;
+
+    if (!json_is_string(v))
+        return refuse_type(err, field, "a string or an array of strings");
+    len = json_string_length(v);
+    if (len == 0 || len > ORDER_NAME_MAX)
+        return refuse(err, "target", "%s: names must be 1 to %d bytes", field, ORDER_NAME_MAX);
+    if (memchr(json_string_value(v), '\0', len) != NULL)
+        return refuse(err, "target", "%s: names must not contain NUL", field);
+    return 0;
+}
+
+/* Copies the names of v ("x" or a non-empty array of strings) to *out, *n. */
+static int get_names(const char *field, json_t *v, char ***out, size_t *n, struct order_error *err)
+{
+    size_t count = count_names(v);
+    char **names;
+
+    if (json_is_array(v) && count == 0)
+        return refuse(err, "target", "%s: must not be an empty array", field);
+    if (!json_is_array(v) && check_name(field, v, err) < 0)
+        return -1;
+    for (size_t i = 0; json_is_array(v) && i < count; i++) {
+        if (check_name(field, json_array_get(v, i), err) < 0)
+            return -1;
+    }
+    names = calloc(count, sizeof(*names));
+    if (names == NULL)
+        return refuse(err, "oom", "out of memory");
+    *out = names;
+    for (size_t i = 0; i < count; i++) {
+        json_t *s = json_is_array(v) ? json_array_get(v, i) : v;
+
+        names[i] = copy_bytes(json_string_value(s), json_string_length(s));
+        if (names[i] == NULL)
+            return refuse(err, "oom", "out of memory");
+        *n = i + 1; /* order_cleanup() frees what was copied so far */
+    }
+    return 0;
+}
+
+static int get_op(json_t *root, struct order *o, struct order_error *err)
+{
+    json_t *v = json_object_get(root, "op");
+
+    if (v == NULL)
+        return 0;
+    if (!json_is_string(v))
+        return refuse_type(err, "op", "a string");
+    if (strcmp(json_string_value(v), "close") == 0)
+        o->op = ORDER_OP_CLOSE;
+    else if (strcmp(json_string_value(v), "drain") == 0)
+        o->op = ORDER_OP_DRAIN;
+    else
+        return refuse(err, "op", "op: must be \"close\" or \"drain\"");
+    return 0;
+}
+
+/*
+ * Targets of a close order. Counted before anything is copied: an order of 64 KiB
+ * holds up to ~16 000 one-byte names, and each costs an allocation per worker.
+ */
+static int get_targets(json_t *root, struct order *o, struct order_error *err)
+{
+    json_t *v[TARGET_FIELDS];
+    json_t *except = json_object_get(root, "except");
+    int present = 0, which = 0;
+
+    for (int i = 0; i < TARGET_FIELDS; i++) {
+        v[i] = json_object_get(root, target_fields[i]);
+        if (v[i] != NULL) {
+            present++;
+            which = i;
+        }
+    }
+    if (o->op == ORDER_OP_DRAIN) {
+        if (present > 0 || except != NULL)
+            return refuse(err, "target", "drain: conn, group, all and except are not allowed");
+        return 0;
+    }
+    if (present != 1)
+        return refuse(err, "target", "exactly one of conn, group, all is required");
+    if (which == 2) {
+        if (!json_is_boolean(v[2]))
+            return refuse_type(err, "all", "true");
+        if (!json_is_true(v[2]))
+            return refuse(err, "target", "all: must be true");
+        o->target = ORDER_TARGET_ALL;
+    } else {
+        o->target = which == 0 ? ORDER_TARGET_CONN : ORDER_TARGET_GROUP;
+    }
+    if (count_names(v[which]) + count_names(except) > ORDER_MAX_TARGETS)
+        return refuse(err, "too_many", "more than %d targets (names plus except)",
+                      ORDER_MAX_TARGETS);
+    if (o->target != ORDER_TARGET_ALL &&
+        get_names(target_fields[which], v[which], &o->names, &o->nnames, err) < 0)
+        return -1;
+    if (except != NULL && get_names("except", except, &o->except, &o->nexcept, err) < 0)
+        return -1;
+    return 0;
+}
+
+static int get_code(json_t *root, struct order *o, struct order_error *err)
+{
+    json_t *v = json_object_get(root, "code");
+    json_int_t code;
+
+    if (o->op == ORDER_OP_DRAIN)
+        o->code = WS_CLOSE_GOING_AWAY;
+    if (v == NULL)
+        return 0;
+    if (!json_is_integer(v))
+        return refuse_type(err, "code", "an integer");
+    code = json_integer_value(v);
+    if (o->op == ORDER_OP_DRAIN && code != WS_CLOSE_GOING_AWAY)
+        return refuse(err, "code", "code: a drain always closes with 1001");
+    if (code < 0 || code > 4999 || !ws_close_code_is_sendable((unsigned)code))
+        return refuse(err, "code",
+                      "code: %lld may not be sent (1000-1003, 1007-1009, "
+                      "1011-1014, 3000-4999)",
+                      (long long)code);
+    o->code = (unsigned)code;
+    return 0;
+}
+
+static int get_reason(json_t *root, struct order *o, struct order_error *err)
+{
+    json_t *v = json_object_get(root, "reason");
+
+    if (v == NULL)
+        return 0;
+    if (!json_is_string(v))
+        return refuse_type(err, "reason", "a string");
+    return order_set_reason(o, json_string_value(v), json_string_length(v), err);
+}
+
+static int get_numbers(json_t *root, struct order *o, struct order_error *err)
+{
+    json_t *spread = json_object_get(root, "spread_ms");
+    json_t *max = json_object_get(root, "max_affected");
+    json_t *dry = json_object_get(root, "dry_run");
+
+    if (spread != NULL) {
+        if (!json_is_integer(spread))
+            return refuse_type(err, "spread_ms", "an integer");
+        if (json_integer_value(spread) < 0 || json_integer_value(spread) > ORDER_SPREAD_MAX)
+            return refuse(err, "spread", "spread_ms: must be 0 to %u", ORDER_SPREAD_MAX);
+        o->spread_ms = (uint32_t)json_integer_value(spread);
+    }
+    if (dry != NULL) {
+        if (!json_is_boolean(dry))
+            return refuse_type(err, "dry_run", "a boolean");
+        o->dry_run = json_is_true(dry);
+    }
+    if (max != NULL) {
+        if (!json_is_integer(max))
+            return refuse_type(err, "max_affected", "an integer");
+        if (json_integer_value(max) < 0)
+            return refuse(err, "max_affected", "max_affected: must be 0 or more");
+        o->max_affected = (long long)json_integer_value(max);
+    }
+    /* A drain that did nothing, or stopped halfway, would still take the gateway out. */
+    if (o->op == ORDER_OP_DRAIN && (o->dry_run || max != NULL))
+        return refuse(err, "op", "drain: dry_run and max_affected are not allowed");
+    return 0;
+}
+
+int order_parse(const char *buf, size_t len, struct order *o, struct order_error *err)
+{
+    json_error_t jerr;
+    json_t *root;
+    int rc = -1;
+
+    order_init(o);
+    if (len > ORDER_MAX_BYTES)
+        return refuse(err, "too_big", "order is %zu bytes, more than %d", len, ORDER_MAX_BYTES);
+    /* NUL is let through the parser so the field that holds it can be named. */
+    root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &jerr);
+    if (root == NULL)
+        return refuse(err, "json", "not JSON: %s (line %d column %d)", jerr.text, jerr.line,
+                      jerr.column);
+    if (!json_is_object(root)) {
+        refuse(err, "type", "order: must be a JSON object");
+        goto err_decref;
+    }
+    if (get_op(root, o, err) < 0 || get_targets(root, o, err) < 0 || get_code(root, o, err) < 0 ||
+        get_reason(root, o, err) < 0 || get_numbers(root, o, err) < 0 ||
+        get_string(root, "id", &o->id, err) < 0 ||
+        get_string(root, "gateway", &o->gateway, err) < 0 ||
+        get_string(root, "reply_to", &o->reply_to, err) < 0)
+        goto err_decref;
+    if (o->op == ORDER_OP_DRAIN && o->gateway == NULL) {
+        refuse(err, "gateway", "drain: gateway is required");
+        goto err_decref;
+    }
+    rc = 0;
+err_decref:
+    json_decref(root);
+    if (rc < 0)
+        order_cleanup(o);
+    return rc;
+}
+
+/* set_new: steals value, fails on NULL (out of memory) as well. */
+static int set_new(json_t *obj, const char *key, json_t *value)
+{
+    return value == NULL ? -1 : json_object_set_new(obj, key, value);
+}
+
+static json_t *names_json(char *const *names, size_t n)
+{
+    json_t *a = json_array();
+
+    for (size_t i = 0; a != NULL && i < n; i++) {
+        if (json_array_append_new(a, json_string(names[i])) < 0) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+static json_t *string_or_null(const char *s)
+{
+    return s == NULL ? json_null() : json_string(s);
+}
+
+static char *dump(json_t *obj, int failed)
+{
+    char *text = NULL;
+
+    if (obj != NULL && failed == 0)
+        text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(obj);
+    return text;
+}
+
+char *order_to_json(const struct order *o)
+{
+    json_t *obj = json_object();
+    int r = obj == NULL ? -1 : 0;
+
+    if (o->id != NULL)
+        r |= set_new(obj, "id", json_string(o->id));
+    r |= set_new(obj, "op", json_string(o->op == ORDER_OP_DRAIN ? "drain" : "close"));
+    if (o->target == ORDER_TARGET_CONN)
+        r |= set_new(obj, "conn", names_json(o->names, o->nnames));
+    else if (o->target == ORDER_TARGET_GROUP)
+        r |= set_new(obj, "group", names_json(o->names, o->nnames));
+    else if (o->target == ORDER_TARGET_ALL)
+        r |= set_new(obj, "all", json_true());
+    if (o->nexcept > 0)
+        r |= set_new(obj, "except", names_json(o->except, o->nexcept));
+    if (o->gateway != NULL)
+        r |= set_new(obj, "gateway", json_string(o->gateway));
+    if (o->op != ORDER_OP_DRAIN)
+        r |= set_new(obj, "code", json_integer(o->code));
+    r |= set_new(obj, "reason", json_stringn(o->reason, o->reason_len));
+    r |= set_new(obj, "spread_ms", json_integer(o->spread_ms));
+    if (o->reply_to != NULL)
+        r |= set_new(obj, "reply_to", json_string(o->reply_to));
+    if (o->dry_run)
+        r |= set_new(obj, "dry_run", json_true());
+    if (o->max_affected >= 0)
+        r |= set_new(obj, "max_affected", json_integer(o->max_affected));
+    return dump(obj, r);
+}
+
+static json_t *ack_head(const char *id, const char *gateway, int worker)
+{
+    json_t *obj = json_object();
+
+    if (obj == NULL)
+        return NULL;
+    if (set_new(obj, "id", string_or_null(id)) < 0 ||
+        set_new(obj, "gateway", string_or_null(gateway)) < 0 ||
+        set_new(obj, "worker", json_integer(worker)) < 0) {
+        json_decref(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+char *order_ack_json(const char *id, const char *gateway, int worker, size_t matched, size_t closed,
+                     bool dry_run)
+{
+    json_t *obj = ack_head(id, gateway, worker);
+    int r = obj == NULL ? -1 : 0;
+
+    if (r == 0) {
+        r |= set_new(obj, "matched", json_integer((json_int_t)matched));
+        r |= set_new(obj, "closed", json_integer((json_int_t)closed));
+        if (dry_run)
+            r |= set_new(obj, "dry_run", json_true());
+    }
+    return dump(obj, r);
+}
+
+char *order_nack_json(const char *id, const char *gateway, int worker, const char *error)
+{
+    json_t *obj = ack_head(id, gateway, worker);
+    int r = obj == NULL ? -1 : 0;
+
+    if (r == 0)
+        r = set_new(obj, "error", json_string(error));
+    return dump(obj, r);
+}

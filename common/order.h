@@ -1,0 +1,115 @@
+#ifndef WSGATE_COMMON_ORDER_H
+#define WSGATE_COMMON_ORDER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Close orders: the JSON a backend PUBLISHes to the orders channel, parsed and
+ * checked in one place so the gateway and wsgatectl apply exactly the same rules.
+ *
+ *   {"id": "optional string", "op": "close" | "drain",
+ *    "conn": "ID" | ["ID", ...]  |  "group": "NAME" | ["NAME", ...]  |  "all": true,
+ *    "except": "ID" | ["ID", ...], "gateway": "only this gateway applies it",
+ *    "code": 4000, "reason": "UTF-8 text", "spread_ms": 0, "reply_to": "channel",
+ *    "dry_run": false, "max_affected": N}
+ *
+ * A drain order is {"op": "drain", "gateway": "ID", "reason": "...", "spread_ms": N}:
+ * the gateway is required, targets are not allowed and the code is 1001.
+ * Unknown fields are ignored; a known field of the wrong JSON type (null included)
+ * refuses the order.
+ */
+
+#define ORDER_MAX_BYTES   (64 * 1024) /* longer order text is refused before parsing */
+#define ORDER_MAX_TARGETS 10000       /* names in conn/group plus except */
+#define ORDER_NAME_MAX    128         /* bytes in one conn id or group name */
+#define ORDER_STRING_MAX  256         /* bytes in id, gateway, reply_to */
+#define ORDER_SPREAD_MAX  3600000u    /* spread_ms: one hour */
+#define ORDER_REASON_MAX  123         /* WS_CLOSE_REASON_MAX */
+
+enum order_op {
+    ORDER_OP_CLOSE,
+    ORDER_OP_DRAIN,
+};
+
+enum order_target {
+    ORDER_TARGET_NONE, /* drain orders */
+    ORDER_TARGET_CONN,
+    ORDER_TARGET_GROUP,
+    ORDER_TARGET_ALL,
+};
+
+/*
+ * A checked order. Filled by order_parse(), released by order_cleanup(); a caller
+ * that builds one by hand starts with order_init() and may point the string fields
+ * at memory it keeps (then it must not call order_cleanup() on it).
+ */
+struct order {
+    char *id; /* owned, NULL when absent */
+    enum order_op op;
+    enum order_target target;
+    char **names; /* owned: conn ids or group names, NULL for all and drain */
+    size_t nnames;
+    char **except; /* owned: conn ids spared, NULL when none */
+    size_t nexcept;
+    char *gateway;                     /* owned, NULL = every gateway */
+    unsigned code;                     /* sendable close code; 1001 for drain */
+    char reason[ORDER_REASON_MAX + 1]; /* valid UTF-8, NUL-terminated */
+    size_t reason_len;                 /* bytes in reason, without the NUL */
+    bool reason_cut;                   /* the order's reason was longer and got cut */
+    uint32_t spread_ms;                /* 0..ORDER_SPREAD_MAX */
+    char *reply_to;                    /* owned, NULL = no acknowledgement */
+    bool dry_run;                      /* count only, close nothing */
+    long long max_affected;            /* -1 = no limit */
+};
+
+/*
+ * Why an order was refused. key is a short static string that never changes, for
+ * counters: "too_big", "json", "type", "op", "target", "too_many", "code", "reason",
+ * "spread", "max_affected", "id", "gateway", "reply_to" or "oom". text names the
+ * field, for the log and the {"error": ...} acknowledgement.
+ */
+struct order_error {
+    const char *key;
+    char text[160];
+};
+
+/* Sets o to an empty close order with the defaults: code 1000, no limit. */
+void order_init(struct order *o);
+
+/*
+ * Parses and checks the order text buf[0..len) (need not be NUL-terminated).
+ * Returns 0 with o filled (release it with order_cleanup()), or -1 with err filled
+ * and o left empty: nothing to release. Text over ORDER_MAX_BYTES is refused
+ * before parsing.
+ */
+int order_parse(const char *buf, size_t len, struct order *o, struct order_error *err);
+
+/*
+ * Sets o->reason from text[0..len) under the order rules: valid UTF-8 without NUL,
+ * cut on a code point boundary to ORDER_REASON_MAX bytes (then o->reason_cut is
+ * set). Returns 0, or -1 with err filled ("reason") and o->reason unchanged.
+ */
+int order_set_reason(struct order *o, const char *text, size_t len, struct order_error *err);
+
+/* Frees what o owns and leaves it as order_init() does. Safe to call twice. */
+void order_cleanup(struct order *o);
+
+/*
+ * Compact JSON text of o that order_parse() reads back to the same order (with
+ * reason_cut false). Returns malloc'd text, or NULL when out of memory.
+ */
+char *order_to_json(const struct order *o);
+
+/*
+ * Acknowledgements a worker publishes to reply_to, malloc'd JSON text or NULL when
+ * out of memory. id and gateway may be NULL (written as null).
+ *   {"id","gateway","worker","matched","closed"} plus "dry_run": true when so
+ *   {"id","gateway","worker","error"}
+ */
+char *order_ack_json(const char *id, const char *gateway, int worker, size_t matched, size_t closed,
+                     bool dry_run);
+char *order_nack_json(const char *id, const char *gateway, int worker, const char *error);
+
+#endif /* WSGATE_COMMON_ORDER_H */
