@@ -1,0 +1,37 @@
+/* wsgate: the gateway program. Parses and checks every setting, then hands over
+ * to the master, which forks the workers. */
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "gateway/master.h"
+#include "worker/worker.h"
+
+extern char **environ;
+
+int main(int argc, char **argv)
+{
+    static struct config cfg;
+    char err[512];
+    int r;
+
+    config_defaults(&cfg);
+    r = config_parse(&cfg, argc, argv, environ, err, sizeof(err));
+    if (r == 1) {
+        fputs(config_usage(), stdout);
+        return 0;
+    }
+    if (r < 0) {
+        fprintf(stderr, "wsgate: %s\n", err);
+        return 2;
+    }
+    log_threshold = (enum log_level)cfg.log_level;
+    log_set_tag("master");
+    if (worker_check_listen(&cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "wsgate: %s\n", err);
+        return 2;
+    }
+    return master_run(&cfg);
+}

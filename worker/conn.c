@@ -1,0 +1,679 @@
+#include "worker/conn.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "common/log.h"
+#include "common/ws_close.h"
+#include "common/ws_enc.h"
+#include "common/ws_hs.h"
+#include "worker/hooks.h"
+#include "worker/worker.h"
+
+/* Reading pauses while this much output waits for a slow client (backpressure). */
+#define OUT_HIGH_MARK (256 * 1024)
+/* Reads per readiness event, so one busy client cannot starve the others. */
+#define READS_PER_EVENT 4
+
+static void conn_on_event(evutil_socket_t fd, short what, void *arg);
+static void conn_process(struct conn *c, uint8_t *buf, size_t len);
+
+const char *conn_id(const struct conn *c, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s%llu", c->w->id_prefix, (unsigned long long)c->seq);
+    return buf;
+}
+
+static void remote_str(const struct conn *c, char *buf, size_t cap)
+{
+    char a[INET6_ADDRSTRLEN] = "?";
+
+    inet_ntop(c->remote_family, c->remote_addr, a, sizeof(a));
+    snprintf(buf, cap, c->remote_family == AF_INET6 ? "[%s]:%u" : "%s:%u", a, c->remote_port);
+}
+
+/* Registers the event for what the connection needs now: read unless paused, write
+ * while output is pending. */
+static int conn_update_events(struct conn *c)
+{
+    short want = EV_PERSIST;
+    uint16_t flags = c->flags & (uint16_t)~CONN_F_WANT_WRITE;
+
+    if (!(c->flags & CONN_F_PAUSED))
+        want |= EV_READ;
+    if (c->out != NULL) {
+        want |= EV_WRITE;
+        flags |= CONN_F_WANT_WRITE;
+    }
+    if (event_get_events(&c->ev) == want && event_pending(&c->ev, EV_READ | EV_WRITE, NULL))
+        return 0;
+    event_del(&c->ev);
+    if (event_assign(&c->ev, c->w->base, c->fd, want, conn_on_event, c) < 0 ||
+        event_add(&c->ev, NULL) < 0) {
+        log_msg(LOG_ERROR, NULL, "event_add failed fd=%d", c->fd);
+        return -1;
+    }
+    c->flags = flags;
+    return 0;
+}
+
+struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+
+    if (c == NULL)
+        goto err_close_fd;
+    c->w = w;
+    c->fd = fd;
+    c->seq = ++w->next_seq;
+    c->state = CONN_HANDSHAKE;
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        c->remote_family = AF_INET6;
+        memcpy(c->remote_addr, &s6->sin6_addr, 16);
+        c->remote_port = ntohs(s6->sin6_port);
+    } else {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        c->remote_family = AF_INET;
+        memcpy(c->remote_addr, &s4->sin_addr, 4);
+        c->remote_port = ntohs(s4->sin_port);
+    }
+    ws_dec_init(&c->dec, w->cfg->max_message);
+    if (event_assign(&c->ev, w->base, fd, EV_READ | EV_PERSIST, conn_on_event, c) < 0 ||
+        event_add(&c->ev, NULL) < 0)
+        goto err_free_conn;
+    w->nconns++;
+    worker_tlist_move(w, c, TL_HANDSHAKE);
+    return c;
+err_free_conn:
+    free(c);
+err_close_fd:
+    close(fd);
+    return NULL;
+}
+
+void conn_free(struct conn *c)
+{
+    if (c->hs != NULL) {
+        ws_hs_cleanup(c->hs);
+        free(c->hs);
+    }
+    free(c->out);
+    free(c->msg);
+    free(c->ctrl);
+    free(c);
+}
+
+void conn_release(struct conn *c, const char *why)
+{
+    struct worker *w = c->w;
+    char id[CONN_ID_MAX];
+
+    if (c->state == CONN_CLOSED)
+        return;
+    log_msg(LOG_DEBUG, conn_id(c, id, sizeof(id)), "tcp closed why=%s", why);
+    if (c->state != CONN_HANDSHAKE || c->hs == NULL || c->hs->status == 101)
+        hooks_conn_closed(c, why);
+    c->state = CONN_CLOSED;
+    event_del(&c->ev);
+    close(c->fd);
+    c->fd = -1;
+    worker_tlist_remove(w, c);
+    c->tnext = w->dead;
+    w->dead = c;
+    w->nconns--;
+    worker_schedule_reap(w);
+    worker_conn_gone(w);
+}
+
+/* Output -------------------------------------------------------------------------- */
+
+static int obuf_append(struct obuf **pb, const uint8_t *p, size_t n)
+{
+    struct obuf *b = *pb;
+    size_t need;
+
+    if (b != NULL && b->off > 0 && b->off == b->len) {
+        b->off = b->len = 0;
+    }
+    need = (b != NULL ? b->len : 0) + n;
+    if (b == NULL || need > b->cap) {
+        size_t cap = b != NULL ? b->cap * 2 : 256;
+        struct obuf *nb;
+
+        while (cap < need)
+            cap *= 2;
+        if (b != NULL && b->off > 0) { /* compact before growing */
+            memmove(b->data, b->data + b->off, b->len - b->off);
+            b->len -= b->off;
+            b->off = 0;
+            need = b->len + n;
+            if (need <= b->cap)
+                goto append;
+        }
+        nb = realloc(b, sizeof(*nb) + cap);
+        if (nb == NULL)
+            return -1;
+        if (b == NULL)
+            nb->off = nb->len = 0;
+        nb->cap = cap;
+        *pb = b = nb;
+    }
+append:
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+static void conn_after_flush(struct conn *c)
+{
+    if (!(c->flags & CONN_F_FLUSH_CLOSE))
+        return;
+    if (c->flags & CONN_F_LINGER) {
+        /* Send FIN after the last byte and read until the client closes too, so
+         * unread input does not turn our close into an RST that eats the answer. */
+        c->flags &= (uint16_t)~(CONN_F_FLUSH_CLOSE | CONN_F_LINGER);
+        shutdown(c->fd, SHUT_WR);
+        return;
+    }
+    conn_release(c, "closed");
+}
+
+/* Writes what is pending. Returns -1 when the connection was released. */
+static int conn_flush(struct conn *c)
+{
+    struct obuf *b = c->out;
+
+    while (b != NULL && b->off < b->len) {
+        ssize_t n = write(c->fd, b->data + b->off, b->len - b->off);
+        if (n < 0) {
+            int err = errno;
+            if (err == EINTR)
+                continue;
+            if (err == EAGAIN || err == EWOULDBLOCK)
+                break;
+            conn_release(c, err == EPIPE || err == ECONNRESET ? "reset by peer" : "write error");
+            return -1;
+        }
+        b->off += (size_t)n;
+        c->w->st.bytes_out += (uint64_t)n;
+    }
+    if (b != NULL && b->off == b->len) {
+        free(b);
+        c->out = NULL;
+    }
+    if (c->out == NULL && (c->flags & CONN_F_PAUSED)) {
+        c->flags &= (uint16_t)~CONN_F_PAUSED;
+    } else if (c->out != NULL && c->out->len - c->out->off > OUT_HIGH_MARK) {
+        c->flags |= CONN_F_PAUSED;
+    }
+    if (c->out == NULL) {
+        conn_after_flush(c);
+        if (c->state == CONN_CLOSED)
+            return -1;
+    }
+    return conn_update_events(c) < 0 ? (conn_release(c, "event error"), -1) : 0;
+}
+
+/*
+ * Queues an iovec for the client: written at once when nothing is pending, the rest
+ * kept in c->out. Nothing is ever written after our close frame. Returns -1 when the
+ * connection was released.
+ */
+static int conn_send(struct conn *c, const struct iovec *iov, int iovcnt)
+{
+    size_t total = 0, done = 0;
+
+    if (c->flags & CONN_F_CLOSE_SENT)
+        return 0;
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    if (c->out == NULL) {
+        ssize_t n;
+        do {
+            n = writev(c->fd, iov, iovcnt);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            conn_release(c, errno == EPIPE || errno == ECONNRESET ? "reset by peer"
+                                                                  : "write error");
+            return -1;
+        }
+        if (n > 0) {
+            done = (size_t)n;
+            c->w->st.bytes_out += (uint64_t)n;
+        }
+    }
+    if (done < total) {
+        size_t skip = done;
+        for (int i = 0; i < iovcnt; i++) {
+            const uint8_t *p = iov[i].iov_base;
+            size_t len = iov[i].iov_len;
+            if (skip >= len) {
+                skip -= len;
+                continue;
+            }
+            if (obuf_append(&c->out, p + skip, len - skip) < 0) {
+                char id[CONN_ID_MAX];
+                log_msg(LOG_WARN, conn_id(c, id, sizeof(id)), "out of memory for output");
+                conn_release(c, "out of memory");
+                return -1;
+            }
+            skip = 0;
+        }
+        if (c->out->len - c->out->off > OUT_HIGH_MARK)
+            c->flags |= CONN_F_PAUSED;
+        return conn_update_events(c) < 0 ? (conn_release(c, "event error"), -1) : 0;
+    }
+    if (c->out == NULL)
+        conn_after_flush(c);
+    return c->state == CONN_CLOSED ? -1 : 0;
+}
+
+static int conn_send_frame(struct conn *c, unsigned opcode, const uint8_t *p, size_t len)
+{
+    uint8_t hdr[WS_FRAME_HDR_MAX];
+    struct iovec iov[2];
+
+    iov[0].iov_base = hdr;
+    iov[0].iov_len = ws_enc_header(hdr, opcode, true, len);
+    iov[1].iov_base = (void *)(uintptr_t)p;
+    iov[1].iov_len = len;
+    c->w->st.msgs_out++;
+    return conn_send(c, iov, len > 0 ? 2 : 1);
+}
+
+/* Queues our close frame; the caller decides what happens after it is flushed. */
+static int conn_send_close(struct conn *c, unsigned code, const char *reason)
+{
+    uint8_t frame[WS_CLOSE_FRAME_MAX];
+    struct iovec iov;
+    size_t n;
+    int r;
+
+    n = ws_enc_close(frame, code, reason, reason != NULL ? strlen(reason) : 0, NULL);
+    if (n == 0)
+        n = ws_enc_close(frame, code, NULL, 0, NULL);
+    if (n == 0)
+        return 0;
+    iov.iov_base = frame;
+    iov.iov_len = n;
+    c->close_code = (uint16_t)code;
+    r = conn_send(c, &iov, 1);
+    c->flags |= CONN_F_CLOSE_SENT;
+    return r;
+}
+
+static void conn_enter_closing(struct conn *c)
+{
+    c->state = CONN_CLOSING;
+    free(c->msg);
+    c->msg = NULL;
+    worker_tlist_move(c->w, c, TL_CLOSING);
+}
+
+int conn_close(struct conn *c, unsigned code, const char *reason, const char *by)
+{
+    char id[CONN_ID_MAX];
+
+    if (!ws_close_code_is_sendable(code))
+        return -1;
+    if (c->state != CONN_OPEN)
+        return 0;
+    log_msg(LOG_INFO, conn_id(c, id, sizeof(id)), "close code=%u by=%s", code, by);
+    c->w->st.closes_by_server++;
+    hooks_conn_closing(c, code, reason, by);
+    conn_enter_closing(c);
+    conn_send_close(c, code, reason);
+    return 0;
+}
+
+/* An HTTP answer that ends the connection: flush it, then close politely. */
+static void conn_http_error(struct conn *c, int status, const char *why)
+{
+    char resp[512];
+    struct iovec iov;
+    size_t n = ws_hs_response_error(status, why, resp, sizeof(resp));
+
+    c->w->st.handshakes_failed++;
+    conn_enter_closing(c);
+    c->flags |= CONN_F_FLUSH_CLOSE | CONN_F_LINGER | CONN_F_DISCARD;
+    if (n == 0) {
+        conn_release(c, "http error");
+        return;
+    }
+    iov.iov_base = resp;
+    iov.iov_len = n;
+    if (conn_send(c, &iov, 1) == 0)
+        c->flags |= CONN_F_CLOSE_SENT;
+}
+
+void conn_refuse(struct conn *c, int status, const char *why)
+{
+    char id[CONN_ID_MAX];
+
+    log_limited(LOG_INFO, conn_id(c, id, sizeof(id)), "handshake refused status=%d why=\"%s\"",
+                status, why);
+    if (c->hs != NULL) {
+        ws_hs_cleanup(c->hs);
+        free(c->hs);
+        c->hs = NULL;
+    }
+    conn_http_error(c, status, why);
+}
+
+/* Protocol violation (RFC 6455 §7.1.7): close with the decoder's code, then linger. */
+static void conn_fail(struct conn *c, unsigned code, const char *why)
+{
+    char id[CONN_ID_MAX];
+
+    c->w->st.protocol_errors++;
+    if (c->state != CONN_OPEN) {
+        conn_release(c, why);
+        return;
+    }
+    log_limited(LOG_INFO, conn_id(c, id, sizeof(id)), "protocol error code=%u why=\"%s\"", code,
+                why);
+    hooks_conn_closing(c, code, why, "error");
+    conn_enter_closing(c);
+    c->flags |= CONN_F_FLUSH_CLOSE | CONN_F_LINGER | CONN_F_DISCARD;
+    conn_send_close(c, code, why);
+}
+
+/* Handshake ------------------------------------------------------------------------ */
+
+static void conn_upgrade(struct conn *c)
+{
+    char resp[1024], extra[512], id[CONN_ID_MAX], remote[64];
+    struct iovec iov;
+    size_t n;
+    int status;
+    const char *why = NULL;
+
+    conn_id(c, id, sizeof(id));
+    status = hooks_conn_upgrading(c, &why);
+    if (status != 0) {
+        conn_refuse(c, status, why);
+        return;
+    }
+    snprintf(extra, sizeof(extra), "X-Wsgate-Conn: %s\r\n", id);
+    n = ws_hs_response_101(c->hs, extra, resp, sizeof(resp));
+    ws_hs_cleanup(c->hs);
+    free(c->hs);
+    c->hs = NULL;
+    if (n == 0) {
+        conn_release(c, "101 too long");
+        return;
+    }
+    c->state = CONN_OPEN;
+    c->w->st.handshakes_ok++;
+    worker_tlist_move(c->w, c, TL_ACTIVE);
+    remote_str(c, remote, sizeof(remote));
+    log_msg(LOG_INFO, id, "open remote=%s", remote);
+    iov.iov_base = resp;
+    iov.iov_len = n;
+    if (conn_send(c, &iov, 1) < 0)
+        return;
+    hooks_conn_opened(c);
+}
+
+/* Returns bytes consumed by the handshake, or -1 when c was released/refused. */
+static ssize_t conn_handshake(struct conn *c, const uint8_t *buf, size_t len)
+{
+    ssize_t n;
+
+    if (c->hs == NULL) {
+        c->hs = malloc(sizeof(*c->hs));
+        if (c->hs == NULL) {
+            conn_http_error(c, 503, "out of memory");
+            return -1;
+        }
+        ws_hs_init(c->hs, c->w->cfg->max_header);
+    }
+    n = ws_hs_feed(c->hs, buf, len);
+    if (n < 0) {
+        conn_refuse(c, 503, "out of memory");
+        return -1;
+    }
+    switch (c->hs->status) {
+    case 0:
+        return n;
+    case 101:
+        conn_upgrade(c);
+        return c->state == CONN_OPEN ? n : -1;
+    default:
+        if (c->hs->status == 426 && !c->hs->upgrade && hooks_conn_plain_http(c))
+            return -1;
+        conn_refuse(c, c->hs->status, c->hs->why);
+        return -1;
+    }
+}
+
+/* Frames --------------------------------------------------------------------------- */
+
+static void conn_on_close_frame(struct conn *c, const uint8_t *p, size_t len)
+{
+    unsigned code = 0;
+    const uint8_t *reason;
+    size_t rlen;
+    int err;
+    char id[CONN_ID_MAX];
+
+    c->flags |= CONN_F_CLOSE_RECV | CONN_F_DISCARD; /* nothing is read after it (§5.5.1) */
+    if (c->flags & CONN_F_CLOSE_SENT) {
+        /* The reply to our close: the server closes TCP first (§7.1.1). */
+        c->flags |= CONN_F_FLUSH_CLOSE;
+        c->flags &= (uint16_t)~CONN_F_LINGER;
+        if (c->out == NULL)
+            conn_release(c, "close handshake done");
+        return;
+    }
+    err = ws_close_parse(p, len, &code, &reason, &rlen);
+    c->w->st.closes_by_client++;
+    conn_id(c, id, sizeof(id));
+    if (err != 0) {
+        c->w->st.protocol_errors++;
+        log_limited(LOG_INFO, id, "bad close frame code=%d", err);
+        hooks_conn_closing(c, (unsigned)err, "invalid close frame", "error");
+        conn_enter_closing(c);
+        c->flags |= CONN_F_FLUSH_CLOSE;
+        conn_send_close(c, (unsigned)err, "invalid close frame");
+        return;
+    }
+    log_msg(LOG_INFO, id, "close code=%u by=client", code);
+    hooks_conn_closing(c, code, NULL, "client");
+    conn_enter_closing(c);
+    c->flags |= CONN_F_FLUSH_CLOSE;
+    /* Echo the code (§5.5.1); an empty close is answered with an empty one. */
+    if (code == WS_CLOSE_NO_STATUS)
+        conn_send_close(c, 0, NULL);
+    else
+        conn_send_close(c, ws_close_code_is_sendable(code) ? code : WS_CLOSE_NORMAL, NULL);
+}
+
+static void conn_on_control(struct conn *c, unsigned op, const uint8_t *p, size_t len)
+{
+    switch (op) {
+    case WS_OP_PING:
+        if (c->state == CONN_OPEN)
+            conn_send_frame(c, WS_OP_PONG, p, len);
+        break;
+    case WS_OP_PONG:
+        break;
+    case WS_OP_CLOSE:
+        conn_on_close_frame(c, p, len);
+        break;
+    default:
+        break;
+    }
+}
+
+static void conn_echo(struct conn *c, unsigned op, const uint8_t *p, size_t len)
+{
+    conn_send_frame(c, op, p, len);
+}
+
+static void conn_on_data(struct conn *c, const struct ws_dec_out *o)
+{
+    struct worker *w = c->w;
+
+    w->st.bytes_in += o->len;
+    if (o->msg_end)
+        w->st.msgs_in++;
+    if (c->state != CONN_OPEN || !w->cfg->echo)
+        return; /* counted and discarded until messages are forwarded */
+    if (o->msg_end && c->msg == NULL) {
+        conn_echo(c, o->opcode, o->data, o->len);
+        return;
+    }
+    if (o->len > 0 && obuf_append(&c->msg, o->data, o->len) < 0) {
+        conn_fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+        return;
+    }
+    if (o->msg_end) {
+        struct obuf *m = c->msg;
+        c->msg = NULL;
+        if (m == NULL)
+            conn_echo(c, o->opcode, NULL, 0);
+        else
+            conn_echo(c, o->opcode, m->data, m->len);
+        free(m);
+    }
+}
+
+static void conn_frames(struct conn *c, uint8_t *p, size_t len)
+{
+    struct ws_dec_out o;
+
+    while (len > 0 && c->state != CONN_CLOSED && !(c->flags & CONN_F_DISCARD)) {
+        ssize_t n = ws_dec_feed(&c->dec, p, len, &o);
+
+        if (n < 0) {
+            conn_fail(c, c->dec.close_code, c->dec.why);
+            return;
+        }
+        p += n;
+        len -= (size_t)n;
+        if (!o.ready)
+            continue;
+        if (!o.control) {
+            conn_on_data(c, &o);
+            continue;
+        }
+        if (o.frame_end && c->ctrl_len == 0) {
+            conn_on_control(c, o.opcode, o.data, o.len);
+            continue;
+        }
+        if (c->ctrl == NULL && (c->ctrl = malloc(125)) == NULL) {
+            conn_fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+            return;
+        }
+        memcpy(c->ctrl + c->ctrl_len, o.data, o.len); /* control frames are <= 125 bytes */
+        c->ctrl_len = (uint8_t)(c->ctrl_len + o.len);
+        if (o.frame_end) {
+            uint8_t *ctrl = c->ctrl;
+            size_t clen = c->ctrl_len;
+            c->ctrl = NULL;
+            c->ctrl_len = 0;
+            conn_on_control(c, o.opcode, ctrl, clen);
+            free(ctrl);
+        }
+    }
+}
+
+static void conn_process(struct conn *c, uint8_t *buf, size_t len)
+{
+    if (c->state == CONN_HANDSHAKE) {
+        ssize_t n = conn_handshake(c, buf, len);
+        if (n < 0)
+            return;
+        buf += n;
+        len -= (size_t)n;
+        if (len == 0 || c->state != CONN_OPEN)
+            return;
+    }
+    if (c->state == CONN_OPEN)
+        worker_tlist_move(c->w, c, TL_ACTIVE); /* heard from: the keepalive restarts */
+    else if (c->flags & CONN_F_DISCARD)
+        return; /* nothing more to decode: only waiting for EOF */
+    conn_frames(c, buf, len);
+}
+
+static void conn_read(struct conn *c)
+{
+    struct worker *w = c->w;
+
+    for (int i = 0; i < READS_PER_EVENT && c->state != CONN_CLOSED; i++) {
+        ssize_t n = read(c->fd, w->rbuf, w->rbuf_cap);
+
+        if (n > 0) {
+            conn_process(c, w->rbuf, (size_t)n);
+            if ((size_t)n < w->rbuf_cap)
+                return;
+            continue;
+        }
+        if (n == 0) {
+            conn_release(c, c->state == CONN_CLOSING ? "closed" : "eof without close frame");
+            return;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            conn_release(c, "read error");
+        return;
+    }
+}
+
+static void conn_on_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    (void)fd;
+    if ((what & EV_WRITE) && conn_flush(c) < 0)
+        return;
+    if ((what & EV_READ) && c->state != CONN_CLOSED)
+        conn_read(c);
+}
+
+void conn_on_timeout(struct conn *c)
+{
+    struct worker *w = c->w;
+    char id[CONN_ID_MAX];
+
+    switch (c->tlist) {
+    case TL_HANDSHAKE:
+        w->st.handshake_timeouts++;
+        log_limited(LOG_INFO, conn_id(c, id, sizeof(id)), "handshake timeout");
+        conn_release(c, "handshake timeout");
+        break;
+    case TL_ACTIVE: {
+        /* Silent for --ping-interval: ask (§5.5.2). */
+        uint8_t frame[2];
+        size_t n = ws_enc_control(frame, WS_OP_PING, NULL, 0);
+        struct iovec iov = {frame, n};
+        worker_tlist_move(w, c, TL_PINGED);
+        conn_send(c, &iov, 1);
+        break;
+    }
+    case TL_PINGED:
+        w->st.ping_timeouts++;
+        log_msg(LOG_INFO, conn_id(c, id, sizeof(id)), "keepalive timeout");
+        hooks_conn_closing(c, WS_CLOSE_ABNORMAL, "keepalive timeout", "timeout");
+        conn_release(c, "keepalive timeout");
+        break;
+    case TL_CLOSING:
+        w->st.close_timeouts++;
+        log_msg(LOG_DEBUG, conn_id(c, id, sizeof(id)), "close timeout");
+        conn_release(c, "close timeout");
+        break;
+    default:
+        worker_tlist_remove(w, c);
+        break;
+    }
+}

@@ -1,0 +1,95 @@
+#ifndef WSGATE_WORKER_CONN_H
+#define WSGATE_WORKER_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include "common/ws_dec.h"
+
+struct worker;
+struct ws_hs;
+
+/*
+ * One client connection, RFC 6455 §4-§7: HANDSHAKE → OPEN → CLOSING → CLOSED.
+ * Idle, it holds this struct and its embedded read event only: input goes through
+ * the worker's scratch buffer, and buffers are allocated while bytes are pending
+ * (a partial message, unsent output, a handshake in progress) and freed after.
+ * Created by listener accept (conn_new), freed by the worker's reaper after
+ * conn_release(); nothing frees a connection inside its own call chain.
+ */
+
+enum conn_state {
+    CONN_HANDSHAKE,
+    CONN_OPEN,
+    CONN_CLOSING, /* our close frame or HTTP error is queued or sent; no data delivered */
+    CONN_CLOSED,  /* released; waiting for the reaper */
+};
+
+#define CONN_F_PAUSED      0x01 /* reading paused while output is over its high mark */
+#define CONN_F_CLOSE_SENT  0x02 /* our close frame is queued: nothing may follow it */
+#define CONN_F_CLOSE_RECV  0x04 /* the client's close frame arrived */
+#define CONN_F_FLUSH_CLOSE 0x08 /* close TCP as soon as output is flushed */
+#define CONN_F_LINGER      0x10 /* after the flush: shut down writes, read to EOF */
+#define CONN_F_WANT_WRITE  0x20 /* the event listens for EV_WRITE */
+#define CONN_F_DISCARD     0x40 /* closing: input is read and dropped until EOF */
+
+struct obuf {
+    size_t off;
+    size_t len;
+    size_t cap;
+    uint8_t data[];
+};
+
+struct conn {
+    struct event ev;           /* embedded read/write event on fd */
+    struct worker *w;          /* borrowed */
+    struct conn *tprev;        /* timer list links (worker.h) */
+    struct conn *tnext;
+    struct ws_hs *hs;          /* owned while handshaking */
+    struct obuf *out;          /* owned while output is pending */
+    struct obuf *msg;          /* owned while a data message is partly received */
+    uint8_t *ctrl;             /* owned while a control frame is partly received */
+    uint64_t seq;              /* connection id = w->id_prefix + seq */
+    struct ws_dec dec;
+    uint32_t stamp;            /* when it joined its timer list (worker_now) */
+    int fd;
+    uint16_t flags;
+    uint16_t close_code;       /* the code we sent, for the log */
+    uint8_t state;             /* enum conn_state */
+    uint8_t tlist;             /* enum tlist */
+    uint8_t ctrl_len;
+    uint8_t remote_family;     /* AF_INET or AF_INET6 */
+    uint16_t remote_port;
+    uint8_t remote_addr[16];
+};
+
+/* Takes ownership of fd: on failure fd is closed. Returns NULL when memory runs out. */
+struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa);
+
+/*
+ * Starts the server's close: sends a close frame with code and reason (cut to
+ * 123 bytes), stops delivering data, waits --close-timeout for the client's reply.
+ * Does nothing for a connection already closing. Returns 0, or -1 when code may
+ * not be sent.
+ */
+int conn_close(struct conn *c, unsigned code, const char *reason, const char *by);
+
+/* Closes TCP at once and hands c to the reaper. Safe to call twice. */
+void conn_release(struct conn *c, const char *why);
+
+/* Frees c; only the reaper calls this. */
+void conn_free(struct conn *c);
+
+/* Timer list expiry, called by the worker's tick for list heads. */
+void conn_on_timeout(struct conn *c);
+
+/* Writes the connection id ("gw1-1-5f3a9c1e-42") into buf. */
+const char *conn_id(const struct conn *c, char *buf, size_t cap);
+
+#define CONN_ID_MAX 128
+
+#endif /* WSGATE_WORKER_CONN_H */

@@ -1,0 +1,412 @@
+#include "worker/worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include "common/log.h"
+#include "common/ws_close.h"
+#include "worker/conn.h"
+#include "worker/hooks.h"
+
+#define RBUF_SIZE       (64 * 1024)
+#define TICK_MS         50
+#define ACCEPT_BATCH    64  /* accepts per readiness event */
+#define FD_RESERVE      32  /* files kept free for Redis, logs and the 503 answers */
+#define STOP_BATCH      512 /* connections closed per loop turn while stopping */
+#define ACCEPT_RETRY_MS 100
+
+static struct event *stop_ev;
+
+uint32_t worker_now(struct worker *w)
+{
+    struct timeval tv;
+
+    event_base_gettimeofday_cached(w->base, &tv);
+    w->now_ms = (uint32_t)((uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000);
+    return w->now_ms;
+}
+
+void worker_tlist_remove(struct worker *w, struct conn *c)
+{
+    struct tlist_head *l;
+
+    if (c->tlist == TL_NONE)
+        return;
+    l = &w->tl[c->tlist];
+    if (c->tprev != NULL)
+        c->tprev->tnext = c->tnext;
+    else
+        l->head = c->tnext;
+    if (c->tnext != NULL)
+        c->tnext->tprev = c->tprev;
+    else
+        l->tail = c->tprev;
+    c->tprev = c->tnext = NULL;
+    c->tlist = TL_NONE;
+}
+
+void worker_tlist_move(struct worker *w, struct conn *c, enum tlist which)
+{
+    struct tlist_head *l = &w->tl[which];
+
+    if (c->tlist == which && l->tail == c) {
+        c->stamp = w->now_ms; /* already last: only the stamp changes */
+        return;
+    }
+    worker_tlist_remove(w, c);
+    c->tlist = (uint8_t)which;
+    c->stamp = w->now_ms;
+    c->tprev = l->tail;
+    c->tnext = NULL;
+    if (l->tail != NULL)
+        l->tail->tnext = c;
+    else
+        l->head = c;
+    l->tail = c;
+}
+
+void worker_schedule_reap(struct worker *w)
+{
+    event_active(w->reaper, EV_TIMEOUT, 0);
+}
+
+static void worker_on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct conn *c = w->dead;
+
+    (void)fd;
+    (void)what;
+    w->dead = NULL;
+    while (c != NULL) {
+        struct conn *next = c->tnext;
+        conn_free(c);
+        c = next;
+    }
+}
+
+static void worker_on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    uint32_t now;
+
+    (void)fd;
+    (void)what;
+    now = worker_now(w);
+    for (int i = TL_HANDSHAKE; i < TL_COUNT; i++) {
+        struct tlist_head *l = &w->tl[i];
+        if (l->timeout_ms == 0)
+            continue;
+        /* Heads are the oldest: stop at the first that has time left. */
+        while (l->head != NULL && (int32_t)(now - l->head->stamp) >= (int32_t)l->timeout_ms)
+            conn_on_timeout(l->head);
+    }
+}
+
+/* Listener ------------------------------------------------------------------------- */
+
+static int listen_socket(const struct config *cfg)
+{
+    struct sockaddr_storage ss;
+    socklen_t slen;
+    int fd, one = 1, err;
+
+    memset(&ss, 0, sizeof(ss));
+    if (strchr(cfg->listen_host, ':') != NULL) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons(cfg->listen_port);
+        inet_pton(AF_INET6, cfg->listen_host, &s6->sin6_addr);
+        slen = sizeof(*s6);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons(cfg->listen_port);
+        if (cfg->listen_host[0] != '\0')
+            inet_pton(AF_INET, cfg->listen_host, &s4->sin_addr);
+        slen = sizeof(*s4);
+    }
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        bind(fd, (struct sockaddr *)&ss, slen) < 0 || listen(fd, 4096) < 0) {
+        err = errno;
+        close(fd);
+        return -err;
+    }
+    return fd;
+}
+
+int worker_check_listen(const struct config *cfg, char *err, size_t errlen)
+{
+    int fd = listen_socket(cfg);
+
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot listen on %s:%u: %s", cfg->listen_host[0] ? cfg->listen_host
+                                                                                 : "0.0.0.0",
+                 cfg->listen_port, strerror(-fd));
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+/* At the file limit a client still gets an answer, not a hang or an RST. */
+static void refuse_full(struct worker *w, int fd)
+{
+    static const char resp[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                               "Content-Type: text/plain; charset=utf-8\r\n"
+                               "Content-Length: 21\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
+                               "gateway at capacity\r\n";
+    ssize_t n = write(fd, resp, sizeof(resp) - 1);
+
+    (void)n;
+    w->st.refused_full++;
+    log_limited(LOG_WARN, NULL, "refused a client: at capacity conns=%zu", w->nconns);
+    shutdown(fd, SHUT_WR);
+    close(fd);
+}
+
+static void worker_on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    (void)what;
+    worker_now(w);
+    for (int i = 0; i < ACCEPT_BATCH && !w->stopping; i++) {
+        struct sockaddr_storage ss;
+        socklen_t slen = sizeof(ss);
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &slen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int one = 1;
+
+        if (fd < 0) {
+            int err = errno;
+            if (err == EINTR || err == ECONNABORTED)
+                continue;
+            if (err == EAGAIN || err == EWOULDBLOCK)
+                return;
+            w->st.accept_errors++;
+            if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+                /* Back off instead of spinning on a readable listener we cannot serve;
+                 * open connections keep being served meanwhile. */
+                struct timeval tv = {0, ACCEPT_RETRY_MS * 1000};
+                log_limited(LOG_WARN, NULL, "accept: %s; pausing accepts", strerror(err));
+                event_del(w->listen_ev);
+                event_add(w->accept_retry, &tv);
+                return;
+            }
+            log_limited(LOG_WARN, NULL, "accept: %s", strerror(err));
+            return;
+        }
+        w->st.accepted++;
+        if (w->nconns >= w->max_conns) {
+            refuse_full(w, fd);
+            continue;
+        }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (conn_new(w, fd, (struct sockaddr *)&ss) == NULL)
+            log_limited(LOG_WARN, NULL, "out of memory for a connection");
+    }
+}
+
+static void worker_on_accept_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    if (!w->stopping && w->listen_fd >= 0)
+        event_add(w->listen_ev, NULL);
+}
+
+static void worker_close_listener(struct worker *w)
+{
+    if (w->listen_fd < 0)
+        return;
+    event_del(w->listen_ev);
+    event_del(w->accept_retry);
+    close(w->listen_fd);
+    w->listen_fd = -1;
+}
+
+/* Stopping ------------------------------------------------------------------------- */
+
+void worker_conn_gone(struct worker *w)
+{
+    if (w->stopping && w->nconns == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+/* Closes connections in batches, one batch per loop turn, so a worker holding many
+ * stays responsive (and flushes what it queued) while it stops. */
+static void worker_on_stop_batch(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    int n = 0;
+
+    (void)fd;
+    (void)what;
+    worker_now(w);
+    while (n < STOP_BATCH && w->tl[TL_HANDSHAKE].head != NULL) {
+        conn_refuse(w->tl[TL_HANDSHAKE].head, 503, "server shutting down");
+        n++;
+    }
+    for (int l = TL_ACTIVE; l <= TL_PINGED; l++) {
+        while (n < STOP_BATCH && w->tl[l].head != NULL) {
+            conn_close(w->tl[l].head, WS_CLOSE_GOING_AWAY, "server shutting down", "drain");
+            n++;
+        }
+    }
+    if (w->tl[TL_HANDSHAKE].head != NULL || w->tl[TL_ACTIVE].head != NULL ||
+        w->tl[TL_PINGED].head != NULL)
+        event_active(stop_ev, EV_TIMEOUT, 0);
+    else if (w->nconns == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+static void worker_on_exit_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    log_msg(LOG_NOTICE, NULL, "stop deadline reached; cutting %zu connections", w->nconns);
+    event_base_loopexit(w->base, NULL);
+}
+
+static void worker_stop(struct worker *w)
+{
+    struct timeval tv;
+    uint32_t ms;
+
+    if (w->stopping)
+        return;
+    w->stopping = true;
+    log_msg(LOG_NOTICE, NULL, "stopping conns=%zu", w->nconns);
+    worker_close_listener(w);
+    /* Every close frame gets --close-timeout for its reply, plus time to send them. */
+    ms = w->cfg->close_timeout_ms + 2000;
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    event_add(w->exit_timer, &tv);
+    event_active(stop_ev, EV_TIMEOUT, 0);
+}
+
+static void worker_on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    log_msg(LOG_NOTICE, NULL, "got %s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    worker_stop(arg);
+}
+
+/* Setup ---------------------------------------------------------------------------- */
+
+static size_t raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t want = rl.rlim_max;
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? 1u << 20 : (size_t)rl.rlim_cur;
+}
+
+int worker_main(const struct config *cfg, int num)
+{
+    struct worker w;
+    struct timeval tick = {0, TICK_MS * 1000};
+    uint32_t nonce;
+    char tag[16];
+    size_t nofile;
+    int status = 1;
+    sigset_t none;
+
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGCHLD, SIG_DFL);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    snprintf(tag, sizeof(tag), "w%d", num);
+    log_set_tag(tag);
+
+    memset(&w, 0, sizeof(w));
+    w.cfg = cfg;
+    w.num = num;
+    w.listen_fd = -1;
+    if (getrandom(&nonce, sizeof(nonce), 0) != sizeof(nonce))
+        nonce = (uint32_t)getpid() ^ (uint32_t)time(NULL);
+    /* Unique across the fleet (gateway id), the host's workers and restarts (nonce). */
+    snprintf(w.id_prefix, sizeof(w.id_prefix), "%s-%d-%08x-", cfg->id, num, nonce);
+    w.id_prefix_len = strlen(w.id_prefix);
+    nofile = raise_nofile();
+    w.max_conns = nofile > FD_RESERVE * 2 ? nofile - FD_RESERVE : nofile / 2;
+    w.rbuf_cap = RBUF_SIZE;
+    w.rbuf = malloc(w.rbuf_cap);
+    w.tl[TL_HANDSHAKE].timeout_ms = cfg->handshake_timeout_ms;
+    w.tl[TL_ACTIVE].timeout_ms = cfg->ping_interval_ms;
+    w.tl[TL_PINGED].timeout_ms = cfg->ping_interval_ms;
+    w.tl[TL_CLOSING].timeout_ms = cfg->close_timeout_ms;
+
+    w.base = event_base_new();
+    if (w.base == NULL || w.rbuf == NULL) {
+        log_msg(LOG_ERROR, NULL, "cannot create the event loop");
+        goto out;
+    }
+    w.listen_fd = listen_socket(cfg);
+    if (w.listen_fd < 0) {
+        log_msg(LOG_ERROR, NULL, "listen %s:%u: %s", cfg->listen_host, cfg->listen_port,
+                strerror(-w.listen_fd));
+        w.listen_fd = -1;
+        status = 2;
+        goto out;
+    }
+    w.listen_ev = event_new(w.base, w.listen_fd, EV_READ | EV_PERSIST, worker_on_accept, &w);
+    w.accept_retry = evtimer_new(w.base, worker_on_accept_retry, &w);
+    w.tick = event_new(w.base, -1, EV_PERSIST, worker_on_tick, &w);
+    w.reaper = event_new(w.base, -1, 0, worker_on_reap, &w);
+    w.sig_term = evsignal_new(w.base, SIGTERM, worker_on_signal, &w);
+    w.sig_int = evsignal_new(w.base, SIGINT, worker_on_signal, &w);
+    w.exit_timer = evtimer_new(w.base, worker_on_exit_timer, &w);
+    stop_ev = event_new(w.base, -1, 0, worker_on_stop_batch, &w);
+    if (w.listen_ev == NULL || w.accept_retry == NULL || w.tick == NULL || w.reaper == NULL ||
+        w.sig_term == NULL || w.sig_int == NULL || w.exit_timer == NULL || stop_ev == NULL ||
+        event_add(w.listen_ev, NULL) < 0 || event_add(w.tick, &tick) < 0 ||
+        event_add(w.sig_term, NULL) < 0 || event_add(w.sig_int, NULL) < 0) {
+        log_msg(LOG_ERROR, NULL, "cannot set up worker events");
+        goto out;
+    }
+    worker_now(&w);
+    log_msg(LOG_NOTICE, NULL, "worker ready listen=%s:%u pid=%d capacity=%zu%s",
+            cfg->listen_host[0] ? cfg->listen_host : "0.0.0.0", cfg->listen_port, (int)getpid(),
+            w.max_conns, cfg->echo ? " echo=on" : "");
+    if (event_base_dispatch(w.base) < 0) {
+        log_msg(LOG_ERROR, NULL, "event loop failed");
+        goto out;
+    }
+    status = 0;
+    log_msg(LOG_NOTICE, NULL, "worker exiting conns=%zu", w.nconns);
+out:
+    /* The process exits next: the kernel closes what is left. */
+    return status;
+}

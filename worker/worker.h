@@ -1,0 +1,103 @@
+#ifndef WSGATE_WORKER_WORKER_H
+#define WSGATE_WORKER_WORKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "common/config.h"
+
+struct conn;
+struct redis_sub;
+
+/*
+ * Timer lists. Every connection sits on exactly one list whose timeout is the same
+ * for all its members, so each list is in deadline order when appended at the tail
+ * and one tick only looks at list heads: cost follows expiring connections, not
+ * connections held.
+ */
+enum tlist {
+    TL_NONE,
+    TL_HANDSHAKE, /* waiting for the upgrade request: --handshake-timeout */
+    TL_ACTIVE,    /* open, heard from at stamp: ping after --ping-interval */
+    TL_PINGED,    /* open, pinged at stamp: dropped after another --ping-interval */
+    TL_CLOSING,   /* close frame or HTTP error sent at stamp: --close-timeout */
+    TL_COUNT
+};
+
+struct tlist_head {
+    struct conn *head;
+    struct conn *tail;
+    uint32_t timeout_ms;
+};
+
+/* Counters of one worker (summed over workers by the metrics endpoint). */
+struct worker_stats {
+    uint64_t accepted;
+    uint64_t accept_errors;
+    uint64_t refused_full;      /* 503: at the file limit */
+    uint64_t handshakes_ok;
+    uint64_t handshakes_failed; /* answered with an HTTP error */
+    uint64_t handshake_timeouts;
+    uint64_t msgs_in;
+    uint64_t bytes_in;
+    uint64_t msgs_out;
+    uint64_t bytes_out;
+    uint64_t protocol_errors;   /* connections failed with 1002/1007/1009 */
+    uint64_t ping_timeouts;
+    uint64_t close_timeouts;
+    uint64_t closes_by_client;
+    uint64_t closes_by_server;
+    uint64_t out_overflows;
+};
+
+/* One per worker process; lives for the whole process (globals only in entry files). */
+struct worker {
+    struct event_base *base;
+    const struct config *cfg;
+    int num;                    /* 1..workers */
+    char id_prefix[96];         /* "<gateway>-<worker>-<nonce>-": a connection id is this + seq */
+    size_t id_prefix_len;
+    uint64_t next_seq;
+    int listen_fd;              /* -1 once closed */
+    struct event *listen_ev;
+    struct event *accept_retry; /* re-arms accept after EMFILE */
+    struct event *tick;
+    struct event *reaper;       /* frees dead connections outside their call chains */
+    struct event *sig_term;
+    struct event *sig_int;
+    struct event *exit_timer;
+    struct tlist_head tl[TL_COUNT];
+    struct conn *dead;          /* released, waiting for the reaper */
+    uint8_t *rbuf;              /* owned: per-worker read scratch */
+    size_t rbuf_cap;
+    size_t nconns;
+    size_t max_conns;           /* from RLIMIT_NOFILE, minus a reserve */
+    bool stopping;
+    uint32_t now_ms;            /* loop time in ms since start, wraps every 49 days */
+    struct worker_stats st;
+};
+
+/* Checks that cfg->listen can be bound (before any process starts). Returns 0 or -1
+ * with a message in err. */
+int worker_check_listen(const struct config *cfg, char *err, size_t errlen);
+
+/* Runs one worker process until it is told to stop. Returns the exit status. */
+int worker_main(const struct config *cfg, int num);
+
+/* Milliseconds since the worker started, refreshed from the loop's cached time. */
+uint32_t worker_now(struct worker *w);
+
+/* Appends c to list l (removing it from its current list). */
+void worker_tlist_move(struct worker *w, struct conn *c, enum tlist l);
+void worker_tlist_remove(struct worker *w, struct conn *c);
+
+/* Makes the reaper run after this loop turn. */
+void worker_schedule_reap(struct worker *w);
+
+/* Called when a connection is gone, so a stopping worker can exit when none is left. */
+void worker_conn_gone(struct worker *w);
+
+#endif /* WSGATE_WORKER_WORKER_H */
