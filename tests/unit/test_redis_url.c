@@ -1,0 +1,154 @@
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/redis_url.h"
+#include "tests/unit/check.h"
+
+static bool same(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static const struct {
+    const char *url;
+    const char *host;
+    int port;
+    const char *path;
+    const char *user;
+    const char *password;
+    int db;
+} goods[] = {
+    {"redis://127.0.0.1:6379", "127.0.0.1", 6379, NULL, NULL, NULL, 0},
+    {"redis://localhost", "localhost", 6379, NULL, NULL, NULL, 0},
+    {"REDIS://redis-1.internal_x:7000/3", "redis-1.internal_x", 7000, NULL, NULL, NULL, 3},
+    {"redis://h/", "h", 6379, NULL, NULL, NULL, 0},
+    {"redis://h:1/15", "h", 1, NULL, NULL, NULL, 15},
+    {"redis://h:65535", "h", 65535, NULL, NULL, NULL, 0},
+    {"redis://secret@h", "h", 6379, NULL, NULL, "secret", 0},
+    {"redis://:secret@h:6380", "h", 6380, NULL, NULL, "secret", 0},
+    {"redis://alice:s3cr%40t%3a@h:1/2", "h", 1, NULL, "alice", "s3cr@t:", 2},
+    {"redis://alice:p@ss:w/rd@h", "h", 6379, NULL, "alice", "p@ss:w/rd", 0},
+    {"redis://@h", "h", 6379, NULL, NULL, NULL, 0},
+    {"redis://[::1]:6379", "::1", 6379, NULL, NULL, NULL, 0},
+    {"redis://[::1]", "::1", 6379, NULL, NULL, NULL, 0},
+    {"redis://pw@[2001:db8::7]:7001/4", "2001:db8::7", 7001, NULL, NULL, "pw", 4},
+    {"unix:///tmp/redis.sock", NULL, 0, "/tmp/redis.sock", NULL, NULL, 0},
+    {"unix:///run/redis/redis-server.sock?db=5", NULL, 0, "/run/redis/redis-server.sock", NULL,
+     NULL, 5},
+};
+
+static void test_redis_url_accepts(void)
+{
+    for (size_t i = 0; i < sizeof(goods) / sizeof(goods[0]); i++) {
+        struct redis_url u;
+        char err[256] = "";
+        bool ok = redis_url_parse(goods[i].url, &u, err, sizeof(err)) == 0;
+
+        if (!ok)
+            fprintf(stderr, "  %s: %s\n", goods[i].url, err);
+        CHECK(ok);
+        if (!ok)
+            continue;
+        CHECK(same(u.host, goods[i].host) && u.port == goods[i].port);
+        CHECK(same(u.path, goods[i].path) && u.db == goods[i].db);
+        CHECK(same(u.user, goods[i].user) && same(u.password, goods[i].password));
+        redis_url_cleanup(&u);
+        CHECK(u.host == NULL && u.path == NULL && u.user == NULL && u.password == NULL);
+        redis_url_cleanup(&u);
+    }
+}
+
+static const struct {
+    const char *url;
+    const char *says; /* a piece of the message */
+} bads[] = {
+    {"", "expected redis://"},
+    {"localhost:6379", "expected redis://"},
+    {"http://h", "expected redis://"},
+    {"rediss://h", "TLS"},
+    {"redis://", "host is missing"},
+    {"redis://:6379", "host is missing"},
+    {"redis://pw@", "host is missing"},
+    {"redis://h:", "port"},
+    {"redis://h:0", "port"},
+    {"redis://h:65536", "port"},
+    {"redis://h:12ab", "port"},
+    {"redis://h:-1", "port"},
+    {"redis://h:6379 ", "port"},
+    {"redis://a b", "bad host"},
+    {"redis://h/x", "database"},
+    {"redis://h/1/2", "database"},
+    {"redis://h/-1", "database"},
+    {"redis://h/99999999999", "database"},
+    {"redis://h?db=1", "query"},
+    {"redis://h#x", "query"},
+    {"redis://::1:6379", "brackets"},
+    {"redis://[::1", "closing"},
+    {"redis://[::1]6379", "':port'"},
+    {"redis://[]:1", "IPv6"},
+    {"redis://[::g]:1", "IPv6"},
+    {"redis://[::1]:0", "port"},
+    {"redis://u:@h", "without a password"},
+    {"redis://a%zz@h", "escape"},
+    {"redis://a%2@h", "escape"},
+    {"redis://a%00@h", "escape"},
+    {"unix://", "absolute path"},
+    {"unix://relative.sock", "absolute path"},
+    {"unix://host/tmp/r.sock", "absolute path"},
+    {"unix:///", "path is missing"},
+    {"unix:///p?db=", "database"},
+    {"unix:///p?db=x", "database"},
+    {"unix:///p?foo=1", "?db=N"},
+    {"unix:///p?db=1&x=2", "database"},
+};
+
+static void test_redis_url_refuses(void)
+{
+    for (size_t i = 0; i < sizeof(bads) / sizeof(bads[0]); i++) {
+        struct redis_url u;
+        char err[256] = "";
+        int r = redis_url_parse(bads[i].url, &u, err, sizeof(err));
+
+        if (r == 0 || strstr(err, bads[i].says) == NULL)
+            fprintf(stderr, "  %s: r=%d \"%s\", want \"%s\"\n", bads[i].url, r, err, bads[i].says);
+        CHECK(r == -1 && strstr(err, bads[i].says) != NULL);
+        CHECK(u.host == NULL && u.path == NULL && u.user == NULL && u.password == NULL);
+    }
+}
+
+static void test_redis_url_error_hides_password(void)
+{
+    static const char *const urls[] = {
+        "redis://u:hunter2@h:port",
+        "redis://hunter2@h/db",
+        "redis://hunter2@a b",
+        "redis://u:hunter2%zz@h",
+    };
+
+    for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+        struct redis_url u;
+        char err[256] = "";
+
+        CHECK(redis_url_parse(urls[i], &u, err, sizeof(err)) == -1);
+        CHECK(err[0] != '\0' && strstr(err, "hunter2") == NULL);
+    }
+}
+
+static void test_redis_url_small_error_buffer(void)
+{
+    struct redis_url u;
+    char err[8];
+
+    CHECK(redis_url_parse("nope", &u, err, sizeof(err)) == -1);
+    CHECK(strlen(err) == sizeof(err) - 1);
+    CHECK(redis_url_parse("nope", &u, NULL, 0) == -1);
+}
+
+void suite_redis_url(void)
+{
+    test_redis_url_accepts();
+    test_redis_url_refuses();
+    test_redis_url_error_hides_password();
+    test_redis_url_small_error_buffer();
+}
