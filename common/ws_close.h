@@ -43,7 +43,7 @@ size_t ws_close_reason_cut(const char *reason, size_t len);
 
 /*
  * Parses a received close frame's payload (already unmasked). On success returns 0,
- * sets *code (WS_CLOSE_NO_STATUS for an empty payload) and points *reason/*reason_len
+ * sets *code (WS_CLOSE_NO_STATUS for an empty payload) and points *reason and *reason_len
  * into payload. On failure returns the close code to answer with: 1002 for a 1-byte
  * payload or a code that may not be sent, 1007 for a reason that is not UTF-8.
  */
