@@ -25,7 +25,8 @@ struct slot {
     long long respawn_at; /* ms; 0 = not waiting */
     unsigned backoff_ms;
     unsigned restarts;
-    bool fatal;         /* exited 2: not restarted */
+    bool fatal;         /* exited 2 or drained: not restarted */
+    bool drained;
 };
 
 static volatile sig_atomic_t got_chld;
@@ -148,6 +149,12 @@ int master_run(const struct config *cfg)
                                 WEXITSTATUS(st));
                     if (stopping)
                         break;
+                    if (WIFEXITED(st) && WEXITSTATUS(st) == WORKER_EXIT_DRAINED) {
+                        s->fatal = true; /* drained on an order: its job is done */
+                        s->drained = true;
+                        log_msg(LOG_NOTICE, NULL, "worker w=%d drained", i + 1);
+                        break;
+                    }
                     if (WIFEXITED(st) && WEXITSTATUS(st) == 2) {
                         s->fatal = true;
                         log_msg(LOG_ERROR, NULL, "worker w=%d failed to start; not restarting",
@@ -212,9 +219,21 @@ int master_run(const struct config *cfg)
                     alive++;
             }
             if (alive == 0) {
-                log_msg(LOG_ERROR, NULL, "no worker could start; exiting");
-                status = 1;
-                break;
+                bool all_drained = true;
+                for (int i = 0; i < cfg->workers; i++)
+                    all_drained = all_drained && slots[i].drained;
+                if (all_drained && running == 0) {
+                    log_msg(LOG_NOTICE, NULL, "every worker drained");
+                    break;
+                }
+                if (!all_drained) {
+                    log_msg(LOG_ERROR, NULL, "no worker could start; exiting");
+                    status = 1;
+                    for (int i = 0; i < cfg->workers; i++)
+                        if (slots[i].pid > 0)
+                            kill(slots[i].pid, SIGTERM);
+                    break;
+                }
             }
         }
         arm_alarm(next);

@@ -119,8 +119,7 @@ void conn_release(struct conn *c, const char *why)
     if (c->state == CONN_CLOSED)
         return;
     log_msg(LOG_DEBUG, conn_id(c, id, sizeof(id)), "tcp closed why=%s", why);
-    if (c->state != CONN_HANDSHAKE || c->hs == NULL || c->hs->status == 101)
-        hooks_conn_closed(c, why);
+    hooks_conn_closed(c, why);
     c->state = CONN_CLOSED;
     event_del(&c->ev);
     close(c->fd);

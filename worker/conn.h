@@ -35,7 +35,11 @@ enum conn_state {
 #define CONN_F_FLUSH_CLOSE 0x08 /* close TCP as soon as output is flushed */
 #define CONN_F_LINGER      0x10 /* after the flush: shut down writes, read to EOF */
 #define CONN_F_WANT_WRITE  0x20 /* the event listens for EV_WRITE */
-#define CONN_F_DISCARD     0x40 /* closing: input is read and dropped until EOF */
+#define CONN_F_DISCARD     0x40  /* closing: input is read and dropped until EOF */
+#define CONN_F_INDEXED     0x80  /* in the registry: opened, close event owed */
+#define CONN_F_EVENT_DONE  0x100 /* the close event is published */
+#define CONN_F_SPARED      0x200 /* named in the except list of the order being applied */
+#define CONN_F_MATCHED     0x400 /* already matched by the order being applied */
 
 struct obuf {
     size_t off;
@@ -49,6 +53,8 @@ struct conn {
     struct worker *w;          /* borrowed */
     struct conn *tprev;        /* timer list links (worker.h) */
     struct conn *tnext;
+    struct conn *hnext;        /* id index chain (registry.h) */
+    struct member *groups;     /* owned: ngroups memberships, NULL when none */
     struct ws_hs *hs;          /* owned while handshaking */
     struct obuf *out;          /* owned while output is pending */
     struct obuf *msg;          /* owned while a data message is partly received */
@@ -62,6 +68,7 @@ struct conn {
     uint8_t state;             /* enum conn_state */
     uint8_t tlist;             /* enum tlist */
     uint8_t ctrl_len;
+    uint8_t ngroups;
     uint8_t remote_family;     /* AF_INET or AF_INET6 */
     uint16_t remote_port;
     uint8_t remote_addr[16];

@@ -1,31 +1,121 @@
 #include "worker/hooks.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+#include <jansson.h>
+
+#include "common/log.h"
+#include "common/ws_close.h"
 #include "worker/conn.h"
+#include "worker/redis.h"
+#include "worker/registry.h"
+#include "worker/worker.h"
 
 int hooks_conn_upgrading(struct conn *c, const char **why)
 {
-    (void)c;
-    (void)why;
+    struct worker *w = c->w;
+    char **names;
+    size_t n;
+    int status = registry_groups_from_request(w, c->hs, &names, &n, why);
+
+    if (status != 0)
+        return status;
+    if (registry_add(&w->reg, c, names, n) < 0) {
+        registry_free_names(names, n);
+        *why = "out of memory";
+        return 503;
+    }
+    registry_free_names(names, n);
     return 0;
+}
+
+static json_t *event_new_json(struct conn *c, const char *type)
+{
+    struct worker *w = c->w;
+    char id[CONN_ID_MAX], addr[INET6_ADDRSTRLEN] = "?", remote[INET6_ADDRSTRLEN + 16];
+    json_t *ev = json_object(), *groups = json_array();
+    struct timespec ts;
+
+    if (ev == NULL || groups == NULL) {
+        json_decref(ev);
+        json_decref(groups);
+        return NULL;
+    }
+    inet_ntop(c->remote_family, c->remote_addr, addr, sizeof(addr));
+    snprintf(remote, sizeof(remote), c->remote_family == AF_INET6 ? "[%s]:%u" : "%s:%u", addr,
+             c->remote_port);
+    for (size_t i = 0; i < c->ngroups; i++)
+        json_array_append_new(groups, json_string(c->groups[i].group->name));
+    clock_gettime(CLOCK_REALTIME, &ts);
+    json_object_set_new(ev, "type", json_string(type));
+    json_object_set_new(ev, "conn", json_string(conn_id(c, id, sizeof(id))));
+    json_object_set_new(ev, "gateway", json_string(w->cfg->id));
+    json_object_set_new(ev, "worker", json_integer(w->num));
+    json_object_set_new(ev, "groups", groups);
+    json_object_set_new(ev, "remote", json_string(remote));
+    json_object_set_new(ev, "ts", json_integer((json_int_t)ts.tv_sec * 1000 +
+                                               ts.tv_nsec / 1000000));
+    return ev;
+}
+
+static void event_publish(struct conn *c, json_t *ev)
+{
+    struct worker *w = c->w;
+    char *text;
+
+    if (ev == NULL)
+        return;
+    text = json_dumps(ev, JSON_COMPACT);
+    json_decref(ev);
+    if (text == NULL)
+        return;
+    wredis_publish(w, w->cfg->events_channel, text, strlen(text));
+    w->events_published++;
+    free(text);
 }
 
 void hooks_conn_opened(struct conn *c)
 {
-    (void)c;
+    if (c->w->cfg->events_channel[0] == '\0')
+        return;
+    event_publish(c, event_new_json(c, "open"));
+}
+
+static void close_event(struct conn *c, unsigned code, const char *reason, const char *by)
+{
+    json_t *ev;
+
+    if (!(c->flags & CONN_F_INDEXED) || (c->flags & CONN_F_EVENT_DONE))
+        return;
+    c->flags |= CONN_F_EVENT_DONE;
+    if (c->w->cfg->events_channel[0] == '\0')
+        return;
+    ev = event_new_json(c, "close");
+    if (ev == NULL)
+        return;
+    json_object_set_new(ev, "code", json_integer(code));
+    json_object_set_new(ev, "reason", json_string(reason != NULL ? reason : ""));
+    json_object_set_new(ev, "by", json_string(by));
+    event_publish(c, ev);
 }
 
 void hooks_conn_closing(struct conn *c, unsigned code, const char *reason, const char *by)
 {
-    (void)c;
-    (void)code;
-    (void)reason;
-    (void)by;
+    close_event(c, code, reason, by);
 }
 
 void hooks_conn_closed(struct conn *c, const char *why)
 {
-    (void)c;
-    (void)why;
+    /* Gone without a close handshake: 1006 (§7.1.5), reported with the cause. */
+    bool client = strstr(why, "eof") != NULL || strstr(why, "reset") != NULL;
+
+    close_event(c, WS_CLOSE_ABNORMAL, why, client ? "client" : "error");
+    registry_remove(&c->w->reg, c);
 }
 
 bool hooks_conn_plain_http(struct conn *c)

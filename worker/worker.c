@@ -19,15 +19,15 @@
 #include "common/ws_close.h"
 #include "worker/conn.h"
 #include "worker/hooks.h"
+#include "worker/redis.h"
+#include "common/order.h"
 
 #define RBUF_SIZE       (64 * 1024)
 #define TICK_MS         50
 #define ACCEPT_BATCH    64  /* accepts per readiness event */
 #define FD_RESERVE      32  /* files kept free for Redis, logs and the 503 answers */
-#define STOP_BATCH      512 /* connections closed per loop turn while stopping */
 #define ACCEPT_RETRY_MS 100
 
-static struct event *stop_ev;
 
 uint32_t worker_now(struct worker *w)
 {
@@ -251,33 +251,6 @@ void worker_conn_gone(struct worker *w)
         event_base_loopexit(w->base, NULL);
 }
 
-/* Closes connections in batches, one batch per loop turn, so a worker holding many
- * stays responsive (and flushes what it queued) while it stops. */
-static void worker_on_stop_batch(evutil_socket_t fd, short what, void *arg)
-{
-    struct worker *w = arg;
-    int n = 0;
-
-    (void)fd;
-    (void)what;
-    worker_now(w);
-    while (n < STOP_BATCH && w->tl[TL_HANDSHAKE].head != NULL) {
-        conn_refuse(w->tl[TL_HANDSHAKE].head, 503, "server shutting down");
-        n++;
-    }
-    for (int l = TL_ACTIVE; l <= TL_PINGED; l++) {
-        while (n < STOP_BATCH && w->tl[l].head != NULL) {
-            conn_close(w->tl[l].head, WS_CLOSE_GOING_AWAY, "server shutting down", "drain");
-            n++;
-        }
-    }
-    if (w->tl[TL_HANDSHAKE].head != NULL || w->tl[TL_ACTIVE].head != NULL ||
-        w->tl[TL_PINGED].head != NULL)
-        event_active(stop_ev, EV_TIMEOUT, 0);
-    else if (w->nconns == 0)
-        event_base_loopexit(w->base, NULL);
-}
-
 static void worker_on_exit_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
@@ -288,29 +261,55 @@ static void worker_on_exit_timer(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(w->base, NULL);
 }
 
-static void worker_stop(struct worker *w)
+void worker_drain(struct worker *w, const char *reason, uint32_t spread_ms, const char *id,
+                  const char *reply_to)
 {
+    struct order o;
     struct timeval tv;
     uint32_t ms;
 
-    if (w->stopping)
+    if (w->stopping) {
+        if (reply_to != NULL) {
+            char *nack = order_nack_json(id, w->cfg->id, w->num, "already draining");
+            if (nack != NULL)
+                wredis_publish(w, reply_to, nack, strlen(nack));
+            free(nack);
+        }
         return;
+    }
     w->stopping = true;
-    log_msg(LOG_NOTICE, NULL, "stopping conns=%zu", w->nconns);
+    if (id != NULL)
+        w->exit_status = WORKER_EXIT_DRAINED;
+    log_msg(LOG_NOTICE, NULL, "draining conns=%zu spread_ms=%u", w->nconns, spread_ms);
     worker_close_listener(w);
-    /* Every close frame gets --close-timeout for its reply, plus time to send them. */
-    ms = w->cfg->close_timeout_ms + 2000;
+    worker_now(w);
+    /* Handshakes in flight get an answer, not a silent drop. */
+    while (w->tl[TL_HANDSHAKE].head != NULL)
+        conn_refuse(w->tl[TL_HANDSHAKE].head, 503, "server shutting down");
+    /* Every close frame gets --close-timeout for its reply after the spread. */
+    ms = spread_ms + w->cfg->close_timeout_ms + 2000;
     tv.tv_sec = ms / 1000;
     tv.tv_usec = (ms % 1000) * 1000;
     event_add(w->exit_timer, &tv);
-    event_active(stop_ev, EV_TIMEOUT, 0);
+    order_init(&o);
+    o.target = ORDER_TARGET_ALL;
+    o.code = WS_CLOSE_GOING_AWAY;
+    snprintf(o.reason, sizeof(o.reason), "%s", reason != NULL ? reason : "server shutting down");
+    o.reason_len = strlen(o.reason);
+    o.spread_ms = spread_ms;
+    o.id = (char *)(uintptr_t)id;
+    o.reply_to = (char *)(uintptr_t)reply_to;
+    apply_close_order(w, &o, "drain");
+    wredis_stop(w);
+    if (w->nconns == 0)
+        event_base_loopexit(w->base, NULL);
 }
 
 static void worker_on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     log_msg(LOG_NOTICE, NULL, "got %s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    worker_stop(arg);
+    worker_drain(arg, NULL, 0, NULL, NULL);
 }
 
 /* Setup ---------------------------------------------------------------------------- */
@@ -369,7 +368,7 @@ int worker_main(const struct config *cfg, int num)
     w.tl[TL_CLOSING].timeout_ms = cfg->close_timeout_ms;
 
     w.base = event_base_new();
-    if (w.base == NULL || w.rbuf == NULL) {
+    if (w.base == NULL || w.rbuf == NULL || registry_init(&w.reg) < 0) {
         log_msg(LOG_ERROR, NULL, "cannot create the event loop");
         goto out;
     }
@@ -388,12 +387,15 @@ int worker_main(const struct config *cfg, int num)
     w.sig_term = evsignal_new(w.base, SIGTERM, worker_on_signal, &w);
     w.sig_int = evsignal_new(w.base, SIGINT, worker_on_signal, &w);
     w.exit_timer = evtimer_new(w.base, worker_on_exit_timer, &w);
-    stop_ev = event_new(w.base, -1, 0, worker_on_stop_batch, &w);
     if (w.listen_ev == NULL || w.accept_retry == NULL || w.tick == NULL || w.reaper == NULL ||
-        w.sig_term == NULL || w.sig_int == NULL || w.exit_timer == NULL || stop_ev == NULL ||
+        w.sig_term == NULL || w.sig_int == NULL || w.exit_timer == NULL ||
         event_add(w.listen_ev, NULL) < 0 || event_add(w.tick, &tick) < 0 ||
         event_add(w.sig_term, NULL) < 0 || event_add(w.sig_int, NULL) < 0) {
         log_msg(LOG_ERROR, NULL, "cannot set up worker events");
+        goto out;
+    }
+    if (wredis_start(&w) < 0) {
+        status = 2;
         goto out;
     }
     worker_now(&w);
@@ -404,7 +406,7 @@ int worker_main(const struct config *cfg, int num)
         log_msg(LOG_ERROR, NULL, "event loop failed");
         goto out;
     }
-    status = 0;
+    status = w.exit_status;
     log_msg(LOG_NOTICE, NULL, "worker exiting conns=%zu", w.nconns);
 out:
     /* The process exits next: the kernel closes what is left. */

@@ -8,9 +8,11 @@
 #include <event2/event.h>
 
 #include "common/config.h"
+#include "worker/apply.h"
+#include "worker/registry.h"
 
 struct conn;
-struct redis_sub;
+struct wredis;
 
 /*
  * Timer lists. Every connection sits on exactly one list whose timeout is the same
@@ -76,13 +78,30 @@ struct worker {
     size_t nconns;
     size_t max_conns;           /* from RLIMIT_NOFILE, minus a reserve */
     bool stopping;
+    int exit_status;            /* WORKER_EXIT_DRAINED after a drain order */
     uint32_t now_ms;            /* loop time in ms since start, wraps every 49 days */
     struct worker_stats st;
+    struct apply_stats orders;
+    struct registry reg;
+    struct wredis *redis;       /* owned */
+    uint64_t events_published;
 };
 
 /* Checks that cfg->listen can be bound (before any process starts). Returns 0 or -1
  * with a message in err. */
 int worker_check_listen(const struct config *cfg, char *err, size_t errlen);
+
+/* A worker that drained on an order exits so: the master does not restart it. */
+#define WORKER_EXIT_DRAINED 3
+
+/*
+ * Stops taking clients and closes every connection with 1001 and reason (default
+ * "server shutting down"), at moments spread across spread_ms; exits when none is
+ * left or at the deadline. id and reply_to come from a drain order (NULL for a
+ * signal); the acknowledgement goes to reply_to when the closes are sent.
+ */
+void worker_drain(struct worker *w, const char *reason, uint32_t spread_ms, const char *id,
+                  const char *reply_to);
 
 /* Runs one worker process until it is told to stop. Returns the exit status. */
 int worker_main(const struct config *cfg, int num);

@@ -1,0 +1,351 @@
+#include "worker/apply.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include <jansson.h>
+
+#include "common/log.h"
+#include "common/order.h"
+#include "worker/conn.h"
+#include "worker/redis.h"
+#include "worker/worker.h"
+
+const char *const apply_refuse_keys[] = {
+    "too_big", "json",    "type",     "op",  "target", "too_many", "code",  "reason",
+    "spread",  "max_affected", "id",  "gateway", "reply_to", "oom", "other", NULL,
+};
+
+/* One order being carried out: the matched connections by counter (a connection
+ * may be gone by the time its turn comes), in order of their due moments. */
+struct job {
+    struct worker *w;
+    struct event *ev;
+    char *id;       /* owned, NULL when the order had none */
+    char *reply_to; /* owned or NULL */
+    char by[ORDER_STRING_MAX + 8];
+    unsigned code;
+    char reason[ORDER_REASON_MAX + 1];
+    size_t n;
+    size_t next;
+    size_t closed;
+    uint64_t *seqs;   /* owned */
+    uint32_t *due;    /* owned: ms offsets from start, ascending; NULL when not spread */
+    uint32_t start;   /* worker_now() when applied */
+};
+
+static uint64_t rng_state;
+
+static uint64_t rng_next(void)
+{
+    if (rng_state == 0 && (getrandom(&rng_state, sizeof(rng_state), 0) != sizeof(rng_state) ||
+                           rng_state == 0))
+        rng_state = 0x9e3779b97f4a7c15ull;
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static void count_refusal(struct worker *w, const char *key)
+{
+    size_t i;
+
+    for (i = 0; apply_refuse_keys[i] != NULL; i++)
+        if (strcmp(apply_refuse_keys[i], key) == 0)
+            break;
+    if (apply_refuse_keys[i] == NULL)
+        i = APPLY_REFUSE_KEYS - 2; /* "other" */
+    w->orders.refused++;
+    w->orders.refused_by[i]++;
+}
+
+static void publish_owned(struct worker *w, const char *channel, char *msg)
+{
+    if (msg == NULL) {
+        log_limited(LOG_WARN, NULL, "out of memory for an acknowledgement");
+        return;
+    }
+    wredis_publish(w, channel, msg, strlen(msg));
+    free(msg);
+}
+
+/* A refused order still gets its error back when it named a reply channel, and it
+ * is not ours to answer when it names another gateway. */
+static void refuse(struct worker *w, const char *text, size_t len, const struct order_error *err)
+{
+    json_t *root = json_loadb(text, len, 0, NULL);
+    const char *id = NULL, *reply_to = NULL, *gateway = NULL;
+
+    if (json_is_object(root)) {
+        id = json_string_value(json_object_get(root, "id"));
+        reply_to = json_string_value(json_object_get(root, "reply_to"));
+        gateway = json_string_value(json_object_get(root, "gateway"));
+    }
+    if (gateway != NULL && strcmp(gateway, w->cfg->id) != 0) {
+        w->orders.ignored++;
+        json_decref(root);
+        return;
+    }
+    count_refusal(w, err->key);
+    log_limited(LOG_WARN, NULL, "order refused id=%s key=%s: %s", id != NULL ? id : "-",
+                err->key, err->text);
+    if (reply_to != NULL && reply_to[0] != '\0')
+        publish_owned(w, reply_to, order_nack_json(id, w->cfg->id, w->num, err->text));
+    json_decref(root);
+}
+
+static void job_free(struct job *j)
+{
+    if (j->ev != NULL)
+        event_free(j->ev);
+    free(j->id);
+    free(j->reply_to);
+    free(j->seqs);
+    free(j->due);
+    free(j);
+}
+
+static void job_done(struct job *j)
+{
+    struct worker *w = j->w;
+
+    w->orders.closed += j->closed;
+    log_msg(LOG_INFO, NULL, "order done id=%s matched=%zu closed=%zu", j->id ? j->id : "-", j->n,
+            j->closed);
+    if (j->reply_to != NULL)
+        publish_owned(w, j->reply_to,
+                      order_ack_json(j->id, w->cfg->id, w->num, j->n, j->closed, false));
+    job_free(j);
+}
+
+/* Closes the due connections, at most APPLY_BATCH, then yields to the loop: a big
+ * order never stalls the worker's other clients. */
+static void job_run(evutil_socket_t fd, short what, void *arg)
+{
+    struct job *j = arg;
+    struct worker *w = j->w;
+    uint32_t now = worker_now(w), elapsed = now - j->start;
+    size_t batch = 0;
+    struct timeval tv = {0, 0};
+
+    (void)fd;
+    (void)what;
+    while (j->next < j->n && batch < APPLY_BATCH) {
+        struct conn *c;
+        if (j->due != NULL && j->due[j->next] > elapsed)
+            break;
+        c = registry_find_seq(&w->reg, j->seqs[j->next++]);
+        batch++;
+        if (c != NULL && c->state == CONN_OPEN &&
+            conn_close(c, j->code, j->reason, j->by) == 0)
+            j->closed++;
+    }
+    if (j->next == j->n) {
+        job_done(j);
+        return;
+    }
+    if (j->due != NULL && j->due[j->next] > elapsed) {
+        uint32_t wait = j->due[j->next] - elapsed;
+        tv.tv_sec = wait / 1000;
+        tv.tv_usec = (wait % 1000) * 1000;
+    }
+    evtimer_add(j->ev, &tv);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+struct matches {
+    struct conn **v;
+    size_t n;
+    size_t cap;
+};
+
+static int match_add(struct matches *m, struct conn *c)
+{
+    if (c->state != CONN_OPEN || (c->flags & (CONN_F_SPARED | CONN_F_MATCHED)))
+        return 0;
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 64;
+        struct conn **v = realloc(m->v, cap * sizeof(*v));
+        if (v == NULL)
+            return -1;
+        m->v = v;
+        m->cap = cap;
+    }
+    c->flags |= CONN_F_MATCHED;
+    m->v[m->n++] = c;
+    return 0;
+}
+
+/* Cost: the named ids and the members of the named groups; only "all" visits every
+ * open connection. */
+static int match(struct worker *w, const struct order *o, struct matches *m)
+{
+    int r = 0;
+
+    for (size_t i = 0; i < o->nexcept; i++) {
+        struct conn *c = registry_find(&w->reg, w, o->except[i]);
+        if (c != NULL)
+            c->flags |= CONN_F_SPARED;
+    }
+    switch (o->target) {
+    case ORDER_TARGET_CONN:
+        for (size_t i = 0; i < o->nnames && r == 0; i++) {
+            struct conn *c = registry_find(&w->reg, w, o->names[i]);
+            if (c != NULL)
+                r = match_add(m, c);
+        }
+        break;
+    case ORDER_TARGET_GROUP:
+        for (size_t i = 0; i < o->nnames && r == 0; i++) {
+            struct group *g = registry_group(&w->reg, o->names[i]);
+            for (struct member *mb = g != NULL ? g->head : NULL; mb != NULL && r == 0;
+                 mb = mb->next)
+                r = match_add(m, mb->conn);
+        }
+        break;
+    case ORDER_TARGET_ALL:
+        for (int l = TL_ACTIVE; l <= TL_PINGED && r == 0; l++)
+            for (struct conn *c = w->tl[l].head; c != NULL && r == 0; c = c->tnext)
+                r = match_add(m, c);
+        break;
+    default:
+        break;
+    }
+    for (size_t i = 0; i < m->n; i++)
+        m->v[i]->flags &= (uint16_t)~CONN_F_MATCHED;
+    for (size_t i = 0; i < o->nexcept; i++) {
+        struct conn *c = registry_find(&w->reg, w, o->except[i]);
+        if (c != NULL)
+            c->flags &= (uint16_t)~CONN_F_SPARED;
+    }
+    return r;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s != NULL ? strdup(s) : NULL;
+}
+
+void apply_close_order(struct worker *w, const struct order *o, const char *by)
+{
+    struct matches m = {NULL, 0, 0};
+    struct job *j;
+    const char *id = o->id != NULL ? o->id : "-";
+
+    if (match(w, o, &m) < 0) {
+        struct order_error err = {"oom", "out of memory while matching"};
+        free(m.v);
+        count_refusal(w, err.key);
+        log_msg(LOG_WARN, NULL, "order refused id=%s: %s", id, err.text);
+        if (o->reply_to != NULL)
+            publish_owned(w, o->reply_to, order_nack_json(o->id, w->cfg->id, w->num, err.text));
+        return;
+    }
+    w->orders.matched += m.n;
+    if (o->max_affected >= 0 && (long long)m.n > o->max_affected) {
+        char text[128];
+        snprintf(text, sizeof(text), "max_affected exceeded: %zu matched, limit %lld", m.n,
+                 o->max_affected);
+        w->orders.rejected_max_affected++;
+        log_msg(LOG_WARN, NULL, "order refused id=%s: %s", id, text);
+        if (o->reply_to != NULL)
+            publish_owned(w, o->reply_to, order_nack_json(o->id, w->cfg->id, w->num, text));
+        free(m.v);
+        return;
+    }
+    w->orders.applied++;
+    if (o->reason_cut) {
+        w->orders.reasons_cut++;
+        log_msg(LOG_NOTICE, NULL, "order id=%s: reason cut to %zu bytes", id, o->reason_len);
+    }
+    log_msg(m.n > 0 ? LOG_NOTICE : LOG_INFO, NULL,
+            "order id=%s op=close matched=%zu code=%u spread_ms=%u%s", id, m.n, o->code,
+            o->spread_ms, o->dry_run ? " dry_run" : "");
+    if (o->dry_run || m.n == 0) {
+        if (o->reply_to != NULL)
+            publish_owned(w, o->reply_to,
+                          order_ack_json(o->id, w->cfg->id, w->num, m.n, 0, o->dry_run));
+        free(m.v);
+        return;
+    }
+    j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        goto oom;
+    j->w = w;
+    j->n = m.n;
+    j->code = o->code;
+    memcpy(j->reason, o->reason, o->reason_len + 1);
+    if (by != NULL)
+        snprintf(j->by, sizeof(j->by), "%s", by);
+    else
+        snprintf(j->by, sizeof(j->by), o->id != NULL ? "order:%s" : "order", o->id);
+    j->id = dup_or_null(o->id);
+    j->reply_to = dup_or_null(o->reply_to);
+    j->seqs = malloc(m.n * sizeof(*j->seqs));
+    j->ev = evtimer_new(w->base, job_run, j);
+    if ((o->id != NULL && j->id == NULL) || (o->reply_to != NULL && j->reply_to == NULL) ||
+        j->seqs == NULL || j->ev == NULL)
+        goto oom;
+    for (size_t i = 0; i < m.n; i++)
+        j->seqs[i] = m.v[i]->seq;
+    if (o->spread_ms > 0) {
+        /* Random moments across the window: each connection's own, sorted so the
+         * job walks them in order. Which connection gets which moment is random
+         * too, since the matches arrive in index order. */
+        j->due = malloc(m.n * sizeof(*j->due));
+        if (j->due == NULL)
+            goto oom;
+        for (size_t i = 0; i < m.n; i++)
+            j->due[i] = (uint32_t)(rng_next() % o->spread_ms);
+        qsort(j->due, m.n, sizeof(*j->due), cmp_u32);
+        for (size_t i = m.n - 1; i > 0; i--) {
+            size_t k = (size_t)(rng_next() % (i + 1));
+            uint64_t t = j->seqs[i];
+            j->seqs[i] = j->seqs[k];
+            j->seqs[k] = t;
+        }
+    }
+    free(m.v);
+    j->start = worker_now(w);
+    job_run(-1, 0, j);
+    return;
+oom:
+    free(m.v);
+    if (j != NULL)
+        job_free(j);
+    log_msg(LOG_WARN, NULL, "order id=%s: out of memory", id);
+}
+
+void apply_order_text(struct worker *w, const char *text, size_t len)
+{
+    struct order o;
+    struct order_error err;
+
+    w->orders.received++;
+    worker_now(w);
+    if (order_parse(text, len, &o, &err) < 0) {
+        refuse(w, text, len, &err);
+        return;
+    }
+    if (o.gateway != NULL && strcmp(o.gateway, w->cfg->id) != 0) {
+        w->orders.ignored++;
+        order_cleanup(&o);
+        return;
+    }
+    if (o.op == ORDER_OP_DRAIN) {
+        worker_drain(w, o.reason_len > 0 ? o.reason : NULL, o.spread_ms, o.id, o.reply_to);
+        order_cleanup(&o);
+        return;
+    }
+    apply_close_order(w, &o, NULL);
+    order_cleanup(&o);
+}

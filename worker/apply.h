@@ -1,0 +1,44 @@
+#ifndef WSGATE_WORKER_APPLY_H
+#define WSGATE_WORKER_APPLY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct worker;
+
+/*
+ * Orders from Redis: parse and check (common/order.c), match against this worker's
+ * indexes, then close the matches in batches of at most APPLY_BATCH per loop turn, at
+ * random moments across spread_ms, and acknowledge on reply_to when done.
+ */
+
+#define APPLY_BATCH 512
+
+/* Counters by refusal key: "json", "code", ... (order_error.key). */
+#define APPLY_REFUSE_KEYS 16
+
+struct apply_stats {
+    uint64_t received;
+    uint64_t applied;
+    uint64_t ignored; /* meant for another gateway */
+    uint64_t refused;
+    uint64_t refused_by[APPLY_REFUSE_KEYS];
+    uint64_t rejected_max_affected;
+    uint64_t reasons_cut;
+    uint64_t matched;
+    uint64_t closed;
+};
+
+/* The refusal keys, in the order of apply_stats.refused_by; NULL-terminated. */
+extern const char *const apply_refuse_keys[];
+
+struct order;
+
+/* Matches and closes per o (a close order, or an "all" order built by the drain);
+ * by names the closer in logs and events ("order:<id>" when NULL). */
+void apply_close_order(struct worker *w, const struct order *o, const char *by);
+
+/* Handles one message from the orders channels. */
+void apply_order_text(struct worker *w, const char *text, size_t len);
+
+#endif /* WSGATE_WORKER_APPLY_H */
