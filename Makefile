@@ -58,7 +58,18 @@ $(BUILD)/%.o: %.c
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-$(BUILD)/wsgate: $(WSGATE_OBJ) $(WORKER_OBJ) $(COMMON_OBJ)
+# The demo page served at / is compiled into the binary as a C string.
+$(BUILD)/gen/demo_html.c: worker/demo.html
+	@mkdir -p $(dir $@)
+	@{ echo '#include <stddef.h>'; echo 'const char demo_html[] ='; \
+	   sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; \
+	   echo ';'; echo 'const size_t demo_html_len = sizeof(demo_html) - 1;'; } > $@
+
+$(BUILD)/gen/demo_html.o: $(BUILD)/gen/demo_html.c
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(filter-out -Wmissing-prototypes,$(ALL_CFLAGS)) -c -o $@ $<
+
+$(BUILD)/wsgate: $(WSGATE_OBJ) $(WORKER_OBJ) $(COMMON_OBJ) $(BUILD)/gen/demo_html.o
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 

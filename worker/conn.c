@@ -353,6 +353,29 @@ static void conn_http_error(struct conn *c, int status, const char *why)
         c->flags |= CONN_F_CLOSE_SENT;
 }
 
+void conn_http_respond(struct conn *c, const char *head, size_t hlen, const char *body,
+                       size_t blen)
+{
+    struct iovec iov[2] = {{(void *)(uintptr_t)head, hlen}, {(void *)(uintptr_t)body, blen}};
+
+    if (c->hs != NULL) {
+        ws_hs_cleanup(c->hs);
+        free(c->hs);
+        c->hs = NULL;
+    }
+    conn_enter_closing(c);
+    c->flags |= CONN_F_FLUSH_CLOSE | CONN_F_LINGER | CONN_F_DISCARD;
+    if (conn_send(c, iov, blen > 0 ? 2 : 1) == 0)
+        c->flags |= CONN_F_CLOSE_SENT;
+}
+
+int conn_send_text(struct conn *c, const char *p, size_t len)
+{
+    if (c->state != CONN_OPEN)
+        return 0;
+    return conn_send_frame(c, WS_OP_TEXT, (const uint8_t *)p, len);
+}
+
 void conn_refuse(struct conn *c, int status, const char *why)
 {
     char id[CONN_ID_MAX];

@@ -40,6 +40,7 @@ enum conn_state {
 #define CONN_F_EVENT_DONE  0x100 /* the close event is published */
 #define CONN_F_SPARED      0x200 /* named in the except list of the order being applied */
 #define CONN_F_MATCHED     0x400 /* already matched by the order being applied */
+#define CONN_F_HELLO       0x800 /* asked (?hello=1) for its id in a first text message */
 
 struct obuf {
     size_t off;
@@ -90,6 +91,14 @@ void conn_release(struct conn *c, const char *why);
 
 /* Frees c; only the reaper calls this. */
 void conn_free(struct conn *c);
+
+/* Sends a text message to an open connection. Returns -1 when c was released. */
+int conn_send_text(struct conn *c, const char *p, size_t len);
+
+/* Answers a plain HTTP request with head (status line and headers, ending in a blank
+ * line) and body, then closes the connection politely. */
+void conn_http_respond(struct conn *c, const char *head, size_t hlen, const char *body,
+                       size_t blen);
 
 /* Timer list expiry, called by the worker's tick for list heads. */
 void conn_on_timeout(struct conn *c);

@@ -15,16 +15,25 @@
 #include "worker/redis.h"
 #include "worker/registry.h"
 #include "worker/worker.h"
+#include "common/ws_hs.h"
+
+/* worker/demo.html, compiled in by the Makefile. */
+extern const char demo_html[];
+extern const size_t demo_html_len;
 
 int hooks_conn_upgrading(struct conn *c, const char **why)
 {
     struct worker *w = c->w;
     char **names;
     size_t n;
+    const char *v;
     int status = registry_groups_from_request(w, c->hs, &names, &n, why);
 
     if (status != 0)
         return status;
+    v = ws_hs_param(c->hs, "hello", 0);
+    if (v != NULL && strcmp(v, "1") == 0)
+        c->flags |= CONN_F_HELLO;
     if (registry_add(&w->reg, c, names, n) < 0) {
         registry_free_names(names, n);
         *why = "out of memory";
@@ -81,6 +90,14 @@ static void event_publish(struct conn *c, json_t *ev)
 
 void hooks_conn_opened(struct conn *c)
 {
+    if (c->flags & CONN_F_HELLO) {
+        /* Browsers cannot read X-Wsgate-Conn: tell the id in a first message. */
+        char id[CONN_ID_MAX], msg[CONN_ID_MAX + 32];
+        int n = snprintf(msg, sizeof(msg), "{\"wsgate\":\"hello\",\"conn\":\"%s\"}",
+                         conn_id(c, id, sizeof(id)));
+        if (conn_send_text(c, msg, (size_t)n) < 0)
+            return;
+    }
     if (c->w->cfg->events_channel[0] == '\0')
         return;
     event_publish(c, event_new_json(c, "open"));
@@ -120,6 +137,16 @@ void hooks_conn_closed(struct conn *c, const char *why)
 
 bool hooks_conn_plain_http(struct conn *c)
 {
-    (void)c;
-    return false;
+    char head[256];
+    int n;
+
+    if (strcmp(c->hs->method, "GET") != 0 || c->hs->path == NULL ||
+        (strcmp(c->hs->path, "/") != 0 && strcmp(c->hs->path, "/index.html") != 0))
+        return false;
+    n = snprintf(head, sizeof(head),
+                 "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+                 "Content-Length: %zu\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n",
+                 demo_html_len);
+    conn_http_respond(c, head, (size_t)n, demo_html, demo_html_len);
+    return true;
 }
