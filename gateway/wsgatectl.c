@@ -1,0 +1,1156 @@
+/*
+ * wsgatectl: sends close and drain orders to the gateways over Redis, collects
+ * their acknowledgements, and lists the live gateways from their heartbeats.
+ *
+ * An order is checked here by the same code the gateways run (common/order.c):
+ * the order is built, written out with order_to_json() and read back with
+ * order_parse(), so what a gateway would refuse is refused before it is sent.
+ *
+ * Exit status: 0 done; 1 a worker refused the order or did not answer in time;
+ * 2 bad arguments or an order the rules refuse; 3 Redis unreachable or failing.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+
+#include "common/order.h"
+#include "common/redis_url.h"
+
+enum {
+    EXIT_DONE = 0,
+    EXIT_FAILED = 1,
+    EXIT_USAGE = 2,
+    EXIT_REDIS = 3,
+};
+
+#define DEFAULT_REDIS     "redis://127.0.0.1:6379"
+#define DEFAULT_CHANNEL   "wsgate:orders"
+#define REDIS_TIMEOUT_MS  5000
+#define CHANNEL_MAX       200     /* bytes; keys and reply channels are built from it */
+#define WAIT_MAX_MS       3600000 /* --wait: one hour */
+#define SCAN_COUNT        "200"
+#define HEARTBEAT_STALE_S 5 /* older than this: the worker has likely gone */
+
+static const char usage_main[] =
+    "usage: wsgatectl [--redis URL] [--channel NAME] COMMAND [OPTIONS]\n"
+    "\n"
+    "commands:\n"
+    "  close     close client connections on the gateways\n"
+    "  drain     close every connection of one gateway, with 1001\n"
+    "  gateways  list the live gateways\n"
+    "\n"
+    "  --redis URL     redis://[user:password@]host[:port][/db] or unix:///path[?db=N]\n"
+    "                  (env WSGATE_REDIS, default " DEFAULT_REDIS ")\n"
+    "  --channel NAME  orders channel (env WSGATE_CHANNEL, default " DEFAULT_CHANNEL ")\n"
+    "  --help          this text; 'wsgatectl COMMAND --help' for a command\n"
+    "\n"
+    "exit status: 0 done, 1 a worker refused or did not answer, 2 bad arguments or a\n"
+    "refused order, 3 Redis unreachable\n";
+
+static const char usage_close[] =
+    "usage: wsgatectl close (--conn ID... | --group NAME... | --all) [--except ID...]\n"
+    "                       [--gateway ID] [--code N] [--reason TEXT] [--spread MS]\n"
+    "                       [--dry-run] [--max-affected N] [--wait MS] [--json]\n"
+    "                       [--redis URL] [--channel NAME]\n"
+    "\n"
+    "  --conn ID         a connection id (repeatable)\n"
+    "  --group NAME      every connection in a group (repeatable)\n"
+    "  --all             every connection\n"
+    "  --except ID       spare this connection (repeatable)\n"
+    "  --gateway ID      only this gateway applies the order\n"
+    "  --code N          close code: 1000-1003, 1007-1009, 1011-1014, 3000-4999 (default 1000)\n"
+    "  --reason TEXT     UTF-8 close reason, cut to 123 bytes\n"
+    "  --spread MS       spread the closes over MS milliseconds (0-3600000)\n"
+    "  --dry-run         count the connections, close nothing\n"
+    "  --max-affected N  refuse to close more than N connections per worker\n"
+    "  --wait MS         wait up to MS milliseconds for every live worker to answer\n"
+    "  --json            print each acknowledgement as received, one per line\n"
+    "\n"
+    "Prints the order id; with --wait, a summary of the answers.\n";
+
+static const char usage_drain[] =
+    "usage: wsgatectl drain --gateway ID [--reason TEXT] [--spread MS] [--wait MS] [--json]\n"
+    "                       [--redis URL] [--channel NAME]\n"
+    "\n"
+    "Closes every connection of gateway ID with 1001 and stops it from taking new ones.\n"
+    "  --reason TEXT  close reason (default: the gateway's configured drain reason)\n"
+    "  --spread MS    spread the closes over MS milliseconds (0-3600000)\n"
+    "  --wait MS      wait up to MS milliseconds for the gateway's workers to answer\n"
+    "  --json         print each acknowledgement as received, one per line\n";
+
+static const char usage_gateways[] =
+    "usage: wsgatectl gateways [--json] [--redis URL] [--channel NAME]\n"
+    "\n"
+    "Lists the live gateways (from their heartbeats): workers, connections, draining.\n"
+    "  --json  one JSON object per gateway\n";
+
+enum cmd {
+    CMD_CLOSE,
+    CMD_DRAIN,
+    CMD_GATEWAYS,
+};
+
+enum opt_id {
+    OPT_CONN = 256,
+    OPT_GROUP,
+    OPT_ALL,
+    OPT_EXCEPT,
+    OPT_GATEWAY,
+    OPT_CODE,
+    OPT_REASON,
+    OPT_SPREAD,
+    OPT_DRY_RUN,
+    OPT_MAX_AFFECTED,
+    OPT_WAIT,
+    OPT_JSON,
+    OPT_REDIS,
+    OPT_CHANNEL,
+};
+
+#define OPT_BIT(id) (1u << ((id)-OPT_CONN))
+#define OPTS_COMMON (OPT_BIT(OPT_REDIS) | OPT_BIT(OPT_CHANNEL) | OPT_BIT(OPT_JSON))
+#define OPTS_DRAIN                                                                    \
+    (OPTS_COMMON | OPT_BIT(OPT_GATEWAY) | OPT_BIT(OPT_REASON) | OPT_BIT(OPT_SPREAD) | \
+     OPT_BIT(OPT_WAIT))
+#define OPTS_CLOSE                                                            \
+    (OPTS_DRAIN | OPT_BIT(OPT_CONN) | OPT_BIT(OPT_GROUP) | OPT_BIT(OPT_ALL) | \
+     OPT_BIT(OPT_EXCEPT) | OPT_BIT(OPT_CODE) | OPT_BIT(OPT_DRY_RUN) | OPT_BIT(OPT_MAX_AFFECTED))
+
+static const struct option long_options[] = {
+    {"conn", required_argument, NULL, OPT_CONN},
+    {"group", required_argument, NULL, OPT_GROUP},
+    {"all", no_argument, NULL, OPT_ALL},
+    {"except", required_argument, NULL, OPT_EXCEPT},
+    {"gateway", required_argument, NULL, OPT_GATEWAY},
+    {"code", required_argument, NULL, OPT_CODE},
+    {"reason", required_argument, NULL, OPT_REASON},
+    {"spread", required_argument, NULL, OPT_SPREAD},
+    {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+    {"max-affected", required_argument, NULL, OPT_MAX_AFFECTED},
+    {"wait", required_argument, NULL, OPT_WAIT},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"redis", required_argument, NULL, OPT_REDIS},
+    {"channel", required_argument, NULL, OPT_CHANNEL},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* The command line, once read. Strings are borrowed from argv or the environment. */
+struct options {
+    enum cmd cmd;
+    const char *usage;
+    const char *redis;
+    const char *channel;
+    const char *gateway;
+    const char *reason;
+    char **conns; /* owned array, borrowed strings */
+    size_t nconns;
+    char **groups; /* owned array, borrowed strings */
+    size_t ngroups;
+    char **excepts; /* owned array, borrowed strings */
+    size_t nexcepts;
+    bool all;
+    bool dry_run;
+    bool json;
+    long long code;         /* -1: the default */
+    long long spread_ms;    /* 0 */
+    long long max_affected; /* -1: no limit */
+    long long wait_ms;      /* -1: do not wait */
+};
+
+/* One gateway worker: from its heartbeat, its acknowledgement, or both. */
+struct worker {
+    char *gateway; /* owned */
+    long long number;
+    long long conns;
+    long long ts; /* heartbeat time, Unix seconds */
+    bool draining;
+    bool redis_up;
+    bool expected; /* had a live heartbeat when the order went out */
+    bool answered;
+    long long matched;
+    long long closed;
+    char *error; /* owned: the refusal it answered with, or NULL */
+};
+
+struct worker_list {
+    struct worker *v; /* owned */
+    size_t n;
+    size_t cap;
+};
+
+__attribute__((format(printf, 1, 2))) static void warn(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("wsgatectl: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+__attribute__((format(printf, 2, 3))) static int usage_error(const char *usage, const char *fmt,
+                                                             ...)
+{
+    va_list ap;
+
+    fputs("wsgatectl: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    /* The synopsis only: the whole text is one --help away. */
+    fprintf(stderr, "\n%.*s\n(--help for more)\n", (int)(strstr(usage, "\n\n") - usage), usage);
+    return EXIT_USAGE;
+}
+
+static const char *plural(long long n)
+{
+    return n == 1 ? "" : "s";
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A whole decimal number in min..max. */
+static bool parse_number(const char *s, long long min, long long max, long long *out)
+{
+    char *end;
+    long long v;
+
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || !(s[0] == '-' || (s[0] >= '0' && s[0] <= '9')) ||
+        v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* ctl-<32 hex digits>: 16 random bytes, so ids never repeat across runs and hosts. */
+static int new_order_id(char *id, size_t size)
+{
+    unsigned char rnd[16];
+    size_t got = 0;
+
+    while (got < sizeof(rnd)) {
+        ssize_t n = getrandom(rnd + got, sizeof(rnd) - got, 0);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    if (got < sizeof(rnd)) {
+        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+
+        if (fd < 0 || read(fd, rnd, sizeof(rnd)) != (ssize_t)sizeof(rnd)) {
+            if (fd >= 0)
+                close(fd);
+            return -1;
+        }
+        close(fd);
+    }
+    snprintf(id, size, "ctl-");
+    for (size_t i = 0; i < sizeof(rnd); i++)
+        snprintf(id + 4 + 2 * i, size - 4 - 2 * i, "%02x", rnd[i]);
+    return 0;
+}
+
+/* --- command line ------------------------------------------------------------------------ */
+
+static void options_cleanup(struct options *o)
+{
+    free(o->conns);
+    free(o->groups);
+    free(o->excepts);
+}
+
+static int parse_options(int argc, char **argv, struct options *o)
+{
+    unsigned allowed = o->cmd == CMD_CLOSE   ? OPTS_CLOSE
+                       : o->cmd == CMD_DRAIN ? OPTS_DRAIN
+                                             : OPTS_COMMON;
+    size_t max = (size_t)argc;
+    int c;
+
+    o->conns = calloc(max, sizeof(*o->conns));
+    o->groups = calloc(max, sizeof(*o->groups));
+    o->excepts = calloc(max, sizeof(*o->excepts));
+    if (o->conns == NULL || o->groups == NULL || o->excepts == NULL) {
+        warn("out of memory");
+        return EXIT_FAILED;
+    }
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
+        const char *arg = argv[optind - 1];
+
+        if (c == 'h') {
+            fputs(o->usage, stdout);
+            return -1;
+        }
+        if (c == ':')
+            return usage_error(o->usage, "%s needs a value", arg);
+        if (c == '?' || c < OPT_CONN || !(allowed & OPT_BIT(c)))
+            return usage_error(o->usage, "%s: unknown option %s", argv[0], arg);
+        switch (c) {
+        case OPT_CONN:
+            o->conns[o->nconns++] = optarg;
+            break;
+        case OPT_GROUP:
+            o->groups[o->ngroups++] = optarg;
+            break;
+        case OPT_EXCEPT:
+            o->excepts[o->nexcepts++] = optarg;
+            break;
+        case OPT_ALL:
+            o->all = true;
+            break;
+        case OPT_GATEWAY:
+            o->gateway = optarg;
+            break;
+        case OPT_REASON:
+            o->reason = optarg;
+            break;
+        case OPT_CODE:
+            if (!parse_number(optarg, 0, 65535, &o->code))
+                return usage_error(o->usage, "--code: not a close code: %s", optarg);
+            break;
+        case OPT_SPREAD:
+            if (!parse_number(optarg, 0, ORDER_SPREAD_MAX, &o->spread_ms))
+                return usage_error(o->usage, "--spread: must be 0 to %u ms, got %s",
+                                   ORDER_SPREAD_MAX, optarg);
+            break;
+        case OPT_DRY_RUN:
+            o->dry_run = true;
+            break;
+        case OPT_MAX_AFFECTED:
+            if (!parse_number(optarg, 0, LLONG_MAX, &o->max_affected))
+                return usage_error(o->usage, "--max-affected: must be 0 or more, got %s", optarg);
+            break;
+        case OPT_WAIT:
+            if (!parse_number(optarg, 1, WAIT_MAX_MS, &o->wait_ms))
+                return usage_error(o->usage, "--wait: must be 1 to %d ms, got %s", WAIT_MAX_MS,
+                                   optarg);
+            break;
+        case OPT_JSON:
+            o->json = true;
+            break;
+        case OPT_REDIS:
+            o->redis = optarg;
+            break;
+        case OPT_CHANNEL:
+            o->channel = optarg;
+            break;
+        default:
+            return usage_error(o->usage, "%s: unknown option %s", argv[0], arg);
+        }
+    }
+    if (optind < argc)
+        return usage_error(o->usage, "%s: unexpected argument %s", argv[0], argv[optind]);
+    return 0;
+}
+
+static int check_channel(const char *channel)
+{
+    size_t len = strlen(channel);
+
+    if (len == 0 || len > CHANNEL_MAX)
+        return usage_error(usage_main, "--channel: must be 1 to %d bytes", CHANNEL_MAX);
+    for (size_t i = 0; i < len; i++) {
+        if ((unsigned char)channel[i] <= ' ' || channel[i] == 0x7f)
+            return usage_error(usage_main, "--channel: no spaces or control characters");
+    }
+    return 0;
+}
+
+/* --- Redis ------------------------------------------------------------------------------- */
+
+static redisContext *redis_open(const struct redis_url *u)
+{
+    struct timeval tv = {REDIS_TIMEOUT_MS / 1000, (REDIS_TIMEOUT_MS % 1000) * 1000};
+    char where[300];
+    redisContext *c;
+    redisReply *r;
+
+    if (u->path != NULL) {
+        snprintf(where, sizeof(where), "%s", u->path);
+        c = redisConnectUnixWithTimeout(u->path, tv);
+    } else {
+        snprintf(where, sizeof(where), strchr(u->host, ':') ? "[%s]:%d" : "%s:%d", u->host,
+                 u->port);
+        c = redisConnectWithTimeout(u->host, u->port, tv);
+    }
+    if (c == NULL) {
+        warn("cannot connect to Redis at %s: out of memory", where);
+        return NULL;
+    }
+    if (c->err) {
+        warn("cannot connect to Redis at %s: %s", where, c->errstr);
+        goto err_free;
+    }
+    if (redisSetTimeout(c, tv) != REDIS_OK) {
+        warn("Redis at %s: cannot set a timeout: %s", where, c->errstr);
+        goto err_free;
+    }
+    if (u->password != NULL) {
+        if (u->user != NULL)
+            r = redisCommand(c, "AUTH %s %s", u->user, u->password);
+        else
+            r = redisCommand(c, "AUTH %s", u->password);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            warn("Redis at %s: AUTH failed: %s", where, r != NULL ? r->str : c->errstr);
+            goto err_free_reply;
+        }
+        freeReplyObject(r);
+    }
+    if (u->db != 0) {
+        r = redisCommand(c, "SELECT %d", u->db);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            warn("Redis at %s: SELECT %d failed: %s", where, u->db, r != NULL ? r->str : c->errstr);
+            goto err_free_reply;
+        }
+        freeReplyObject(r);
+    }
+    return c;
+err_free_reply:
+    if (r != NULL)
+        freeReplyObject(r);
+err_free:
+    redisFree(c);
+    return NULL;
+}
+
+/* A reply of the wanted type, or NULL after saying why (the caller exits with 3). */
+static redisReply *redis_check(redisContext *c, redisReply *r, int type, const char *what)
+{
+    if (r == NULL) {
+        warn("Redis %s failed: %s", what, c->errstr);
+        return NULL;
+    }
+    if (r->type != type) {
+        warn("Redis %s failed: %s", what, r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* channel with the glob characters of SCAN MATCH escaped, then ":gw:*". */
+static char *heartbeat_pattern(const char *channel)
+{
+    char *p = malloc(2 * strlen(channel) + sizeof(":gw:*"));
+    char *q = p;
+
+    if (p == NULL)
+        return NULL;
+    for (const char *s = channel; *s != '\0'; s++) {
+        if (strchr("*?[]\\", *s) != NULL)
+            *q++ = '\\';
+        *q++ = *s;
+    }
+    memcpy(q, ":gw:*", sizeof(":gw:*"));
+    return p;
+}
+
+static void workers_cleanup(struct worker_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->v[i].gateway);
+        free(l->v[i].error);
+    }
+    free(l->v);
+    memset(l, 0, sizeof(*l));
+}
+
+static struct worker *workers_find(struct worker_list *l, const char *gateway, long long number)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->v[i].number == number && strcmp(l->v[i].gateway, gateway) == 0)
+            return &l->v[i];
+    }
+    return NULL;
+}
+
+/* A new zeroed entry for gateway/number (the list keeps a copy of gateway), or NULL. */
+static struct worker *workers_add(struct worker_list *l, const char *gateway, long long number)
+{
+    struct worker *w;
+
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        struct worker *v = realloc(l->v, cap * sizeof(*v));
+
+        if (v == NULL)
+            return NULL;
+        l->v = v;
+        l->cap = cap;
+    }
+    w = &l->v[l->n];
+    memset(w, 0, sizeof(*w));
+    w->gateway = strdup(gateway);
+    if (w->gateway == NULL)
+        return NULL;
+    w->number = number;
+    l->n++;
+    return w;
+}
+
+static int worker_cmp(const void *a, const void *b)
+{
+    const struct worker *x = a, *y = b;
+    int r = strcmp(x->gateway, y->gateway);
+
+    if (r != 0)
+        return r;
+    return x->number < y->number ? -1 : x->number > y->number;
+}
+
+static long long json_int_or(json_t *obj, const char *key, long long dflt)
+{
+    json_t *v = json_object_get(obj, key);
+
+    return json_is_integer(v) ? (long long)json_integer_value(v) : dflt;
+}
+
+/*
+ * Adds the worker whose heartbeat is text[0..len) unless it belongs to another gateway
+ * than only. Returns 0, or -1 when out of memory; a malformed heartbeat is skipped.
+ */
+static int heartbeat_add(struct worker_list *l, const char *key, const char *text, size_t len,
+                         const char *only)
+{
+    json_t *hb = json_loadb(text, len, 0, NULL);
+    json_t *gw = json_object_get(hb, "gateway");
+    long long number = json_int_or(hb, "worker", -1);
+    struct worker *w;
+    int rc = 0;
+
+    if (!json_is_string(gw) || number < 0) {
+        warn("skipping malformed heartbeat %s", key);
+        goto out;
+    }
+    if (only != NULL && strcmp(only, json_string_value(gw)) != 0)
+        goto out;
+    if (workers_find(l, json_string_value(gw), number) != NULL)
+        goto out;
+    w = workers_add(l, json_string_value(gw), number);
+    if (w == NULL) {
+        rc = -1;
+        goto out;
+    }
+    w->conns = json_int_or(hb, "conns", 0);
+    w->ts = json_int_or(hb, "ts", 0);
+    w->draining = json_is_true(json_object_get(hb, "draining"));
+    w->redis_up = !json_is_false(json_object_get(hb, "redis"));
+    w->expected = true;
+out:
+    json_decref(hb);
+    return rc;
+}
+
+/* GETs the heartbeats named in keys (one SCAN batch), pipelined. */
+static int heartbeats_get(redisContext *c, const redisReply *keys, struct worker_list *l,
+                          const char *only)
+{
+    int rc = 0;
+
+    for (size_t i = 0; i < keys->elements; i++) {
+        const redisReply *k = keys->element[i];
+
+        if (redisAppendCommand(c, "GET %b", k->str, (size_t)k->len) != REDIS_OK) {
+            warn("Redis GET failed: %s", c->errstr);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < keys->elements; i++) {
+        void *reply;
+        redisReply *r;
+
+        if (redisGetReply(c, &reply) != REDIS_OK) {
+            warn("Redis GET failed: %s", c->errstr);
+            return -1;
+        }
+        r = reply;
+        /* A key that expired between SCAN and GET is a worker that just went away. */
+        if (rc == 0 && r->type == REDIS_REPLY_STRING &&
+            heartbeat_add(l, keys->element[i]->str, r->str, (size_t)r->len, only) < 0) {
+            warn("out of memory");
+            rc = -1;
+        }
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+/* Live workers, from the keys <channel>:gw:<gateway>:<n>, found with SCAN (not KEYS). */
+static int workers_scan(redisContext *c, const char *channel, const char *only,
+                        struct worker_list *l)
+{
+    char *pattern = heartbeat_pattern(channel);
+    char cursor[32] = "0";
+    int rc = -1;
+
+    if (pattern == NULL) {
+        warn("out of memory");
+        return -1;
+    }
+    do {
+        redisReply *r = redisCommand(c, "SCAN %s MATCH %s COUNT " SCAN_COUNT, cursor, pattern);
+
+        r = redis_check(c, r, REDIS_REPLY_ARRAY, "SCAN");
+        if (r == NULL)
+            goto out;
+        if (r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+            r->element[1]->type != REDIS_REPLY_ARRAY || r->element[0]->len >= 32) {
+            warn("Redis SCAN failed: bad reply");
+            freeReplyObject(r);
+            goto out;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        if (heartbeats_get(c, r->element[1], l, only) < 0) {
+            freeReplyObject(r);
+            goto out;
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    if (l->n > 0)
+        qsort(l->v, l->n, sizeof(*l->v), worker_cmp);
+    rc = 0;
+out:
+    free(pattern);
+    return rc;
+}
+
+/* --- acknowledgements -------------------------------------------------------------------- */
+
+/*
+ * One pub/sub message from the reply channel. Acks of other orders are ignored.
+ * Returns 0, or -1 when out of memory.
+ */
+static int ack_take(struct worker_list *l, const char *id, const redisReply *msg, bool json)
+{
+    const redisReply *payload;
+    json_t *ack, *gw, *error;
+    struct worker *w;
+    long long number;
+    int rc = 0;
+
+    if (msg->type != REDIS_REPLY_ARRAY || msg->elements != 3 ||
+        msg->element[0]->type != REDIS_REPLY_STRING || strcmp(msg->element[0]->str, "message") ||
+        msg->element[2]->type != REDIS_REPLY_STRING)
+        return 0;
+    payload = msg->element[2];
+    ack = json_loadb(payload->str, (size_t)payload->len, 0, NULL);
+    if (!json_is_string(json_object_get(ack, "id")) ||
+        strcmp(json_string_value(json_object_get(ack, "id")), id) != 0)
+        goto out;
+    if (json) {
+        fwrite(payload->str, 1, (size_t)payload->len, stdout);
+        fputc('\n', stdout);
+        fflush(stdout);
+    }
+    gw = json_object_get(ack, "gateway");
+    number = json_int_or(ack, "worker", -1);
+    w = workers_find(l, json_is_string(gw) ? json_string_value(gw) : "?", number);
+    if (w == NULL)
+        w = workers_add(l, json_is_string(gw) ? json_string_value(gw) : "?", number);
+    if (w == NULL || w->answered) {
+        rc = w == NULL ? -1 : 0;
+        goto out;
+    }
+    w->answered = true;
+    error = json_object_get(ack, "error");
+    if (error != NULL) {
+        w->error = strdup(json_is_string(error) ? json_string_value(error) : "(no text)");
+        rc = w->error == NULL ? -1 : 0;
+    }
+    w->matched = json_int_or(ack, "matched", 0);
+    w->closed = json_int_or(ack, "closed", 0);
+out:
+    json_decref(ack);
+    return rc;
+}
+
+/*
+ * Done when every worker that had a heartbeat answered. With no heartbeat at all, the
+ * PUBLISH count of receivers says how many answers to wait for.
+ */
+static bool acks_complete(const struct worker_list *l, long long receivers)
+{
+    size_t expected = 0, answered = 0;
+
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->v[i].expected) {
+            expected++;
+            if (!l->v[i].answered)
+                return false;
+        }
+        answered += l->v[i].answered;
+    }
+    return expected > 0 || (long long)answered >= receivers;
+}
+
+/*
+ * Reads acks from sub (already SUBSCRIBEd) until acks_complete() or wait_ms passed.
+ * Returns 0, or -1 when the Redis link failed or memory ran out (said why).
+ */
+static int acks_collect(redisContext *sub, const char *id, struct worker_list *l, long long wait_ms,
+                        long long receivers, bool json)
+{
+    long long deadline = now_ms() + wait_ms;
+
+    while (!acks_complete(l, receivers)) {
+        void *reply = NULL;
+        struct pollfd pfd = {.fd = sub->fd, .events = POLLIN};
+        long long left = deadline - now_ms();
+        int n;
+
+        if (redisGetReplyFromReader(sub, &reply) != REDIS_OK) {
+            warn("Redis subscription failed: %s", sub->errstr);
+            return -1;
+        }
+        if (reply != NULL) {
+            int rc = ack_take(l, id, reply, json);
+
+            freeReplyObject(reply);
+            if (rc < 0) {
+                warn("out of memory");
+                return -1;
+            }
+            continue;
+        }
+        if (left <= 0)
+            break;
+        n = poll(&pfd, 1, (int)left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            warn("poll: %s", strerror(errno));
+            return -1;
+        }
+        if (n > 0 && redisBufferRead(sub) != REDIS_OK) {
+            warn("Redis subscription failed: %s", sub->errstr);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* True when no answered worker before l->v[i] belongs to the same gateway. */
+static bool gateway_is_new(const struct worker_list *l, size_t i)
+{
+    for (size_t j = 0; j < i; j++) {
+        if (l->v[j].answered && l->v[j].error == NULL &&
+            strcmp(l->v[j].gateway, l->v[i].gateway) == 0)
+            return false;
+    }
+    return true;
+}
+
+/* Prints what the workers said. Returns the exit status: 0, or 1 on refusals or silence. */
+static int acks_report(const struct worker_list *l, const struct order *o, long long receivers,
+                       long long wait_ms, bool json)
+{
+    FILE *out = json ? stderr : stdout;
+    long long matched = 0, closed = 0, expected = 0, answered = 0;
+    size_t gateways = 0;
+    int status = EXIT_DONE;
+    time_t now = time(NULL);
+
+    for (size_t i = 0; i < l->n; i++) {
+        const struct worker *w = &l->v[i];
+
+        expected += w->expected;
+        if (!w->answered)
+            continue;
+        answered++;
+        if (w->error != NULL) {
+            fprintf(stderr, "%s worker %lld: error: %s\n", w->gateway, w->number, w->error);
+            status = EXIT_FAILED;
+            continue;
+        }
+        matched += w->matched;
+        closed += w->closed;
+        gateways += gateway_is_new(l, i);
+    }
+    if (!acks_complete(l, receivers))
+        fprintf(stderr, "timed out after %lld ms\n", wait_ms);
+    for (size_t i = 0; i < l->n; i++) {
+        const struct worker *w = &l->v[i];
+
+        if (!w->expected || w->answered)
+            continue;
+        status = EXIT_FAILED;
+        if (!w->redis_up)
+            fprintf(stderr, "no answer from %s worker %lld (its Redis subscription is down)\n",
+                    w->gateway, w->number);
+        else if (w->ts > 0 && now - w->ts > HEARTBEAT_STALE_S)
+            fprintf(stderr, "no answer from %s worker %lld (last heartbeat %lld s ago)\n",
+                    w->gateway, w->number, (long long)now - w->ts);
+        else
+            fprintf(stderr, "no answer from %s worker %lld\n", w->gateway, w->number);
+    }
+    if (expected == 0 && answered < receivers) {
+        fprintf(stderr, "no answer from %lld of %lld subscriber%s (no heartbeats found)\n",
+                receivers - answered, receivers, plural(receivers));
+        status = EXIT_FAILED;
+    }
+    if (o->gateway != NULL && expected == 0 && answered == 0) {
+        fprintf(stderr, "gateway %s is not live (no heartbeat)\n", o->gateway);
+        status = EXIT_FAILED;
+    }
+    if (o->op == ORDER_OP_DRAIN)
+        fprintf(out, "drain of %s: %lld connection%s, %lld closed (%lld worker%s answered)\n",
+                o->gateway, matched, plural(matched), closed, answered, plural(answered));
+    else
+        fprintf(out,
+                "%s %lld of %lld matched connection%s on %zu gateway%s (%lld worker%s "
+                "answered)\n",
+                o->dry_run ? "would close" : "closed", closed, matched, plural(matched), gateways,
+                plural((long long)gateways), answered, plural(answered));
+    return status;
+}
+
+/* --- orders ------------------------------------------------------------------------------ */
+
+/*
+ * Checks o (built from the command line, strings borrowed) exactly as a gateway would,
+ * publishes it, and with --wait collects the answers. Returns the exit status.
+ */
+static int order_send(const struct options *opt, const struct order *o)
+{
+    struct worker_list workers = {0};
+    struct order_error oerr;
+    struct order checked;
+    struct redis_url url;
+    redisContext *c = NULL, *sub = NULL;
+    redisReply *r;
+    char *text, *target = NULL, uerr[256];
+    long long receivers;
+    int status = EXIT_REDIS;
+
+    text = order_to_json(o);
+    if (text == NULL) {
+        warn("out of memory");
+        return EXIT_FAILED;
+    }
+    if (order_parse(text, strlen(text), &checked, &oerr) < 0) {
+        free(text);
+        warn("order refused (%s): %s", oerr.key, oerr.text);
+        return EXIT_USAGE;
+    }
+    if (o->reason_cut)
+        warn("reason cut to %zu bytes (a close frame holds 123)", checked.reason_len);
+    if (redis_url_parse(opt->redis, &url, uerr, sizeof(uerr)) < 0) {
+        status = usage_error(opt->usage, "%s", uerr);
+        goto out_free_order;
+    }
+    if (asprintf(&target, "%s%s%s", opt->channel, o->gateway ? ":" : "",
+                 o->gateway ? o->gateway : "") < 0) {
+        target = NULL;
+        warn("out of memory");
+        status = EXIT_FAILED;
+        goto out_free_url;
+    }
+    c = redis_open(&url);
+    if (c == NULL)
+        goto out_free_url;
+    if (opt->wait_ms > 0) {
+        /* Subscribed before the order goes out, so no ack can be missed. */
+        sub = redis_open(&url);
+        if (sub == NULL)
+            goto out_free_redis;
+        r = redisCommand(sub, "SUBSCRIBE %s", o->reply_to);
+        r = redis_check(sub, r, REDIS_REPLY_ARRAY, "SUBSCRIBE");
+        if (r == NULL)
+            goto out_free_redis;
+        freeReplyObject(r);
+        if (workers_scan(c, opt->channel, o->gateway, &workers) < 0)
+            goto out_free_redis;
+    }
+    r = redisCommand(c, "PUBLISH %s %s", target, text);
+    r = redis_check(c, r, REDIS_REPLY_INTEGER, "PUBLISH");
+    if (r == NULL)
+        goto out_free_redis;
+    receivers = r->integer;
+    freeReplyObject(r);
+
+    if (opt->json && opt->wait_ms < 0)
+        printf("%s\n", text);
+    else if (!opt->json)
+        printf("%s\n", o->id);
+    fflush(stdout);
+    if (receivers == 0)
+        warn("nobody is subscribed to %s: no gateway got the order", target);
+    status = EXIT_DONE;
+    if (opt->wait_ms > 0) {
+        if (acks_collect(sub, o->id, &workers, opt->wait_ms, receivers, opt->json) < 0)
+            status = EXIT_REDIS;
+        else
+            status = acks_report(&workers, &checked, receivers, opt->wait_ms, opt->json);
+    }
+out_free_redis:
+    if (sub != NULL)
+        redisFree(sub);
+    redisFree(c);
+out_free_url:
+    free(target);
+    redis_url_cleanup(&url);
+out_free_order:
+    workers_cleanup(&workers);
+    order_cleanup(&checked);
+    free(text);
+    return status;
+}
+
+/* Fills the fields close and drain share: id, reason, spread, reply_to. */
+static int order_common(const struct options *opt, struct order *o, char *id, size_t idsize,
+                        char **reply_to)
+{
+    struct order_error oerr;
+
+    *reply_to = NULL;
+    if (new_order_id(id, idsize) < 0) {
+        warn("cannot read random bytes for the order id: %s", strerror(errno));
+        return EXIT_FAILED;
+    }
+    o->id = id;
+    o->gateway = (char *)opt->gateway;
+    o->spread_ms = (uint32_t)opt->spread_ms;
+    if (opt->reason != NULL && order_set_reason(o, opt->reason, strlen(opt->reason), &oerr) < 0) {
+        warn("order refused (%s): %s", oerr.key, oerr.text);
+        return EXIT_USAGE;
+    }
+    if (o->op == ORDER_OP_CLOSE || opt->wait_ms > 0) {
+        if (asprintf(reply_to, "%s:ack:%s", opt->channel, id) < 0) {
+            *reply_to = NULL;
+            warn("out of memory");
+            return EXIT_FAILED;
+        }
+        o->reply_to = *reply_to;
+    }
+    return 0;
+}
+
+static int cmd_close(const struct options *opt)
+{
+    char id[64], *reply_to = NULL;
+    struct order o;
+    int forms = (opt->nconns > 0) + (opt->ngroups > 0) + opt->all;
+    int status;
+
+    if (forms != 1)
+        return usage_error(opt->usage, "close: give exactly one of --conn, --group, --all");
+    order_init(&o);
+    o.op = ORDER_OP_CLOSE;
+    if (opt->all) {
+        o.target = ORDER_TARGET_ALL;
+    } else if (opt->nconns > 0) {
+        o.target = ORDER_TARGET_CONN;
+        o.names = opt->conns;
+        o.nnames = opt->nconns;
+    } else {
+        o.target = ORDER_TARGET_GROUP;
+        o.names = opt->groups;
+        o.nnames = opt->ngroups;
+    }
+    o.except = opt->nexcepts > 0 ? opt->excepts : NULL;
+    o.nexcept = opt->nexcepts;
+    if (opt->code >= 0)
+        o.code = (unsigned)opt->code;
+    o.dry_run = opt->dry_run;
+    o.max_affected = opt->max_affected;
+    status = order_common(opt, &o, id, sizeof(id), &reply_to);
+    if (status == 0)
+        status = order_send(opt, &o);
+    free(reply_to);
+    return status; /* o borrows everything: nothing else to free */
+}
+
+static int cmd_drain(const struct options *opt)
+{
+    char id[64], *reply_to = NULL;
+    struct order o;
+    int status;
+
+    if (opt->gateway == NULL)
+        return usage_error(opt->usage, "drain: --gateway is required");
+    order_init(&o);
+    o.op = ORDER_OP_DRAIN;
+    o.code = 1001;
+    status = order_common(opt, &o, id, sizeof(id), &reply_to);
+    if (status == 0)
+        status = order_send(opt, &o);
+    free(reply_to);
+    return status;
+}
+
+/* --- gateways ---------------------------------------------------------------------------- */
+
+static int gateway_print(const struct worker *w, size_t n, bool json)
+{
+    long long conns = 0;
+    size_t draining = 0, down = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        conns += w[i].conns;
+        draining += w[i].draining;
+        down += !w[i].redis_up;
+    }
+    if (json) {
+        json_t *obj =
+            json_pack("{s:s, s:I, s:I, s:b, s:b}", "gateway", w->gateway, "workers", (json_int_t)n,
+                      "conns", (json_int_t)conns, "draining", draining > 0, "redis", down == 0);
+        char *s = obj != NULL ? json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+
+        json_decref(obj);
+        if (s == NULL) {
+            warn("out of memory");
+            return -1;
+        }
+        printf("%s\n", s);
+        free(s);
+        return 0;
+    }
+    printf("%s  workers=%zu  conns=%lld  draining=%s", w->gateway, n, conns,
+           draining == 0   ? "no"
+           : draining == n ? "yes"
+                           : "partly");
+    if (down > 0)
+        printf("  redis=down(%zu)", down);
+    printf("\n");
+    return 0;
+}
+
+static int cmd_gateways(const struct options *opt)
+{
+    struct worker_list workers = {0};
+    struct redis_url url;
+    char uerr[256];
+    redisContext *c;
+    int status = EXIT_REDIS;
+
+    if (redis_url_parse(opt->redis, &url, uerr, sizeof(uerr)) < 0)
+        return usage_error(opt->usage, "%s", uerr);
+    c = redis_open(&url);
+    if (c == NULL)
+        goto out_free_url;
+    if (workers_scan(c, opt->channel, NULL, &workers) < 0)
+        goto out_free_redis;
+    status = EXIT_DONE;
+    for (size_t i = 0, j; i < workers.n; i = j) {
+        j = i + 1; /* workers are sorted by gateway: print one line per run */
+        while (j < workers.n && strcmp(workers.v[i].gateway, workers.v[j].gateway) == 0)
+            j++;
+        if (gateway_print(&workers.v[i], j - i, opt->json) < 0) {
+            status = EXIT_FAILED;
+            break;
+        }
+    }
+    if (workers.n == 0)
+        warn("no live gateways on %s", opt->channel);
+out_free_redis:
+    redisFree(c);
+out_free_url:
+    workers_cleanup(&workers);
+    redis_url_cleanup(&url);
+    return status;
+}
+
+/* --- main -------------------------------------------------------------------------------- */
+
+/* --name VALUE or --name=VALUE at argv[*i]; advances *i past what it used. */
+static bool global_option(int argc, char **argv, int *i, const char *name, const char **value)
+{
+    size_t len = strlen(name);
+
+    if (strncmp(argv[*i], name, len) != 0)
+        return false;
+    if (argv[*i][len] == '=') {
+        *value = argv[*i] + len + 1;
+        return true;
+    }
+    if (argv[*i][len] != '\0' || *i + 1 >= argc)
+        return false;
+    *value = argv[++*i];
+    return true;
+}
+
+static const char *env_or(const char *name, const char *dflt)
+{
+    const char *v = getenv(name);
+
+    return v != NULL && v[0] != '\0' ? v : dflt;
+}
+
+int main(int argc, char **argv)
+{
+    struct options opt = {
+        .code = -1,
+        .max_affected = -1,
+        .wait_ms = -1,
+    };
+    int i = 1, status;
+
+    opt.redis = env_or("WSGATE_REDIS", DEFAULT_REDIS);
+    opt.channel = env_or("WSGATE_CHANNEL", DEFAULT_CHANNEL);
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(usage_main, stdout);
+            return EXIT_DONE;
+        }
+        if (!global_option(argc, argv, &i, "--redis", &opt.redis) &&
+            !global_option(argc, argv, &i, "--channel", &opt.channel))
+            return usage_error(usage_main, "unknown option %s", argv[i]);
+    }
+    if (i >= argc)
+        return usage_error(usage_main, "a command is required");
+    if (strcmp(argv[i], "close") == 0) {
+        opt.cmd = CMD_CLOSE;
+        opt.usage = usage_close;
+    } else if (strcmp(argv[i], "drain") == 0) {
+        opt.cmd = CMD_DRAIN;
+        opt.usage = usage_drain;
+    } else if (strcmp(argv[i], "gateways") == 0) {
+        opt.cmd = CMD_GATEWAYS;
+        opt.usage = usage_gateways;
+    } else if (strcmp(argv[i], "help") == 0) {
+        fputs(usage_main, stdout);
+        return EXIT_DONE;
+    } else {
+        return usage_error(usage_main, "unknown command %s", argv[i]);
+    }
+    status = parse_options(argc - i, argv + i, &opt);
+    if (status == 0)
+        status = check_channel(opt.channel);
+    if (status == 0) {
+        if (opt.cmd == CMD_CLOSE)
+            status = cmd_close(&opt);
+        else if (opt.cmd == CMD_DRAIN)
+            status = cmd_drain(&opt);
+        else
+            status = cmd_gateways(&opt);
+    }
+    options_cleanup(&opt);
+    return status < 0 ? EXIT_DONE : status;
+}
