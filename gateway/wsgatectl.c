@@ -790,7 +790,7 @@ static int acks_report(const struct worker_list *l, const struct order *o, long 
             continue;
         }
         matched += w->matched;
-        closed += w->closed;
+        closed += o->dry_run ? w->matched : w->closed; /* a dry run closes nothing */
         gateways += gateway_is_new(l, i);
     }
     if (!acks_complete(l, receivers))
