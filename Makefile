@@ -123,7 +123,7 @@ deps-test: deps
 # --- run ------------------------------------------------------------------------------------
 run: deps
 	@$(MAKE) --no-print-directory all
-	@tests/lib/run.sh $(BUILD)
+	@tests/lib/run.sh $(BUILD) $(ARGS)
 
 # --- tests ----------------------------------------------------------------------------------
 # The layout rule of common/: pure code, no event loop and no Redis client inside.
