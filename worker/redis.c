@@ -116,6 +116,8 @@ static void link_up(struct link *l)
     l->logged_down = false;
 }
 
+static void on_announce(evutil_socket_t fd, short what, void *arg);
+
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     struct link *l = ac->data;
@@ -126,8 +128,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
         link_down(l, ac->errstr[0] ? ac->errstr : "connect failed");
         return;
     }
-    if (l->kind == LINK_PUB)
+    if (l->kind == LINK_PUB) {
         link_up(l);
+        on_announce(-1, 0, l->r); /* be listed at once, not at the next refresh */
+    }
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
