@@ -6,7 +6,8 @@
 Discovers tests/integration/test_*.py and their top-level test_* functions (plain
 functions using assert). A FILTER is a substring of "file.py::test_name". Each test
 runs in its own process group with a hard timeout (a function's `timeout` attribute,
-else 30 s); at the deadline the whole group, gateway included, is killed. Prints one
+else 30 s): at the deadline it is interrupted (traceback and logs printed), and a
+few seconds later the whole group, gateway included, is killed. Prints one
 line per test, the output of failures, and ends with the plain line "N passed, M failed";
 exits 1 if anything failed or nothing ran.
 """
@@ -22,6 +23,7 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 LIB = os.path.join(os.path.dirname(HERE), "lib")
 DEFAULT_TIMEOUT = 30.0
+GRACE = 3.0  # after SIGUSR1 at the deadline, the test gets this long to print and clean up
 
 
 sys.path[:0] = [LIB, HERE]
@@ -50,9 +52,19 @@ def discover():
     return out
 
 
+class HardTimeout(BaseException):
+    pass
+
+
+def on_timeout(signum, frame):
+    raise HardTimeout("hard timeout: the runner interrupted this test")
+
+
 def run_one(fn, name):
-    """Child side: runs one test; exit status 0 on pass."""
+    """Child side: runs one test; exit status 0 on pass. SIGUSR1 from the runner at the
+    deadline interrupts it, so the traceback and logs are still printed."""
     import harness
+    signal.signal(signal.SIGUSR1, on_timeout)
     ok = False
     try:
         mod = load(os.path.join(HERE, fn))
@@ -109,13 +121,20 @@ def main(argv):
             th = threading.Thread(target=reader, args=(p, chunks), daemon=True)
             th.start()
             now = time.monotonic()
-            running.append((p, fn, name, now + tmo, now, chunks, th, tmo))
+            running.append((p, fn, name, now + tmo, now, chunks, th, tmo, []))
         time.sleep(0.02)
         for item in list(running):
-            p, fn, name, deadline, start, chunks, th, tmo = item
+            p, fn, name, deadline, start, chunks, th, tmo = item[:8]
             rc = p.poll()
-            timed_out = rc is None and time.monotonic() > deadline
-            if rc is None and not timed_out:
+            now = time.monotonic()
+            if rc is None and now > deadline and not item[8]:
+                item[8].append(now)  # first time past the deadline: ask for a traceback
+                try:
+                    p.send_signal(signal.SIGUSR1)
+                except OSError:
+                    pass
+            timed_out = bool(item[8])
+            if rc is None and not (timed_out and now > item[8][0] + GRACE):
                 continue
             kill_group(p)  # whatever the test left behind in its group
             p.wait()

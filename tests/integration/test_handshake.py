@@ -165,3 +165,37 @@ def test_header_too_large_without_blank_line():
     r = read_head(s)
     assert r.status == 431, r.status_line
     s.close()
+
+
+def padded_request(total):
+    """An upgrade request head of exactly total bytes, blank line included."""
+    base = len(request(key="dGhlIHNhbXBsZSBub25jZQ==", extra=[("X-Pad", "")]))
+    data = request(key="dGhlIHNhbXBsZSBub25jZQ==", extra=[("X-Pad", "a" * (total - base))])
+    assert len(data) == total
+    return data
+
+
+def test_head_of_exactly_max_header_upgrades():
+    gw = harness.start_gateway()  # --max-header 8k
+    expect_status(gw, padded_request(8192), 101)
+
+
+def test_head_of_max_header_plus_one_is_431():
+    gw = harness.start_gateway()
+    expect_status(gw, padded_request(8193), 431)
+
+
+def test_unfinished_request_dropped_after_handshake_timeout():
+    gw = harness.start_gateway(flags={"--handshake-timeout": "500ms"})
+    s = connect(gw.port)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    t0 = time.monotonic()
+    s.settimeout(5)
+    try:
+        while s.recv(4096):
+            pass  # an error answer (408 or similar) is allowed before the close
+    except ConnectionResetError:
+        pass
+    dt = time.monotonic() - t0
+    assert 0.45 <= dt <= 3.0, "unfinished request dropped after %.2fs" % dt
+    s.close()

@@ -85,3 +85,14 @@ def test_traffic_resets_idle_timer():
         except socket.timeout:
             pass
     c.echo(OP_TEXT, "alive")
+
+
+def test_ping_interval_0_disables_keepalive():
+    gw = harness.start_gateway(flags={"--ping-interval": "0"})
+    c = Client.open(gw.port)
+    try:
+        f = c.recv_frame(timeout=2.5)
+        raise AssertionError("frame from an idle connection with keepalive off: %r" % f)
+    except socket.timeout:
+        pass
+    c.echo(OP_TEXT, "still open")

@@ -87,3 +87,15 @@ def test_master_logs_worker_exit_with_pid():
     line = m.group(0)
     assert re.search(r"\bpid=%d\b" % pid, line), line
     gw.wait_ready(3, timeout=10)
+
+
+def test_many_concurrent_connections_echo():
+    gw = harness.start_gateway(workers=2)
+    clients = open_many(gw.port, 200)
+    for i, c in enumerate(clients):
+        c.send_frame(OP_TEXT, b"msg %d" % i)
+    for i, c in enumerate(clients):
+        op, data = c.recv_message()
+        assert (op, data) == (OP_TEXT, b"msg %d" % i)
+    for c in clients:
+        c.close()
