@@ -50,7 +50,7 @@ UNIT_OBJ   := $(call obj,$(UNIT_SRC))
 
 PROGS := $(BUILD)/wsgate $(BUILD)/wsgatectl
 
-.PHONY: all clean install run test unit deps deps-test check-layout
+.PHONY: all clean install run test unit deps deps-test deps-node check-layout
 all: $(PROGS)
 
 $(BUILD)/%.o: %.c
@@ -94,8 +94,11 @@ install: $(PROGS)
 # Debian packages the build needs, and the ones the tests add. A missing one is installed with
 # apt-get when we are root; otherwise the exact command to run is printed and make stops.
 DEB_BUILD := gcc make pkg-config libevent-dev libhiredis-dev libjansson-dev libssl-dev redis-server
-DEB_TEST  := python3 python3-websockets python3-redis nodejs npm chromium haproxy nginx-light \
-             procps iproute2
+DEB_TEST  := python3 python3-websockets python3-redis chromium haproxy nginx-light procps \
+             iproute2 python3-yaml
+# Node.js with npm may come from elsewhere than Debian (NodeSource's nodejs ships npm
+# and conflicts with Debian's npm): Debian's packages only when there is no node/npm.
+DEB_NODE  := nodejs npm
 
 define ensure_debs
 	@missing=""; for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
@@ -118,7 +121,12 @@ deps:
 
 deps-test: deps
 	$(call ensure_debs,$(DEB_TEST))
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  $(MAKE) --no-print-directory deps-node; fi
 	@cd tests/integration && { [ -d node_modules/ws ] || npm install --no-audit --no-fund --silent; }
+
+deps-node:
+	$(call ensure_debs,$(DEB_NODE))
 
 # --- run ------------------------------------------------------------------------------------
 run: deps
