@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 
 #include "common/log.h"
+#include "common/utf8.h"
 
 enum flag_kind { F_BOOL, F_NOBOOL, F_VALUE };
 
@@ -25,7 +26,11 @@ static int bad(char *err, size_t errlen, const char *flag, const char *v, const 
     return -1;
 }
 
-static int set_listen(struct config *c, const char *v, char *err, size_t errlen)
+static int set_duration(const char *flag, const char *v, uint32_t lo, uint32_t *out, char *err,
+                        size_t errlen);
+
+static int parse_hostport(const char *flag, const char *v, char *out_host, size_t host_cap,
+                          uint16_t *out_port, char *err, size_t errlen)
 {
     const char *colon = strrchr(v, ':');
     char host[256];
@@ -35,29 +40,70 @@ static int set_listen(struct config *c, const char *v, char *err, size_t errlen)
     long port;
 
     if (colon == NULL)
-        return bad(err, errlen, "listen", v, "expected HOST:PORT");
+        return bad(err, errlen, flag, v, "expected HOST:PORT");
     hlen = (size_t)(colon - v);
-    if (hlen >= sizeof(host))
-        return bad(err, errlen, "listen", v, "host too long");
+    if (hlen >= sizeof(host) || hlen >= host_cap)
+        return bad(err, errlen, flag, v, "host too long");
     memcpy(host, v, hlen);
     host[hlen] = '\0';
     if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']') {
         memmove(host, host + 1, hlen - 2);
         host[hlen - 2] = '\0';
         if (inet_pton(AF_INET6, host, addr) != 1)
-            return bad(err, errlen, "listen", v, "not an IPv6 address");
+            return bad(err, errlen, flag, v, "not an IPv6 address");
     } else if (hlen > 0 && inet_pton(AF_INET, host, addr) != 1) {
         if (strcmp(host, "localhost") == 0)
             strcpy(host, "127.0.0.1");
         else
-            return bad(err, errlen, "listen", v, "host must be a numeric IPv4 or [IPv6] address");
+            return bad(err, errlen, flag, v, "host must be a numeric IPv4 or [IPv6] address");
     }
     errno = 0;
     port = strtol(colon + 1, &end, 10);
     if (colon[1] == '\0' || *end != '\0' || errno != 0 || port < 1 || port > 65535)
-        return bad(err, errlen, "listen", v, "port must be 1-65535");
-    snprintf(c->listen_host, sizeof(c->listen_host), "%s", host);
-    c->listen_port = (uint16_t)port;
+        return bad(err, errlen, flag, v, "port must be 1-65535");
+    snprintf(out_host, host_cap, "%s", host);
+    *out_port = (uint16_t)port;
+    return 0;
+}
+
+static int set_listen(struct config *c, const char *v, char *err, size_t errlen)
+{
+    return parse_hostport("listen", v, c->listen_host, sizeof(c->listen_host), &c->listen_port,
+                          err, errlen);
+}
+
+static int set_admin(struct config *c, const char *v, char *err, size_t errlen)
+{
+    if (v[0] == '\0') {
+        c->admin_port = 0;
+        return 0;
+    }
+    return parse_hostport("admin", v, c->admin_host, sizeof(c->admin_host), &c->admin_port, err,
+                          errlen);
+}
+
+static int set_drain_delay(struct config *c, const char *v, char *err, size_t errlen)
+{
+    return set_duration("drain-delay", v, 0, &c->drain_delay_ms, err, errlen);
+}
+
+static int set_drain_spread(struct config *c, const char *v, char *err, size_t errlen)
+{
+    return set_duration("drain-spread", v, 0, &c->drain_spread_ms, err, errlen);
+}
+
+static int set_drain_timeout(struct config *c, const char *v, char *err, size_t errlen)
+{
+    return set_duration("drain-timeout", v, 1, &c->drain_timeout_ms, err, errlen);
+}
+
+static int set_drain_reason(struct config *c, const char *v, char *err, size_t errlen)
+{
+    size_t len = strlen(v);
+
+    if (len > 123 || !utf8_is_valid((const uint8_t *)v, len))
+        return bad(err, errlen, "drain-reason", v, "expected UTF-8 text of at most 123 bytes");
+    memcpy(c->drain_reason, v, len + 1);
     return 0;
 }
 
@@ -269,6 +315,11 @@ static const struct flag flags[] = {
     {"groups-header", F_VALUE, set_groups_header},
     {"user-header", F_VALUE, set_user_header},
     {"max-groups", F_VALUE, set_max_groups},
+    {"admin", F_VALUE, set_admin},
+    {"drain-delay", F_VALUE, set_drain_delay},
+    {"drain-spread", F_VALUE, set_drain_spread},
+    {"drain-timeout", F_VALUE, set_drain_timeout},
+    {"drain-reason", F_VALUE, set_drain_reason},
 };
 
 #define NFLAGS (sizeof(flags) / sizeof(flags[0]))
@@ -301,6 +352,14 @@ static const char usage[] =
     "  --groups-header NAME     comma-separated groups from a trusted proxy's header\n"
     "  --user-header NAME       user id from a trusted proxy's header (joins user:ID)\n"
     "  --max-groups N           groups per connection, more is refused with 400 (default 16)\n"
+    "  --admin HOST:PORT        /healthz, /readyz and /metrics; empty disables\n"
+    "                           (default 127.0.0.1:9090)\n"
+    "  --drain-delay DUR        on drain, readiness fails at once; listeners close after\n"
+    "                           this (default 0s)\n"
+    "  --drain-spread DUR       closes with 1001 spread across this window (default 10s)\n"
+    "  --drain-timeout DUR      connections still open this long after the drain began\n"
+    "                           are cut (default 30s)\n"
+    "  --drain-reason TEXT      close reason sent on drain (default \"server restarting\")\n"
     "  --help                   this text\n"
     "\n"
     "DUR: 500ms, 5s, 2m, 1h or a number of seconds. SIZE: bytes, or with k, m, g.\n";
@@ -334,6 +393,12 @@ void config_defaults(struct config *c)
     strcpy(c->events_channel, "wsgate:events");
     c->query_groups = true;
     c->max_groups = 16;
+    strcpy(c->admin_host, "127.0.0.1");
+    c->admin_port = 9090;
+    c->drain_delay_ms = 0;
+    c->drain_spread_ms = 10000;
+    c->drain_timeout_ms = 30000;
+    strcpy(c->drain_reason, "server restarting");
 }
 
 int config_parse_duration(const char *s, uint32_t *ms)

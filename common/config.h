@@ -33,6 +33,12 @@ struct config {
     char groups_header[64];       /* "" when off */
     char user_header[64];         /* "" when off */
     int max_groups;
+    char admin_host[256];         /* admin listener; admin_port 0 when disabled */
+    uint16_t admin_port;
+    uint32_t drain_delay_ms;      /* readiness 503 → listeners closed */
+    uint32_t drain_spread_ms;     /* closes spread across this window */
+    uint32_t drain_timeout_ms;    /* from the drain's start: what is left is cut */
+    char drain_reason[124];
 };
 
 /* Fills c with the defaults (workers = CPUs, id = host name). */

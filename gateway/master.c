@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 
 #include "common/log.h"
+#include "worker/shm.h"
 #include "worker/worker.h"
 
 #define BACKOFF_MIN_MS    100
@@ -32,6 +33,7 @@ struct slot {
 static volatile sig_atomic_t got_chld;
 static volatile sig_atomic_t got_term;
 static volatile sig_atomic_t got_alrm;
+static volatile sig_atomic_t got_int;
 
 static void on_signal(int sig)
 {
@@ -41,8 +43,10 @@ static void on_signal(int sig)
         got_chld = 1;
     else if (sig == SIGALRM)
         got_alrm = 1;
+    else if (sig == SIGINT)
+        got_int = 1;
     else
-        got_term++;
+        got_term = 1;
     errno = saved;
 }
 
@@ -68,7 +72,7 @@ static void arm_alarm(long long ms)
     setitimer(ITIMER_REAL, &it, NULL);
 }
 
-static int spawn(const struct config *cfg, struct slot *s, int num)
+static int spawn(const struct config *cfg, struct shm *shm, int admin_fd, struct slot *s, int num)
 {
     pid_t pid = fork();
 
@@ -78,15 +82,17 @@ static int spawn(const struct config *cfg, struct slot *s, int num)
         return -1;
     }
     if (pid == 0)
-        _exit(worker_main(cfg, num));
+        _exit(worker_main(cfg, shm, admin_fd, num));
     s->pid = pid;
+    shm->w[num - 1].pid = pid;
     s->started = now_ms();
     s->respawn_at = 0;
     return 0;
 }
 
-int master_run(const struct config *cfg)
+int master_run(const struct config *cfg, int admin_fd)
 {
+    struct shm *shm = shm_create(cfg->workers);
     struct slot *slots = calloc((size_t)cfg->workers, sizeof(*slots));
     struct sigaction sa;
     sigset_t block, empty;
@@ -94,7 +100,7 @@ int master_run(const struct config *cfg)
     int running = 0, status = 0;
     bool stopping = false;
 
-    if (slots == NULL) {
+    if (slots == NULL || shm == NULL) {
         log_msg(LOG_ERROR, NULL, "out of memory");
         return 1;
     }
@@ -120,7 +126,7 @@ int master_run(const struct config *cfg)
             (int)getpid());
     for (int i = 0; i < cfg->workers; i++) {
         slots[i].backoff_ms = BACKOFF_MIN_MS;
-        if (spawn(cfg, &slots[i], i + 1) == 0)
+        if (spawn(cfg, shm, admin_fd, &slots[i], i + 1) == 0)
             running++;
     }
 
@@ -139,6 +145,10 @@ int master_run(const struct config *cfg)
                         continue;
                     s->pid = 0;
                     running--;
+                    shm->w[i].pid = 0;
+                    shm->w[i].listening = false;
+                    shm->w[i].subscribed = false;
+                    shm->w[i].conns = 0;
                     if (WIFSIGNALED(st))
                         log_msg(stopping ? LOG_NOTICE : LOG_WARN, NULL,
                                 "worker exited w=%d pid=%d signal=%d", i + 1, (int)pid,
@@ -173,16 +183,20 @@ int master_run(const struct config *cfg)
                 }
             }
         }
-        if (got_term && !stopping) {
+        if ((got_term || got_int) && !stopping) {
+            /* SIGINT drains without the spread, as a second SIGTERM would. */
+            int fwd = got_int ? SIGINT : SIGTERM;
             stopping = true;
-            got_term = 0;
-            deadline = now_ms() + cfg->close_timeout_ms + 2000 + STOP_GRACE_MS;
-            log_msg(LOG_NOTICE, NULL, "stopping: closing every connection with 1001");
+            got_term = got_int = 0;
+            shm->draining = 1;
+            deadline = now_ms() + cfg->drain_delay_ms + cfg->drain_timeout_ms + STOP_GRACE_MS;
+            log_msg(LOG_NOTICE, NULL, "draining: every connection gets 1001 over %ums",
+                    cfg->drain_spread_ms);
             for (int i = 0; i < cfg->workers; i++)
                 if (slots[i].pid > 0)
-                    kill(slots[i].pid, SIGTERM);
-        } else if (got_term && stopping) {
-            got_term = 0;
+                    kill(slots[i].pid, fwd);
+        } else if ((got_term || got_int) && stopping) {
+            got_term = got_int = 0;
             for (int i = 0; i < cfg->workers; i++)
                 if (slots[i].pid > 0)
                     kill(slots[i].pid, SIGINT);
@@ -205,8 +219,9 @@ int master_run(const struct config *cfg)
             for (int i = 0; i < cfg->workers; i++) {
                 struct slot *s = &slots[i];
                 if (s->pid == 0 && s->respawn_at != 0 && now >= s->respawn_at) {
-                    if (spawn(cfg, s, i + 1) == 0) {
+                    if (spawn(cfg, shm, admin_fd, s, i + 1) == 0) {
                         s->restarts++;
+                        shm->w[i].restarts++;
                         running++;
                     } else {
                         s->respawn_at = now + s->backoff_ms;
@@ -237,7 +252,7 @@ int master_run(const struct config *cfg)
             }
         }
         arm_alarm(next);
-        if (!got_chld && !got_term)
+        if (!got_chld && !got_term && !got_int)
             sigsuspend(&empty);
     }
     arm_alarm(0);

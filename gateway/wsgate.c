@@ -15,7 +15,7 @@ int main(int argc, char **argv)
 {
     static struct config cfg;
     char err[512];
-    int r;
+    int r, admin_fd;
 
     config_defaults(&cfg);
     r = config_parse(&cfg, argc, argv, environ, err, sizeof(err));
@@ -33,5 +33,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "wsgate: %s\n", err);
         return 2;
     }
-    return master_run(&cfg);
+    admin_fd = worker_admin_listen(&cfg, err, sizeof(err));
+    if (admin_fd == -2) {
+        fprintf(stderr, "wsgate: %s\n", err);
+        return 2;
+    }
+    return master_run(&cfg, admin_fd);
 }

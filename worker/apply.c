@@ -34,6 +34,7 @@ struct job {
     uint64_t *seqs;   /* owned */
     uint32_t *due;    /* owned: ms offsets from start, ascending; NULL when not spread */
     uint32_t start;   /* worker_now() when applied */
+    struct job **owner; /* cleared when the job ends */
 };
 
 static uint64_t rng_state;
@@ -58,8 +59,8 @@ static void count_refusal(struct worker *w, const char *key)
             break;
     if (apply_refuse_keys[i] == NULL)
         i = APPLY_REFUSE_KEYS - 2; /* "other" */
-    w->orders.refused++;
-    w->orders.refused_by[i]++;
+    w->slot->orders.refused++;
+    w->slot->orders.refused_by[i]++;
 }
 
 static void publish_owned(struct worker *w, const char *channel, char *msg)
@@ -85,7 +86,7 @@ static void refuse(struct worker *w, const char *text, size_t len, const struct 
         gateway = json_string_value(json_object_get(root, "gateway"));
     }
     if (gateway != NULL && strcmp(gateway, w->cfg->id) != 0) {
-        w->orders.ignored++;
+        w->slot->orders.ignored++;
         json_decref(root);
         return;
     }
@@ -99,6 +100,8 @@ static void refuse(struct worker *w, const char *text, size_t len, const struct 
 
 static void job_free(struct job *j)
 {
+    if (j->owner != NULL)
+        *j->owner = NULL;
     if (j->ev != NULL)
         event_free(j->ev);
     free(j->id);
@@ -112,7 +115,7 @@ static void job_done(struct job *j)
 {
     struct worker *w = j->w;
 
-    w->orders.closed += j->closed;
+    w->slot->orders.closed += j->closed;
     log_msg(LOG_INFO, NULL, "order done id=%s matched=%zu closed=%zu", j->id ? j->id : "-", j->n,
             j->closed);
     if (j->reply_to != NULL)
@@ -153,13 +156,6 @@ static void job_run(evutil_socket_t fd, short what, void *arg)
         tv.tv_usec = (wait % 1000) * 1000;
     }
     evtimer_add(j->ev, &tv);
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-    return x < y ? -1 : x > y;
 }
 
 struct matches {
@@ -235,7 +231,8 @@ static char *dup_or_null(const char *s)
     return s != NULL ? strdup(s) : NULL;
 }
 
-void apply_close_order(struct worker *w, const struct order *o, const char *by)
+void apply_close_order(struct worker *w, const struct order *o, const char *by,
+                       struct job **owner)
 {
     struct matches m = {NULL, 0, 0};
     struct job *j;
@@ -250,21 +247,21 @@ void apply_close_order(struct worker *w, const struct order *o, const char *by)
             publish_owned(w, o->reply_to, order_nack_json(o->id, w->cfg->id, w->num, err.text));
         return;
     }
-    w->orders.matched += m.n;
+    w->slot->orders.matched += m.n;
     if (o->max_affected >= 0 && (long long)m.n > o->max_affected) {
         char text[128];
         snprintf(text, sizeof(text), "max_affected exceeded: %zu matched, limit %lld", m.n,
                  o->max_affected);
-        w->orders.rejected_max_affected++;
+        w->slot->orders.rejected_max_affected++;
         log_msg(LOG_WARN, NULL, "order refused id=%s: %s", id, text);
         if (o->reply_to != NULL)
             publish_owned(w, o->reply_to, order_nack_json(o->id, w->cfg->id, w->num, text));
         free(m.v);
         return;
     }
-    w->orders.applied++;
+    w->slot->orders.applied++;
     if (o->reason_cut) {
-        w->orders.reasons_cut++;
+        w->slot->orders.reasons_cut++;
         log_msg(LOG_NOTICE, NULL, "order id=%s: reason cut to %zu bytes", id, o->reason_len);
     }
     log_msg(m.n > 0 ? LOG_NOTICE : LOG_INFO, NULL,
@@ -298,15 +295,14 @@ void apply_close_order(struct worker *w, const struct order *o, const char *by)
     for (size_t i = 0; i < m.n; i++)
         j->seqs[i] = m.v[i]->seq;
     if (o->spread_ms > 0) {
-        /* Random moments across the window: each connection's own, sorted so the
-         * job walks them in order. Which connection gets which moment is random
-         * too, since the matches arrive in index order. */
+        /* One random moment in each of n equal slices of the window: spread evenly,
+         * with jitter, so the reconnects are as flat as the window allows. Who gets
+         * which slice is shuffled, since matches arrive in index order. */
         j->due = malloc(m.n * sizeof(*j->due));
         if (j->due == NULL)
             goto oom;
         for (size_t i = 0; i < m.n; i++)
-            j->due[i] = (uint32_t)(rng_next() % o->spread_ms);
-        qsort(j->due, m.n, sizeof(*j->due), cmp_u32);
+            j->due[i] = (uint32_t)(((uint64_t)i * o->spread_ms + rng_next() % o->spread_ms) / m.n);
         for (size_t i = m.n - 1; i > 0; i--) {
             size_t k = (size_t)(rng_next() % (i + 1));
             uint64_t t = j->seqs[i];
@@ -316,6 +312,10 @@ void apply_close_order(struct worker *w, const struct order *o, const char *by)
     }
     free(m.v);
     j->start = worker_now(w);
+    if (owner != NULL) {
+        j->owner = owner;
+        *owner = j;
+    }
     job_run(-1, 0, j);
     return;
 oom:
@@ -325,19 +325,28 @@ oom:
     log_msg(LOG_WARN, NULL, "order id=%s: out of memory", id);
 }
 
+void apply_job_hurry(struct job *j)
+{
+    struct timeval now = {0, 0};
+
+    free(j->due);
+    j->due = NULL;
+    evtimer_add(j->ev, &now);
+}
+
 void apply_order_text(struct worker *w, const char *text, size_t len)
 {
     struct order o;
     struct order_error err;
 
-    w->orders.received++;
+    w->slot->orders.received++;
     worker_now(w);
     if (order_parse(text, len, &o, &err) < 0) {
         refuse(w, text, len, &err);
         return;
     }
     if (o.gateway != NULL && strcmp(o.gateway, w->cfg->id) != 0) {
-        w->orders.ignored++;
+        w->slot->orders.ignored++;
         order_cleanup(&o);
         return;
     }
@@ -346,6 +355,6 @@ void apply_order_text(struct worker *w, const char *text, size_t len)
         order_cleanup(&o);
         return;
     }
-    apply_close_order(w, &o, NULL);
+    apply_close_order(w, &o, NULL, NULL);
     order_cleanup(&o);
 }

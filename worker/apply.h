@@ -36,7 +36,15 @@ struct order;
 
 /* Matches and closes per o (a close order, or an "all" order built by the drain);
  * by names the closer in logs and events ("order:<id>" when NULL). */
-void apply_close_order(struct worker *w, const struct order *o, const char *by);
+struct job;
+
+/* When owner is not NULL, *owner points to the job while it runs and is set to NULL
+ * when it ends. */
+void apply_close_order(struct worker *w, const struct order *o, const char *by,
+                       struct job **owner);
+
+/* Makes every remaining close of j due now (still at most APPLY_BATCH a loop turn). */
+void apply_job_hurry(struct job *j);
 
 /* Handles one message from the orders channels. */
 void apply_order_text(struct worker *w, const char *text, size_t len);

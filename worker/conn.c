@@ -125,6 +125,8 @@ void conn_release(struct conn *c, const char *why)
     close(c->fd);
     c->fd = -1;
     worker_tlist_remove(w, c);
+    if (c->flags & CONN_F_ADMIN)
+        w->nadmin--;
     c->tnext = w->dead;
     w->dead = c;
     w->nconns--;
@@ -202,7 +204,9 @@ static int conn_flush(struct conn *c)
             return -1;
         }
         b->off += (size_t)n;
-        c->w->st.bytes_out += (uint64_t)n;
+        if (!(c->flags & CONN_F_ADMIN))
+            if (!(c->flags & CONN_F_ADMIN))
+                c->w->slot->st.bytes_out += (uint64_t)n;
     }
     if (b != NULL && b->off == b->len) {
         free(b);
@@ -246,7 +250,9 @@ static int conn_send(struct conn *c, const struct iovec *iov, int iovcnt)
         }
         if (n > 0) {
             done = (size_t)n;
-            c->w->st.bytes_out += (uint64_t)n;
+            if (!(c->flags & CONN_F_ADMIN))
+            if (!(c->flags & CONN_F_ADMIN))
+                c->w->slot->st.bytes_out += (uint64_t)n;
         }
     }
     if (done < total) {
@@ -284,7 +290,7 @@ static int conn_send_frame(struct conn *c, unsigned opcode, const uint8_t *p, si
     iov[0].iov_len = ws_enc_header(hdr, opcode, true, len);
     iov[1].iov_base = (void *)(uintptr_t)p;
     iov[1].iov_len = len;
-    c->w->st.msgs_out++;
+    c->w->slot->st.msgs_out++;
     return conn_send(c, iov, len > 0 ? 2 : 1);
 }
 
@@ -304,6 +310,8 @@ static int conn_send_close(struct conn *c, unsigned code, const char *reason)
     iov.iov_base = frame;
     iov.iov_len = n;
     c->close_code = (uint16_t)code;
+    if (code < SHM_CLOSE_CODES && !(c->flags & CONN_F_CLOSE_SENT))
+        c->w->slot->st.close_codes[code]++;
     r = conn_send(c, &iov, 1);
     c->flags |= CONN_F_CLOSE_SENT;
     return r;
@@ -326,7 +334,7 @@ int conn_close(struct conn *c, unsigned code, const char *reason, const char *by
     if (c->state != CONN_OPEN)
         return 0;
     log_msg(LOG_INFO, conn_id(c, id, sizeof(id)), "close code=%u by=%s", code, by);
-    c->w->st.closes_by_server++;
+    c->w->slot->st.closes_by_server++;
     hooks_conn_closing(c, code, reason, by);
     conn_enter_closing(c);
     conn_send_close(c, code, reason);
@@ -340,7 +348,7 @@ static void conn_http_error(struct conn *c, int status, const char *why)
     struct iovec iov;
     size_t n = ws_hs_response_error(status, why, resp, sizeof(resp));
 
-    c->w->st.handshakes_failed++;
+    c->w->slot->st.handshakes_failed++;
     conn_enter_closing(c);
     c->flags |= CONN_F_FLUSH_CLOSE | CONN_F_LINGER | CONN_F_DISCARD;
     if (n == 0) {
@@ -395,7 +403,7 @@ static void conn_fail(struct conn *c, unsigned code, const char *why)
 {
     char id[CONN_ID_MAX];
 
-    c->w->st.protocol_errors++;
+    c->w->slot->st.protocol_errors++;
     if (c->state != CONN_OPEN) {
         conn_release(c, why);
         return;
@@ -434,7 +442,7 @@ static void conn_upgrade(struct conn *c)
         return;
     }
     c->state = CONN_OPEN;
-    c->w->st.handshakes_ok++;
+    c->w->slot->st.handshakes_ok++;
     worker_tlist_move(c->w, c, TL_ACTIVE);
     remote_str(c, remote, sizeof(remote));
     log_msg(LOG_INFO, id, "open remote=%s", remote);
@@ -467,6 +475,10 @@ static ssize_t conn_handshake(struct conn *c, const uint8_t *buf, size_t len)
     case 0:
         return n;
     case 101:
+        if (c->flags & CONN_F_ADMIN) {
+            conn_refuse(c, 404, "not found");
+            return -1;
+        }
         conn_upgrade(c);
         return c->state == CONN_OPEN ? n : -1;
     default:
@@ -497,10 +509,10 @@ static void conn_on_close_frame(struct conn *c, const uint8_t *p, size_t len)
         return;
     }
     err = ws_close_parse(p, len, &code, &reason, &rlen);
-    c->w->st.closes_by_client++;
+    c->w->slot->st.closes_by_client++;
     conn_id(c, id, sizeof(id));
     if (err != 0) {
-        c->w->st.protocol_errors++;
+        c->w->slot->st.protocol_errors++;
         log_limited(LOG_INFO, id, "bad close frame code=%d", err);
         hooks_conn_closing(c, (unsigned)err, "invalid close frame", "error");
         conn_enter_closing(c);
@@ -545,9 +557,9 @@ static void conn_on_data(struct conn *c, const struct ws_dec_out *o)
 {
     struct worker *w = c->w;
 
-    w->st.bytes_in += o->len;
+    w->slot->st.bytes_in += o->len;
     if (o->msg_end)
-        w->st.msgs_in++;
+        w->slot->st.msgs_in++;
     if (c->state != CONN_OPEN || !w->cfg->echo)
         return; /* counted and discarded until messages are forwarded */
     if (o->msg_end && c->msg == NULL) {
@@ -670,7 +682,7 @@ void conn_on_timeout(struct conn *c)
 
     switch (c->tlist) {
     case TL_HANDSHAKE:
-        w->st.handshake_timeouts++;
+        w->slot->st.handshake_timeouts++;
         log_limited(LOG_INFO, conn_id(c, id, sizeof(id)), "handshake timeout");
         conn_release(c, "handshake timeout");
         break;
@@ -684,13 +696,13 @@ void conn_on_timeout(struct conn *c)
         break;
     }
     case TL_PINGED:
-        w->st.ping_timeouts++;
+        w->slot->st.ping_timeouts++;
         log_msg(LOG_INFO, conn_id(c, id, sizeof(id)), "keepalive timeout");
         hooks_conn_closing(c, WS_CLOSE_ABNORMAL, "keepalive timeout", "timeout");
         conn_release(c, "keepalive timeout");
         break;
     case TL_CLOSING:
-        w->st.close_timeouts++;
+        w->slot->st.close_timeouts++;
         log_msg(LOG_DEBUG, conn_id(c, id, sizeof(id)), "close timeout");
         conn_release(c, "close timeout");
         break;

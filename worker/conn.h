@@ -41,6 +41,7 @@ enum conn_state {
 #define CONN_F_SPARED      0x200 /* named in the except list of the order being applied */
 #define CONN_F_MATCHED     0x400 /* already matched by the order being applied */
 #define CONN_F_HELLO       0x800 /* asked (?hello=1) for its id in a first text message */
+#define CONN_F_ADMIN       0x1000 /* on the admin listener: /healthz, /readyz, /metrics */
 
 struct obuf {
     size_t off;

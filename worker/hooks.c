@@ -11,6 +11,7 @@
 
 #include "common/log.h"
 #include "common/ws_close.h"
+#include "worker/admin.h"
 #include "worker/conn.h"
 #include "worker/redis.h"
 #include "worker/registry.h"
@@ -84,7 +85,7 @@ static void event_publish(struct conn *c, json_t *ev)
     if (text == NULL)
         return;
     wredis_publish(w, w->cfg->events_channel, text, strlen(text));
-    w->events_published++;
+    w->slot->st.events_published++;
     free(text);
 }
 
@@ -98,9 +99,23 @@ void hooks_conn_opened(struct conn *c)
         if (conn_send_text(c, msg, (size_t)n) < 0)
             return;
     }
-    if (c->w->cfg->events_channel[0] == '\0')
-        return;
-    event_publish(c, event_new_json(c, "open"));
+    if (c->w->cfg->events_channel[0] != '\0')
+        event_publish(c, event_new_json(c, "open"));
+    if (c->w->draining && c->w->listen_fd < 0) /* a handshake finished during a drain */
+        conn_close(c, WS_CLOSE_GOING_AWAY, c->w->drain_reason, "drain");
+}
+
+static enum close_by close_by_index(const char *by)
+{
+    if (strncmp(by, "order", 5) == 0)
+        return CLOSE_BY_ORDER;
+    if (strcmp(by, "client") == 0)
+        return CLOSE_BY_CLIENT;
+    if (strcmp(by, "drain") == 0)
+        return CLOSE_BY_DRAIN;
+    if (strcmp(by, "timeout") == 0)
+        return CLOSE_BY_TIMEOUT;
+    return CLOSE_BY_ERROR;
 }
 
 static void close_event(struct conn *c, unsigned code, const char *reason, const char *by)
@@ -110,6 +125,7 @@ static void close_event(struct conn *c, unsigned code, const char *reason, const
     if (!(c->flags & CONN_F_INDEXED) || (c->flags & CONN_F_EVENT_DONE))
         return;
     c->flags |= CONN_F_EVENT_DONE;
+    c->w->slot->st.closes_by[close_by_index(by)]++;
     if (c->w->cfg->events_channel[0] == '\0')
         return;
     ev = event_new_json(c, "close");
@@ -139,6 +155,9 @@ bool hooks_conn_plain_http(struct conn *c)
 {
     char head[256];
     int n;
+
+    if (c->flags & CONN_F_ADMIN)
+        return admin_answer(c);
 
     if (strcmp(c->hs->method, "GET") != 0 || c->hs->path == NULL ||
         (strcmp(c->hs->path, "/") != 0 && strcmp(c->hs->path, "/index.html") != 0))

@@ -49,7 +49,6 @@ struct wredis {
     char gw_channel[256];
     char announce_key[256];
     uint64_t rng;
-    struct wredis_stats st;
 };
 
 static void link_connect(struct link *l);
@@ -99,7 +98,7 @@ static void link_down(struct link *l, const char *why)
                 link_name(l), why);
         l->logged_down = true;
     }
-    if (!l->r->w->stopping || l->kind == LINK_PUB)
+    if (!l->r->w->draining || l->kind == LINK_PUB)
         link_schedule_retry(l);
 }
 
@@ -109,8 +108,8 @@ static void link_up(struct link *l)
         return;
     l->up = true;
     l->backoff_ms = BACKOFF_MIN_MS;
-    if (l->logged_down || l->r->st.reconnects > 0)
-        l->r->st.reconnects++;
+    if (l->logged_down || l->r->w->slot->redis.reconnects > 0)
+        l->r->w->slot->redis.reconnects++;
     log_msg(LOG_NOTICE, NULL, "redis %s up%s", link_name(l),
             l->kind == LINK_SUB ? " (subscribed)" : "");
     l->logged_down = false;
@@ -221,7 +220,7 @@ static void link_connect(struct link *l)
     struct timeval tv = {CONNECT_TIMEOUT_MS / 1000, (CONNECT_TIMEOUT_MS % 1000) * 1000};
     redisAsyncContext *ac;
 
-    if (l->ac != NULL || (r->w->stopping && l->kind == LINK_SUB))
+    if (l->ac != NULL || (r->w->draining && l->kind == LINK_SUB))
         return;
     ac = r->url.path != NULL ? redisAsyncConnectUnix(r->url.path)
                              : redisAsyncConnect(r->url.host, r->url.port);
@@ -288,7 +287,7 @@ static void on_announce(evutil_socket_t fd, short what, void *arg)
     snprintf(val, sizeof(val),
              "{\"gateway\":\"%s\",\"worker\":%d,\"pid\":%d,\"conns\":%zu,\"draining\":%s,"
              "\"redis\":%s,\"ts\":%lld}",
-             w->cfg->id, w->num, (int)getpid(), w->nconns, w->stopping ? "true" : "false",
+             w->cfg->id, w->num, (int)getpid(), w->reg.ids_count, w->draining ? "true" : "false",
              r->sub.up ? "true" : "false", (long long)time(NULL));
     redisAsyncCommand(l->ac, on_pub_reply, NULL, "SET %s %s EX %d", r->announce_key, val,
                       ANNOUNCE_TTL_S);
@@ -351,13 +350,13 @@ void wredis_publish(struct worker *w, const char *channel, const char *msg, size
 
     if (r == NULL || !r->pub.up) {
         if (r != NULL)
-            r->st.publish_dropped++;
+            r->w->slot->redis.publish_dropped++;
         log_limited(LOG_WARN, NULL, "redis publisher down: dropped a message for %s", channel);
         return;
     }
     redisAsyncCommand(r->pub.ac, on_pub_reply, NULL, "PUBLISH %s %b", channel, msg, len);
     pub_command_sent(&r->pub);
-    r->st.published++;
+    r->w->slot->redis.published++;
 }
 
 void wredis_stop(struct worker *w)
@@ -379,9 +378,3 @@ void wredis_stop(struct worker *w)
     }
 }
 
-const struct wredis_stats *wredis_stats(const struct worker *w)
-{
-    static const struct wredis_stats none;
-
-    return w->redis != NULL ? &w->redis->st : &none;
-}

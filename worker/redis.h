@@ -34,6 +34,4 @@ void wredis_publish(struct worker *w, const char *channel, const char *msg, size
 /* Deletes the announce key (best effort) and closes both connections. */
 void wredis_stop(struct worker *w);
 
-const struct wredis_stats *wredis_stats(const struct worker *w);
-
 #endif /* WSGATE_WORKER_REDIS_H */

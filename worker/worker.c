@@ -105,6 +105,8 @@ static void worker_on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     now = worker_now(w);
+    w->slot->conns = w->reg.ids_count;
+    w->slot->subscribed = wredis_is_subscribed(w);
     for (int i = TL_HANDSHAKE; i < TL_COUNT; i++) {
         struct tlist_head *l = &w->tl[i];
         if (l->timeout_ms == 0)
@@ -117,32 +119,32 @@ static void worker_on_tick(evutil_socket_t fd, short what, void *arg)
 
 /* Listener ------------------------------------------------------------------------- */
 
-static int listen_socket(const struct config *cfg)
+static int listen_socket(const char *host, uint16_t port, bool reuseport)
 {
     struct sockaddr_storage ss;
     socklen_t slen;
     int fd, one = 1, err;
 
     memset(&ss, 0, sizeof(ss));
-    if (strchr(cfg->listen_host, ':') != NULL) {
+    if (strchr(host, ':') != NULL) {
         struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
         s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons(cfg->listen_port);
-        inet_pton(AF_INET6, cfg->listen_host, &s6->sin6_addr);
+        s6->sin6_port = htons(port);
+        inet_pton(AF_INET6, host, &s6->sin6_addr);
         slen = sizeof(*s6);
     } else {
         struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
         s4->sin_family = AF_INET;
-        s4->sin_port = htons(cfg->listen_port);
-        if (cfg->listen_host[0] != '\0')
-            inet_pton(AF_INET, cfg->listen_host, &s4->sin_addr);
+        s4->sin_port = htons(port);
+        if (host[0] != '\0')
+            inet_pton(AF_INET, host, &s4->sin_addr);
         slen = sizeof(*s4);
     }
     fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
         bind(fd, (struct sockaddr *)&ss, slen) < 0 || listen(fd, 4096) < 0) {
         err = errno;
         close(fd);
@@ -151,9 +153,26 @@ static int listen_socket(const struct config *cfg)
     return fd;
 }
 
+int worker_admin_listen(const struct config *cfg, char *err, size_t errlen)
+{
+    int fd;
+
+    if (cfg->admin_port == 0)
+        return -1;
+    /* One socket for the whole gateway, without SO_REUSEPORT: a second gateway on the
+     * same admin address is an error, not a silent sharing of /readyz. */
+    fd = listen_socket(cfg->admin_host, cfg->admin_port, false);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot listen on --admin %s:%u: %s", cfg->admin_host,
+                 cfg->admin_port, strerror(-fd));
+        return -2;
+    }
+    return fd;
+}
+
 int worker_check_listen(const struct config *cfg, char *err, size_t errlen)
 {
-    int fd = listen_socket(cfg);
+    int fd = listen_socket(cfg->listen_host, cfg->listen_port, true);
 
     if (fd < 0) {
         snprintf(err, errlen, "cannot listen on %s:%u: %s", cfg->listen_host[0] ? cfg->listen_host
@@ -175,22 +194,21 @@ static void refuse_full(struct worker *w, int fd)
     ssize_t n = write(fd, resp, sizeof(resp) - 1);
 
     (void)n;
-    w->st.refused_full++;
+    w->slot->st.refused_full++;
     log_limited(LOG_WARN, NULL, "refused a client: at capacity conns=%zu", w->nconns);
     shutdown(fd, SHUT_WR);
     close(fd);
 }
 
-static void worker_on_accept(evutil_socket_t lfd, short what, void *arg)
+/* Accepts what is pending on lfd. Admin connections are marked so, and never count
+ * as clients. Returns when the queue is empty, after a batch, or on an error. */
+static void accept_batch(struct worker *w, int lfd, bool admin, int max)
 {
-    struct worker *w = arg;
-
-    (void)what;
-    worker_now(w);
-    for (int i = 0; i < ACCEPT_BATCH && !w->stopping; i++) {
+    for (int i = 0; i < max; i++) {
         struct sockaddr_storage ss;
         socklen_t slen = sizeof(ss);
         int fd = accept4(lfd, (struct sockaddr *)&ss, &slen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct conn *c;
         int one = 1;
 
         if (fd < 0) {
@@ -199,28 +217,57 @@ static void worker_on_accept(evutil_socket_t lfd, short what, void *arg)
                 continue;
             if (err == EAGAIN || err == EWOULDBLOCK)
                 return;
-            w->st.accept_errors++;
+            w->slot->st.accept_errors++;
             if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
                 /* Back off instead of spinning on a readable listener we cannot serve;
                  * open connections keep being served meanwhile. */
                 struct timeval tv = {0, ACCEPT_RETRY_MS * 1000};
                 log_limited(LOG_WARN, NULL, "accept: %s; pausing accepts", strerror(err));
-                event_del(w->listen_ev);
+                if (w->listen_ev != NULL)
+                    event_del(w->listen_ev);
+                if (w->admin_ev != NULL)
+                    event_del(w->admin_ev);
                 event_add(w->accept_retry, &tv);
                 return;
             }
             log_limited(LOG_WARN, NULL, "accept: %s", strerror(err));
             return;
         }
-        w->st.accepted++;
+        if (!admin)
+            w->slot->st.accepted++;
         if (w->nconns >= w->max_conns) {
             refuse_full(w, fd);
             continue;
         }
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (conn_new(w, fd, (struct sockaddr *)&ss) == NULL)
+        c = conn_new(w, fd, (struct sockaddr *)&ss);
+        if (c == NULL) {
             log_limited(LOG_WARN, NULL, "out of memory for a connection");
+            continue;
+        }
+        if (admin) {
+            c->flags |= CONN_F_ADMIN;
+            w->nadmin++;
+        }
     }
+}
+
+static void worker_on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    (void)what;
+    worker_now(w);
+    accept_batch(w, lfd, false, ACCEPT_BATCH);
+}
+
+static void worker_on_admin_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    (void)what;
+    worker_now(w);
+    accept_batch(w, lfd, true, 8);
 }
 
 static void worker_on_accept_retry(evutil_socket_t fd, short what, void *arg)
@@ -229,25 +276,35 @@ static void worker_on_accept_retry(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    if (!w->stopping && w->listen_fd >= 0)
+    if (w->listen_fd >= 0)
         event_add(w->listen_ev, NULL);
+    if (w->admin_ev != NULL)
+        event_add(w->admin_ev, NULL);
 }
 
+/* Closes the client listener. What the kernel already queued for it is accepted
+ * first: those handshakes complete and are drained, instead of being reset. */
 static void worker_close_listener(struct worker *w)
 {
     if (w->listen_fd < 0)
         return;
+    accept_batch(w, w->listen_fd, false, 1 << 20);
     event_del(w->listen_ev);
-    event_del(w->accept_retry);
     close(w->listen_fd);
     w->listen_fd = -1;
+    w->slot->listening = false;
 }
 
-/* Stopping ------------------------------------------------------------------------- */
+/* Draining ------------------------------------------------------------------------- */
+
+static size_t clients(const struct worker *w)
+{
+    return w->nconns - w->nadmin;
+}
 
 void worker_conn_gone(struct worker *w)
 {
-    if (w->stopping && w->nconns == 0)
+    if (w->draining && w->listen_fd < 0 && clients(w) == 0)
         event_base_loopexit(w->base, NULL);
 }
 
@@ -257,18 +314,44 @@ static void worker_on_exit_timer(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    log_msg(LOG_NOTICE, NULL, "stop deadline reached; cutting %zu connections", w->nconns);
+    log_msg(LOG_NOTICE, NULL, "drain timeout: cutting %zu connections", clients(w));
     event_base_loopexit(w->base, NULL);
+}
+
+/* After --drain-delay: the listener closes and every open connection gets 1001 at
+ * its own moment across the spread. Connections that finish their handshake later
+ * are closed as soon as they open (hooks.c). */
+static void worker_on_drain_delay(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct order o;
+
+    (void)fd;
+    (void)what;
+    worker_now(w);
+    worker_close_listener(w);
+    order_init(&o);
+    o.target = ORDER_TARGET_ALL;
+    o.code = WS_CLOSE_GOING_AWAY;
+    memcpy(o.reason, w->drain_reason, sizeof(o.reason));
+    o.reason_len = strlen(o.reason);
+    o.spread_ms = w->hurry ? 0 : w->drain_spread_ms;
+    o.id = w->drain_id;
+    o.reply_to = w->drain_reply_to;
+    log_msg(LOG_NOTICE, NULL, "drain: listener closed; closing %zu connections over %ums",
+            clients(w), o.spread_ms);
+    apply_close_order(w, &o, "drain", &w->drain_job);
+    if (clients(w) == 0)
+        event_base_loopexit(w->base, NULL);
 }
 
 void worker_drain(struct worker *w, const char *reason, uint32_t spread_ms, const char *id,
                   const char *reply_to)
 {
-    struct order o;
     struct timeval tv;
-    uint32_t ms;
+    uint32_t delay = w->cfg->drain_delay_ms, limit = w->cfg->drain_timeout_ms;
 
-    if (w->stopping) {
+    if (w->draining) {
         if (reply_to != NULL) {
             char *nack = order_nack_json(id, w->cfg->id, w->num, "already draining");
             if (nack != NULL)
@@ -277,39 +360,55 @@ void worker_drain(struct worker *w, const char *reason, uint32_t spread_ms, cons
         }
         return;
     }
-    w->stopping = true;
+    w->draining = true;
+    w->slot->draining = true;
+    w->shm->draining = 1; /* readiness fails at once, for every worker */
     if (id != NULL)
         w->exit_status = WORKER_EXIT_DRAINED;
-    log_msg(LOG_NOTICE, NULL, "draining conns=%zu spread_ms=%u", w->nconns, spread_ms);
-    worker_close_listener(w);
-    worker_now(w);
-    /* Handshakes in flight get an answer, not a silent drop. */
-    while (w->tl[TL_HANDSHAKE].head != NULL)
-        conn_refuse(w->tl[TL_HANDSHAKE].head, 503, "server shutting down");
-    /* Every close frame gets --close-timeout for its reply after the spread. */
-    ms = spread_ms + w->cfg->close_timeout_ms + 2000;
-    tv.tv_sec = ms / 1000;
-    tv.tv_usec = (ms % 1000) * 1000;
+    snprintf(w->drain_reason, sizeof(w->drain_reason), "%s",
+             reason != NULL ? reason : w->cfg->drain_reason);
+    w->drain_spread_ms = spread_ms;
+    w->drain_id = id != NULL ? strdup(id) : NULL;
+    w->drain_reply_to = reply_to != NULL ? strdup(reply_to) : NULL;
+    log_msg(LOG_NOTICE, NULL, "draining conns=%zu delay_ms=%u spread_ms=%u timeout_ms=%u",
+            clients(w), delay, spread_ms, limit);
+    /* The spread has to fit in the deadline, with room for the last close replies. */
+    if (limit < delay + spread_ms)
+        log_msg(LOG_WARN, NULL, "drain spread ends after the drain timeout: the rest is cut");
+    tv.tv_sec = limit / 1000;
+    tv.tv_usec = (limit % 1000) * 1000;
     event_add(w->exit_timer, &tv);
-    order_init(&o);
-    o.target = ORDER_TARGET_ALL;
-    o.code = WS_CLOSE_GOING_AWAY;
-    snprintf(o.reason, sizeof(o.reason), "%s", reason != NULL ? reason : "server shutting down");
-    o.reason_len = strlen(o.reason);
-    o.spread_ms = spread_ms;
-    o.id = (char *)(uintptr_t)id;
-    o.reply_to = (char *)(uintptr_t)reply_to;
-    apply_close_order(w, &o, "drain");
-    wredis_stop(w);
-    if (w->nconns == 0)
-        event_base_loopexit(w->base, NULL);
+    tv.tv_sec = delay / 1000;
+    tv.tv_usec = (delay % 1000) * 1000;
+    event_add(w->drain_timer, &tv);
+}
+
+/* A second SIGTERM, or SIGINT, during a drain: skip the rest of the spread. */
+static void worker_hurry(struct worker *w)
+{
+    w->hurry = true;
+    if (event_pending(w->drain_timer, EV_TIMEOUT, NULL)) {
+        struct timeval now = {0, 0};
+        event_add(w->drain_timer, &now);
+    }
+    if (w->drain_job != NULL)
+        apply_job_hurry(w->drain_job);
 }
 
 static void worker_on_signal(evutil_socket_t sig, short what, void *arg)
 {
+    struct worker *w = arg;
+
     (void)what;
-    log_msg(LOG_NOTICE, NULL, "got %s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    worker_drain(arg, NULL, 0, NULL, NULL);
+    log_msg(LOG_NOTICE, NULL, "got %s%s", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+            w->draining ? " while draining: closing the rest now" : "");
+    if (w->draining) {
+        worker_hurry(w);
+        return;
+    }
+    worker_drain(w, NULL, w->cfg->drain_spread_ms, NULL, NULL);
+    if (sig == SIGINT)
+        worker_hurry(w);
 }
 
 /* Setup ---------------------------------------------------------------------------- */
@@ -329,7 +428,7 @@ static size_t raise_nofile(void)
     return rl.rlim_cur == RLIM_INFINITY ? 1u << 20 : (size_t)rl.rlim_cur;
 }
 
-int worker_main(const struct config *cfg, int num)
+int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num)
 {
     struct worker w;
     struct timeval tick = {0, TICK_MS * 1000};
@@ -353,6 +452,13 @@ int worker_main(const struct config *cfg, int num)
     w.cfg = cfg;
     w.num = num;
     w.listen_fd = -1;
+    w.shm = shm;
+    w.slot = &shm->w[num - 1];
+    w.slot->pid = getpid();
+    w.slot->listening = false;
+    w.slot->subscribed = false;
+    w.slot->draining = false;
+    w.slot->conns = 0;
     if (getrandom(&nonce, sizeof(nonce), 0) != sizeof(nonce))
         nonce = (uint32_t)getpid() ^ (uint32_t)time(NULL);
     /* Unique across the fleet (gateway id), the host's workers and restarts (nonce). */
@@ -372,7 +478,7 @@ int worker_main(const struct config *cfg, int num)
         log_msg(LOG_ERROR, NULL, "cannot create the event loop");
         goto out;
     }
-    w.listen_fd = listen_socket(cfg);
+    w.listen_fd = listen_socket(cfg->listen_host, cfg->listen_port, true);
     if (w.listen_fd < 0) {
         log_msg(LOG_ERROR, NULL, "listen %s:%u: %s", cfg->listen_host, cfg->listen_port,
                 strerror(-w.listen_fd));
@@ -387,8 +493,16 @@ int worker_main(const struct config *cfg, int num)
     w.sig_term = evsignal_new(w.base, SIGTERM, worker_on_signal, &w);
     w.sig_int = evsignal_new(w.base, SIGINT, worker_on_signal, &w);
     w.exit_timer = evtimer_new(w.base, worker_on_exit_timer, &w);
+    w.drain_timer = evtimer_new(w.base, worker_on_drain_delay, &w);
+    if (admin_fd >= 0) {
+        w.admin_ev = event_new(w.base, admin_fd, EV_READ | EV_PERSIST, worker_on_admin_accept, &w);
+        if (w.admin_ev == NULL || event_add(w.admin_ev, NULL) < 0) {
+            log_msg(LOG_ERROR, NULL, "cannot watch the admin listener");
+            goto out;
+        }
+    }
     if (w.listen_ev == NULL || w.accept_retry == NULL || w.tick == NULL || w.reaper == NULL ||
-        w.sig_term == NULL || w.sig_int == NULL || w.exit_timer == NULL ||
+        w.sig_term == NULL || w.sig_int == NULL || w.exit_timer == NULL || w.drain_timer == NULL ||
         event_add(w.listen_ev, NULL) < 0 || event_add(w.tick, &tick) < 0 ||
         event_add(w.sig_term, NULL) < 0 || event_add(w.sig_int, NULL) < 0) {
         log_msg(LOG_ERROR, NULL, "cannot set up worker events");
@@ -399,6 +513,7 @@ int worker_main(const struct config *cfg, int num)
         goto out;
     }
     worker_now(&w);
+    w.slot->listening = true;
     log_msg(LOG_NOTICE, NULL, "worker ready listen=%s:%u pid=%d capacity=%zu%s",
             cfg->listen_host[0] ? cfg->listen_host : "0.0.0.0", cfg->listen_port, (int)getpid(),
             w.max_conns, cfg->echo ? " echo=on" : "");
@@ -407,6 +522,12 @@ int worker_main(const struct config *cfg, int num)
         goto out;
     }
     status = w.exit_status;
+    wredis_stop(&w);
+    for (int i = 0; i < 3; i++) /* let the last events and the announce DEL go out */
+        event_base_loop(w.base, EVLOOP_NONBLOCK);
+    w.slot->listening = false;
+    w.slot->subscribed = false;
+    w.slot->conns = 0;
     log_msg(LOG_NOTICE, NULL, "worker exiting conns=%zu", w.nconns);
 out:
     /* The process exits next: the kernel closes what is left. */

@@ -10,9 +10,11 @@
 #include "common/config.h"
 #include "worker/apply.h"
 #include "worker/registry.h"
+#include "worker/shm.h"
 
 struct conn;
 struct wredis;
+struct job;
 
 /*
  * Timer lists. Every connection sits on exactly one list whose timeout is the same
@@ -33,26 +35,6 @@ struct tlist_head {
     struct conn *head;
     struct conn *tail;
     uint32_t timeout_ms;
-};
-
-/* Counters of one worker (summed over workers by the metrics endpoint). */
-struct worker_stats {
-    uint64_t accepted;
-    uint64_t accept_errors;
-    uint64_t refused_full;      /* 503: at the file limit */
-    uint64_t handshakes_ok;
-    uint64_t handshakes_failed; /* answered with an HTTP error */
-    uint64_t handshake_timeouts;
-    uint64_t msgs_in;
-    uint64_t bytes_in;
-    uint64_t msgs_out;
-    uint64_t bytes_out;
-    uint64_t protocol_errors;   /* connections failed with 1002/1007/1009 */
-    uint64_t ping_timeouts;
-    uint64_t close_timeouts;
-    uint64_t closes_by_client;
-    uint64_t closes_by_server;
-    uint64_t out_overflows;
 };
 
 /* One per worker process; lives for the whole process (globals only in entry files). */
@@ -77,14 +59,22 @@ struct worker {
     size_t rbuf_cap;
     size_t nconns;
     size_t max_conns;           /* from RLIMIT_NOFILE, minus a reserve */
-    bool stopping;
+    struct event *admin_ev;     /* on the master's admin listener, or NULL */
+    size_t nadmin;              /* admin connections among nconns */
+    bool draining;              /* a drain began: readiness fails, no new clients soon */
+    bool hurry;                 /* skip the rest of the drain's spread */
+    struct event *drain_timer;  /* --drain-delay */
+    char drain_reason[124];
+    uint32_t drain_spread_ms;
+    char *drain_id;             /* owned: the drain order's id, or NULL */
+    char *drain_reply_to;       /* owned */
+    struct job *drain_job;      /* the drain's closes while they run (apply.c clears it) */
     int exit_status;            /* WORKER_EXIT_DRAINED after a drain order */
     uint32_t now_ms;            /* loop time in ms since start, wraps every 49 days */
-    struct worker_stats st;
-    struct apply_stats orders;
+    struct shm *shm;            /* borrowed: the gateway's shared counters */
+    struct shm_worker *slot;    /* this worker's slot in shm */
     struct registry reg;
     struct wredis *redis;       /* owned */
-    uint64_t events_published;
 };
 
 /* Checks that cfg->listen can be bound (before any process starts). Returns 0 or -1
@@ -104,7 +94,11 @@ void worker_drain(struct worker *w, const char *reason, uint32_t spread_ms, cons
                   const char *reply_to);
 
 /* Runs one worker process until it is told to stop. Returns the exit status. */
-int worker_main(const struct config *cfg, int num);
+int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num);
+
+/* Opens the admin listener (--admin) in the master, shared by the workers. Returns
+ * the socket, -1 when disabled, or -2 with a message in err. */
+int worker_admin_listen(const struct config *cfg, char *err, size_t errlen);
 
 /* Milliseconds since the worker started, refreshed from the loop's cached time. */
 uint32_t worker_now(struct worker *w);

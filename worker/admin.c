@@ -1,0 +1,229 @@
+#include "worker/admin.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/ws_hs.h"
+#include "worker/conn.h"
+#include "worker/worker.h"
+
+/* A growing text buffer; on allocation failure it stops growing and says so. */
+struct text {
+    char *p;
+    size_t len;
+    size_t cap;
+    bool failed;
+};
+
+static void text_printf(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void text_printf(struct text *t, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (t->failed)
+        return;
+    for (;;) {
+        size_t room = t->cap - t->len;
+        va_start(ap, fmt);
+        n = vsnprintf(t->p != NULL ? t->p + t->len : NULL, room, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            t->failed = true;
+            return;
+        }
+        if ((size_t)n < room) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = t->cap ? t->cap * 2 : 8192;
+        while (cap - t->len <= (size_t)n)
+            cap *= 2;
+        char *np = realloc(t->p, cap);
+        if (np == NULL) {
+            t->failed = true;
+            return;
+        }
+        t->p = np;
+        t->cap = cap;
+    }
+}
+
+static void metric_head(struct text *t, const char *name, const char *type, const char *help)
+{
+    text_printf(t, "# HELP wsgate_%s %s\n# TYPE wsgate_%s %s\n", name, help, name, type);
+}
+
+/* Sums one uint64_t field at byte offset off of every worker's slot. */
+static uint64_t sum_at(const struct shm *s, size_t off)
+{
+    uint64_t v = 0;
+
+    for (int i = 0; i < s->nworkers; i++)
+        v += *(const uint64_t *)(const void *)((const char *)&s->w[i] + off);
+    return v;
+}
+
+#define SUM(field) sum_at(s, offsetof(struct shm_worker, field))
+
+static void counter(struct text *t, const char *name, const char *help, uint64_t v)
+{
+    metric_head(t, name, "counter", help);
+    text_printf(t, "wsgate_%s %llu\n", name, (unsigned long long)v);
+}
+
+static void gauge(struct text *t, const char *name, const char *help, uint64_t v)
+{
+    metric_head(t, name, "gauge", help);
+    text_printf(t, "wsgate_%s %llu\n", name, (unsigned long long)v);
+}
+
+static const char *const close_by_names[CLOSE_BY_COUNT] = {"order", "client", "drain", "timeout",
+                                                           "error"};
+
+static void metrics(const struct worker *w, struct text *t)
+{
+    const struct shm *s = w->shm;
+    uint64_t alive = 0, subscribed = 0;
+
+    for (int i = 0; i < s->nworkers; i++) {
+        alive += s->w[i].pid != 0;
+        subscribed += s->w[i].pid != 0 && s->w[i].subscribed;
+    }
+    gauge(t, "workers", "Worker processes running.", alive);
+    counter(t, "worker_restarts_total", "Workers restarted by the master after dying.",
+            SUM(restarts));
+    gauge(t, "connections_open", "Open WebSocket connections.", SUM(conns));
+    counter(t, "connections_accepted_total", "TCP connections accepted.", SUM(st.accepted));
+
+    metric_head(t, "handshakes_total", "counter", "Opening handshakes by result.");
+    text_printf(t, "wsgate_handshakes_total{result=\"ok\"} %llu\n",
+                (unsigned long long)SUM(st.handshakes_ok));
+    text_printf(t, "wsgate_handshakes_total{result=\"refused\"} %llu\n",
+                (unsigned long long)SUM(st.handshakes_failed));
+    text_printf(t, "wsgate_handshakes_total{result=\"timeout\"} %llu\n",
+                (unsigned long long)SUM(st.handshake_timeouts));
+    text_printf(t, "wsgate_handshakes_total{result=\"full\"} %llu\n",
+                (unsigned long long)SUM(st.refused_full));
+
+    counter(t, "messages_received_total", "Data messages received from clients.",
+            SUM(st.msgs_in));
+    counter(t, "messages_sent_total", "Frames sent to clients.", SUM(st.msgs_out));
+    counter(t, "bytes_received_total", "Payload bytes received from clients.", SUM(st.bytes_in));
+    counter(t, "bytes_sent_total", "Bytes written to clients.", SUM(st.bytes_out));
+    counter(t, "protocol_errors_total", "Connections failed for a protocol violation.",
+            SUM(st.protocol_errors));
+
+    metric_head(t, "close_frames_sent_total", "counter", "Close frames sent, by code.");
+    for (unsigned code = 1000; code < SHM_CLOSE_CODES; code++) {
+        uint64_t v = 0;
+        for (int i = 0; i < s->nworkers; i++)
+            v += s->w[i].st.close_codes[code];
+        if (v > 0)
+            text_printf(t, "wsgate_close_frames_sent_total{code=\"%u\"} %llu\n", code,
+                        (unsigned long long)v);
+    }
+    metric_head(t, "closes_total", "counter", "Connections closed, by who started the close.");
+    for (int b = 0; b < CLOSE_BY_COUNT; b++) {
+        uint64_t v = 0;
+        for (int i = 0; i < s->nworkers; i++)
+            v += s->w[i].st.closes_by[b];
+        text_printf(t, "wsgate_closes_total{initiator=\"%s\"} %llu\n", close_by_names[b],
+                    (unsigned long long)v);
+    }
+
+    counter(t, "orders_received_total", "Orders received from Redis (per worker).",
+            SUM(orders.received));
+    counter(t, "orders_applied_total", "Orders applied (per worker).", SUM(orders.applied));
+    counter(t, "orders_ignored_total", "Orders meant for another gateway.", SUM(orders.ignored));
+    metric_head(t, "orders_refused_total", "counter", "Orders refused, by reason.");
+    for (int k = 0; apply_refuse_keys[k] != NULL; k++) {
+        uint64_t v = 0;
+        for (int i = 0; i < s->nworkers; i++)
+            v += s->w[i].orders.refused_by[k];
+        text_printf(t, "wsgate_orders_refused_total{reason=\"%s\"} %llu\n", apply_refuse_keys[k],
+                    (unsigned long long)v);
+    }
+    text_printf(t, "wsgate_orders_refused_total{reason=\"max_affected_exceeded\"} %llu\n",
+                (unsigned long long)SUM(orders.rejected_max_affected));
+    counter(t, "order_connections_closed_total", "Connections closed by orders.",
+            SUM(orders.closed));
+
+    gauge(t, "redis_connected", "1 when every running worker is subscribed to Redis.",
+          alive > 0 && subscribed == alive);
+    gauge(t, "redis_subscribed_workers", "Workers subscribed to the order channels.",
+          subscribed);
+    counter(t, "redis_reconnects_total", "Redis reconnections after a loss.",
+            SUM(redis.reconnects));
+    counter(t, "redis_publish_dropped_total", "Events and acks dropped while Redis was down.",
+            SUM(redis.publish_dropped));
+    gauge(t, "draining", "1 while the gateway drains.", s->draining != 0);
+}
+
+/* Why the gateway is not ready, or NULL when it is. */
+static const char *not_ready(const struct worker *w, char *buf, size_t cap)
+{
+    const struct shm *s = w->shm;
+
+    if (s->draining)
+        return "draining";
+    for (int i = 0; i < s->nworkers; i++) {
+        if (s->w[i].pid == 0) {
+            snprintf(buf, cap, "worker %d not running", i + 1);
+            return buf;
+        }
+        if (!s->w[i].listening) {
+            snprintf(buf, cap, "worker %d not listening", i + 1);
+            return buf;
+        }
+        if (!s->w[i].subscribed) {
+            snprintf(buf, cap, "worker %d not subscribed to Redis", i + 1);
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+static void respond(struct conn *c, int status, const char *ctype, const char *body, size_t len)
+{
+    char head[256];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Cache-Control: no-cache\r\nConnection: close\r\n\r\n",
+                     status, status == 200 ? "OK" : "Service Unavailable", ctype, len);
+
+    conn_http_respond(c, head, (size_t)n, body, len);
+}
+
+bool admin_answer(struct conn *c)
+{
+    const struct ws_hs *hs = c->hs;
+    const char *path = hs->path != NULL ? hs->path : "";
+    char buf[128], why[96];
+
+    if (strcmp(path, "/healthz") == 0) {
+        respond(c, 200, "text/plain; charset=utf-8", "ok\n", 3);
+        return true;
+    }
+    if (strcmp(path, "/readyz") == 0) {
+        const char *r = not_ready(c->w, why, sizeof(why));
+        int n = snprintf(buf, sizeof(buf), "%s\n", r != NULL ? r : "ready");
+        respond(c, r != NULL ? 503 : 200, "text/plain; charset=utf-8", buf, (size_t)n);
+        return true;
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        struct text t = {NULL, 0, 0, false};
+        metrics(c->w, &t);
+        if (t.failed) {
+            free(t.p);
+            return false;
+        }
+        respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", t.p, t.len);
+        free(t.p);
+        return true;
+    }
+    return false;
+}

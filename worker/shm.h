@@ -1,0 +1,73 @@
+#ifndef WSGATE_WORKER_SHM_H
+#define WSGATE_WORKER_SHM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "worker/apply.h"
+#include "worker/redis.h"
+
+/*
+ * Counters and states every process of one gateway can read: a MAP_SHARED region the
+ * master maps before forking. Each worker writes only its own slot; the master writes
+ * restarts and the gateway's drain flag; any worker's admin endpoint sums the slots.
+ * A slot outlives its worker, so counters stay monotonic across restarts.
+ */
+
+#define SHM_CLOSE_CODES 5000 /* close frames sent, by code (codes above 4999 are never sent) */
+
+enum close_by {
+    CLOSE_BY_ORDER,
+    CLOSE_BY_CLIENT,
+    CLOSE_BY_DRAIN,
+    CLOSE_BY_TIMEOUT,
+    CLOSE_BY_ERROR,
+    CLOSE_BY_COUNT
+};
+
+/* Counters of one worker. */
+struct worker_stats {
+    uint64_t accepted;
+    uint64_t accept_errors;
+    uint64_t refused_full;      /* 503: at the file limit */
+    uint64_t handshakes_ok;
+    uint64_t handshakes_failed; /* answered with an HTTP error */
+    uint64_t handshake_timeouts;
+    uint64_t msgs_in;
+    uint64_t bytes_in;
+    uint64_t msgs_out;
+    uint64_t bytes_out;
+    uint64_t protocol_errors;   /* connections failed with 1002/1007/1009 */
+    uint64_t ping_timeouts;
+    uint64_t close_timeouts;
+    uint64_t closes_by_client;
+    uint64_t closes_by_server;
+    uint64_t events_published;
+    uint64_t closes_by[CLOSE_BY_COUNT];
+    uint64_t close_codes[SHM_CLOSE_CODES];
+};
+
+struct shm_worker {
+    pid_t pid;                  /* 0 while not running */
+    uint64_t restarts;          /* written by the master */
+    uint64_t conns;             /* open connections (gauge) */
+    bool listening;
+    bool subscribed;
+    bool draining;
+    struct worker_stats st;
+    struct apply_stats orders;
+    struct wredis_stats redis;
+};
+
+struct shm {
+    int nworkers;
+    volatile int draining;      /* the gateway is draining: readiness fails */
+    struct shm_worker w[];
+};
+
+/* Maps a zeroed region for n workers; NULL on failure. Inherited across fork(). */
+struct shm *shm_create(int n);
+
+#endif /* WSGATE_WORKER_SHM_H */
