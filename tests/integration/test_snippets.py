@@ -1,0 +1,93 @@
+"""The README's publish snippets, run exactly as written.
+
+README.md has three fenced blocks, each right after a marker line
+`<!-- snippet: publish-redis-cli -->` (sh), `<!-- snippet: publish-python -->` (python) and
+`<!-- snippet: publish-node -->` (js). Each reads the Redis address from WSGATE_REDIS and
+publishes a close order for group room:1 with code 4001. A test per block runs it against
+a fleet (gwA and gwB, 2 workers each) and checks that clients in room:1 on both gateways
+get 4001 and the snippet's reason while clients in room:2 stay open.
+"""
+
+import asyncio
+import os
+import re
+import subprocess
+
+import harness
+import fleet as F
+from fleet import Fleet, assert_closed_with, assert_open, open_clients, run, until
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+README = os.path.join(harness.REPO, "README.md")
+
+
+def snippet(name, lang):
+    """The code of the block after <!-- snippet: name -->, exactly as written."""
+    try:
+        with open(README, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise AssertionError("README.md cannot be read: %s" % e)
+    m = re.search(r"^<!-- snippet: %s -->[ \t]*\n```%s[ \t]*\n(.*?)^```[ \t]*$"
+                  % (re.escape(name), re.escape(lang)), text, re.M | re.S)
+    assert m, "README.md has no ```%s block after the line '<!-- snippet: %s -->'" % (lang, name)
+    return m.group(1)
+
+
+def published(code_text):
+    """(order id, reason) written in the snippet, for what the clients must see."""
+    reason = re.search(r'"?reason"?\s*:\s*"((?:[^"\\]|\\.)*)"', code_text)
+    oid = re.search(r'"?id"?\s*:\s*"((?:[^"\\]|\\.)*)"', code_text)
+    assert reason, "no reason in the snippet:\n" + code_text
+    assert re.search(r'"?group"?\s*:\s*"room:1"', code_text), "no group room:1:\n" + code_text
+    assert re.search(r'"?code"?\s*:\s*4001\b', code_text), "no code 4001:\n" + code_text
+    return (oid.group(1) if oid else None), reason.group(1)
+
+
+def check_snippet(name, lang, argv_of):
+    code_text = snippet(name, lang)
+    oid, reason = published(code_text)
+    fl = Fleet()
+    env = dict(os.environ, WSGATE_REDIS=fl.redis.url,
+               NODE_PATH=os.path.join(HERE, "node_modules"))
+
+    async def main():
+        room1 = await open_clients(fl, [(g, ["room:1"], None) for g in ("gwA", "gwB")] * 2)
+        room2 = await open_clients(fl, [(g, ["room:2"], None) for g in ("gwA", "gwB")] * 2)
+        argv = argv_of(code_text)
+
+        def call():
+            return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                  text=True, env=env, cwd=HERE, timeout=30)
+        p = await asyncio.get_running_loop().run_in_executor(None, call)
+        assert p.returncode == 0, "%s exited %d\nstdout: %s\nstderr: %s" % (
+            name, p.returncode, p.stdout, p.stderr)
+        assert re.search(r"\b4\b", p.stdout), \
+            "%s did not report 4 receivers: %r" % (name, p.stdout)
+        await assert_closed_with(room1, 4001, F.cut_reason(reason))
+        await assert_open(room2, name)
+        await until(lambda: all(fl.listener.events("close", c.conn) for c in room1), 5,
+                    "close events of room:1")
+        for c in room1:
+            e = fl.listener.events("close", c.conn)[0]
+            assert e["code"] == 4001 and e["reason"] == F.cut_reason(reason), e
+            if oid is not None:
+                assert e["by"] == "order:" + oid, e
+    run(main())
+
+
+@harness.timeout(60)
+def test_readme_snippet_redis_cli():
+    check_snippet("publish-redis-cli", "sh", lambda code: ["bash", "-c", code])
+
+
+@harness.timeout(60)
+def test_readme_snippet_python():
+    check_snippet("publish-python", "python", lambda code: ["/usr/bin/python3", "-c", code])
+
+
+@harness.timeout(60)
+def test_readme_snippet_node():
+    assert os.path.isdir(os.path.join(HERE, "node_modules", "ioredis")), \
+        "ioredis is not installed: cd tests/integration && npm install"
+    check_snippet("publish-node", "js", lambda code: ["node", "-e", code])
