@@ -426,3 +426,103 @@ char *order_nack_json(const char *id, const char *gateway, int worker, const cha
         r = set_new(obj, "error", json_string(error));
     return dump(obj, r);
 }
+
+/*
+ * A refused order's text made parseable again for order_peek(): bytes that are not
+ * UTF-8 become '?', and \u escapes JSON parsers refuse (NUL, lone surrogates) become
+ * \u003f. Lengths do not change. Returns a malloc'd NUL-terminated copy, or NULL.
+ */
+static char *peek_sanitize(const char *buf, size_t len)
+{
+    char *s = malloc(len + 1);
+    size_t i = 0;
+    bool in_string = false;
+
+    if (s == NULL)
+        return NULL;
+    memcpy(s, buf, len);
+    s[len] = '\0';
+    while (i < len) {
+        uint8_t ch = (uint8_t)s[i];
+        if (ch >= 0x80) {
+            size_t n = 1, bad_at = 0;
+            uint32_t st = UTF8_ACCEPT;
+            /* The longest valid sequence from here, or one bad byte. */
+            while (i + n <= len) {
+                st = utf8_feed(st, (const uint8_t *)s + i + n - 1, 1, &bad_at);
+                if (st == UTF8_ACCEPT || st == UTF8_REJECT || n == 4)
+                    break;
+                n++;
+            }
+            if (st != UTF8_ACCEPT) {
+                s[i++] = '?';
+                continue;
+            }
+            i += n;
+            continue;
+        }
+        if (ch == '"') {
+            in_string = !in_string;
+        } else if (in_string && ch == '\\' && i + 1 < len) {
+            if (s[i + 1] == 'u' && i + 6 <= len) {
+                unsigned v = 0;
+                bool hex = true;
+                for (size_t k = i + 2; k < i + 6; k++) {
+                    char c = s[k];
+                    v = v * 16 + (unsigned)(c >= '0' && c <= '9'   ? c - '0'
+                                            : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                            : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                                                   : (hex = false, 0));
+                }
+                bool high = v >= 0xd800 && v <= 0xdbff, low = v >= 0xdc00 && v <= 0xdfff;
+                bool paired = high && i + 12 <= len && s[i + 6] == '\\' && s[i + 7] == 'u' &&
+                              (s[i + 8] == 'd' || s[i + 8] == 'D') &&
+                              strchr("cdefCDEF", s[i + 9]) != NULL;
+                if (hex && (v == 0 || low || (high && !paired)))
+                    memcpy(s + i + 2, "003f", 4);
+                i += hex && high && paired ? 12 : 6;
+                continue;
+            }
+            i += 2;
+            continue;
+        }
+        i++;
+    }
+    return s;
+}
+
+static char *peek_string(json_t *root, const char *field)
+{
+    const char *v = json_string_value(json_object_get(root, field));
+
+    return v != NULL && v[0] != '\0' && strlen(v) <= ORDER_STRING_MAX ? strdup(v) : NULL;
+}
+
+void order_peek(const char *buf, size_t len, struct order_peek *p)
+{
+    char *text;
+    json_t *root;
+
+    memset(p, 0, sizeof(*p));
+    if (len > ORDER_PEEK_MAX_BYTES)
+        return;
+    text = peek_sanitize(buf, len);
+    if (text == NULL)
+        return;
+    root = json_loadb(text, len, JSON_ALLOW_NUL, NULL);
+    free(text);
+    if (json_is_object(root)) {
+        p->id = peek_string(root, "id");
+        p->reply_to = peek_string(root, "reply_to");
+        p->gateway = peek_string(root, "gateway");
+    }
+    json_decref(root);
+}
+
+void order_peek_cleanup(struct order_peek *p)
+{
+    free(p->id);
+    free(p->reply_to);
+    free(p->gateway);
+    memset(p, 0, sizeof(*p));
+}

@@ -112,4 +112,21 @@ char *order_ack_json(const char *id, const char *gateway, int worker, size_t mat
                      bool dry_run);
 char *order_nack_json(const char *id, const char *gateway, int worker, const char *error);
 
+/*
+ * The routing fields of an order that order_parse() refused, so the refusal can still
+ * be answered on reply_to and left alone when it names another gateway. Best effort:
+ * bytes that are not UTF-8 and escapes JSON refuses (NUL, lone surrogates) are read
+ * as '?'. Text over ORDER_PEEK_MAX_BYTES is not read: that refusal goes unanswered.
+ * Fields are malloc'd or NULL; release with order_peek_cleanup().
+ */
+#define ORDER_PEEK_MAX_BYTES (1024 * 1024)
+struct order_peek {
+    char *id;
+    char *reply_to;
+    char *gateway;
+};
+
+void order_peek(const char *buf, size_t len, struct order_peek *p);
+void order_peek_cleanup(struct order_peek *p);
+
 #endif /* WSGATE_COMMON_ORDER_H */

@@ -5,8 +5,6 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include <jansson.h>
-
 #include "common/log.h"
 #include "common/order.h"
 #include "worker/conn.h"
@@ -77,25 +75,20 @@ static void publish_owned(struct worker *w, const char *channel, char *msg)
  * is not ours to answer when it names another gateway. */
 static void refuse(struct worker *w, const char *text, size_t len, const struct order_error *err)
 {
-    json_t *root = json_loadb(text, len, 0, NULL);
-    const char *id = NULL, *reply_to = NULL, *gateway = NULL;
+    struct order_peek p;
 
-    if (json_is_object(root)) {
-        id = json_string_value(json_object_get(root, "id"));
-        reply_to = json_string_value(json_object_get(root, "reply_to"));
-        gateway = json_string_value(json_object_get(root, "gateway"));
-    }
-    if (gateway != NULL && strcmp(gateway, w->cfg->id) != 0) {
+    order_peek(text, len, &p);
+    if (p.gateway != NULL && strcmp(p.gateway, w->cfg->id) != 0) {
         w->slot->orders.ignored++;
-        json_decref(root);
+        order_peek_cleanup(&p);
         return;
     }
     count_refusal(w, err->key);
-    log_limited(LOG_WARN, NULL, "order refused id=%s key=%s: %s", id != NULL ? id : "-",
+    log_limited(LOG_WARN, NULL, "order refused id=%s key=%s: %s", p.id != NULL ? p.id : "-",
                 err->key, err->text);
-    if (reply_to != NULL && reply_to[0] != '\0')
-        publish_owned(w, reply_to, order_nack_json(id, w->cfg->id, w->num, err->text));
-    json_decref(root);
+    if (p.reply_to != NULL)
+        publish_owned(w, p.reply_to, order_nack_json(p.id, w->cfg->id, w->num, err->text));
+    order_peek_cleanup(&p);
 }
 
 static void job_free(struct job *j)

@@ -123,7 +123,7 @@ REFUSALS = [
     ("version_8", request(version="8"), 426),
     ("version_14", request(version="14"), 426),
     ("version_junk", request(version="thirteen"), 426),
-    ("plain_get", b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 426),
+    ("plain_get", b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 426),
     ("header_too_large", request(extra=[("X-Pad", "a" * 9000)]), 431),
     ("many_headers_too_large",
      request(extra=[("X-H%d" % i, "v" * 60) for i in range(200)]), 431),
@@ -144,6 +144,14 @@ def _refusal_test(data, status):
 
 for _name, _data, _status in REFUSALS:
     globals()["test_refuse_%d_%s" % (_status, _name)] = _refusal_test(_data, _status)
+
+
+def test_plain_get_of_root_serves_the_demo_page():
+    """GET / without an upgrade answers the demo page, then closes."""
+    gw = harness.start_gateway()
+    r = expect_status(gw, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 200)
+    assert r.header("content-type").startswith("text/html"), r
+    Client.open(gw.port).close()
 
 
 def test_refusal_one_byte_at_a_time():

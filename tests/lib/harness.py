@@ -33,6 +33,7 @@ DEFAULT_FLAGS = {
     "--ping-interval": "30s",
     "--max-header": "8k",
     "--max-message": "1m",
+    "--drain-spread": "200ms",
 }
 
 _tmp_root = None
@@ -81,6 +82,9 @@ class Gateway:
             flags["--workers"] = str(workers)
         self.port = free_port()
         flags.setdefault("--listen", "127.0.0.1:%d" % self.port)
+        # Each gateway its own admin port: the default 127.0.0.1:9090 is one per host.
+        self.admin_port = free_port()
+        flags.setdefault("--admin", "127.0.0.1:%d" % self.admin_port)
         self.workers = int(flags["--workers"]) if flags.get("--workers") else 1
         self.argv = [WSGATE]
         for k, v in flags.items():

@@ -520,8 +520,47 @@ static void test_order_acks(void)
     free(s);
 }
 
+static void test_order_peek_reads_routing_fields_of_refused_orders(void)
+{
+    static const struct {
+        const char *text;
+        const char *id;
+        const char *reply_to;
+        const char *gateway;
+    } cases[] = {
+        {"{\"id\":\"a\",\"reply_to\":\"acks\",\"reason\":\"x\\u0000y\"}", "a", "acks", NULL},
+        {"{\"id\":\"b\",\"reply_to\":\"acks\",\"reason\":\"\xff\xfe\"}", "b", "acks", NULL},
+        {"{\"id\":\"c\",\"reply_to\":\"r\",\"reason\":\"ok \xe6\x9c\"}", "c", "r", NULL},
+        {"{\"id\":\"d\",\"reply_to\":\"r\",\"reason\":\"\\ud800x\"}", "d", "r", NULL},
+        {"{\"id\":\"e\",\"gateway\":\"gw2\",\"reason\":\"\\udc00\"}", "e", NULL, "gw2"},
+        {"{\"id\":\"f\",\"reason\":\"\\ud83d\\ude00\",\"code\":1005}", "f", NULL, NULL},
+        {"not json", NULL, NULL, NULL},
+        {"[1,2]", NULL, NULL, NULL},
+        {"{\"id\":7,\"reply_to\":\"\"}", NULL, NULL, NULL},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t len = strlen(cases[i].text);
+        char *buf = malloc(len); /* ends exactly at its allocation */
+        struct order_peek p;
+
+        memcpy(buf, cases[i].text, len);
+        order_peek(buf, len, &p);
+        CHECK(cases[i].id == NULL ? p.id == NULL : p.id != NULL && strcmp(p.id, cases[i].id) == 0);
+        CHECK(cases[i].reply_to == NULL
+                  ? p.reply_to == NULL
+                  : p.reply_to != NULL && strcmp(p.reply_to, cases[i].reply_to) == 0);
+        CHECK(cases[i].gateway == NULL
+                  ? p.gateway == NULL
+                  : p.gateway != NULL && strcmp(p.gateway, cases[i].gateway) == 0);
+        order_peek_cleanup(&p);
+        free(buf);
+    }
+}
+
 void suite_order(void)
 {
+    test_order_peek_reads_routing_fields_of_refused_orders();
     test_order_refuses_table();
     test_order_accepts_sendable_codes();
     test_order_close_defaults();
