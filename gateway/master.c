@@ -154,7 +154,11 @@ int master_run(const struct config *cfg, int admin_fd)
                                 "worker exited w=%d pid=%d signal=%d", i + 1, (int)pid,
                                 WTERMSIG(st));
                     else
-                        log_msg(stopping && WEXITSTATUS(st) == 0 ? LOG_NOTICE : LOG_WARN, NULL,
+                        log_msg((stopping && WEXITSTATUS(st) == 0) ||
+                                        WEXITSTATUS(st) == WORKER_EXIT_DRAINED
+                                    ? LOG_NOTICE
+                                    : LOG_WARN,
+                                NULL,
                                 "worker exited w=%d pid=%d status=%d", i + 1, (int)pid,
                                 WEXITSTATUS(st));
                     if (stopping)

@@ -93,8 +93,10 @@ static void refuse(struct worker *w, const char *text, size_t len, const struct 
 
 static void job_free(struct job *j)
 {
-    if (j->owner != NULL)
+    if (j->owner != NULL) {
         *j->owner = NULL;
+        worker_conn_gone(j->w); /* a drain may be waiting for its job */
+    }
     if (j->ev != NULL)
         event_free(j->ev);
     free(j->id);
@@ -130,10 +132,10 @@ static void job_run(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     while (j->next < j->n && batch < APPLY_BATCH) {
-        struct conn *c;
-        if (j->due != NULL && j->due[j->next] > elapsed)
-            break;
-        c = registry_find_seq(&w->reg, j->seqs[j->next++]);
+        struct conn *c = registry_find_seq(&w->reg, j->seqs[j->next]);
+        if (c != NULL && j->due != NULL && j->due[j->next] > elapsed)
+            break; /* not due yet; a gone connection is skipped at once */
+        j->next++;
         batch++;
         if (c != NULL && c->state == CONN_OPEN &&
             conn_close(c, j->code, j->reason, j->by) == 0)

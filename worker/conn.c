@@ -205,8 +205,7 @@ static int conn_flush(struct conn *c)
         }
         b->off += (size_t)n;
         if (!(c->flags & CONN_F_ADMIN))
-            if (!(c->flags & CONN_F_ADMIN))
-                c->w->slot->st.bytes_out += (uint64_t)n;
+            c->w->slot->st.bytes_out += (uint64_t)n;
     }
     if (b != NULL && b->off == b->len) {
         free(b);
@@ -251,8 +250,7 @@ static int conn_send(struct conn *c, const struct iovec *iov, int iovcnt)
         if (n > 0) {
             done = (size_t)n;
             if (!(c->flags & CONN_F_ADMIN))
-            if (!(c->flags & CONN_F_ADMIN))
-                c->w->slot->st.bytes_out += (uint64_t)n;
+            c->w->slot->st.bytes_out += (uint64_t)n;
         }
     }
     if (done < total) {

@@ -305,7 +305,25 @@ static size_t clients(const struct worker *w)
 void worker_conn_gone(struct worker *w)
 {
     if (w->draining && w->listen_fd < 0 && clients(w) == 0)
-        event_base_loopexit(w->base, NULL);
+        event_active(w->drain_check, EV_TIMEOUT, 0);
+}
+
+/* Deferred, so it never runs inside a close or a job's own loop: with no client
+ * left, the drain's remaining closes all refer to gone connections; let the job
+ * finish (and acknowledge) at once, then exit. */
+static void worker_on_drain_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    if (!w->draining || w->listen_fd >= 0 || clients(w) > 0)
+        return;
+    if (w->drain_job != NULL) {
+        apply_job_hurry(w->drain_job);
+        return;
+    }
+    event_base_loopexit(w->base, NULL);
 }
 
 static void worker_on_exit_timer(evutil_socket_t fd, short what, void *arg)
@@ -494,6 +512,7 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
     w.sig_int = evsignal_new(w.base, SIGINT, worker_on_signal, &w);
     w.exit_timer = evtimer_new(w.base, worker_on_exit_timer, &w);
     w.drain_timer = evtimer_new(w.base, worker_on_drain_delay, &w);
+    w.drain_check = event_new(w.base, -1, 0, worker_on_drain_check, &w);
     if (admin_fd >= 0) {
         w.admin_ev = event_new(w.base, admin_fd, EV_READ | EV_PERSIST, worker_on_admin_accept, &w);
         if (w.admin_ev == NULL || event_add(w.admin_ev, NULL) < 0) {
@@ -503,6 +522,7 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
     }
     if (w.listen_ev == NULL || w.accept_retry == NULL || w.tick == NULL || w.reaper == NULL ||
         w.sig_term == NULL || w.sig_int == NULL || w.exit_timer == NULL || w.drain_timer == NULL ||
+        w.drain_check == NULL ||
         event_add(w.listen_ev, NULL) < 0 || event_add(w.tick, &tick) < 0 ||
         event_add(w.sig_term, NULL) < 0 || event_add(w.sig_int, NULL) < 0) {
         log_msg(LOG_ERROR, NULL, "cannot set up worker events");

@@ -64,6 +64,7 @@ struct worker {
     bool draining;              /* a drain began: readiness fails, no new clients soon */
     bool hurry;                 /* skip the rest of the drain's spread */
     struct event *drain_timer;  /* --drain-delay */
+    struct event *drain_check;  /* exits once no client is left */
     char drain_reason[124];
     uint32_t drain_spread_ms;
     char *drain_id;             /* owned: the drain order's id, or NULL */
