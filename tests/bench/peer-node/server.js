@@ -76,6 +76,7 @@ if (cluster.isPrimary) {
   const stop = () => {
     if (stopping) return;
     stopping = true;
+    process.stderr.write('shutting down: closing every connection with 1001\n');
     for (const w of Object.values(cluster.workers)) w.send('shutdown');
     setTimeout(() => {
       process.stderr.write('shutdown timed out, killing the workers\n');

@@ -1,0 +1,1054 @@
+#!/usr/bin/python3
+"""wsgate benchmarks: wsgate against a typical Node.js gateway (tests/bench/peer-node).
+
+    python3 tests/bench/bench.py --out tests/bench/results        # full run (~30 min)
+    python3 tests/bench/bench.py --out DIR --smoke                # small N, 1 round, asserts sanity
+    python3 tests/bench/bench.py --only group,everyone --rounds 1 # some scenarios
+
+Every run gets a fresh redis-server and a fresh server on free ports; wsgate and the peer
+alternate (A B A B ...). Load comes from build/wsload. Everything started here runs in its
+own process group and is killed at the end, error or not. The tables in results.md are
+generated from the runs in results.json only.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PEER_DIR = os.path.join(ROOT, "tests", "bench", "peer-node")
+SERVERS = ("wsgate", "peer")
+CHANNEL = "wsgate:orders"
+
+# --- processes --------------------------------------------------------------------------------
+
+LIVE = []  # every Popen we started; each leads its own process group
+
+
+def spawn(cmd, **kw):
+    p = subprocess.Popen(cmd, start_new_session=True, **kw)
+    LIVE.append(p)
+    return p
+
+
+def kill_group(p, sig=signal.SIGKILL, wait=5.0):
+    """Signal the whole process group of p (workers included), then reap p."""
+    try:
+        os.killpg(p.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        p.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(timeout=5)
+
+
+def kill_all():
+    for p in reversed(LIVE):
+        kill_group(p)
+    LIVE.clear()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+# --- redis and the servers --------------------------------------------------------------------
+
+class Redis:
+    def __init__(self, logdir):
+        self.port = free_port()
+        self.proc = spawn(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                           "--save", "", "--appendonly", "no", "--loglevel", "warning"],
+                          stdout=open(os.path.join(logdir, "redis.log"), "ab"),
+                          stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            r = subprocess.run(["redis-cli", "-p", str(self.port), "PING"],
+                               capture_output=True, text=True)
+            if r.stdout.strip() == "PONG":
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise BenchError("redis-server did not start")
+
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def stop(self):
+        kill_group(self.proc)
+
+
+class Server:
+    """wsgate or the Node peer, with its stderr logged and read for readiness."""
+
+    def __init__(self, kind, cfg, redis, workers, logpath, echo=False, drain=False):
+        self.kind = kind
+        self.port = free_port()
+        self.workers = workers
+        listen = f"127.0.0.1:{self.port}"
+        if kind == "wsgate":
+            self.cmd = [cfg.wsgate, "--listen", listen, "--workers", str(workers), "--id", "gw",
+                        "--redis", redis.url(), "--events-channel", "", "--log-level", "notice"]
+            if echo:
+                self.cmd.append("--echo")
+            if drain and cfg.wsgate_has_drain_flags:
+                # the peer closes everyone at once on SIGTERM: compare like with like
+                self.cmd += ["--drain-spread", "0", "--drain-reason", "server shutting down"]
+            self.markers = {"worker ready": workers, "redis subscriber up (subscribed)": workers}
+            self.term_marker = "draining"
+        else:
+            self.cmd = ["node", os.path.join(PEER_DIR, "server.js"), "--listen", listen,
+                        "--workers", str(workers), "--id", "peer", "--redis", redis.url()]
+            self.markers = {"worker ready": workers}
+            self.term_marker = "shutting down"
+        self.counts = {m: 0 for m in self.markers}
+        self.term_seen = None  # monotonic time the server said it got SIGTERM
+        self.exited = None     # monotonic time the server process exited
+        self.cond = threading.Condition()
+        self.logf = open(logpath, "ab")
+        self.logf.write(("$ " + shlex.join(self.cmd) + "\n").encode())
+        self.logf.flush()
+        self.proc = spawn(self.cmd, stdout=self.logf, stderr=subprocess.PIPE)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        threading.Thread(target=self._wait, daemon=True).start()
+
+    def _read(self):
+        for raw in self.proc.stderr:
+            now = time.monotonic()
+            self.logf.write(raw)
+            line = raw.decode(errors="replace")
+            with self.cond:
+                for m in self.markers:
+                    if m in line:
+                        self.counts[m] += 1
+                if self.term_seen is None and self.term_marker in line:
+                    self.term_seen = now
+                self.cond.notify_all()
+        self.logf.flush()
+
+    def _wait(self):
+        self.proc.wait()
+        with self.cond:
+            self.exited = time.monotonic()
+            self.cond.notify_all()
+
+    def wait_ready(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not all(self.counts[m] >= n for m, n in self.markers.items()):
+                if self.exited is not None:
+                    raise BenchError(f"{self.kind} exited during start-up (see logs)")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BenchError(f"{self.kind} not ready after {timeout}s: {self.counts}")
+                self.cond.wait(left)
+
+    def wait_exit(self, timeout):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.exited is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+        return True
+
+    def rss(self):
+        return tree_rss(self.proc.pid)
+
+    def stop(self):
+        kill_group(self.proc)
+        self.reader.join(timeout=5)  # it writes to the log until the pipe closes
+        self.logf.close()
+
+
+def tree_rss(root):
+    """Summed VmRSS in bytes of root and all its descendants."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(d))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+# --- wsload -----------------------------------------------------------------------------------
+
+def wsload_cmd(cfg, server, redis, n, path=None, publish=None, signal_term=False, ready=None,
+               hold_ms=None, expect=None, code=None, reason=None, close_timeout=None,
+               extra=()):
+    cmd = [cfg.wsload, "--host", "127.0.0.1", "--port", str(server.port), "-n", str(n)]
+    if path:
+        cmd += ["--path", path]
+    if ready:
+        cmd += ["--ready-file", ready]
+    if hold_ms is not None:
+        cmd += ["--hold-ms", str(hold_ms)]
+    if publish is not None:
+        cmd += ["--publish", json.dumps(publish), "--redis-host", "127.0.0.1",
+                "--redis-port", str(redis.port), "--channel", CHANNEL]
+    if signal_term:
+        cmd += ["--signal", f"{server.proc.pid}:15"]
+    if expect is not None:
+        cmd += ["--expect-closed", str(expect)]
+    if code is not None:
+        cmd += ["--expect-code", str(code)]
+    if reason is not None:
+        cmd += ["--expect-reason", reason]
+    if close_timeout is not None:
+        cmd += ["--close-timeout", str(close_timeout)]
+    return cmd + list(extra)
+
+
+def run_wsload(cmd, timeout, logpath, ready=None, on_ready=None, ready_timeout=None):
+    """Run wsload; if ready/on_ready are given, call on_ready() once the ready file appears
+    (while wsload holds its connections). Returns (json, ready_result)."""
+    with open(logpath, "ab") as errf:
+        errf.write(("$ " + shlex.join(cmd) + "\n").encode())
+        errf.flush()
+        p = spawn(cmd, stdout=subprocess.PIPE, stderr=errf)
+        ready_result = None
+        try:
+            if ready is not None:
+                deadline = time.monotonic() + (ready_timeout or timeout)
+                while not os.path.exists(ready):
+                    if p.poll() is not None:
+                        raise BenchError(f"wsload exited ({p.returncode}) before it was ready")
+                    if time.monotonic() > deadline:
+                        raise BenchError("wsload not ready in time")
+                    time.sleep(0.01)
+                if on_ready is not None:
+                    ready_result = on_ready()
+            out, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(p)
+            raise BenchError(f"wsload did not finish within {timeout}s")
+        finally:
+            if p.poll() is None:
+                kill_group(p)
+            if p in LIVE:
+                LIVE.remove(p)
+    text = out.decode(errors="replace").strip()
+    try:
+        res = json.loads(text.splitlines()[-1])
+    except (ValueError, IndexError):
+        raise BenchError(f"wsload exit {p.returncode}, no JSON on stdout: {text[:300]!r}")
+    res["_exit"] = p.returncode
+    return res, ready_result
+
+
+def start_background(cmd, logpath, ready, timeout):
+    """Start a wsload that holds connections; return once its ready file exists."""
+    errf = open(logpath, "ab")
+    errf.write(("$ " + shlex.join(cmd) + " &\n").encode())
+    errf.flush()
+    p = spawn(cmd, stdout=subprocess.DEVNULL, stderr=errf)
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(ready):
+        if p.poll() is not None:
+            raise BenchError(f"background wsload exited ({p.returncode}) before it was ready")
+        if time.monotonic() > deadline:
+            raise BenchError("background wsload not ready in time")
+        time.sleep(0.01)
+    return p
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def pct(values, p):
+    """Nearest-rank percentile."""
+    v = sorted(values)
+    if not v:
+        return None
+    k = max(0, min(len(v) - 1, int(-(-p * len(v) // 100)) - 1))
+    return v[k]
+
+
+def med(values):
+    v = [x for x in values if x is not None]
+    return statistics.median(v) if v else None
+
+
+def get(d, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def settle_rss(server, samples=3, gap=0.4):
+    vals = []
+    for _ in range(samples):
+        time.sleep(gap)
+        vals.append(server.rss())
+    return int(statistics.median(vals))
+
+
+# --- the scenarios ----------------------------------------------------------------------------
+# Each function runs one server once and returns a dict of metrics (plus raw wsload output).
+
+class Ctx:
+    def __init__(self, cfg, kind, rnd, scen):
+        self.cfg, self.kind, self.rnd, self.scen = cfg, kind, rnd, scen
+        self.tmp = tempfile.mkdtemp(prefix="wsbench-")
+        self.logdir = os.path.join(cfg.out, "logs")
+        self.tag = f"{scen}-r{rnd}-{kind}"
+        self.commands = []
+
+    def log(self, what):
+        return os.path.join(self.logdir, f"{self.tag}-{what}.log")
+
+    def ready(self, name="ready"):
+        return os.path.join(self.tmp, name)
+
+    def wsload(self, cmd, timeout, **kw):
+        self.commands.append(shlex.join(cmd))
+        return run_wsload(cmd, timeout, self.log("wsload"), **kw)
+
+
+def with_server(ctx, workers=2, echo=False, drain=False):
+    redis = Redis(ctx.logdir)
+    try:
+        srv = Server(ctx.kind, ctx.cfg, redis, workers, ctx.log("server"), echo=echo, drain=drain)
+    except Exception:
+        redis.stop()
+        raise
+    ctx.commands.append(shlex.join(srv.cmd))
+    try:
+        srv.wait_ready()
+    except Exception:
+        srv.stop()
+        redis.stop()
+        raise
+    return redis, srv
+
+
+def timeouts(n):
+    """(ramp-timeout ms, subprocess timeout s) for n connections on this machine."""
+    ramp_ms = max(20000, n * 3)           # 20k -> 60 s, 100k -> 300 s
+    return ramp_ms, ramp_ms / 1000 + 120
+
+
+def sc_handshake(ctx):
+    n = ctx.cfg.n
+    redis, srv = with_server(ctx)
+    try:
+        ramp_ms, to = timeouts(n)
+        res, _ = ctx.wsload(wsload_cmd(ctx.cfg, srv, redis, n,
+                                       extra=["--inflight", "500", "--ramp-timeout", str(ramp_ms)]),
+                            to)
+    finally:
+        srv.stop()
+        redis.stop()
+    return {"n": n, "ramp_ok": get(res, "ramp", "ok"), "ramp_failed": get(res, "ramp", "failed"),
+            "rate": get(res, "ramp", "rate"), "lat_p50": get(res, "ramp", "lat_p50"),
+            "lat_p99": get(res, "ramp", "lat_p99"), "lat_max": get(res, "ramp", "lat_max"),
+            "wsload": res}
+
+
+def idle_memory(ctx, n, workers, extra_load=(), publish=None, code=None, reason=None):
+    """Warm up with 200 connections, measure RSS, hold n idle connections and measure again;
+    optionally finish with an order and collect the closes."""
+    redis, srv = with_server(ctx, workers=workers)
+    try:
+        warm, _ = ctx.wsload(wsload_cmd(ctx.cfg, srv, redis, 200), 60,)
+        time.sleep(1.0)  # let the 200 closes finish
+        before = settle_rss(srv)
+        ready = ctx.ready()
+        ramp_ms, to = timeouts(n)
+        cmd = wsload_cmd(ctx.cfg, srv, redis, n, ready=ready, hold_ms=4000, publish=publish,
+                         expect=n if publish else None, code=code, reason=reason,
+                         close_timeout=60000 if publish else None,
+                         extra=["--ramp-timeout", str(ramp_ms)] + list(extra_load))
+        res, after = ctx.wsload(cmd, to + 120, ready=ready, on_ready=lambda: settle_rss(srv),
+                                ready_timeout=to)
+    finally:
+        srv.stop()
+        redis.stop()
+    ok = get(res, "ramp", "ok") or 0
+    out = {"n": n, "workers": workers, "warmup_ok": get(warm, "ramp", "ok"),
+           "rss_before": before, "rss_after": after, "ramp_ok": ok,
+           "bytes_per_conn": (after - before) / ok if ok else None,
+           "rate": get(res, "ramp", "rate"), "wsload": res}
+    if publish:
+        out.update({"frames": get(res, "close", "frames"), "wrong_code": get(res, "close", "wrong_code"),
+                    "frame_max": get(res, "close", "frame_max"), "tcp_max": get(res, "close", "tcp_max"),
+                    "still_open": get(res, "close", "still_open")})
+    return out
+
+
+def sc_memory(ctx):
+    return idle_memory(ctx, ctx.cfg.n, 2)
+
+
+def sc_memory100k(ctx):
+    n = ctx.cfg.n_big
+    return idle_memory(ctx, n, 6, extra_load=["--procs", "6", "--sources", "50"],
+                       publish={"all": True, "code": 4004, "reason": "bench 100k"},
+                       code=4004, reason="bench 100k")
+
+
+def close_metrics(res):
+    c = get(res, "close") or {}
+    keys = ("frames", "frame_p50", "frame_p99", "frame_max", "tcp", "tcp_p50", "tcp_p99",
+            "tcp_max", "wrong_code", "wrong_reason", "no_frame_tcp_closed", "still_open")
+    out = {k: c.get(k) for k in keys}
+    out["codes"] = c.get("codes")
+    for k in ("frame_samples", "frame_lat", "samples"):  # raw latencies, if wsload gives them
+        if isinstance(c.get(k), list):
+            out["frame_samples"] = c[k]
+    return out
+
+
+def sc_group(ctx):
+    n = ctx.cfg.n
+    members = len([i for i in range(n) if i % 100 == 7])
+    redis, srv = with_server(ctx)
+    try:
+        ramp_ms, to = timeouts(n)
+        order = {"group": "g7", "code": 4001, "reason": "bench"}
+        res, _ = ctx.wsload(wsload_cmd(ctx.cfg, srv, redis, n, path="/?group=g{i%100}",
+                                       hold_ms=1000, publish=order, expect=members, code=4001,
+                                       reason="bench", close_timeout=10000,
+                                       extra=["--ramp-timeout", str(ramp_ms)]), to + 30)
+    finally:
+        srv.stop()
+        redis.stop()
+    out = {"n": n, "members": members, "ramp_ok": get(res, "ramp", "ok")}
+    out.update(close_metrics(res))
+    out["wsload"] = res
+    return out
+
+
+def sc_everyone(ctx):
+    n = ctx.cfg.n
+    redis, srv = with_server(ctx)
+    try:
+        ramp_ms, to = timeouts(n)
+        order = {"all": True, "code": 4002, "reason": "bench all"}
+        res, _ = ctx.wsload(wsload_cmd(ctx.cfg, srv, redis, n, hold_ms=1000, publish=order,
+                                       expect=n, code=4002, reason="bench all", close_timeout=30000,
+                                       extra=["--ramp-timeout", str(ramp_ms)]), to + 60)
+    finally:
+        srv.stop()
+        redis.stop()
+    out = {"n": n, "ramp_ok": get(res, "ramp", "ok")}
+    out.update(close_metrics(res))
+    out["wsload"] = res
+    return out
+
+
+def sc_growth(ctx):
+    """Latency of an order that closes one connection (a group of one) and of an order for a
+    group of 200, with few (200) and many (N) other connections held by a background wsload
+    in 100 groups bg0..bg99. Each probe is a short wsload run that opens its own target
+    connections, publishes the order and waits for the closes; nothing else is touched."""
+    cfg = ctx.cfg
+    out = {"settings": {}}
+    for bg in (200, cfg.n):
+        redis, srv = with_server(ctx)
+        bgp = None
+        try:
+            ready = ctx.ready(f"bg{bg}")
+            ramp_ms, to = timeouts(bg)
+            bg_cmd = wsload_cmd(cfg, srv, redis, bg, path="/?group=bg{i%100}", ready=ready,
+                                hold_ms=3600000, extra=["--ramp-timeout", str(ramp_ms)])
+            ctx.commands.append(shlex.join(bg_cmd) + " &")
+            bgp = start_background(bg_cmd, ctx.log("wsload-bg"), ready, to)
+            time.sleep(0.5)
+            one, grp = [], []
+            one_cmd = wsload_cmd(cfg, srv, redis, 1, path="/?group=solo",
+                                 publish={"group": "solo", "code": 4005, "reason": "one"},
+                                 expect=1, code=4005, reason="one", close_timeout=5000)
+            grp_cmd = wsload_cmd(cfg, srv, redis, 200, path="/?group=probe",
+                                 publish={"group": "probe", "code": 4006, "reason": "group"},
+                                 expect=200, code=4006, reason="group", close_timeout=5000)
+            ctx.commands += [shlex.join(one_cmd), shlex.join(grp_cmd)]
+            for _ in range(cfg.growth_one):
+                res, _ = run_wsload(one_cmd, 30, ctx.log("wsload-probe"))
+                one.append({k: get(res, "close", k) for k in ("frames", "frame_max", "tcp_max",
+                                                               "wrong_code", "still_open")})
+            for _ in range(cfg.growth_group):
+                res, _ = run_wsload(grp_cmd, 60, ctx.log("wsload-probe"))
+                grp.append({k: get(res, "close", k) for k in ("frames", "frame_p50", "frame_p99",
+                                                               "frame_max", "tcp_p99", "wrong_code")})
+            alive = bgp.poll() is None
+        finally:
+            if bgp is not None:
+                kill_group(bgp)
+                LIVE.remove(bgp)
+            srv.stop()
+            redis.stop()
+        lat1 = [x["frame_max"] for x in one if x["frame_max"] is not None]
+        out["settings"][str(bg)] = {
+            "background": bg, "background_alive": alive, "one": one, "group": grp,
+            "one_p50": pct(lat1, 50), "one_p99": pct(lat1, 99), "one_samples": len(lat1),
+            "group_p99": med([x["frame_p99"] for x in grp]),
+            "one_frames_ok": sum(1 for x in one if x["frames"] == 1),
+            "group_frames_ok": sum(1 for x in grp if x["frames"] == 200),
+            "wrong_code": sum((x["wrong_code"] or 0) for x in one + grp),
+        }
+    lo, hi = out["settings"]["200"], out["settings"][str(cfg.n)]
+    out["one_p99_small"], out["one_p99_big"] = lo["one_p99"], hi["one_p99"]
+    out["group_p99_small"], out["group_p99_big"] = lo["group_p99"], hi["group_p99"]
+    out["one_ratio"] = (hi["one_p99"] / lo["one_p99"]) if lo["one_p99"] and hi["one_p99"] is not None else None
+    out["group_ratio"] = ((hi["group_p99"] / lo["group_p99"])
+                          if lo["group_p99"] and hi["group_p99"] is not None else None)
+    out["wrong_code"] = lo["wrong_code"] + hi["wrong_code"]
+    out["probes_ok"] = all(s["one_frames_ok"] == len(s["one"]) and s["group_frames_ok"] == len(s["group"])
+                           for s in (lo, hi))
+    return out
+
+
+def sc_drain(ctx):
+    n = ctx.cfg.n
+    redis, srv = with_server(ctx, drain=True)
+    try:
+        ramp_ms, to = timeouts(n)
+        reason = "server shutting down" if (ctx.kind == "peer" or ctx.cfg.wsgate_has_drain_flags) else None
+        res, _ = ctx.wsload(wsload_cmd(ctx.cfg, srv, redis, n, hold_ms=1000, signal_term=True,
+                                       expect=n, code=1001, reason=reason, close_timeout=30000,
+                                       extra=["--ramp-timeout", str(ramp_ms)]), to + 60)
+        exited = srv.wait_exit(40)
+        exit_code = srv.proc.returncode if exited else None
+        exit_ms = None
+        if exited and srv.term_seen is not None:
+            exit_ms = (srv.exited - srv.term_seen) * 1000
+    finally:
+        srv.stop()
+        redis.stop()
+    out = {"n": n, "ramp_ok": get(res, "ramp", "ok"), "exited": exited, "exit_code": exit_code,
+           "exit_ms": exit_ms}
+    out.update(close_metrics(res))
+    out["wsload"] = res
+    return out
+
+
+def sc_echo(ctx):
+    conns, msgs, size = ctx.cfg.echo
+    redis, srv = with_server(ctx, echo=True)
+    try:
+        res, _ = ctx.wsload(wsload_cmd(ctx.cfg, srv, redis, conns,
+                                       extra=["--echo", str(msgs), "--size", str(size)]), 300)
+    finally:
+        srv.stop()
+        redis.stop()
+    return {"conns": conns, "per_conn": msgs, "size": size, "messages": get(res, "echo", "messages"),
+            "rate": get(res, "echo", "rate"), "seconds": get(res, "echo", "seconds"),
+            "failures": get(res, "echo", "failures"), "wsload": res}
+
+
+SCENARIOS = [
+    # name, function, servers, title
+    ("handshake", sc_handshake, SERVERS, "1. Handshake rate"),
+    ("memory", sc_memory, SERVERS, "2. Idle memory"),
+    ("memory100k", sc_memory100k, ("wsgate",), "2b. 100k idle, 6 workers, all closed"),
+    ("group", sc_group, SERVERS, "3. One group"),
+    ("everyone", sc_everyone, SERVERS, "4. Everyone"),
+    ("growth", sc_growth, SERVERS, "5. Growth"),
+    ("drain", sc_drain, SERVERS, "6. Drain (SIGTERM)"),
+    ("echo", sc_echo, SERVERS, "7. Echo"),
+]
+
+
+# --- sanity checks (asserted in --smoke, reported always) --------------------------------------
+
+def sanity(scen, m, cfg):
+    """List of problems with one run's metrics."""
+    bad = []
+
+    def want(cond, what):
+        if not cond:
+            bad.append(what)
+
+    if scen in ("handshake", "memory", "memory100k", "group", "everyone", "drain"):
+        want(m.get("ramp_ok") == m.get("n"), f"ramp ok {m.get('ramp_ok')} != {m.get('n')}")
+    if scen == "group":
+        want(m.get("frames") == m["members"], f"frames {m.get('frames')} != {m['members']}")
+        want(m.get("still_open") == m["n"] - m["members"],
+             f"still_open {m.get('still_open')} != {m['n'] - m['members']}")
+    if scen in ("everyone", "drain", "memory100k"):
+        want(m.get("frames") == m.get("n"), f"frames {m.get('frames')} != {m.get('n')}")
+    if scen in ("group", "everyone", "drain", "memory100k"):
+        want(m.get("wrong_code") == 0, f"wrong_code {m.get('wrong_code')}")
+    if scen in ("group", "everyone", "drain"):
+        want(not m.get("wrong_reason"), f"wrong_reason {m.get('wrong_reason')}")
+    if scen == "drain":
+        want(m.get("exited") and m.get("exit_code") == 0,
+             f"server exit {m.get('exit_code')} (exited={m.get('exited')})")
+    if scen == "growth":
+        want(m.get("probes_ok"), "a growth probe missed its closes")
+        want(m.get("wrong_code") == 0, f"growth wrong_code {m.get('wrong_code')}")
+    if scen == "echo":
+        want(m.get("messages") == m["conns"] * m["per_conn"] and not m.get("failures"),
+             f"echo messages {m.get('messages')} failures {m.get('failures')}")
+    return bad
+
+
+# --- report -----------------------------------------------------------------------------------
+
+def fmt(v, unit=""):
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if abs(v) >= 100:
+            s = f"{v:,.0f}"
+        elif abs(v) >= 10:
+            s = f"{v:.1f}"
+        else:
+            s = f"{v:.2f}"
+    else:
+        s = f"{v:,}" if isinstance(v, int) else str(v)
+    return s + (f" {unit}" if unit else "")
+
+
+# Table rows: scenario, metric label, metric key, unit, target text, check(ws, peer, ratio, runs)
+def all_equal(runs, key, value):
+    vals = [r["metrics"].get(key) for r in runs]
+    return bool(vals) and all(v == value for v in vals)
+
+
+ROWS = [
+    ("handshake", "handshakes/s", "rate", "/s", "≥ 3.5× peer", lambda w, p, r, runs: r is not None and r >= 3.5),
+    ("handshake", "handshake latency p50", "lat_p50", "ms", "", None),
+    ("handshake", "handshake latency p99", "lat_p99", "ms", "< 80 ms", lambda w, p, r, runs: w is not None and w < 80),
+    ("memory", "RSS after warm-up", "rss_before", "B", "", None),
+    ("memory", "RSS with N idle", "rss_after", "B", "", None),
+    ("memory", "bytes per idle connection", "bytes_per_conn", "B", "≤ 1 KiB", lambda w, p, r, runs: w is not None and w <= 1024),
+    ("memory100k", "connections opened", "ramp_ok", "", "= N", lambda w, p, r, runs: all(x["metrics"].get("ramp_ok") == x["metrics"].get("n") for x in runs)),
+    ("memory100k", "bytes per idle connection", "bytes_per_conn", "B", "≤ 1 KiB", lambda w, p, r, runs: w is not None and w <= 1024),
+    ("memory100k", "handshakes/s (6 workers)", "rate", "/s", "", None),
+    ("memory100k", "close frames received", "frames", "", "= N", lambda w, p, r, runs: all(x["metrics"].get("frames") == x["metrics"].get("n") for x in runs)),
+    ("memory100k", "wrong codes", "wrong_code", "", "0", lambda w, p, r, runs: all_equal(runs, "wrong_code", 0)),
+    ("memory100k", "last close frame", "frame_max", "ms", "", None),
+    ("memory100k", "last TCP close", "tcp_max", "ms", "", None),
+    ("group", "close frame p50", "frame_p50", "ms", "", None),
+    ("group", "close frame p99", "frame_p99", "ms", "≤ 0.5× peer", lambda w, p, r, runs: r is not None and r <= 0.5),
+    ("group", "TCP close p99", "tcp_p99", "ms", "< 15 ms", lambda w, p, r, runs: w is not None and w < 15),
+    ("group", "close frames received", "frames", "", "= group size", lambda w, p, r, runs: all(x["metrics"].get("frames") == x["metrics"].get("members") for x in runs)),
+    ("group", "other connections still open", "still_open", "", "= N − group", lambda w, p, r, runs: all(x["metrics"].get("still_open") == x["metrics"]["n"] - x["metrics"]["members"] for x in runs)),
+    ("everyone", "last close frame (frame_max)", "frame_max", "ms", "≤ 300 ms", lambda w, p, r, runs: w is not None and w <= 300),
+    ("everyone", "last TCP close (tcp_max)", "tcp_max", "ms", "≤ 800 ms", lambda w, p, r, runs: w is not None and w <= 800),
+    ("everyone", "close frame p99", "frame_p99", "ms", "", None),
+    ("everyone", "close frames received", "frames", "", "= N", lambda w, p, r, runs: all(x["metrics"].get("frames") == x["metrics"].get("n") for x in runs)),
+    ("everyone", "wrong codes", "wrong_code", "", "0", lambda w, p, r, runs: all_equal(runs, "wrong_code", 0)),
+    ("growth", "one-connection order p99, 200 held", "one_p99_small", "ms", "", None),
+    ("growth", "one-connection order p99, N held", "one_p99_big", "ms", "", None),
+    ("growth", "one-connection p99 ratio N/200", "one_ratio", "", "≤ 1.2", lambda w, p, r, runs: w is not None and w <= 1.2),
+    ("growth", "group-of-200 order p99, 200 held", "group_p99_small", "ms", "", None),
+    ("growth", "group-of-200 order p99, N held", "group_p99_big", "ms", "", None),
+    ("growth", "group-of-200 p99 ratio N/200", "group_ratio", "", "≤ 1.2", lambda w, p, r, runs: w is not None and w <= 1.2),
+    ("drain", "SIGTERM to process exit", "exit_ms", "ms", "", None),
+    ("drain", "last close frame", "frame_max", "ms", "", None),
+    ("drain", "last TCP close", "tcp_max", "ms", "", None),
+    ("drain", "close frames received", "frames", "", "= N", lambda w, p, r, runs: all(x["metrics"].get("frames") == x["metrics"].get("n") for x in runs)),
+    ("echo", "echoed messages/s", "rate", "/s", "", None),
+]
+
+
+def machine_info():
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+
+    def version(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+        except Exception:
+            return "unknown"
+
+    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "node": version(["node", "--version"]), "redis": version(["redis-server", "--version"]),
+            "wsgate_commit": version(["git", "-C", ROOT, "describe", "--always", "--dirty"]),
+            "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0]}
+
+
+def write_report(cfg, data):
+    runs = data["runs"]
+    by = {}
+    for r in runs:
+        if r.get("metrics") is not None:
+            by.setdefault((r["scenario"], r["server"]), []).append(r)
+    m = data["machine"]
+    L = []
+    L.append("# wsgate benchmark results" + (" (smoke)" if cfg.smoke else ""))
+    L.append("")
+    L.append(f"Generated by `tests/bench/bench.py` from the runs in `results.json` on {m['date']}. "
+             f"Every figure below was measured in this run; medians over {cfg.rounds} round(s), "
+             "wsgate and the peer alternating (A B A B).")
+    L.append("")
+    L.append(f"- Machine: {m['nproc']} CPUs, {m['cpu']}, {m['memory_gib']} GiB, Linux {m['kernel']}")
+    L.append(f"- Software: wsgate {m['wsgate_commit']}, peer = Node {m['node']} "
+             f"(cluster + ws + ioredis, tests/bench/peer-node), {m['redis']}")
+    L.append(f"- N = {cfg.n} connections unless said; loopback only; open-files limit {m['nofile']}")
+    L.append(f"- Command: `{data['argv']}`")
+    L.append("")
+    L.append("| scenario | metric | wsgate median | peer median | ratio wsgate/peer | target | met? |")
+    L.append("|---|---|---|---|---|---|---|")
+    titles = {s[0]: s[3] for s in SCENARIOS}
+    for scen, label, key, unit, target, check in ROWS:
+        if scen not in data["scenarios_run"]:
+            continue
+        wr, pr = by.get((scen, "wsgate"), []), by.get((scen, "peer"), [])
+        w = med([r["metrics"].get(key) for r in wr])
+        p = med([r["metrics"].get(key) for r in pr])
+        ratio = (w / p) if (w is not None and p) else None
+        if check is None:
+            met = ""
+        elif not wr:
+            met = "no data"
+        else:
+            met = "yes" if check(w, p, ratio, wr) else "**no**"
+        u = "" if unit in ("", "/s") else unit
+        wtxt = fmt(w, u) + ("/s" if unit == "/s" and w is not None else "")
+        ptxt = "—" if not pr and scen == "memory100k" else fmt(p, u) + ("/s" if unit == "/s" and p is not None else "")
+        rtxt = fmt(ratio) + "×" if ratio is not None else "—"
+        L.append(f"| {titles[scen]} | {label} | {wtxt} | {ptxt} | {rtxt} | {target} | {met} |")
+    L.append("")
+    L.append("Ratio is wsgate's median over the peer's. Targets are wsgate's. \"= N\" checks hold "
+             "in every wsgate run.")
+    L.append("")
+    L.append("## How each scenario is run")
+    L.append("")
+    L.append(SCENARIO_NOTES.format(n=cfg.n, big=cfg.n_big, one=cfg.growth_one,
+                                   grp=cfg.growth_group, echo=cfg.echo,
+                                   drainflags=("`--drain-spread 0 --drain-reason 'server shutting down'`"
+                                               if cfg.wsgate_has_drain_flags else "its defaults")))
+    L.append("")
+    problems = [r for r in runs if r.get("error") or r.get("problems")]
+    if problems:
+        L.append("## Problems")
+        L.append("")
+        for r in problems:
+            L.append(f"- {r['scenario']} round {r['round']} {r['server']}: "
+                     + "; ".join(([r["error"]] if r.get("error") else []) + r.get("problems", [])))
+        L.append("")
+    L.append("## Per-run values")
+    L.append("")
+    for scen, _, _, title in SCENARIOS:
+        if scen not in data["scenarios_run"]:
+            continue
+        L.append(f"- {title}: " + "; ".join(
+            f"r{r['round']} {r['server']}: " + ", ".join(
+                f"{k}={fmt(v)}" for k, v in (r.get("metrics") or {}).items()
+                if k in {row[2] for row in ROWS if row[0] == scen})
+            for r in runs if r["scenario"] == scen and r.get("metrics")))
+    L.append("")
+    L.append("## Exact commands (round 1; ports are picked free per run)")
+    L.append("")
+    for scen, _, _, title in SCENARIOS:
+        cmds = data["commands"].get(scen)
+        if not cmds:
+            continue
+        L.append(f"### {title}")
+        L.append("")
+        L.append("```")
+        for server in SERVERS:
+            for c in cmds.get(server, []):
+                L.append(c)
+        L.append("```")
+        L.append("")
+    if data.get("plots"):
+        L.append("## Plots")
+        L.append("")
+        for p in data["plots"]:
+            L.append(f"![{p}]({p})")
+        L.append("")
+    with open(os.path.join(cfg.out, "results.md"), "w") as f:
+        f.write("\n".join(L))
+
+
+SCENARIO_NOTES = """\
+1. **Handshake rate**: wsload opens {n} connections, 500 in flight, from 20 source addresses;
+   rate = handshakes completed per second of the ramp; latency from connect to the 101.
+2. **Idle memory**: summed VmRSS of the server's whole process tree (master/primary and
+   workers). 200 connections are opened and closed first (warm-up); RSS is then read (median
+   of 3 reads) before and while {n} idle connections are held (read once wsload's ready file
+   appears); bytes per connection = difference / connections.
+2b. **100 000**: wsgate alone, `--workers 6`, wsload `--procs 6 --sources 50`, {big} connections
+   held idle (memory as in 2), then `{{"all":true,"code":4004,"reason":"bench 100k"}}`; every
+   connection must get a close frame with 4004. Run once, whatever --rounds says.
+3. **One group**: {n} connections with `?group=g{{i%100}}`; the order
+   `{{"group":"g7","code":4001,"reason":"bench"}}` must close exactly g7's members; latencies
+   are from right before PUBLISH to the close frame and to the TCP close, per connection.
+4. **Everyone**: {n} connections, `{{"all":true,"code":4002,"reason":"bench all"}}`.
+5. **Growth**: a background wsload holds 200, then {n}, connections in 100 groups
+   `bg0..bg99` on a fresh server. Probes run one after another: {one}× a wsload that opens one
+   connection in group `solo` and publishes `{{"group":"solo"}}` (a group of one: wsload does
+   not expose connection ids, so this stands for a one-connection `conn` order; one latency
+   sample per probe, p99 over the samples), then {grp}× a wsload that opens 200 connections
+   in group `probe` and publishes `{{"group":"probe"}}` (p99 per probe over its 200 closes,
+   median over probes). Ratio = p99 with {n} held / p99 with 200 held, per round, median of
+   rounds. The background connections are never touched by the probes' orders.
+6. **Drain**: {n} connections, then wsload sends SIGTERM to the master/primary; both must
+   close everyone with 1001. wsgate runs with {drainflags} (the peer closes everyone at once).
+   "SIGTERM to process exit" runs from the moment the server logs that it got the signal
+   (its stderr read by bench.py) to its exit seen by waitpid.
+7. **Echo**: {echo[0]} connections × {echo[1]} messages of {echo[2]} bytes, echoed back
+   (wsgate with `--echo`; the peer always echoes); messages/s."""
+
+
+def make_plots(cfg, data):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib missing (apt-get install python3-matplotlib): no plots")
+        return []
+    made = []
+    colors = {"wsgate": "tab:blue", "peer": "tab:orange"}
+    runs = [r for r in data["runs"] if r.get("metrics")]
+    # close latency: scenario 3, CDF from raw samples when wsload gives them, else its quantiles
+    grp = [r for r in runs if r["scenario"] == "group"]
+    if grp:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        raw = any(r["metrics"].get("frame_samples") for r in grp)
+        for server in SERVERS:
+            rs = [r for r in grp if r["server"] == server]
+            if not rs:
+                continue
+            if raw:
+                xs = sorted(x for r in rs for x in (r["metrics"].get("frame_samples") or []))
+                if xs:
+                    ax.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], where="post",
+                            color=colors[server], label=f"{server} ({len(xs)} closes)")
+            else:
+                first = True
+                for r in rs:
+                    m = r["metrics"]
+                    pts = [(m.get("frame_p50"), 0.5), (m.get("frame_p99"), 0.99), (m.get("frame_max"), 1.0)]
+                    pts = [(x, y) for x, y in pts if x is not None]
+                    if pts:
+                        ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color=colors[server],
+                                alpha=0.7, label=server if first else None)
+                        first = False
+        ax.set_xscale("log")
+        ax.set_xlabel("close frame latency after PUBLISH (ms, log scale)")
+        ax.set_ylabel("fraction of the group's connections")
+        ax.set_title(f"Scenario 3: one group ({grp[0]['metrics']['members']} connections) among {cfg.n}"
+                     + ("" if raw else "\n(p50, p99 and max of each run: wsload gives no raw samples)"))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(cfg.out, "close_latency.png"), dpi=110)
+        plt.close(fig)
+        made.append("close_latency.png")
+    mem = [r for r in runs if r["scenario"] in ("memory", "memory100k")]
+    if mem:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        groups = [("memory", "wsgate", f"wsgate\n{cfg.n} conns, 2 workers"),
+                  ("memory", "peer", f"peer (Node)\n{cfg.n} conns, 2 workers"),
+                  ("memory100k", "wsgate", f"wsgate\n{cfg.n_big} conns, 6 workers")]
+        xs, labels = [], []
+        for i, (scen, server, label) in enumerate(groups):
+            vals = [r["metrics"]["bytes_per_conn"] for r in mem
+                    if r["scenario"] == scen and r["server"] == server and r["metrics"].get("bytes_per_conn") is not None]
+            if not vals:
+                continue
+            m = statistics.median(vals)
+            ax.bar(len(xs), m, color=colors[server], alpha=0.8)
+            ax.scatter([len(xs)] * len(vals), vals, color="black", s=12, zorder=3)
+            ax.annotate(f"{m:,.0f} B", (len(xs), m), ha="center", va="bottom")
+            xs.append(len(xs))
+            labels.append(label)
+        ax.axhline(1024, color="tab:red", linestyle="--", label="target: 1 KiB")
+        ax.set_xticks(xs, labels)
+        ax.set_ylabel("bytes of RSS per idle connection")
+        ax.set_yscale("log")
+        ax.set_title("Idle memory per connection (median bar, dots = rounds)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(cfg.out, "memory.png"), dpi=110)
+        plt.close(fig)
+        made.append("memory.png")
+    return made
+
+
+# --- main -------------------------------------------------------------------------------------
+
+def prepare(cfg):
+    for tool in (cfg.wsgate, cfg.wsload):
+        if not os.access(tool, os.X_OK):
+            sys.exit(f"bench: {tool} is missing: build it first (make; make {os.path.relpath(tool, ROOT)})")
+    for tool in ("redis-server", "redis-cli", "node"):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench: {tool} not found")
+    if not os.path.isdir(os.path.join(PEER_DIR, "node_modules", "ws")) or \
+            not os.path.isdir(os.path.join(PEER_DIR, "node_modules", "ioredis")):
+        log("installing the peer's npm packages (npm ci)")
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=PEER_DIR, check=True)
+    helptext = subprocess.run([cfg.wsgate, "--help"], capture_output=True, text=True).stdout
+    cfg.wsgate_has_drain_flags = "--drain-spread" in helptext and "--drain-reason" in helptext
+    # 100 000 connections need ~100k descriptors on each side; children inherit this
+    want = 262144
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), max(hard, want)))
+    except (ValueError, OSError):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+    # the limit is per process: 6 wsgate workers and 6 wsload processes share the 100k
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit < cfg.n_big / 6 * 1.15 + 100:
+        log(f"warning: open-files limit {limit} is low for {cfg.n_big} connections over 6 "
+            "processes (raise ulimit -n)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "bench", "results"))
+    ap.add_argument("--smoke", action="store_true", help="small N, 1 round, asserts sanity (< 2 min)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds per scenario (default 3, smoke 1)")
+    ap.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(s[0] for s in SCENARIOS))
+    ap.add_argument("--skip", default="", help="comma-separated scenarios to leave out")
+    ap.add_argument("-n", type=int, default=None, help="connections for the 20 000 scenarios")
+    ap.add_argument("--wsgate", default=os.path.join(ROOT, "build", "wsgate"))
+    ap.add_argument("--wsload", default=os.path.join(ROOT, "build", "wsload"))
+    cfg = ap.parse_args()
+    cfg.out = os.path.abspath(cfg.out)
+    if cfg.smoke:
+        cfg.rounds = cfg.rounds or 1
+        cfg.n = cfg.n or 1000
+        cfg.n_big = 3000
+        cfg.growth_one, cfg.growth_group = 5, 2
+        cfg.echo = (100, 20, 128)
+    else:
+        cfg.rounds = cfg.rounds or 3
+        cfg.n = cfg.n or 20000
+        cfg.n_big = 100000
+        cfg.growth_one, cfg.growth_group = 100, 20
+        cfg.echo = (1000, 100, 128)
+    names = [s[0] for s in SCENARIOS]
+    only = [x for x in cfg.only.split(",") if x]
+    skip = [x for x in cfg.skip.split(",") if x]
+    for x in only + skip:
+        if x not in names:
+            ap.error(f"unknown scenario {x!r}; known: {', '.join(names)}")
+    selected = [s for s in SCENARIOS if (not only or s[0] in only) and s[0] not in skip]
+
+    os.makedirs(os.path.join(cfg.out, "logs"), exist_ok=True)
+    for f in os.listdir(os.path.join(cfg.out, "logs")):
+        os.unlink(os.path.join(cfg.out, "logs", f))
+
+    def on_term(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+
+    data = {"argv": shlex.join(["python3", os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
+            "smoke": cfg.smoke, "rounds": cfg.rounds, "n": cfg.n, "runs": [], "commands": {},
+            "scenarios_run": []}
+    failures = []
+    started = time.monotonic()
+    try:
+        prepare(cfg)
+        data["machine"] = machine_info()
+        data["wsgate_drain_flags"] = cfg.wsgate_has_drain_flags
+        for name, fn, servers, title in selected:
+            data["scenarios_run"].append(name)
+            rounds = 1 if name == "memory100k" else cfg.rounds
+            t_scen = time.monotonic()
+            for rnd in range(1, rounds + 1):
+                for kind in servers:
+                    ctx = Ctx(cfg, kind, rnd, name)
+                    run = {"scenario": name, "round": rnd, "server": kind}
+                    t = time.monotonic()
+                    try:
+                        run["metrics"] = fn(ctx)
+                        run["problems"] = sanity(name, run["metrics"], cfg)
+                    except BenchError as e:
+                        run["metrics"], run["error"] = None, str(e)
+                    finally:
+                        kill_all()  # nothing of this run survives it
+                        shutil.rmtree(ctx.tmp, ignore_errors=True)
+                    run["seconds"] = round(time.monotonic() - t, 1)
+                    if rnd == 1:
+                        data["commands"].setdefault(name, {})[kind] = ctx.commands
+                    data["runs"].append(run)
+                    status = run.get("error") or ("; ".join(run["problems"]) or "ok")
+                    log(f"{title} round {rnd} {kind}: {status} ({run['seconds']} s)")
+                    for p in ([run["error"]] if run.get("error") else []) + run.get("problems", []):
+                        failures.append(f"{name} r{rnd} {kind}: {p}")
+            log(f"{title}: {time.monotonic() - t_scen:.0f} s")
+    except KeyboardInterrupt:
+        failures.append("interrupted")
+        log("interrupted")
+    finally:
+        kill_all()
+        data["seconds"] = round(time.monotonic() - started, 1)
+        if "machine" in data:
+            data["plots"] = make_plots(cfg, data)
+            with open(os.path.join(cfg.out, "results.json"), "w") as f:
+                json.dump(data, f, indent=1)
+            write_report(cfg, data)
+            log(f"wrote {cfg.out}/results.md, results.json ({data['seconds']} s in all)")
+    if failures:
+        print("bench: FAILED checks:\n  " + "\n  ".join(failures), file=sys.stderr)
+        sys.exit(1)
+    if cfg.smoke:
+        print("bench smoke: all closes received with the right codes")
+
+
+if __name__ == "__main__":
+    main()
