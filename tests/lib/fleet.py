@@ -21,6 +21,7 @@ ACKS = "test:acks"  # reply_to of every order the tests publish
 EVENTS = "wsgate:events"
 ORDERS = "wsgate:orders"
 SUBSCRIBED = "redis subscriber up (subscribed)"
+PUBLISHER = "redis publisher up"
 CTL = os.path.join(harness.BUILD, "wsgatectl")
 
 _ids = itertools.count(1)
@@ -150,10 +151,12 @@ class Fleet:
         return sum(gw.workers for gw in self.gateways.values())
 
     def wait_subscribed(self, rounds, timeout=15.0):
-        """Waits until every worker of every gateway logged `rounds` subscriptions."""
+        """Waits until every worker of every gateway logged `rounds` subscriptions and as
+        many publisher connections (acks and events are published on the latter)."""
         for gid, gw in self.gateways.items():
-            harness.wait_for(lambda: gw.log().count(SUBSCRIBED) >= gw.workers * rounds,
-                             timeout, "%s: %d x '%s'" % (gid, gw.workers * rounds, SUBSCRIBED))
+            for line in (SUBSCRIBED, PUBLISHER):
+                harness.wait_for(lambda: gw.log().count(line) >= gw.workers * rounds,
+                                 timeout, "%s: %d x '%s'" % (gid, gw.workers * rounds, line))
 
     def url(self, gid, groups=(), user=None, extra=""):
         q = ["group=%s" % g for g in groups] + (["user=%s" % user] if user else [])
