@@ -133,6 +133,26 @@ int master_run(const struct config *cfg, int admin_fd)
     for (;;) {
         long long now, next = 0;
 
+        /* Signals first: a worker that a group-wide SIGTERM already stopped must not
+         * be taken for a dead one and restarted. */
+        if ((got_term || got_int) && !stopping) {
+            /* SIGINT drains without the spread, as a second SIGTERM would. */
+            int fwd = got_int ? SIGINT : SIGTERM;
+            stopping = true;
+            got_term = got_int = 0;
+            shm->draining = 1;
+            deadline = now_ms() + cfg->drain_delay_ms + cfg->drain_timeout_ms + STOP_GRACE_MS;
+            log_msg(LOG_NOTICE, NULL, "draining: every connection gets 1001 over %ums",
+                    cfg->drain_spread_ms);
+            for (int i = 0; i < cfg->workers; i++)
+                if (slots[i].pid > 0)
+                    kill(slots[i].pid, fwd);
+        } else if ((got_term || got_int) && stopping) {
+            got_term = got_int = 0;
+            for (int i = 0; i < cfg->workers; i++)
+                if (slots[i].pid > 0)
+                    kill(slots[i].pid, SIGINT);
+        }
         if (got_chld) {
             pid_t pid;
             int st;
@@ -186,24 +206,6 @@ int master_run(const struct config *cfg, int admin_fd)
                     break;
                 }
             }
-        }
-        if ((got_term || got_int) && !stopping) {
-            /* SIGINT drains without the spread, as a second SIGTERM would. */
-            int fwd = got_int ? SIGINT : SIGTERM;
-            stopping = true;
-            got_term = got_int = 0;
-            shm->draining = 1;
-            deadline = now_ms() + cfg->drain_delay_ms + cfg->drain_timeout_ms + STOP_GRACE_MS;
-            log_msg(LOG_NOTICE, NULL, "draining: every connection gets 1001 over %ums",
-                    cfg->drain_spread_ms);
-            for (int i = 0; i < cfg->workers; i++)
-                if (slots[i].pid > 0)
-                    kill(slots[i].pid, fwd);
-        } else if ((got_term || got_int) && stopping) {
-            got_term = got_int = 0;
-            for (int i = 0; i < cfg->workers; i++)
-                if (slots[i].pid > 0)
-                    kill(slots[i].pid, SIGINT);
         }
         got_alrm = 0;
         now = now_ms();
