@@ -53,7 +53,7 @@ class Chromium:
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
              "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--disable-extensions",
-             "--no-proxy-server", "--user-data-dir=" + self.dir,
+             "--no-proxy-server", "--disable-dev-shm-usage", "--user-data-dir=" + self.dir,
              "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
              "about:blank"],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,

@@ -503,6 +503,7 @@ def test_spread_ms_spreads_500_closes_over_the_window():
         first_half = sum(1 for t in times if t < window / 2)
         summary = "closes from %.3fs to %.3fs after publishing (span %.3fs), %d in the first " \
                   "half of the window" % (times[0], times[-1], span, first_half)
+        print(summary)  # shown by the runner when the test fails
         assert span >= 1.2, "closes not spread: " + summary
         assert times[-1] <= window + 1.5, "closes late: " + summary
         window_100ms = max(sum(1 for t in times if s <= t < s + 0.1) for s in times)
