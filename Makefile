@@ -50,7 +50,8 @@ UNIT_OBJ   := $(call obj,$(UNIT_SRC))
 
 PROGS := $(BUILD)/wsgate $(BUILD)/wsgatectl
 
-.PHONY: all clean install run test unit deps deps-test deps-node check-layout
+.PHONY: all clean install run test unit deps deps-test deps-node deps-bench check-layout bench \
+        bench-smoke
 all: $(PROGS)
 
 $(BUILD)/%.o: %.c
@@ -77,11 +78,17 @@ $(BUILD)/wsgatectl: $(CTL_OBJ) $(COMMON_OBJ)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
+# The benchmark load generator (tests/bench/), built on common/'s codec.
+$(BUILD)/wsload: $(call obj,$(BENCH_SRC)) $(COMMON_OBJ)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
 $(BUILD)/unit_tests: $(UNIT_OBJ) $(COMMON_OBJ)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
--include $(COMMON_OBJ:.o=.d) $(WORKER_OBJ:.o=.d) $(WSGATE_OBJ:.o=.d) $(CTL_OBJ:.o=.d) $(UNIT_OBJ:.o=.d)
+-include $(COMMON_OBJ:.o=.d) $(WORKER_OBJ:.o=.d) $(WSGATE_OBJ:.o=.d) $(CTL_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) \
+         $(patsubst %.c,$(BUILD)/%.d,$(BENCH_SRC))
 
 clean:
 	rm -rf build
@@ -123,7 +130,8 @@ deps-test: deps
 	$(call ensure_debs,$(DEB_TEST))
 	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
 	  $(MAKE) --no-print-directory deps-node; fi
-	@cd tests/integration && { [ -d node_modules/ws ] || npm install --no-audit --no-fund --silent; }
+	@cd tests/integration && { [ -d node_modules/ws ] && [ -d node_modules/ioredis ] || \
+	  npm install --no-audit --no-fund --silent; }
 
 deps-node:
 	$(call ensure_debs,$(DEB_NODE))
@@ -143,6 +151,20 @@ unit: check-layout
 	@$(MAKE) --no-print-directory SANITIZE=1 build/asan/unit_tests
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 build/asan/unit_tests
 
-test: deps-test
-	@$(MAKE) --no-print-directory all
+test: deps-test deps-bench
+	@$(MAKE) --no-print-directory all $(BUILD)/wsload
 	@tests/run-all.sh $(BUILD)
+
+# --- benchmarks (not part of make test; bench-smoke is) ---------------------------------------
+deps-bench: deps
+	$(call ensure_debs,python3-matplotlib)
+	@cd tests/bench/peer-node && { [ -d node_modules/ws ] && [ -d node_modules/ioredis ] || \
+	  npm install --no-audit --no-fund --silent; }
+
+bench: deps-test deps-bench
+	@$(MAKE) --no-print-directory all $(BUILD)/wsload
+	/usr/bin/python3 tests/bench/bench.py --build $(BUILD) --out tests/bench/results
+
+bench-smoke: deps-test deps-bench
+	@$(MAKE) --no-print-directory all $(BUILD)/wsload
+	/usr/bin/python3 tests/bench/bench.py --build $(BUILD) --smoke --out $(BUILD)/bench-smoke

@@ -158,7 +158,7 @@ static void metrics(const struct worker *w, struct text *t)
           subscribed);
     counter(t, "redis_reconnects_total", "Redis reconnections after a loss.",
             SUM(redis.reconnects));
-    counter(t, "redis_publish_dropped_total", "Events and acks dropped while Redis was down.",
+    counter(t, "redis_publish_dropped_total", "Events and acks dropped: Redis down and the publish queue full.",
             SUM(redis.publish_dropped));
     gauge(t, "draining", "1 while the gateway drains.", s->draining != 0);
 }

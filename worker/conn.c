@@ -519,7 +519,13 @@ static void conn_on_close_frame(struct conn *c, const uint8_t *p, size_t len)
         return;
     }
     log_msg(LOG_INFO, id, "close code=%u by=client", code);
-    hooks_conn_closing(c, code, NULL, "client");
+    {
+        char text[WS_CLOSE_REASON_MAX + 1]; /* a received reason is at most 123 bytes */
+        if (rlen > 0)
+            memcpy(text, reason, rlen);
+        text[rlen] = '\0';
+        hooks_conn_closing(c, code, text, "client");
+    }
     conn_enter_closing(c);
     c->flags |= CONN_F_FLUSH_CLOSE;
     /* Echo the code (§5.5.1); an empty close is answered with an empty one. */

@@ -22,6 +22,16 @@
 #define ANNOUNCE_EVERY_MS  3000
 #define ANNOUNCE_TTL_S     10
 #define STUCK_MS           10000 /* pub replies older than this with commands waiting */
+#define QUEUE_MAX_MSGS     10000 /* publishes kept while the publisher reconnects */
+#define QUEUE_MAX_BYTES    (8u << 20)
+
+/* A publish waiting for the publisher to come back. */
+struct queued {
+    struct queued *next;
+    size_t chan_len;
+    size_t len;
+    char data[]; /* channel, then message */
+};
 
 enum link_kind { LINK_SUB, LINK_PUB };
 
@@ -49,6 +59,10 @@ struct wredis {
     char gw_channel[256];
     char announce_key[256];
     uint64_t rng;
+    struct queued *q_head;  /* owned: FIFO of publishes made while pub was down */
+    struct queued *q_tail;
+    size_t q_msgs;
+    size_t q_bytes;
 };
 
 static void link_connect(struct link *l);
@@ -116,6 +130,26 @@ static void link_up(struct link *l)
 }
 
 static void on_announce(evutil_socket_t fd, short what, void *arg);
+static void pub_command_sent(struct link *l);
+static void on_pub_reply(redisAsyncContext *ac, void *reply, void *priv);
+
+/* Sends what was published while the publisher was down, in order. */
+static void queue_flush(struct wredis *r)
+{
+    struct queued *q = r->q_head;
+
+    r->q_head = r->q_tail = NULL;
+    r->q_msgs = r->q_bytes = 0;
+    while (q != NULL) {
+        struct queued *next = q->next;
+        redisAsyncCommand(r->pub.ac, on_pub_reply, NULL, "PUBLISH %b %b", q->data, q->chan_len,
+                          q->data + q->chan_len, q->len);
+        pub_command_sent(&r->pub);
+        r->w->slot->redis.published++;
+        free(q);
+        q = next;
+    }
+}
 
 static void on_connect(const redisAsyncContext *ac, int status)
 {
@@ -129,6 +163,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     if (l->kind == LINK_PUB) {
         link_up(l);
+        queue_flush(l->r);
         on_announce(-1, 0, l->r); /* be listed at once, not at the next refresh */
     }
 }
@@ -348,6 +383,29 @@ void wredis_publish(struct worker *w, const char *channel, const char *msg, size
 {
     struct wredis *r = w->redis;
 
+    if (r != NULL && !r->pub.up) {
+        /* Kept, bounded, until the publisher is back: an order applied right after
+         * Redis returns must not lose its acknowledgement. */
+        size_t clen = strlen(channel);
+        struct queued *q = NULL;
+        if (r->q_msgs < QUEUE_MAX_MSGS && r->q_bytes + clen + len <= QUEUE_MAX_BYTES)
+            q = malloc(sizeof(*q) + clen + len);
+        if (q != NULL) {
+            q->next = NULL;
+            q->chan_len = clen;
+            q->len = len;
+            memcpy(q->data, channel, clen);
+            memcpy(q->data + clen, msg, len);
+            if (r->q_tail != NULL)
+                r->q_tail->next = q;
+            else
+                r->q_head = q;
+            r->q_tail = q;
+            r->q_msgs++;
+            r->q_bytes += clen + len;
+            return;
+        }
+    }
     if (r == NULL || !r->pub.up) {
         if (r != NULL)
             r->w->slot->redis.publish_dropped++;
