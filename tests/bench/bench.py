@@ -12,6 +12,7 @@ generated from the runs in results.json only.
 """
 
 import argparse
+import base64
 import datetime
 import json
 import os
@@ -118,6 +119,8 @@ class Server:
         if kind == "wsgate":
             self.cmd = [cfg.wsgate, "--listen", listen, "--workers", str(workers), "--id", "gw",
                         "--redis", redis.url(), "--events-channel", "", "--log-level", "notice"]
+            if cfg.wsgate_has_admin:
+                self.cmd += ["--admin", ""]  # no health/metrics listener: the peer has none
             if echo:
                 self.cmd.append("--echo")
             if drain and cfg.wsgate_has_drain_flags:
@@ -455,10 +458,12 @@ def sc_group(ctx):
     try:
         ramp_ms, to = timeouts(n)
         order = {"group": "g7", "code": 4001, "reason": "bench"}
+        extra = ["--ramp-timeout", str(ramp_ms)]
+        if ctx.cfg.wsload_samples:
+            extra.append("--samples")  # raw per-connection latencies for the CDF
         res, _ = ctx.wsload(wsload_cmd(ctx.cfg, srv, redis, n, path="/?group=g{i%100}",
                                        hold_ms=1000, publish=order, expect=members, code=4001,
-                                       reason="bench", close_timeout=10000,
-                                       extra=["--ramp-timeout", str(ramp_ms)]), to + 30)
+                                       reason="bench", close_timeout=10000, extra=extra), to + 30)
     finally:
         srv.stop()
         redis.stop()
@@ -486,16 +491,80 @@ def sc_everyone(ctx):
     return out
 
 
+def ws_open(port, path="/"):
+    """A raw WebSocket client connection; returns (socket, connection id, bytes already read)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(4096)
+        if not chunk:
+            raise BenchError("probe: connection closed during the handshake")
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode(errors="replace").split("\r\n")
+    if " 101 " not in lines[0] + " ":
+        raise BenchError(f"probe: handshake answered {lines[0]!r}")
+    cid = next((ln.split(":", 1)[1].strip() for ln in lines[1:]
+                if ln.lower().startswith("x-wsgate-conn:")), None)
+    if not cid:
+        raise BenchError("probe: no X-Wsgate-Conn in the 101")
+    return s, cid, rest
+
+
+def resp(*args):
+    out = [f"*{len(args)}\r\n".encode()]
+    for a in args:
+        b = a.encode()
+        out.append(f"${len(b)}\r\n".encode() + b + b"\r\n")
+    return b"".join(out)
+
+
+def conn_probe(server, rsock, code, reason):
+    """One connection, one {"conn": its id} order: (close-frame ms, TCP-close ms, code ok),
+    both from right before PUBLISH, read with a blocking socket."""
+    s, cid, buf = ws_open(server.port)
+    try:
+        order = json.dumps({"conn": cid, "code": code, "reason": reason})
+        t0 = time.perf_counter()
+        rsock.sendall(resp("PUBLISH", CHANNEL, order))
+        while len(buf) < 2:
+            chunk = s.recv(4096)
+            if not chunk:
+                return None, (time.perf_counter() - t0) * 1000, False
+            buf += chunk
+        t_frame = (time.perf_counter() - t0) * 1000
+        while len(buf) < 2 + (buf[1] & 0x7F):
+            buf += s.recv(4096)
+        ok = (buf[0] & 0x0F) == 8 and len(buf) >= 4 and int.from_bytes(buf[2:4], "big") == code \
+            and buf[4:2 + (buf[1] & 0x7F)] == reason.encode()
+        mask = os.urandom(4)
+        payload = buf[2:4]
+        s.sendall(bytes([0x88, 0x80 | len(payload)]) + mask
+                  + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        while s.recv(4096):
+            pass
+        t_tcp = (time.perf_counter() - t0) * 1000
+        reply = rsock.recv(64)  # ":<receivers>"
+        if not reply.startswith(b":"):
+            raise BenchError(f"probe: PUBLISH answered {reply!r}")
+        return t_frame, t_tcp, ok
+    finally:
+        s.close()
+
+
 def sc_growth(ctx):
-    """Latency of an order that closes one connection (a group of one) and of an order for a
+    """Latency of an order that closes one connection ({"conn": id}) and of an order for a
     group of 200, with few (200) and many (N) other connections held by a background wsload
-    in 100 groups bg0..bg99. Each probe is a short wsload run that opens its own target
-    connections, publishes the order and waits for the closes; nothing else is touched."""
+    in 100 groups bg0..bg99. Nothing the probes' orders name is held by the background."""
     cfg = ctx.cfg
     out = {"settings": {}}
     for bg in (200, cfg.n):
         redis, srv = with_server(ctx)
-        bgp = None
+        bgp = rsock = None
         try:
             ready = ctx.ready(f"bg{bg}")
             ramp_ms, to = timeouts(bg)
@@ -504,37 +573,37 @@ def sc_growth(ctx):
             ctx.commands.append(shlex.join(bg_cmd) + " &")
             bgp = start_background(bg_cmd, ctx.log("wsload-bg"), ready, to)
             time.sleep(0.5)
+            rsock = socket.create_connection(("127.0.0.1", redis.port), timeout=10)
             one, grp = [], []
-            one_cmd = wsload_cmd(cfg, srv, redis, 1, path="/?group=solo",
-                                 publish={"group": "solo", "code": 4005, "reason": "one"},
-                                 expect=1, code=4005, reason="one", close_timeout=5000)
+            for _ in range(cfg.growth_one):
+                f, t, ok = conn_probe(srv, rsock, 4005, "one")
+                one.append({"frame": f, "tcp": t, "ok": ok})
             grp_cmd = wsload_cmd(cfg, srv, redis, 200, path="/?group=probe",
                                  publish={"group": "probe", "code": 4006, "reason": "group"},
                                  expect=200, code=4006, reason="group", close_timeout=5000)
-            ctx.commands += [shlex.join(one_cmd), shlex.join(grp_cmd)]
-            for _ in range(cfg.growth_one):
-                res, _ = run_wsload(one_cmd, 30, ctx.log("wsload-probe"))
-                one.append({k: get(res, "close", k) for k in ("frames", "frame_max", "tcp_max",
-                                                               "wrong_code", "still_open")})
+            ctx.commands.append(shlex.join(grp_cmd))
             for _ in range(cfg.growth_group):
                 res, _ = run_wsload(grp_cmd, 60, ctx.log("wsload-probe"))
                 grp.append({k: get(res, "close", k) for k in ("frames", "frame_p50", "frame_p99",
                                                                "frame_max", "tcp_p99", "wrong_code")})
             alive = bgp.poll() is None
         finally:
+            if rsock is not None:
+                rsock.close()
             if bgp is not None:
                 kill_group(bgp)
                 LIVE.remove(bgp)
             srv.stop()
             redis.stop()
-        lat1 = [x["frame_max"] for x in one if x["frame_max"] is not None]
+        lat1 = [x["frame"] for x in one if x["frame"] is not None]
         out["settings"][str(bg)] = {
             "background": bg, "background_alive": alive, "one": one, "group": grp,
             "one_p50": pct(lat1, 50), "one_p99": pct(lat1, 99), "one_samples": len(lat1),
+            "one_tcp_p99": pct([x["tcp"] for x in one if x["frame"] is not None], 99),
             "group_p99": med([x["frame_p99"] for x in grp]),
-            "one_frames_ok": sum(1 for x in one if x["frames"] == 1),
+            "one_ok": sum(1 for x in one if x["ok"]),
             "group_frames_ok": sum(1 for x in grp if x["frames"] == 200),
-            "wrong_code": sum((x["wrong_code"] or 0) for x in one + grp),
+            "wrong_code": sum((x["wrong_code"] or 0) for x in grp) + sum(1 for x in one if not x["ok"]),
         }
     lo, hi = out["settings"]["200"], out["settings"][str(cfg.n)]
     out["one_p99_small"], out["one_p99_big"] = lo["one_p99"], hi["one_p99"]
@@ -543,8 +612,8 @@ def sc_growth(ctx):
     out["group_ratio"] = ((hi["group_p99"] / lo["group_p99"])
                           if lo["group_p99"] and hi["group_p99"] is not None else None)
     out["wrong_code"] = lo["wrong_code"] + hi["wrong_code"]
-    out["probes_ok"] = all(s["one_frames_ok"] == len(s["one"]) and s["group_frames_ok"] == len(s["group"])
-                           for s in (lo, hi))
+    out["probes_ok"] = all(s["one_ok"] == len(s["one"]) and s["group_frames_ok"] == len(s["group"])
+                           and s["background_alive"] for s in (lo, hi))
     return out
 
 
@@ -831,13 +900,13 @@ SCENARIO_NOTES = """\
    are from right before PUBLISH to the close frame and to the TCP close, per connection.
 4. **Everyone**: {n} connections, `{{"all":true,"code":4002,"reason":"bench all"}}`.
 5. **Growth**: a background wsload holds 200, then {n}, connections in 100 groups
-   `bg0..bg99` on a fresh server. Probes run one after another: {one}× a wsload that opens one
-   connection in group `solo` and publishes `{{"group":"solo"}}` (a group of one: wsload does
-   not expose connection ids, so this stands for a one-connection `conn` order; one latency
-   sample per probe, p99 over the samples), then {grp}× a wsload that opens 200 connections
-   in group `probe` and publishes `{{"group":"probe"}}` (p99 per probe over its 200 closes,
-   median over probes). Ratio = p99 with {n} held / p99 with 200 held, per round, median of
-   rounds. The background connections are never touched by the probes' orders.
+   `bg0..bg99` on a fresh server. Then, one after another: {one}× bench.py opens one
+   connection itself (raw socket), reads its id from `X-Wsgate-Conn`, publishes
+   `{{"conn":"<id>","code":4005,"reason":"one"}}` and times the close frame from right before
+   PUBLISH (p99 = nearest rank over the {one} samples); then {grp}× a wsload opens 200
+   connections in group `probe` and publishes `{{"group":"probe"}}` (p99 per probe over its
+   200 closes, median over probes). Ratio = p99 with {n} held / p99 with 200 held, per
+   round, median of rounds. No probe order names a background connection.
 6. **Drain**: {n} connections, then wsload sends SIGTERM to the master/primary; both must
    close everyone with 1001. wsgate runs with {drainflags} (the peer closes everyone at once).
    "SIGTERM to process exit" runs from the moment the server logs that it got the signal
@@ -938,6 +1007,9 @@ def prepare(cfg):
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=PEER_DIR, check=True)
     helptext = subprocess.run([cfg.wsgate, "--help"], capture_output=True, text=True).stdout
     cfg.wsgate_has_drain_flags = "--drain-spread" in helptext and "--drain-reason" in helptext
+    cfg.wsgate_has_admin = "--admin" in helptext
+    loadhelp = subprocess.run([cfg.wsload, "--help"], capture_output=True, text=True)
+    cfg.wsload_samples = "--samples" in loadhelp.stdout + loadhelp.stderr
     # 100 000 connections need ~100k descriptors on each side; children inherit this
     want = 262144
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -971,13 +1043,13 @@ def main():
         cfg.rounds = cfg.rounds or 1
         cfg.n = cfg.n or 1000
         cfg.n_big = 3000
-        cfg.growth_one, cfg.growth_group = 5, 2
+        cfg.growth_one, cfg.growth_group = 20, 2
         cfg.echo = (100, 20, 128)
     else:
         cfg.rounds = cfg.rounds or 3
         cfg.n = cfg.n or 20000
         cfg.n_big = 100000
-        cfg.growth_one, cfg.growth_group = 100, 20
+        cfg.growth_one, cfg.growth_group = 200, 20
         cfg.echo = (1000, 100, 128)
     names = [s[0] for s in SCENARIOS]
     only = [x for x in cfg.only.split(",") if x]
