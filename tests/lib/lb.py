@@ -57,17 +57,18 @@ def need(path):
 
 # --- HTTP on loopback ----------------------------------------------------------------------
 
-def admin_get(port, path, timeout=2.0):
+def admin_get(port, path, timeout=2.0, http="HTTP/1.1"):
     """(status, body text) of GET path on 127.0.0.1:port, or (None, error) when the
-    connection fails. The admin listener answers with Connection: close."""
+    connection fails. The admin listener answers with Connection: close; HTTP/1.0 keeps
+    other servers (HAProxy's stats) from answering chunked."""
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     except OSError as e:
         return None, repr(e)
     try:
         s.settimeout(timeout)
-        s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-                   % path).encode())
+        s.sendall(("GET %s %s\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                   % (path, http)).encode())
         data = b""
         while True:
             chunk = s.recv(65536)
@@ -86,11 +87,26 @@ def admin_get(port, path, timeout=2.0):
     head, sep, body = data.partition(b"\r\n\r\n")
     if not sep:
         return None, "no complete response: %r" % data[:200]
+    if re.search(rb"(?im)^transfer-encoding:\s*chunked", head):
+        body = dechunk(body)
     line = head.split(b"\r\n", 1)[0].decode("latin-1")
     parts = line.split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
         return None, "bad status line %r" % line
     return int(parts[1]), body.decode("utf-8", "replace")
+
+
+def dechunk(body):
+    out = b""
+    while True:
+        size, sep, rest = body.partition(b"\r\n")
+        if not sep:
+            raise AssertionError("truncated chunked body")
+        n = int(size.split(b";")[0], 16)
+        if n == 0:
+            return out
+        out += rest[:n]
+        body = rest[n + 2:]
 
 
 def readyz(port, timeout=2.0):
@@ -349,7 +365,7 @@ class HAProxy(Proxy):
 
     def server_status(self):
         """{server name: status} of backend wsgate from the stats CSV (UP, DOWN, ...)."""
-        status, body = admin_get(self.stats, "/stats;csv")
+        status, body = admin_get(self.stats, "/stats;csv", http="HTTP/1.0")
         assert status == 200, "haproxy stats: %s %r" % (status, body[:200])
         lines = body.splitlines()
         cols = lines[0].lstrip("# ").split(",")
