@@ -490,8 +490,9 @@ def gateway_of(conn_id):
 
 # --- what a gateway leaves behind ----------------------------------------------------------
 
-def tcp_rows(port):
-    """[(state, local port, remote port)] of /proc/net/tcp{,6} rows touching port."""
+def tcp_rows(*ports):
+    """[(state, local port, remote port)] of /proc/net/tcp{,6} rows touching any of ports."""
+    ports = set(ports)
     out = []
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -503,14 +504,14 @@ def tcp_rows(port):
             parts = line.split()
             lport = int(parts[1].rsplit(":", 1)[1], 16)
             rport = int(parts[2].rsplit(":", 1)[1], 16)
-            if port in (lport, rport):
+            if lport in ports or rport in ports:
                 out.append((parts[3], lport, rport))
     return out
 
 
-def lingering(port):
-    """Rows in state ESTABLISHED (01) or LISTEN (0A) on port."""
-    return [r for r in tcp_rows(port) if r[0] in ("01", "0A")]
+def lingering(*ports):
+    """Rows in state ESTABLISHED (01) or LISTEN (0A) on any of ports."""
+    return [r for r in tcp_rows(*ports) if r[0] in ("01", "0A")]
 
 
 def alive(pid):
