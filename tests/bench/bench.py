@@ -787,7 +787,8 @@ def machine_info():
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
             "node": version(["node", "--version"]), "redis": version(["redis-server", "--version"]),
             "wsgate_commit": version(["git", "-C", ROOT, "describe", "--always", "--dirty"]),
-            "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0]}
+            "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            "loadavg_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg())}
 
 
 def write_report(cfg, data):
@@ -807,7 +808,9 @@ def write_report(cfg, data):
     L.append(f"- Machine: {m['nproc']} CPUs, {m['cpu']}, {m['memory_gib']} GiB, Linux {m['kernel']}")
     L.append(f"- Software: wsgate {m['wsgate_commit']}, peer = Node {m['node']} "
              f"(cluster + ws + ioredis, tests/bench/peer-node), {m['redis']}")
-    L.append(f"- N = {cfg.n} connections unless said; loopback only; open-files limit {m['nofile']}")
+    L.append(f"- N = {cfg.n} connections unless said; loopback only; open-files limit {m['nofile']}; "
+             f"load average at start {m['loadavg_at_start']} (other work on the machine skews figures)")
+    L.append(f"- Total time {data['seconds']} s")
     L.append(f"- Command: `{data['argv']}`")
     L.append("")
     L.append("| scenario | metric | wsgate median | peer median | ratio wsgate/peer | target | met? |")
@@ -855,11 +858,12 @@ def write_report(cfg, data):
     for scen, _, _, title in SCENARIOS:
         if scen not in data["scenarios_run"]:
             continue
-        L.append(f"- {title}: " + "; ".join(
-            f"r{r['round']} {r['server']}: " + ", ".join(
-                f"{k}={fmt(v)}" for k, v in (r.get("metrics") or {}).items()
-                if k in {row[2] for row in ROWS if row[0] == scen})
-            for r in runs if r["scenario"] == scen and r.get("metrics")))
+        L.append(f"- {title}")
+        for r in runs:
+            if r["scenario"] == scen and r.get("metrics"):
+                L.append(f"  - round {r['round']} {r['server']}: " + ", ".join(
+                    f"{k}={fmt(v)}" for k, v in r["metrics"].items()
+                    if k in {row[2] for row in ROWS if row[0] == scen}))
     L.append("")
     L.append("## Exact commands (round 1; ports are picked free per run)")
     L.append("")
@@ -1035,9 +1039,13 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(s[0] for s in SCENARIOS))
     ap.add_argument("--skip", default="", help="comma-separated scenarios to leave out")
     ap.add_argument("-n", type=int, default=None, help="connections for the 20 000 scenarios")
-    ap.add_argument("--wsgate", default=os.path.join(ROOT, "build", "wsgate"))
-    ap.add_argument("--wsload", default=os.path.join(ROOT, "build", "wsload"))
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"),
+                    help="folder with wsgate and wsload (default build/)")
+    ap.add_argument("--wsgate", default=None, help="default BUILD/wsgate")
+    ap.add_argument("--wsload", default=None, help="default BUILD/wsload")
     cfg = ap.parse_args()
+    cfg.wsgate = os.path.abspath(cfg.wsgate or os.path.join(cfg.build, "wsgate"))
+    cfg.wsload = os.path.abspath(cfg.wsload or os.path.join(cfg.build, "wsload"))
     cfg.out = os.path.abspath(cfg.out)
     if cfg.smoke:
         cfg.rounds = cfg.rounds or 1
@@ -1115,11 +1123,14 @@ def main():
                 json.dump(data, f, indent=1)
             write_report(cfg, data)
             log(f"wrote {cfg.out}/results.md, results.json ({data['seconds']} s in all)")
+    good = sum(1 for r in data["runs"] if r.get("metrics") is not None and not r.get("problems"))
     if failures:
         print("bench: FAILED checks:\n  " + "\n  ".join(failures), file=sys.stderr)
-        sys.exit(1)
-    if cfg.smoke:
-        print("bench smoke: all closes received with the right codes")
+    elif cfg.smoke:
+        print("bench smoke: every run opened all its connections and got every close with the right code")
+    # one line per run: a run passes when it completed and its sanity checks held
+    print(f"bench: {good} passed, {len(data['runs']) - good + (1 if 'interrupted' in failures else 0)} failed")
+    sys.exit(1 if failures else 0)
 
 
 if __name__ == "__main__":
