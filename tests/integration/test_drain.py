@@ -209,6 +209,37 @@ def test_sigint_during_drain_closes_the_rest_at_once():
 
 
 @harness.timeout(60)
+def test_drain_timeout_cuts_what_the_spread_has_not_reached():
+    """--drain-timeout (from the signal) ends the drain even though --drain-spread is
+    longer: what is still open then is cut, and the master still exits 0."""
+    redis = harness.start_redis()
+    gw = gateway(redis, drain_spread="20s", drain_timeout="1500ms")
+
+    async def main():
+        clients = await connect_many(gw.port, 200, "gwD")
+        t0 = time.monotonic()
+        gw.signal(signal.SIGTERM)
+        status = await asyncio.get_running_loop().run_in_executor(None, gw.wait_exit, 6.0)
+        t_exit = time.monotonic() - t0
+        assert status == 0, "exit status %s" % status
+        assert 1.3 < t_exit < 4.0, "exit %.2fs after SIGTERM with a 1.5s drain timeout" % t_exit
+        await until(lambda: all(not c.open for c in clients), 5, "every client closed", 0.05)
+        # the spread reached a few (1.5s of 20s); the rest end at the timeout, all at once
+        spread = [c for c in clients if c.closed_at - t0 < 1.4]
+        cut = [c for c in clients if c.closed_at - t0 >= 1.4]
+        assert len(spread) < 60 and len(cut) > 140, \
+            "%d closed by the spread, %d at the timeout" % (len(spread), len(cut))
+        assert all((c.code, c.reason) == (1001, DEFAULT_REASON) for c in spread), spread[:3]
+        if cut:
+            span = max(c.closed_at for c in cut) - min(c.closed_at for c in cut)
+            assert span < 0.5, "the cut took %.2fs" % span
+        assert all(c.closed_at - t0 < t_exit + 0.5 for c in clients)
+
+    run(main())
+    wait_gone(gw)
+
+
+@harness.timeout(60)
 def test_drain_delay_keeps_accepting_while_readyz_is_503():
     redis = harness.start_redis()
     delay = 2.0

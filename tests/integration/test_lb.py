@@ -162,6 +162,11 @@ def test_haproxy_rolling_restart_every_client_reconnects_without_a_failed_handsh
                     for r in rs for f in r.failures]
         assert not failures, "%d failed handshakes, e.g. %r" % (len(failures), failures[:5])
         assert all(r.connected for r in rs)
+        # and HAProxy hid nothing: no connection error, retry or redispatch to a server
+        for name, row in hap.server_rows().items():
+            errs = {k: row[k] for k in ("econ", "eresp", "wretr", "wredis") if row[k] not in
+                    ("", "0")}
+            assert not errs, "haproxy %s: %r" % (name, errs)
         moved = sum(1 for r in rs if len(r.sessions) >= 2)
         assert moved >= n, "only %d of %d clients were moved" % (moved, n)
         for r in rs:

@@ -254,6 +254,9 @@ def test_kill_9_worker_counts_one_restart():
     gw = harness.Gateway(flags={"--redis": redis.url}).start()
     lb.wait_ready(gw.admin_port)
     eq(fetch(gw), 0, "wsgate_worker_restarts_total")
+    clients = [wsraw.Client.open(gw.port) for _ in range(20)]
+    on_w1 = sum(1 for c in clients if c.worker == "1")
+    assert 0 < on_w1 < 20, "all 20 connections on one worker"
     victim = gw.worker_pids()["w1"]
     mark = len(gw.log())
     os.kill(victim, signal.SIGKILL)
@@ -263,8 +266,12 @@ def test_kill_9_worker_counts_one_restart():
         await until_metric(gw, "wsgate_worker_restarts_total", 1)
         await until_metric(gw, "wsgate_workers", 2)
         await until_metric(gw, "wsgate_redis_subscribed_workers", 2)
+        # the dead worker's connections are gone from the gauge, not frozen in its slot
+        await until_metric(gw, "wsgate_connections_open", 20 - on_w1)
     run(main())
     lb.wait_ready(gw.admin_port)
+    for c in clients:
+        c.close()
 
 
 @harness.timeout(60)

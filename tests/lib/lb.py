@@ -363,8 +363,8 @@ class HAProxy(Proxy):
         self._spawn([HAPROXY_BIN, "-db", "-f", self.cfg], d)
         self.wait_listening(self.front)
 
-    def server_status(self):
-        """{server name: status} of backend wsgate from the stats CSV (UP, DOWN, ...)."""
+    def server_rows(self):
+        """{server name: stats CSV row (dict)} of backend wsgate."""
         status, body = admin_get(self.stats, "/stats;csv", http="HTTP/1.0")
         assert status == 200, "haproxy stats: %s %r" % (status, body[:200])
         lines = body.splitlines()
@@ -373,8 +373,12 @@ class HAProxy(Proxy):
         for line in lines[1:]:
             row = dict(zip(cols, line.split(",")))
             if row.get("pxname") == "wsgate" and row.get("svname") not in ("BACKEND", None):
-                out[row["svname"]] = row["status"]
+                out[row["svname"]] = row
         return out
+
+    def server_status(self):
+        """{server name: status} of backend wsgate (UP, DOWN, ...)."""
+        return {k: v["status"] for k, v in self.server_rows().items()}
 
     def wait_status(self, server, want, timeout=10.0):
         """Polls the stats until server's status starts with want ("UP", "DOWN")."""
