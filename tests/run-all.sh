@@ -46,6 +46,9 @@ run() {
 run unit make --no-print-directory unit
 export WSGATE_BUILD="$build"
 run integration "$py" tests/integration/run.py
+# A quick version of make bench: small N, one round, checks that every close arrives
+# with the right code on wsgate and on the Node peer (figures are not judged here).
+run bench-smoke "$py" tests/bench/bench.py --build "$build" --smoke --out "$tmp/bench-smoke"
 
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]

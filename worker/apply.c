@@ -284,6 +284,10 @@ void apply_close_order(struct worker *w, const struct order *o, const char *by,
     j->reply_to = dup_or_null(o->reply_to);
     j->seqs = malloc(m.n * sizeof(*j->seqs));
     j->ev = evtimer_new(w->base, job_run, j);
+    /* Close frames go out before replies to earlier ones are read: the job runs at a
+     * higher priority than connection I/O, one batch per loop turn. */
+    if (j->ev != NULL)
+        event_priority_set(j->ev, WORKER_PRIO_JOBS);
     if ((o->id != NULL && j->id == NULL) || (o->reply_to != NULL && j->reply_to == NULL) ||
         j->seqs == NULL || j->ev == NULL)
         goto oom;

@@ -12,7 +12,7 @@ struct worker;
  * random moments across spread_ms, and acknowledge on reply_to when done.
  */
 
-#define APPLY_BATCH 512
+#define APPLY_BATCH 1024
 
 /* Counters by refusal key: "json", "code", ... (order_error.key). */
 #define APPLY_REFUSE_KEYS 16

@@ -492,7 +492,8 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
     w.tl[TL_CLOSING].timeout_ms = cfg->close_timeout_ms;
 
     w.base = event_base_new();
-    if (w.base == NULL || w.rbuf == NULL || registry_init(&w.reg) < 0) {
+    if (w.base == NULL || w.rbuf == NULL || registry_init(&w.reg) < 0 ||
+        event_base_priority_init(w.base, WORKER_PRIOS) < 0) {
         log_msg(LOG_ERROR, NULL, "cannot create the event loop");
         goto out;
     }

@@ -82,6 +82,11 @@ struct worker {
  * with a message in err. */
 int worker_check_listen(const struct config *cfg, char *err, size_t errlen);
 
+/* Event priorities: order jobs first, then everything else. */
+#define WORKER_PRIO_JOBS    0
+#define WORKER_PRIO_DEFAULT 1
+#define WORKER_PRIOS        2
+
 /* A worker that drained on an order exits so: the master does not restart it. */
 #define WORKER_EXIT_DRAINED 3
 

@@ -118,6 +118,7 @@ struct wl_opts {
     unsigned long close_timeout_ms;
     unsigned long settle_ms;
     bool reply_close;
+    bool samples;
 };
 
 enum wl_state {
@@ -303,6 +304,7 @@ static const char wl_usage[] =
     "              | [--signal PID:SIG]\n"
     "              [--expect-closed C] [--expect-code X] [--expect-reason TEXT]\n"
     "              [--close-timeout MS] [--settle-ms MS] [--reply-close | --no-reply-close]\n"
+    "              [--samples]\n"
     "\n"
     "  --host, --port      gateway address; only 127.0.0.0/8 is accepted\n"
     "  --path              request target (default /); {i} and {i%M} become the global\n"
@@ -329,6 +331,8 @@ static const char wl_usage[] =
     "                      long for extra frames (200)\n"
     "  --reply-close       answer a close frame with a masked close echoing its code (default)\n"
     "  --no-reply-close    do not answer: the server's close timeout must end the socket\n"
+    "  --samples           add every close frame's and TCP close's latency (ms, sorted)\n"
+    "                      to the JSON as close.frame_samples and close.tcp_samples\n"
     "The close watch runs after --publish or --signal, or when an --expect-* flag is given.\n"
     "Exit status: 0 when the run completed (the JSON tells how the server behaved), 1 on a\n"
     "usage or setup error.\n";
@@ -2207,6 +2211,7 @@ static int wl_parse(int argc, char **argv)
         WL_O_SETTLE,
         WL_O_REPLY,
         WL_O_NO_REPLY,
+        WL_O_SAMPLES,
         WL_O_HELP,
     };
     static const struct option lo[] = {
@@ -2235,6 +2240,7 @@ static int wl_parse(int argc, char **argv)
         {"settle-ms", required_argument, NULL, WL_O_SETTLE},
         {"reply-close", no_argument, NULL, WL_O_REPLY},
         {"no-reply-close", no_argument, NULL, WL_O_NO_REPLY},
+        {"samples", no_argument, NULL, WL_O_SAMPLES},
         {"help", no_argument, NULL, WL_O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -2342,6 +2348,9 @@ static int wl_parse(int argc, char **argv)
             break;
         case WL_O_NO_REPLY:
             wl_opt.reply_close = false;
+            break;
+        case WL_O_SAMPLES:
+            wl_opt.samples = true;
             break;
         case 'h':
         case WL_O_HELP:
@@ -2483,8 +2492,18 @@ static int wl_print(struct wl_run *r, bool echo, const char *action_err, long lo
             fprintf(f, "%s\"%zu\":%" PRIu64, first ? "" : ",", i, r->codes[i]);
             first = false;
         }
-        fprintf(f, "},\"timed_out\":%s,\"seconds\":%.3f}", timed_out ? "true" : "false",
+        fprintf(f, "},\"timed_out\":%s,\"seconds\":%.3f", timed_out ? "true" : "false",
                 (double)close_ns / 1e9);
+        if (wl_opt.samples) {
+            fprintf(f, ",\"frame_samples\":[");
+            for (i = 0; i < r->frames.n; i++)
+                fprintf(f, "%s%.3f", i ? "," : "", (double)fr[i] / 1e6);
+            fprintf(f, "],\"tcp_samples\":[");
+            for (i = 0; i < r->tcp.n; i++)
+                fprintf(f, "%s%.3f", i ? "," : "", (double)tcp[i] / 1e6);
+            fputc(']', f);
+        }
+        fputc('}', f);
         free(fr);
         free(tcp);
     }
