@@ -156,8 +156,11 @@ bool hooks_conn_plain_http(struct conn *c)
     char head[256];
     int n;
 
-    if (c->flags & CONN_F_ADMIN)
-        return admin_answer(c);
+    if (c->flags & CONN_F_ADMIN) {
+        if (!admin_answer(c))
+            conn_refuse(c, 404, "not found"); /* the admin port never upgrades */
+        return true;
+    }
 
     if (strcmp(c->hs->method, "GET") != 0 || c->hs->path == NULL ||
         (strcmp(c->hs->path, "/") != 0 && strcmp(c->hs->path, "/index.html") != 0))
