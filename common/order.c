@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 
+#include "common/text.h"
 #include "common/utf8.h"
 #include "common/ws_close.h"
 
@@ -59,17 +60,6 @@ void order_cleanup(struct order *o)
     order_init(o);
 }
 
-static char *copy_bytes(const char *s, size_t len)
-{
-    char *p = malloc(len + 1);
-
-    if (p == NULL)
-        return NULL;
-    memcpy(p, s, len);
-    p[len] = '\0';
-    return p;
-}
-
 int order_set_reason(struct order *o, const char *text, size_t len, struct order_error *err)
 {
     size_t keep = len;
@@ -103,7 +93,7 @@ static int get_string(json_t *root, const char *field, char **out, struct order_
         return refuse(err, field, "%s: must be 1 to %d bytes", field, ORDER_STRING_MAX);
     if (memchr(json_string_value(v), '\0', len) != NULL)
         return refuse(err, field, "%s: must not contain NUL", field);
-    *out = copy_bytes(json_string_value(v), len);
+    *out = strndup(json_string_value(v), len);
     if (*out == NULL)
         return refuse(err, "oom", "out of memory");
     return 0;
@@ -152,7 +142,7 @@ static int get_names(const char *field, json_t *v, char ***out, size_t *n, struc
     for (size_t i = 0; i < count; i++) {
         json_t *s = json_is_array(v) ? json_array_get(v, i) : v;
 
-        names[i] = copy_bytes(json_string_value(s), json_string_length(s));
+        names[i] = strndup(json_string_value(s), json_string_length(s));
         if (names[i] == NULL)
             return refuse(err, "oom", "out of memory");
         *n = i + 1; /* order_cleanup() frees what was copied so far */
@@ -468,11 +458,9 @@ static char *peek_sanitize(const char *buf, size_t len)
                 unsigned v = 0;
                 bool hex = true;
                 for (size_t k = i + 2; k < i + 6; k++) {
-                    char c = s[k];
-                    v = v * 16 + (unsigned)(c >= '0' && c <= '9'   ? c - '0'
-                                            : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                            : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                                                   : (hex = false, 0));
+                    int d = text_hex_value((unsigned char)s[k]);
+                    hex = hex && d >= 0;
+                    v = v * 16 + (unsigned)(d >= 0 ? d : 0);
                 }
                 bool high = v >= 0xd800 && v <= 0xdbff, low = v >= 0xdc00 && v <= 0xdfff;
                 bool paired = high && i + 12 <= len && s[i + 6] == '\\' && s[i + 7] == 'u' &&

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/text.h"
+
 #define USAGE "expected redis://[user:password@]host[:port][/db] or unix:///path[?db=N]"
 
 __attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, const char *fmt,
@@ -31,28 +33,6 @@ void redis_url_cleanup(struct redis_url *u)
     memset(u, 0, sizeof(*u));
 }
 
-static char *copy_bytes(const char *s, size_t len)
-{
-    char *p = malloc(len + 1);
-
-    if (p == NULL)
-        return NULL;
-    memcpy(p, s, len);
-    p[len] = '\0';
-    return p;
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes %XX escapes of s[0..len) into a new string; NULL with *bad set on a bad escape. */
 static char *percent_decode(const char *s, size_t len, int *bad)
 {
@@ -69,8 +49,8 @@ static char *percent_decode(const char *s, size_t len, int *bad)
             out[n++] = s[i];
             continue;
         }
-        hi = len - i >= 3 ? hex_value(s[i + 1]) : -1;
-        lo = len - i >= 3 ? hex_value(s[i + 2]) : -1;
+        hi = len - i >= 3 ? text_hex_value(s[i + 1]) : -1;
+        lo = len - i >= 3 ? text_hex_value(s[i + 2]) : -1;
         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) { /* %00 would cut the string */
             *bad = 1;
             break;
@@ -154,7 +134,7 @@ static int is_host_char(char c)
 
 static int is_ipv6_char(char c)
 {
-    return hex_value(c) >= 0 || c == ':' || c == '.';
+    return text_hex_value(c) >= 0 || c == ':' || c == '.';
 }
 
 /* host[:port] or [ipv6][:port], s[0..len). */
@@ -202,7 +182,7 @@ static int parse_hostport(const char *s, size_t len, struct redis_url *u, char *
             return fail(err, errlen, "redis URL: port must be 1 to 65535, got \"%.*s\"",
                         (int)(end - p), p);
     }
-    u->host = copy_bytes(host, hlen);
+    u->host = strndup(host, hlen);
     if (u->host == NULL)
         return fail(err, errlen, "redis URL: out of memory");
     u->port = (int)port;
@@ -245,7 +225,7 @@ static int parse_unix(const char *rest, struct redis_url *u, char *err, size_t e
         if (parse_db(q + 4, strlen(q + 4), u, err, errlen) < 0)
             return -1;
     }
-    u->path = copy_bytes(rest, plen);
+    u->path = strndup(rest, plen);
     if (u->path == NULL)
         return fail(err, errlen, "redis URL: out of memory");
     return 0;

@@ -8,6 +8,8 @@
 
 #include <openssl/evp.h>
 
+#include "common/text.h"
+
 #define WS_HS_GUID       "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" /* RFC 6455 §1.3 */
 #define WS_HS_KEY_LEN    24  /* base64 of 16 bytes with "==", RFC 6455 §4.1 */
 #define WS_HS_MAX_PARAMS 256 /* bounds the allocations one request can cause */
@@ -61,17 +63,6 @@ static bool is_b64_char(unsigned char c)
            c == '/';
 }
 
-static int hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /*
  * Percent-decodes in[0..n) into out (n + 1 bytes suffice), NUL-terminated. '+' is a
  * space when plus is set (query strings). False on a bad escape or on "%00", which
@@ -86,8 +77,8 @@ static bool pct_decode(char *out, const char *in, size_t n, bool plus)
         if (in[i] == '%') {
             if (n - i < 3)
                 return false;
-            hi = hex_value((unsigned char)in[i + 1]);
-            lo = hex_value((unsigned char)in[i + 2]);
+            hi = text_hex_value((unsigned char)in[i + 1]);
+            lo = text_hex_value((unsigned char)in[i + 2]);
             if (hi < 0 || lo < 0 || (hi | lo) == 0)
                 return false;
             *out++ = (char)(hi << 4 | lo);
