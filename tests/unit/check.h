@@ -18,6 +18,13 @@ extern int check_failed;
         }                                                                                \
     } while (0)
 
+#include <stddef.h>
+#include <stdint.h>
+
+/* A copy of s[0..len) that ends exactly at its allocation, so ASan sees over-reads.
+ * Exits when memory runs out. */
+uint8_t *check_dup_exact(const void *s, size_t len);
+
 /* One suite per common/ module, each in tests/unit/test_<module>.c. */
 /* Weak, so a runner built from some modules only still links: a suite that is
  * missing counts as a failure. */

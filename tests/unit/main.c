@@ -1,10 +1,24 @@
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tests/unit/check.h"
 
 int check_passed;
 int check_failed;
+
+uint8_t *check_dup_exact(const void *s, size_t len)
+{
+    uint8_t *p = malloc(len > 0 ? len : 1);
+
+    if (p == NULL) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    if (len > 0)
+        memcpy(p, s, len);
+    return p;
+}
 
 static const struct {
     const char *name;

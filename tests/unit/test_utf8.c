@@ -4,20 +4,6 @@
 #include "common/utf8.h"
 #include "tests/unit/check.h"
 
-/* A copy of s[0..len) that ends exactly at its allocation, so ASan sees over-reads. */
-static uint8_t *dup_exact(const void *s, size_t len)
-{
-    uint8_t *p = malloc(len > 0 ? len : 1);
-
-    if (p == NULL) {
-        fprintf(stderr, "out of memory\n");
-        exit(1);
-    }
-    if (len > 0)
-        memcpy(p, s, len);
-    return p;
-}
-
 /*
  * Reference written from Unicode 15 Table 3-7 (well-formed byte sequences), kept
  * independent of the DFA: returns the index of the first byte that no well-formed
@@ -123,7 +109,7 @@ static void test_utf8_cases(void)
 {
     for (size_t i = 0; i < sizeof(utf8_cases) / sizeof(utf8_cases[0]); i++) {
         const struct utf8_case *c = &utf8_cases[i];
-        uint8_t *s = dup_exact(c->s, c->len);
+        uint8_t *s = check_dup_exact(c->s, c->len);
         size_t bad = 999;
         uint32_t st = utf8_feed(UTF8_ACCEPT, s, c->len, &bad);
         bool ok = c->bad_at == VALID
@@ -155,7 +141,7 @@ static void test_utf8_incomplete_is_not_accept(void)
 
     for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
         size_t len = strlen(prefixes[i]);
-        uint8_t *s = dup_exact(prefixes[i], len);
+        uint8_t *s = check_dup_exact(prefixes[i], len);
         uint32_t st = utf8_feed(UTF8_ACCEPT, s, len, NULL);
 
         CHECK(st != UTF8_ACCEPT && st != UTF8_REJECT);
@@ -223,7 +209,7 @@ static void test_utf8_cut(void)
     /* "aé€😀": 1 + 2 + 3 + 4 bytes; boundaries at 0, 1, 3, 6, 10 */
     static const char text[] = "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";
     static const size_t want[11] = {0, 1, 1, 3, 3, 3, 6, 6, 6, 6, 10};
-    uint8_t *s = dup_exact(text, 10);
+    uint8_t *s = check_dup_exact(text, 10);
 
     for (size_t max = 0; max <= 10; max++)
         CHECK(utf8_cut(s, 10, max) == want[max]);
@@ -237,7 +223,7 @@ static void test_utf8_cut_keeps_valid_prefix(void)
 {
     static const char text[] = "\xe6\x9c\x8d\xe5\x8a\xa1 ok \xf0\x9f\x98\x80\xce\xba!";
     size_t len = sizeof(text) - 1;
-    uint8_t *s = dup_exact(text, len);
+    uint8_t *s = check_dup_exact(text, len);
 
     for (size_t max = 0; max <= len; max++) {
         size_t n = utf8_cut(s, len, max);

@@ -5,19 +5,6 @@
 #include "common/ws_close.h"
 #include "tests/unit/check.h"
 
-static uint8_t *dup_exact(const void *s, size_t len)
-{
-    uint8_t *p = malloc(len > 0 ? len : 1);
-
-    if (p == NULL) {
-        fprintf(stderr, "out of memory\n");
-        exit(1);
-    }
-    if (len > 0)
-        memcpy(p, s, len);
-    return p;
-}
-
 static const struct {
     unsigned code;
     bool received; /* a client may send it */
@@ -84,7 +71,7 @@ static void test_ws_close_parse_rules(void)
 {
     for (size_t i = 0; i < sizeof(close_payloads) / sizeof(close_payloads[0]); i++) {
         size_t len = close_payloads[i].len;
-        uint8_t *p = dup_exact(close_payloads[i].payload, len);
+        uint8_t *p = check_dup_exact(close_payloads[i].payload, len);
         unsigned code = 0;
         const uint8_t *reason = NULL;
         size_t reason_len = 99;
