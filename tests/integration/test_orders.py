@@ -226,16 +226,22 @@ def test_dry_run_counts_and_closes_nothing():
     run(main())
 
 
+def by_worker(fl, clients):
+    """Clients by the (gateway, worker) that holds them, from their open events."""
+    per_worker = {}
+    for c in clients:
+        e = fl.listener.events("open", c.conn)[0]
+        per_worker.setdefault((e["gateway"], e["worker"]), []).append(c)
+    return per_worker
+
+
 @harness.timeout(60)
 def test_max_affected_is_per_worker_and_refuses_whole():
     fl = Fleet()
 
     async def main():
         clients = await open_clients(fl, specs(16, lambda i: ["max"]))
-        per_worker = {}
-        for c in clients:
-            e = fl.listener.events("open", c.conn)[0]
-            per_worker.setdefault((e["gateway"], e["worker"]), []).append(c)
+        per_worker = by_worker(fl, clients)
         assert len(per_worker) == 4, "clients on %d workers only" % len(per_worker)
         counts = sorted(len(v) for v in per_worker.values())
         # a limit below every worker's count: every worker refuses, nothing closes
@@ -259,10 +265,7 @@ def test_max_affected_splits_by_worker():
 
     async def main():
         clients = await open_clients(fl, specs(16, lambda i: ["max"]))
-        per_worker = {}
-        for c in clients:
-            e = fl.listener.events("open", c.conn)[0]
-            per_worker.setdefault((e["gateway"], e["worker"]), []).append(c)
+        per_worker = by_worker(fl, clients)
         counts = sorted(len(v) for v in per_worker.values())
         if counts[0] == counts[-1]:  # equal shares: add one client to make a difference
             extra = await open_clients(fl, [("gwA", ["max"], None)])
@@ -273,9 +276,9 @@ def test_max_affected_splits_by_worker():
         limit = counts[-1] - 1
         oid, acks = await fl.order({"group": "max", "code": 4005, "reason": "split",
                                     "max_affected": limit})
-        by_worker = {(a["gateway"], a["worker"]): a for a in acks}
+        acks_by_worker = {(a["gateway"], a["worker"]): a for a in acks}
         for w, cs in per_worker.items():
-            a = by_worker[w]
+            a = acks_by_worker[w]
             if len(cs) > limit:
                 assert "error" in a, a
                 await assert_open(cs, oid)
