@@ -379,42 +379,50 @@ bool wredis_is_subscribed(const struct worker *w)
     return w->redis != NULL && w->redis->sub.up;
 }
 
+/* Appends a publish to the queue kept while the publisher is down. Returns 0, or -1
+ * when the queue is full or memory runs out. */
+static int queue_push(struct wredis *r, const char *channel, const char *msg, size_t len)
+{
+    size_t clen = strlen(channel);
+    struct queued *q;
+
+    if (r->q_msgs >= QUEUE_MAX_MSGS || r->q_bytes + clen + len > QUEUE_MAX_BYTES)
+        return -1;
+    q = malloc(sizeof(*q) + clen + len);
+    if (q == NULL)
+        return -1;
+    q->next = NULL;
+    q->chan_len = clen;
+    q->len = len;
+    memcpy(q->data, channel, clen);
+    memcpy(q->data + clen, msg, len);
+    if (r->q_tail != NULL)
+        r->q_tail->next = q;
+    else
+        r->q_head = q;
+    r->q_tail = q;
+    r->q_msgs++;
+    r->q_bytes += clen + len;
+    return 0;
+}
+
 void wredis_publish(struct worker *w, const char *channel, const char *msg, size_t len)
 {
     struct wredis *r = w->redis;
 
-    if (r != NULL && !r->pub.up) {
-        /* Kept, bounded, until the publisher is back: an order applied right after
-         * Redis returns must not lose its acknowledgement. */
-        size_t clen = strlen(channel);
-        struct queued *q = NULL;
-        if (r->q_msgs < QUEUE_MAX_MSGS && r->q_bytes + clen + len <= QUEUE_MAX_BYTES)
-            q = malloc(sizeof(*q) + clen + len);
-        if (q != NULL) {
-            q->next = NULL;
-            q->chan_len = clen;
-            q->len = len;
-            memcpy(q->data, channel, clen);
-            memcpy(q->data + clen, msg, len);
-            if (r->q_tail != NULL)
-                r->q_tail->next = q;
-            else
-                r->q_head = q;
-            r->q_tail = q;
-            r->q_msgs++;
-            r->q_bytes += clen + len;
-            return;
-        }
-    }
-    if (r == NULL || !r->pub.up) {
-        if (r != NULL)
-            r->w->slot->redis.publish_dropped++;
-        log_limited(LOG_WARN, NULL, "redis publisher down: dropped a message for %s", channel);
+    if (r->pub.up) {
+        redisAsyncCommand(r->pub.ac, on_pub_reply, NULL, "PUBLISH %s %b", channel, msg, len);
+        pub_command_sent(&r->pub);
+        w->slot->redis.published++;
         return;
     }
-    redisAsyncCommand(r->pub.ac, on_pub_reply, NULL, "PUBLISH %s %b", channel, msg, len);
-    pub_command_sent(&r->pub);
-    r->w->slot->redis.published++;
+    /* Kept, bounded, until the publisher is back: an order applied right after Redis
+     * returns must not lose its acknowledgement. */
+    if (queue_push(r, channel, msg, len) == 0)
+        return;
+    w->slot->redis.publish_dropped++;
+    log_limited(LOG_WARN, NULL, "redis publisher down and its queue full: dropped a message for %s",
+                channel);
 }
 
 void wredis_stop(struct worker *w)

@@ -17,6 +17,7 @@
 
 #include "common/log.h"
 #include "common/ws_close.h"
+#include "common/ws_hs.h"
 #include "worker/conn.h"
 #include "worker/hooks.h"
 #include "worker/redis.h"
@@ -187,13 +188,11 @@ int worker_check_listen(const struct config *cfg, char *err, size_t errlen)
 /* At the file limit a client still gets an answer, not a hang or an RST. */
 static void refuse_full(struct worker *w, int fd)
 {
-    static const char resp[] = "HTTP/1.1 503 Service Unavailable\r\n"
-                               "Content-Type: text/plain; charset=utf-8\r\n"
-                               "Content-Length: 21\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
-                               "gateway at capacity\r\n";
-    ssize_t n = write(fd, resp, sizeof(resp) - 1);
+    char resp[256];
+    size_t n = ws_hs_response_error(503, "gateway at capacity", resp, sizeof(resp));
+    ssize_t r = write(fd, resp, n);
 
-    (void)n;
+    (void)r;
     w->slot->st.refused_full++;
     log_limited(LOG_WARN, NULL, "refused a client: at capacity conns=%zu", w->nconns);
     shutdown(fd, SHUT_WR);
