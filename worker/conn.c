@@ -31,12 +31,13 @@ const char *conn_id(const struct conn *c, char *buf, size_t cap)
     return buf;
 }
 
-static void remote_str(const struct conn *c, char *buf, size_t cap)
+const char *conn_remote(const struct conn *c, char *buf, size_t cap)
 {
     char a[INET6_ADDRSTRLEN] = "?";
 
     inet_ntop(c->remote_family, c->remote_addr, a, sizeof(a));
     snprintf(buf, cap, c->remote_family == AF_INET6 ? "[%s]:%u" : "%s:%u", a, c->remote_port);
+    return buf;
 }
 
 /* Registers the event for what the connection needs now: read unless paused, write
@@ -44,14 +45,11 @@ static void remote_str(const struct conn *c, char *buf, size_t cap)
 static int conn_update_events(struct conn *c)
 {
     short want = EV_PERSIST;
-    uint16_t flags = c->flags & (uint16_t)~CONN_F_WANT_WRITE;
 
     if (!(c->flags & CONN_F_PAUSED))
         want |= EV_READ;
-    if (c->out != NULL) {
+    if (c->out != NULL)
         want |= EV_WRITE;
-        flags |= CONN_F_WANT_WRITE;
-    }
     if (event_get_events(&c->ev) == want && event_pending(&c->ev, EV_READ | EV_WRITE, NULL))
         return 0;
     event_del(&c->ev);
@@ -60,7 +58,6 @@ static int conn_update_events(struct conn *c)
         log_msg(LOG_ERROR, NULL, "event_add failed fd=%d", c->fd);
         return -1;
     }
-    c->flags = flags;
     return 0;
 }
 
@@ -418,7 +415,7 @@ static void conn_fail(struct conn *c, unsigned code, const char *why)
 
 static void conn_upgrade(struct conn *c)
 {
-    char resp[1024], extra[512], id[CONN_ID_MAX], remote[64];
+    char resp[1024], extra[512], id[CONN_ID_MAX], remote[CONN_REMOTE_MAX];
     struct iovec iov;
     size_t n;
     int status;
@@ -442,8 +439,7 @@ static void conn_upgrade(struct conn *c)
     c->state = CONN_OPEN;
     c->w->slot->st.handshakes_ok++;
     worker_tlist_move(c->w, c, TL_ACTIVE);
-    remote_str(c, remote, sizeof(remote));
-    log_msg(LOG_INFO, id, "open remote=%s", remote);
+    log_msg(LOG_INFO, id, "open remote=%s", conn_remote(c, remote, sizeof(remote)));
     iov.iov_base = resp;
     iov.iov_len = n;
     if (conn_send(c, &iov, 1) < 0)

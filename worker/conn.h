@@ -34,7 +34,6 @@ enum conn_state {
 #define CONN_F_CLOSE_RECV  0x04 /* the client's close frame arrived */
 #define CONN_F_FLUSH_CLOSE 0x08 /* close TCP as soon as output is flushed */
 #define CONN_F_LINGER      0x10 /* after the flush: shut down writes, read to EOF */
-#define CONN_F_WANT_WRITE  0x20 /* the event listens for EV_WRITE */
 #define CONN_F_DISCARD     0x40  /* closing: input is read and dropped until EOF */
 #define CONN_F_INDEXED     0x80  /* in the registry: opened, close event owed */
 #define CONN_F_EVENT_DONE  0x100 /* the close event is published */
@@ -108,5 +107,10 @@ void conn_on_timeout(struct conn *c);
 const char *conn_id(const struct conn *c, char *buf, size_t cap);
 
 #define CONN_ID_MAX 128
+
+/* Writes the client's address ("127.0.0.1:5555", "[::1]:5555") into buf. */
+const char *conn_remote(const struct conn *c, char *buf, size_t cap);
+
+#define CONN_REMOTE_MAX 64
 
 #endif /* WSGATE_WORKER_CONN_H */

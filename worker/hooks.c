@@ -4,8 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <arpa/inet.h>
-#include <sys/socket.h>
 
 #include <jansson.h>
 
@@ -47,7 +45,7 @@ int hooks_conn_upgrading(struct conn *c, const char **why)
 static json_t *event_new_json(struct conn *c, const char *type)
 {
     struct worker *w = c->w;
-    char id[CONN_ID_MAX], addr[INET6_ADDRSTRLEN] = "?", remote[INET6_ADDRSTRLEN + 16];
+    char id[CONN_ID_MAX], remote[CONN_REMOTE_MAX];
     json_t *ev = json_object(), *groups = json_array();
     struct timespec ts;
 
@@ -56,9 +54,6 @@ static json_t *event_new_json(struct conn *c, const char *type)
         json_decref(groups);
         return NULL;
     }
-    inet_ntop(c->remote_family, c->remote_addr, addr, sizeof(addr));
-    snprintf(remote, sizeof(remote), c->remote_family == AF_INET6 ? "[%s]:%u" : "%s:%u", addr,
-             c->remote_port);
     for (size_t i = 0; i < c->ngroups; i++)
         json_array_append_new(groups, json_string(c->groups[i].group->name));
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -67,7 +62,7 @@ static json_t *event_new_json(struct conn *c, const char *type)
     json_object_set_new(ev, "gateway", json_string(w->cfg->id));
     json_object_set_new(ev, "worker", json_integer(w->num));
     json_object_set_new(ev, "groups", groups);
-    json_object_set_new(ev, "remote", json_string(remote));
+    json_object_set_new(ev, "remote", json_string(conn_remote(c, remote, sizeof(remote))));
     json_object_set_new(ev, "ts", json_integer((json_int_t)ts.tv_sec * 1000 +
                                                ts.tv_nsec / 1000000));
     return ev;
