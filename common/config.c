@@ -68,8 +68,8 @@ static int parse_hostport(const char *flag, const char *v, char *out_host, size_
 
 static int set_listen(struct config *c, const char *v, char *err, size_t errlen)
 {
-    return parse_hostport("listen", v, c->listen_host, sizeof(c->listen_host), &c->listen_port,
-                          err, errlen);
+    return parse_hostport("listen", v, c->listen_host, sizeof(c->listen_host), &c->listen_port, err,
+                          errlen);
 }
 
 static int set_admin(struct config *c, const char *v, char *err, size_t errlen)
@@ -226,8 +226,9 @@ static int set_log_level(struct config *c, const char *v, char *err, size_t errl
 static int set_redis(struct config *c, const char *v, char *err, size_t errlen)
 {
     if (strncmp(v, "redis://", 8) != 0 && strncmp(v, "unix://", 7) != 0)
-        return bad(err, errlen, "redis", v, "expected redis://[user:password@]host:port[/db] "
-                                            "or unix:///path");
+        return bad(err, errlen, "redis", v,
+                   "expected redis://[user:password@]host:port[/db] "
+                   "or unix:///path");
     if (strlen(v) >= sizeof(c->redis))
         return bad(err, errlen, "redis", v, "too long");
     snprintf(c->redis, sizeof(c->redis), "%s", v);

@@ -14,7 +14,7 @@
 #define CONFIG_ID_MAX 64
 
 struct config {
-    char listen_host[256];   /* numeric address, "" for any */
+    char listen_host[256]; /* numeric address, "" for any */
     uint16_t listen_port;
     int workers;
     char id[CONFIG_ID_MAX + 1];
@@ -22,22 +22,22 @@ struct config {
     size_t max_header;
     uint64_t max_message;
     uint32_t close_timeout_ms;
-    uint32_t ping_interval_ms;    /* 0 disables keepalive */
+    uint32_t ping_interval_ms; /* 0 disables keepalive */
     uint32_t handshake_timeout_ms;
-    int log_level;                /* enum log_level */
-    char redis[512];              /* "" until --redis or WSGATE_REDIS is given */
+    int log_level;   /* enum log_level */
+    char redis[512]; /* "" until --redis or WSGATE_REDIS is given */
     bool redis_given;
     char channel[128];
-    char events_channel[128];     /* "" disables events */
+    char events_channel[128]; /* "" disables events */
     bool query_groups;
-    char groups_header[64];       /* "" when off */
-    char user_header[64];         /* "" when off */
+    char groups_header[64]; /* "" when off */
+    char user_header[64];   /* "" when off */
     int max_groups;
-    char admin_host[256];         /* admin listener; admin_port 0 when disabled */
+    char admin_host[256]; /* admin listener; admin_port 0 when disabled */
     uint16_t admin_port;
-    uint32_t drain_delay_ms;      /* readiness 503 → listeners closed */
-    uint32_t drain_spread_ms;     /* closes spread across this window */
-    uint32_t drain_timeout_ms;    /* from the drain's start: what is left is cut */
+    uint32_t drain_delay_ms;   /* readiness 503 → listeners closed */
+    uint32_t drain_spread_ms;  /* closes spread across this window */
+    uint32_t drain_timeout_ms; /* from the drain's start: what is left is cut */
     char drain_reason[124];
 };
 

@@ -22,10 +22,10 @@ void log_write(enum log_level level, const char *conn_id, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Arguments are evaluated only when the level is on. conn_id may be NULL. */
-#define log_msg(level, conn_id, ...)                                                     \
-    do {                                                                                 \
-        if ((level) >= log_threshold)                                                    \
-            log_write((level), (conn_id), __VA_ARGS__);                                  \
+#define log_msg(level, conn_id, ...)                    \
+    do {                                                \
+        if ((level) >= log_threshold)                   \
+            log_write((level), (conn_id), __VA_ARGS__); \
     } while (0)
 
 /*

@@ -53,13 +53,13 @@ struct ws_dec {
 
 /* One decoded piece of payload, filled by ws_dec_feed(). */
 struct ws_dec_out {
-    bool ready;           /* an event is reported; the fields below are set */
-    uint8_t opcode;       /* WS_OP_TEXT/BINARY (also for continuations), or a control opcode */
-    bool control;         /* opcode is close, ping or pong */
-    const uint8_t *data;  /* unmasked payload chunk inside the fed buffer (may be len 0) */
+    bool ready;          /* an event is reported; the fields below are set */
+    uint8_t opcode;      /* WS_OP_TEXT/BINARY (also for continuations), or a control opcode */
+    bool control;        /* opcode is close, ping or pong */
+    const uint8_t *data; /* unmasked payload chunk inside the fed buffer (may be len 0) */
     size_t len;
-    bool frame_end;       /* last chunk of this frame */
-    bool msg_end;         /* last chunk of the message (control frames: of the frame) */
+    bool frame_end; /* last chunk of this frame */
+    bool msg_end;   /* last chunk of the message (control frames: of the frame) */
 };
 
 void ws_dec_init(struct ws_dec *d, uint64_t max_message);

@@ -28,7 +28,7 @@
 #define WS_HS_MAX_HEADERS 100
 
 struct ws_hs_header {
-    const char *name; /* borrowed from h->buf, NUL-terminated, as sent */
+    const char *name;  /* borrowed from h->buf, NUL-terminated, as sent */
     const char *value; /* borrowed from h->buf, NUL-terminated, trimmed */
 };
 
@@ -40,16 +40,16 @@ struct ws_hs_param {
 /* Embedded or on the heap; owned by the connection while it handshakes. */
 struct ws_hs {
     size_t max_header;
-    char *buf;    /* owned: the request head, then parsed in place */
-    size_t len;   /* bytes gathered */
+    char *buf;  /* owned: the request head, then parsed in place */
+    size_t len; /* bytes gathered */
     size_t cap;
     size_t scanned; /* bytes already searched for the blank line */
-    int status;   /* 0 while incomplete, then 101 or an HTTP error status */
+    int status;     /* 0 while incomplete, then 101 or an HTTP error status */
     const char *why;
-    bool upgrade; /* the request asked for a WebSocket upgrade */
-    char method[8]; /* as sent, cut to 7 bytes */
-    char *path;   /* owned: percent-decoded path of the target, or NULL */
-    char *query;  /* borrowed from buf: the raw query string after '?', or NULL */
+    bool upgrade;               /* the request asked for a WebSocket upgrade */
+    char method[8];             /* as sent, cut to 7 bytes */
+    char *path;                 /* owned: percent-decoded path of the target, or NULL */
+    char *query;                /* borrowed from buf: the raw query string after '?', or NULL */
     struct ws_hs_param *params; /* owned: decoded query parameters in order, repeats kept */
     size_t nparams;
     struct ws_hs_header headers[WS_HS_MAX_HEADERS];

@@ -15,18 +15,18 @@
 #include "worker/shm.h"
 #include "worker/worker.h"
 
-#define BACKOFF_MIN_MS    100
-#define BACKOFF_MAX_MS    10000
-#define STABLE_AFTER_MS   10000 /* a worker that lived this long resets its backoff */
-#define STOP_GRACE_MS     5000  /* beyond the workers' own deadline */
+#define BACKOFF_MIN_MS  100
+#define BACKOFF_MAX_MS  10000
+#define STABLE_AFTER_MS 10000 /* a worker that lived this long resets its backoff */
+#define STOP_GRACE_MS   5000  /* beyond the workers' own deadline */
 
 struct slot {
-    pid_t pid;          /* 0 when not running */
-    long long started;  /* ms */
+    pid_t pid;            /* 0 when not running */
+    long long started;    /* ms */
     long long respawn_at; /* ms; 0 = not waiting */
     unsigned backoff_ms;
     unsigned restarts;
-    bool fatal;         /* exited 2 or drained: not restarted */
+    bool fatal; /* exited 2 or drained: not restarted */
     bool drained;
 };
 
@@ -178,8 +178,7 @@ int master_run(const struct config *cfg, int admin_fd)
                                         WEXITSTATUS(st) == WORKER_EXIT_DRAINED
                                     ? LOG_NOTICE
                                     : LOG_WARN,
-                                NULL,
-                                "worker exited w=%d pid=%d status=%d", i + 1, (int)pid,
+                                NULL, "worker exited w=%d pid=%d status=%d", i + 1, (int)pid,
                                 WEXITSTATUS(st));
                     if (stopping)
                         break;
@@ -201,8 +200,8 @@ int master_run(const struct config *cfg, int admin_fd)
                     s->respawn_at = now + s->backoff_ms;
                     log_msg(LOG_NOTICE, NULL, "restarting worker w=%d in %ums", i + 1,
                             s->backoff_ms);
-                    s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
-                                                                        : s->backoff_ms * 2;
+                    s->backoff_ms =
+                        s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
                     break;
                 }
             }
@@ -233,8 +232,7 @@ int master_run(const struct config *cfg, int admin_fd)
                         s->respawn_at = now + s->backoff_ms;
                     }
                 }
-                if (s->pid == 0 && s->respawn_at != 0 &&
-                    (next == 0 || s->respawn_at - now < next))
+                if (s->pid == 0 && s->respawn_at != 0 && (next == 0 || s->respawn_at - now < next))
                     next = s->respawn_at - now;
                 if (!s->fatal)
                     alive++;

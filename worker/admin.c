@@ -109,8 +109,7 @@ static void metrics(const struct worker *w, struct text *t)
     text_printf(t, "wsgate_handshakes_total{result=\"full\"} %llu\n",
                 (unsigned long long)SUM(st.refused_full));
 
-    counter(t, "messages_received_total", "Data messages received from clients.",
-            SUM(st.msgs_in));
+    counter(t, "messages_received_total", "Data messages received from clients.", SUM(st.msgs_in));
     counter(t, "messages_sent_total", "Frames sent to clients.", SUM(st.msgs_out));
     counter(t, "bytes_received_total", "Payload bytes received from clients.", SUM(st.bytes_in));
     counter(t, "bytes_sent_total", "Bytes written to clients.", SUM(st.bytes_out));
@@ -154,11 +153,11 @@ static void metrics(const struct worker *w, struct text *t)
 
     gauge(t, "redis_connected", "1 when every running worker is subscribed to Redis.",
           alive > 0 && subscribed == alive);
-    gauge(t, "redis_subscribed_workers", "Workers subscribed to the order channels.",
-          subscribed);
+    gauge(t, "redis_subscribed_workers", "Workers subscribed to the order channels.", subscribed);
     counter(t, "redis_reconnects_total", "Redis reconnections after a loss.",
             SUM(redis.reconnects));
-    counter(t, "redis_publish_dropped_total", "Events and acks dropped: Redis down and the publish queue full.",
+    counter(t, "redis_publish_dropped_total",
+            "Events and acks dropped: Redis down and the publish queue full.",
             SUM(redis.publish_dropped));
     gauge(t, "draining", "1 while the gateway drains.", s->draining != 0);
 }

@@ -12,8 +12,8 @@
 #include "worker/worker.h"
 
 const char *const apply_refuse_keys[] = {
-    "too_big", "json",    "type",     "op",  "target", "too_many", "code",  "reason",
-    "spread",  "max_affected", "id",  "gateway", "reply_to", "oom", "other", NULL,
+    "too_big", "json",         "type", "op",      "target",   "too_many", "code",  "reason",
+    "spread",  "max_affected", "id",   "gateway", "reply_to", "oom",      "other", NULL,
 };
 
 /* One order being carried out: the matched connections by counter (a connection
@@ -29,9 +29,9 @@ struct job {
     size_t n;
     size_t next;
     size_t closed;
-    uint64_t *seqs;   /* owned */
-    uint32_t *due;    /* owned: ms offsets from start, ascending; NULL when not spread */
-    uint32_t start;   /* worker_now() when applied */
+    uint64_t *seqs;     /* owned */
+    uint32_t *due;      /* owned: ms offsets from start, ascending; NULL when not spread */
+    uint32_t start;     /* worker_now() when applied */
     struct job **owner; /* cleared when the job ends */
 };
 
@@ -39,8 +39,8 @@ static uint64_t rng_state;
 
 static uint64_t rng_next(void)
 {
-    if (rng_state == 0 && (getrandom(&rng_state, sizeof(rng_state), 0) != sizeof(rng_state) ||
-                           rng_state == 0))
+    if (rng_state == 0 &&
+        (getrandom(&rng_state, sizeof(rng_state), 0) != sizeof(rng_state) || rng_state == 0))
         rng_state = 0x9e3779b97f4a7c15ull;
     rng_state ^= rng_state << 13;
     rng_state ^= rng_state >> 7;
@@ -137,8 +137,7 @@ static void job_run(evutil_socket_t fd, short what, void *arg)
             break; /* not due yet; a gone connection is skipped at once */
         j->next++;
         batch++;
-        if (c != NULL && c->state == CONN_OPEN &&
-            conn_close(c, j->code, j->reason, j->by) == 0)
+        if (c != NULL && c->state == CONN_OPEN && conn_close(c, j->code, j->reason, j->by) == 0)
             j->closed++;
     }
     if (j->next == j->n) {
@@ -226,8 +225,7 @@ static char *dup_or_null(const char *s)
     return s != NULL ? strdup(s) : NULL;
 }
 
-void apply_close_order(struct worker *w, const struct order *o, const char *by,
-                       struct job **owner)
+void apply_close_order(struct worker *w, const struct order *o, const char *by, struct job **owner)
 {
     struct matches m = {NULL, 0, 0};
     struct job *j;

@@ -40,8 +40,7 @@ struct job;
 
 /* When owner is not NULL, *owner points to the job while it runs and is set to NULL
  * when it ends. */
-void apply_close_order(struct worker *w, const struct order *o, const char *by,
-                       struct job **owner);
+void apply_close_order(struct worker *w, const struct order *o, const char *by, struct job **owner);
 
 /* Makes every remaining close of j due now (still at most APPLY_BATCH a loop turn). */
 void apply_job_hurry(struct job *j);

@@ -170,6 +170,13 @@ append:
     return 0;
 }
 
+/* Bytes written to clients; admin answers are not client traffic. */
+static void count_out(struct conn *c, size_t n)
+{
+    if (!(c->flags & CONN_F_ADMIN))
+        c->w->slot->st.bytes_out += n;
+}
+
 static void conn_after_flush(struct conn *c)
 {
     if (!(c->flags & CONN_F_FLUSH_CLOSE))
@@ -177,7 +184,7 @@ static void conn_after_flush(struct conn *c)
     if (c->flags & CONN_F_LINGER) {
         /* Send FIN after the last byte and read until the client closes too, so
          * unread input does not turn our close into an RST that eats the answer. */
-        c->flags &= (uint16_t)~(CONN_F_FLUSH_CLOSE | CONN_F_LINGER);
+        c->flags &= (uint16_t) ~(CONN_F_FLUSH_CLOSE | CONN_F_LINGER);
         shutdown(c->fd, SHUT_WR);
         return;
     }
@@ -201,8 +208,7 @@ static int conn_flush(struct conn *c)
             return -1;
         }
         b->off += (size_t)n;
-        if (!(c->flags & CONN_F_ADMIN))
-            c->w->slot->st.bytes_out += (uint64_t)n;
+        count_out(c, (size_t)n);
     }
     if (b != NULL && b->off == b->len) {
         free(b);
@@ -240,14 +246,13 @@ static int conn_send(struct conn *c, const struct iovec *iov, int iovcnt)
             n = writev(c->fd, iov, iovcnt);
         } while (n < 0 && errno == EINTR);
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            conn_release(c, errno == EPIPE || errno == ECONNRESET ? "reset by peer"
-                                                                  : "write error");
+            conn_release(c,
+                         errno == EPIPE || errno == ECONNRESET ? "reset by peer" : "write error");
             return -1;
         }
         if (n > 0) {
             done = (size_t)n;
-            if (!(c->flags & CONN_F_ADMIN))
-            c->w->slot->st.bytes_out += (uint64_t)n;
+            count_out(c, done);
         }
     }
     if (done < total) {
@@ -356,8 +361,7 @@ static void conn_http_error(struct conn *c, int status, const char *why)
         c->flags |= CONN_F_CLOSE_SENT;
 }
 
-void conn_http_respond(struct conn *c, const char *head, size_t hlen, const char *body,
-                       size_t blen)
+void conn_http_respond(struct conn *c, const char *head, size_t hlen, const char *body, size_t blen)
 {
     struct iovec iov[2] = {{(void *)(uintptr_t)head, hlen}, {(void *)(uintptr_t)body, blen}};
 
@@ -493,7 +497,7 @@ static void conn_on_close_frame(struct conn *c, const uint8_t *p, size_t len)
     int err;
     char id[CONN_ID_MAX];
 
-    c->flags |= CONN_F_CLOSE_RECV | CONN_F_DISCARD; /* nothing is read after it (§5.5.1) */
+    c->flags |= CONN_F_DISCARD; /* nothing is read after it (§5.5.1) */
     if (c->flags & CONN_F_CLOSE_SENT) {
         /* The reply to our close: the server closes TCP first (§7.1.1). */
         c->flags |= CONN_F_FLUSH_CLOSE;

@@ -29,17 +29,16 @@ enum conn_state {
     CONN_CLOSED,  /* released; waiting for the reaper */
 };
 
-#define CONN_F_PAUSED      0x01 /* reading paused while output is over its high mark */
-#define CONN_F_CLOSE_SENT  0x02 /* our close frame is queued: nothing may follow it */
-#define CONN_F_CLOSE_RECV  0x04 /* the client's close frame arrived */
-#define CONN_F_FLUSH_CLOSE 0x08 /* close TCP as soon as output is flushed */
-#define CONN_F_LINGER      0x10 /* after the flush: shut down writes, read to EOF */
-#define CONN_F_DISCARD     0x40  /* closing: input is read and dropped until EOF */
-#define CONN_F_INDEXED     0x80  /* in the registry: opened, close event owed */
-#define CONN_F_EVENT_DONE  0x100 /* the close event is published */
-#define CONN_F_SPARED      0x200 /* named in the except list of the order being applied */
-#define CONN_F_MATCHED     0x400 /* already matched by the order being applied */
-#define CONN_F_HELLO       0x800 /* asked (?hello=1) for its id in a first text message */
+#define CONN_F_PAUSED      0x01   /* reading paused while output is over its high mark */
+#define CONN_F_CLOSE_SENT  0x02   /* our close frame is queued: nothing may follow it */
+#define CONN_F_FLUSH_CLOSE 0x08   /* close TCP as soon as output is flushed */
+#define CONN_F_LINGER      0x10   /* after the flush: shut down writes, read to EOF */
+#define CONN_F_DISCARD     0x40   /* closing: input is read and dropped until EOF */
+#define CONN_F_INDEXED     0x80   /* in the registry: opened, close event owed */
+#define CONN_F_EVENT_DONE  0x100  /* the close event is published */
+#define CONN_F_SPARED      0x200  /* named in the except list of the order being applied */
+#define CONN_F_MATCHED     0x400  /* already matched by the order being applied */
+#define CONN_F_HELLO       0x800  /* asked (?hello=1) for its id in a first text message */
 #define CONN_F_ADMIN       0x1000 /* on the admin listener: /healthz, /readyz, /metrics */
 
 struct obuf {
@@ -50,27 +49,27 @@ struct obuf {
 };
 
 struct conn {
-    struct event ev;           /* embedded read/write event on fd */
-    struct worker *w;          /* borrowed */
-    struct conn *tprev;        /* timer list links (worker.h) */
+    struct event ev;    /* embedded read/write event on fd */
+    struct worker *w;   /* borrowed */
+    struct conn *tprev; /* timer list links (worker.h) */
     struct conn *tnext;
-    struct conn *hnext;        /* id index chain (registry.h) */
-    struct member *groups;     /* owned: ngroups memberships, NULL when none */
-    struct ws_hs *hs;          /* owned while handshaking */
-    struct obuf *out;          /* owned while output is pending */
-    struct obuf *msg;          /* owned while a data message is partly received */
-    uint8_t *ctrl;             /* owned while a control frame is partly received */
-    uint64_t seq;              /* connection id = w->id_prefix + seq */
+    struct conn *hnext;    /* id index chain (registry.h) */
+    struct member *groups; /* owned: ngroups memberships, NULL when none */
+    struct ws_hs *hs;      /* owned while handshaking */
+    struct obuf *out;      /* owned while output is pending */
+    struct obuf *msg;      /* owned while a data message is partly received */
+    uint8_t *ctrl;         /* owned while a control frame is partly received */
+    uint64_t seq;          /* connection id = w->id_prefix + seq */
     struct ws_dec dec;
-    uint32_t stamp;            /* when it joined its timer list (worker_now) */
+    uint32_t stamp; /* when it joined its timer list (worker_now) */
     int fd;
     uint16_t flags;
-    uint16_t close_code;       /* the code we sent, for the log */
-    uint8_t state;             /* enum conn_state */
-    uint8_t tlist;             /* enum tlist */
+    uint16_t close_code; /* the code we sent, for the log */
+    uint8_t state;       /* enum conn_state */
+    uint8_t tlist;       /* enum tlist */
     uint8_t ctrl_len;
     uint8_t ngroups;
-    uint8_t remote_family;     /* AF_INET or AF_INET6 */
+    uint8_t remote_family; /* AF_INET or AF_INET6 */
     uint16_t remote_port;
     uint8_t remote_addr[16];
 };

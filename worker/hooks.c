@@ -63,8 +63,8 @@ static json_t *event_new_json(struct conn *c, const char *type)
     json_object_set_new(ev, "worker", json_integer(w->num));
     json_object_set_new(ev, "groups", groups);
     json_object_set_new(ev, "remote", json_string(conn_remote(c, remote, sizeof(remote))));
-    json_object_set_new(ev, "ts", json_integer((json_int_t)ts.tv_sec * 1000 +
-                                               ts.tv_nsec / 1000000));
+    json_object_set_new(ev, "ts",
+                        json_integer((json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000));
     return ev;
 }
 

@@ -42,11 +42,11 @@ struct link {
     struct event *retry;
     struct event *connect_timeout;
     unsigned backoff_ms;
-    bool up;               /* connected (and, for sub, subscribed to both channels) */
-    bool logged_down;      /* "lost" was logged for this outage */
-    int subscribed;        /* sub: channels confirmed */
-    unsigned pending;      /* pub: commands without a reply yet */
-    long long last_reply;  /* pub: ms */
+    bool up;              /* connected (and, for sub, subscribed to both channels) */
+    bool logged_down;     /* "lost" was logged for this outage */
+    int subscribed;       /* sub: channels confirmed */
+    unsigned pending;     /* pub: commands without a reply yet */
+    long long last_reply; /* pub: ms */
 };
 
 struct wredis {
@@ -59,7 +59,7 @@ struct wredis {
     char gw_channel[256];
     char announce_key[256];
     uint64_t rng;
-    struct queued *q_head;  /* owned: FIFO of publishes made while pub was down */
+    struct queued *q_head; /* owned: FIFO of publishes made while pub was down */
     struct queued *q_tail;
     size_t q_msgs;
     size_t q_bytes;
@@ -108,8 +108,8 @@ static void link_down(struct link *l, const char *why)
     l->pending = 0;
     event_del(l->connect_timeout);
     if (!l->logged_down) {
-        log_msg(was_up ? LOG_WARN : LOG_WARN, NULL, "redis %s down: %s; reconnecting",
-                link_name(l), why);
+        log_msg(was_up ? LOG_WARN : LOG_WARN, NULL, "redis %s down: %s; reconnecting", link_name(l),
+                why);
         l->logged_down = true;
     }
     if (!l->r->w->draining || l->kind == LINK_PUB)
@@ -212,8 +212,7 @@ static void on_sub_message(redisAsyncContext *ac, void *reply, void *priv)
             link_up(l);
         return;
     }
-    if (strcmp(rep->element[0]->str, "message") == 0 &&
-        rep->element[2]->type == REDIS_REPLY_STRING)
+    if (strcmp(rep->element[0]->str, "message") == 0 && rep->element[2]->type == REDIS_REPLY_STRING)
         apply_order_text(l->r->w, rep->element[2]->str, rep->element[2]->len);
 }
 
@@ -281,8 +280,7 @@ static void link_connect(struct link *l)
     /* Queued now, written once connected. */
     if (r->url.password != NULL) {
         if (r->url.user != NULL)
-            redisAsyncCommand(ac, on_setup_reply, NULL, "AUTH %s %s", r->url.user,
-                              r->url.password);
+            redisAsyncCommand(ac, on_setup_reply, NULL, "AUTH %s %s", r->url.user, r->url.password);
         else
             redisAsyncCommand(ac, on_setup_reply, NULL, "AUTH %s", r->url.password);
     }
@@ -354,8 +352,8 @@ int wredis_start(struct worker *w)
     }
     snprintf(r->fleet_channel, sizeof(r->fleet_channel), "%s", w->cfg->channel);
     snprintf(r->gw_channel, sizeof(r->gw_channel), "%s:%s", w->cfg->channel, w->cfg->id);
-    snprintf(r->announce_key, sizeof(r->announce_key), "%s:gw:%s:%d", w->cfg->channel,
-             w->cfg->id, w->num);
+    snprintf(r->announce_key, sizeof(r->announce_key), "%s:gw:%s:%d", w->cfg->channel, w->cfg->id,
+             w->num);
     if (getrandom(&r->rng, sizeof(r->rng), 0) != sizeof(r->rng) || r->rng == 0)
         r->rng = (uint64_t)getpid() * 2654435761u + 1;
     link_init(r, &r->sub, LINK_SUB);
@@ -443,4 +441,3 @@ void wredis_stop(struct worker *w)
         pub_command_sent(&r->pub);
     }
 }
-

@@ -20,28 +20,28 @@ struct group;
 
 /* A connection's membership of one group: a node in the group's member list. */
 struct member {
-    struct conn *conn;    /* borrowed */
-    struct group *group;  /* borrowed from the registry */
+    struct conn *conn;   /* borrowed */
+    struct group *group; /* borrowed from the registry */
     struct member *prev;
     struct member *next;
 };
 
 struct group {
-    struct group *hnext;  /* hash chain */
+    struct group *hnext; /* hash chain */
     struct member *head;
     size_t count;
     uint64_t hash;
-    char name[];          /* NUL-terminated */
+    char name[]; /* NUL-terminated */
 };
 
 struct registry {
-    struct conn **ids;    /* owned buckets, chained through conn->hnext */
-    size_t ids_cap;       /* power of two */
+    struct conn **ids; /* owned buckets, chained through conn->hnext */
+    size_t ids_cap;    /* power of two */
     size_t ids_count;
     struct group **groups; /* owned buckets */
     size_t groups_cap;
     size_t groups_count;
-    uint64_t seed;        /* per-process hash seed: group names come from clients */
+    uint64_t seed; /* per-process hash seed: group names come from clients */
 };
 
 int registry_init(struct registry *r);

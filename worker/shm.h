@@ -31,7 +31,7 @@ enum close_by {
 struct worker_stats {
     uint64_t accepted;
     uint64_t accept_errors;
-    uint64_t refused_full;      /* 503: at the file limit */
+    uint64_t refused_full; /* 503: at the file limit */
     uint64_t handshakes_ok;
     uint64_t handshakes_failed; /* answered with an HTTP error */
     uint64_t handshake_timeouts;
@@ -39,7 +39,7 @@ struct worker_stats {
     uint64_t bytes_in;
     uint64_t msgs_out;
     uint64_t bytes_out;
-    uint64_t protocol_errors;   /* connections failed with 1002/1007/1009 */
+    uint64_t protocol_errors; /* connections failed with 1002/1007/1009 */
     uint64_t ping_timeouts;
     uint64_t close_timeouts;
     uint64_t closes_by_client;
@@ -50,9 +50,9 @@ struct worker_stats {
 };
 
 struct shm_worker {
-    pid_t pid;                  /* 0 while not running */
-    uint64_t restarts;          /* written by the master */
-    uint64_t conns;             /* open connections (gauge) */
+    pid_t pid;         /* 0 while not running */
+    uint64_t restarts; /* written by the master */
+    uint64_t conns;    /* open connections (gauge) */
     bool listening;
     bool subscribed;
     bool draining;
@@ -63,7 +63,7 @@ struct shm_worker {
 
 struct shm {
     int nworkers;
-    volatile int draining;      /* the gateway is draining: readiness fails */
+    volatile int draining; /* the gateway is draining: readiness fails */
     struct shm_worker w[];
 };
 

@@ -25,10 +25,9 @@
 
 #define RBUF_SIZE       (64 * 1024)
 #define TICK_MS         50
-#define ACCEPT_BATCH    64  /* accepts per readiness event */
-#define FD_RESERVE      32  /* files kept free for Redis, logs and the 503 answers */
+#define ACCEPT_BATCH    64 /* accepts per readiness event */
+#define FD_RESERVE      32 /* files kept free for Redis, logs and the 503 answers */
 #define ACCEPT_RETRY_MS 100
-
 
 uint32_t worker_now(struct worker *w)
 {
@@ -176,9 +175,9 @@ int worker_check_listen(const struct config *cfg, char *err, size_t errlen)
     int fd = listen_socket(cfg->listen_host, cfg->listen_port, true);
 
     if (fd < 0) {
-        snprintf(err, errlen, "cannot listen on %s:%u: %s", cfg->listen_host[0] ? cfg->listen_host
-                                                                                 : "0.0.0.0",
-                 cfg->listen_port, strerror(-fd));
+        snprintf(err, errlen, "cannot listen on %s:%u: %s",
+                 cfg->listen_host[0] ? cfg->listen_host : "0.0.0.0", cfg->listen_port,
+                 strerror(-fd));
         return -1;
     }
     close(fd);
@@ -522,8 +521,7 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
     }
     if (w.listen_ev == NULL || w.accept_retry == NULL || w.tick == NULL || w.reaper == NULL ||
         w.sig_term == NULL || w.sig_int == NULL || w.exit_timer == NULL || w.drain_timer == NULL ||
-        w.drain_check == NULL ||
-        event_add(w.listen_ev, NULL) < 0 || event_add(w.tick, &tick) < 0 ||
+        w.drain_check == NULL || event_add(w.listen_ev, NULL) < 0 || event_add(w.tick, &tick) < 0 ||
         event_add(w.sig_term, NULL) < 0 || event_add(w.sig_int, NULL) < 0) {
         log_msg(LOG_ERROR, NULL, "cannot set up worker events");
         goto out;

@@ -41,41 +41,41 @@ struct tlist_head {
 struct worker {
     struct event_base *base;
     const struct config *cfg;
-    int num;                    /* 1..workers */
-    char id_prefix[96];         /* "<gateway>-<worker>-<nonce>-": a connection id is this + seq */
+    int num;            /* 1..workers */
+    char id_prefix[96]; /* "<gateway>-<worker>-<nonce>-": a connection id is this + seq */
     size_t id_prefix_len;
     uint64_t next_seq;
-    int listen_fd;              /* -1 once closed */
+    int listen_fd; /* -1 once closed */
     struct event *listen_ev;
     struct event *accept_retry; /* re-arms accept after EMFILE */
     struct event *tick;
-    struct event *reaper;       /* frees dead connections outside their call chains */
+    struct event *reaper; /* frees dead connections outside their call chains */
     struct event *sig_term;
     struct event *sig_int;
     struct event *exit_timer;
     struct tlist_head tl[TL_COUNT];
-    struct conn *dead;          /* released, waiting for the reaper */
-    uint8_t *rbuf;              /* owned: per-worker read scratch */
+    struct conn *dead; /* released, waiting for the reaper */
+    uint8_t *rbuf;     /* owned: per-worker read scratch */
     size_t rbuf_cap;
     size_t nconns;
-    size_t max_conns;           /* from RLIMIT_NOFILE, minus a reserve */
-    struct event *admin_ev;     /* on the master's admin listener, or NULL */
-    size_t nadmin;              /* admin connections among nconns */
-    bool draining;              /* a drain began: readiness fails, no new clients soon */
-    bool hurry;                 /* skip the rest of the drain's spread */
-    struct event *drain_timer;  /* --drain-delay */
-    struct event *drain_check;  /* exits once no client is left */
+    size_t max_conns;          /* from RLIMIT_NOFILE, minus a reserve */
+    struct event *admin_ev;    /* on the master's admin listener, or NULL */
+    size_t nadmin;             /* admin connections among nconns */
+    bool draining;             /* a drain began: readiness fails, no new clients soon */
+    bool hurry;                /* skip the rest of the drain's spread */
+    struct event *drain_timer; /* --drain-delay */
+    struct event *drain_check; /* exits once no client is left */
     char drain_reason[124];
     uint32_t drain_spread_ms;
-    char *drain_id;             /* owned: the drain order's id, or NULL */
-    char *drain_reply_to;       /* owned */
-    struct job *drain_job;      /* the drain's closes while they run (apply.c clears it) */
-    int exit_status;            /* WORKER_EXIT_DRAINED after a drain order */
-    uint32_t now_ms;            /* loop time in ms since start, wraps every 49 days */
-    struct shm *shm;            /* borrowed: the gateway's shared counters */
-    struct shm_worker *slot;    /* this worker's slot in shm */
+    char *drain_id;          /* owned: the drain order's id, or NULL */
+    char *drain_reply_to;    /* owned */
+    struct job *drain_job;   /* the drain's closes while they run (apply.c clears it) */
+    int exit_status;         /* WORKER_EXIT_DRAINED after a drain order */
+    uint32_t now_ms;         /* loop time in ms since start, wraps every 49 days */
+    struct shm *shm;         /* borrowed: the gateway's shared counters */
+    struct shm_worker *slot; /* this worker's slot in shm */
     struct registry reg;
-    struct wredis *redis;       /* owned */
+    struct wredis *redis; /* owned */
 };
 
 /* Checks that cfg->listen can be bound (before any process starts). Returns 0 or -1

@@ -8,14 +8,14 @@
 extern int check_passed;
 extern int check_failed;
 
-#define CHECK(expr)                                                                      \
-    do {                                                                                 \
-        if (expr) {                                                                      \
-            check_passed++;                                                              \
-        } else {                                                                         \
-            check_failed++;                                                              \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #expr);              \
-        }                                                                                \
+#define CHECK(expr)                                                         \
+    do {                                                                    \
+        if (expr) {                                                         \
+            check_passed++;                                                 \
+        } else {                                                            \
+            check_failed++;                                                 \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #expr); \
+        }                                                                   \
     } while (0)
 
 #include <stddef.h>

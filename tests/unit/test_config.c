@@ -35,11 +35,21 @@ static void test_config_defaults(void)
 static void test_config_flags_and_env(void)
 {
     struct config c;
-    char *argv[] = {A("wsgate"), A("--listen"), A("127.0.0.1:9001"), A("--workers=3"), A("--echo"),
-                    A("--max-header"), A("16k"), A("--close-timeout"), A("500ms"), A("--no-query-groups"),
-                    A("--id"), A("gw-a.1"), NULL};
-    char *envp[] = {A("WSGATE_WORKERS=5"), A("WSGATE_PING_INTERVAL=2m"), A("WSGATE_REDIS=redis://h:1/2"),
-                    A("WSGATE_ECHO=0"), NULL};
+    char *argv[] = {A("wsgate"),
+                    A("--listen"),
+                    A("127.0.0.1:9001"),
+                    A("--workers=3"),
+                    A("--echo"),
+                    A("--max-header"),
+                    A("16k"),
+                    A("--close-timeout"),
+                    A("500ms"),
+                    A("--no-query-groups"),
+                    A("--id"),
+                    A("gw-a.1"),
+                    NULL};
+    char *envp[] = {A("WSGATE_WORKERS=5"), A("WSGATE_PING_INTERVAL=2m"),
+                    A("WSGATE_REDIS=redis://h:1/2"), A("WSGATE_ECHO=0"), NULL};
 
     CHECK(parse(&c, argv, envp) == 0);
     CHECK(strcmp(c.listen_host, "127.0.0.1") == 0 && c.listen_port == 9001);
@@ -64,19 +74,32 @@ static void test_config_ipv6_listen(void)
 static void test_config_rejects_bad_values(void)
 {
     static const char *const bad[][3] = {
-        {"--listen", "127.0.0.1", NULL},      {"--listen", "127.0.0.1:0", NULL},
-        {"--listen", "127.0.0.1:65536", NULL}, {"--listen", "nohost:80", NULL},
-        {"--listen", "[zz]:80", NULL},        {"--workers", "0", NULL},
-        {"--workers", "x", NULL},             {"--workers", "257", NULL},
-        {"--id", "", NULL},                   {"--id", "has space", NULL},
-        {"--max-header", "10", NULL},         {"--max-header", "8q", NULL},
-        {"--max-message", "0", NULL},         {"--close-timeout", "0", NULL},
-        {"--close-timeout", "-1s", NULL},     {"--close-timeout", "5 s", NULL},
-        {"--ping-interval", "abc", NULL},     {"--log-level", "loud", NULL},
-        {"--redis", "http://x", NULL},        {"--channel", "", NULL},
-        {"--groups-header", "Bad Header", NULL}, {"--max-groups", "-1", NULL},
-        {"--nope", NULL, NULL},               {"--echo=1", NULL, NULL},
-        {"positional", NULL, NULL},           {"--listen", NULL, NULL},
+        {"--listen", "127.0.0.1", NULL},
+        {"--listen", "127.0.0.1:0", NULL},
+        {"--listen", "127.0.0.1:65536", NULL},
+        {"--listen", "nohost:80", NULL},
+        {"--listen", "[zz]:80", NULL},
+        {"--workers", "0", NULL},
+        {"--workers", "x", NULL},
+        {"--workers", "257", NULL},
+        {"--id", "", NULL},
+        {"--id", "has space", NULL},
+        {"--max-header", "10", NULL},
+        {"--max-header", "8q", NULL},
+        {"--max-message", "0", NULL},
+        {"--close-timeout", "0", NULL},
+        {"--close-timeout", "-1s", NULL},
+        {"--close-timeout", "5 s", NULL},
+        {"--ping-interval", "abc", NULL},
+        {"--log-level", "loud", NULL},
+        {"--redis", "http://x", NULL},
+        {"--channel", "", NULL},
+        {"--groups-header", "Bad Header", NULL},
+        {"--max-groups", "-1", NULL},
+        {"--nope", NULL, NULL},
+        {"--echo=1", NULL, NULL},
+        {"positional", NULL, NULL},
+        {"--listen", NULL, NULL},
     };
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
