@@ -39,6 +39,7 @@ WSGATE_SRC := gateway/wsgate.c gateway/master.c
 CTL_SRC    := gateway/wsgatectl.c
 UNIT_SRC   := $(sort $(wildcard tests/unit/*.c))
 BENCH_SRC  := $(sort $(wildcard tests/bench/*.c))
+FUZZ_SRC   := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
@@ -51,7 +52,7 @@ UNIT_OBJ   := $(call obj,$(UNIT_SRC))
 PROGS := $(BUILD)/wsgate $(BUILD)/wsgatectl
 
 .PHONY: all clean install run test unit deps deps-test deps-node deps-bench check-layout bench \
-        bench-smoke
+        bench-smoke fuzz fuzz-smoke
 all: $(PROGS)
 
 $(BUILD)/%.o: %.c
@@ -83,6 +84,17 @@ $(BUILD)/wsload: $(call obj,$(BENCH_SRC)) $(COMMON_OBJ)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
+# libFuzzer targets for common/'s parsers, built with clang and its sanitizers.
+FUZZ_CC    ?= clang
+FUZZ_FLAGS := -std=c11 -g -O1 -D_GNU_SOURCE -I. -fsanitize=fuzzer,address,undefined \
+              -fno-sanitize-recover=all
+FUZZ_BINS  := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
+
+build/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(wildcard common/*.h)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZ    $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) $(PKG_CFLAGS) -o $@ $< $(COMMON_SRC) $(PKG_LIBS)
+
 $(BUILD)/unit_tests: $(UNIT_OBJ) $(COMMON_OBJ)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
@@ -102,7 +114,7 @@ install: $(PROGS)
 # apt-get when we are root; otherwise the exact command to run is printed and make stops.
 DEB_BUILD := gcc make pkg-config libevent-dev libhiredis-dev libjansson-dev libssl-dev redis-server
 DEB_TEST  := python3 python3-websockets python3-redis chromium haproxy nginx-light procps \
-             iproute2 python3-yaml
+             iproute2 python3-yaml clang libclang-rt-14-dev
 # Node.js with npm may come from elsewhere than Debian (NodeSource's nodejs ships npm
 # and conflicts with Debian's npm): Debian's packages only when there is no node/npm.
 DEB_NODE  := nodejs npm
@@ -152,8 +164,18 @@ unit: check-layout
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 build/asan/unit_tests
 
 test: deps-test deps-bench
-	@$(MAKE) --no-print-directory all $(BUILD)/wsload
+	@$(MAKE) --no-print-directory all $(BUILD)/wsload $(FUZZ_BINS)
 	@tests/run-all.sh $(BUILD)
+
+# Each fuzz target for FUZZ_SECONDS (make test runs a short fixed-seed pass of them).
+FUZZ_SECONDS ?= 60
+fuzz: deps-test
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+	tests/fuzz/run.sh build $(FUZZ_SECONDS)
+
+fuzz-smoke: deps-test
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+	tests/fuzz/run.sh build smoke
 
 # --- benchmarks (not part of make test; bench-smoke is) ---------------------------------------
 deps-bench: deps

@@ -258,8 +258,11 @@ static int parse_target(struct ws_hs *h, char *t)
     h->path = malloc(len + 1);
     if (h->path == NULL)
         return -1;
-    if (!pct_decode(h->path, t, len, false))
+    if (!pct_decode(h->path, t, len, false)) {
+        free(h->path); /* half decoded: no path rather than a wrong one */
+        h->path = NULL;
         return verdict(h, 400, "bad escape in path");
+    }
     return q != NULL ? parse_query(h, q) : 0;
 }
 

@@ -44,6 +44,8 @@ run() {
 }
 
 run unit make --no-print-directory unit
+# libFuzzer targets of common/'s parsers: a fixed-seed, fixed-count pass (make fuzz runs longer).
+run fuzz tests/fuzz/run.sh "$build" smoke
 export WSGATE_BUILD="$build"
 run integration "$py" tests/integration/run.py
 # A quick version of make bench: small N, one round, checks that every close arrives

@@ -494,8 +494,25 @@ static void test_ws_hs_response_error(void)
     CHECK(ws_hs_response_error(418, "x", out, sizeof(out)) == 0);
 }
 
+/* Found by tests/fuzz/fuzz_ws_hs.c: a refused path must not be left half decoded. */
+static void test_ws_hs_bad_path_escape_leaves_no_path(void)
+{
+    static const char req[] = "GET /a%00b HTTP/1.1\r\nHost: x\r\n\r\n";
+    uint8_t *buf = malloc(sizeof(req) - 1);
+    struct ws_hs h;
+
+    memcpy(buf, req, sizeof(req) - 1);
+    ws_hs_init(&h, 8192);
+    CHECK(ws_hs_feed(&h, buf, sizeof(req) - 1) == (ssize_t)(sizeof(req) - 1));
+    CHECK(h.status == 400);
+    CHECK(h.path == NULL);
+    ws_hs_cleanup(&h);
+    free(buf);
+}
+
 void suite_ws_hs(void)
 {
+    test_ws_hs_bad_path_escape_leaves_no_path();
     test_ws_hs_rfc_sample_accept();
     test_ws_hs_valid_request();
     test_ws_hs_same_verdict_however_cut();
