@@ -9,6 +9,7 @@ cd "$(dirname "$0")/../.."
 
 tmp=$(mktemp -d /tmp/wsgate-run.XXXXXX)
 redis_pid=""
+prev=""
 cleanup() {
     [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null || true
     rm -rf "$tmp"
@@ -20,7 +21,14 @@ free_port() {
 }
 
 redis_url=${WSGATE_REDIS:-}
-redis_cli="redis-cli"
+for arg in "$@"; do # make run ARGS="--redis URL ..." names its own Redis too
+    case "$prev:$arg" in
+    *:--redis=*) redis_url=${arg#--redis=} ;;
+    --redis:*) redis_url=$arg ;;
+    esac
+    prev=$arg
+done
+redis_cli="redis-cli -u $redis_url"
 if [ -z "$redis_url" ]; then
     port=$(free_port)
     redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
