@@ -95,9 +95,12 @@ build/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(wildcard common/*.h)
 	@$(if $(Q),echo "  FUZZ    $@")
 	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) $(PKG_CFLAGS) -o $@ $< $(COMMON_SRC) $(PKG_LIBS)
 
+# The unit runner wraps the allocator, so tests can fail any allocation (chaos.c).
+CHAOS_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup
+
 $(BUILD)/unit_tests: $(UNIT_OBJ) $(COMMON_OBJ)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+	$(Q)$(CC) $(ALL_LDFLAGS) $(CHAOS_WRAP) -o $@ $^ $(PKG_LIBS)
 
 -include $(COMMON_OBJ:.o=.d) $(WORKER_OBJ:.o=.d) $(WSGATE_OBJ:.o=.d) $(CTL_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) \
          $(patsubst %.c,$(BUILD)/%.d,$(BENCH_SRC))

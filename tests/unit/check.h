@@ -25,6 +25,12 @@ extern int check_failed;
  * Exits when memory runs out. */
 uint8_t *check_dup_exact(const void *s, size_t len);
 
+/* Allocation failure on demand (tests/unit/chaos.c): the n-th allocation from now
+ * on fails, once; 0 turns it off. chaos_allocations() counts allocations since. */
+void chaos_fail_at(unsigned long n);
+unsigned long chaos_allocations(void);
+void *chaos_json_malloc(size_t n);
+
 /* One suite per common/ module, each in tests/unit/test_<module>.c. */
 /* Weak, so a runner built from some modules only still links: a suite that is
  * missing counts as a failure. */
@@ -37,6 +43,7 @@ SUITE(ws_hs);
 SUITE(config);
 SUITE(order);
 SUITE(redis_url);
+SUITE(chaos);
 #undef SUITE
 
 #endif /* WSGATE_TESTS_UNIT_CHECK_H */
