@@ -111,8 +111,8 @@ static void job_done(struct job *j)
     struct worker *w = j->w;
 
     w->slot->orders.closed += j->closed;
-    log_msg(LOG_INFO, NULL, "order done id=%s matched=%zu closed=%zu", j->id ? j->id : "-", j->n,
-            j->closed);
+    log_msg(LOG_INFO, NULL, "order done id=%s matched=%zu closed=%zu ms=%u", j->id ? j->id : "-",
+            j->n, j->closed, worker_now(w) - j->start);
     if (j->reply_to != NULL)
         publish_owned(w, j->reply_to,
                       order_ack_json(j->id, w->cfg->id, w->num, j->n, j->closed, false));
