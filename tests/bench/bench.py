@@ -67,10 +67,20 @@ def kill_all():
     LIVE.clear()
 
 
+PORTS_GIVEN = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never the same one twice in a run: the servers listen with
+    SO_REUSEPORT and would share a port handed out twice instead of failing to bind."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in PORTS_GIVEN:
+            PORTS_GIVEN.add(port)
+            return port
+    raise BenchError("no fresh loopback port in 100 tries")
 
 
 def log(msg):

@@ -88,12 +88,7 @@ class Chromium:
             self._log.close()
 
     def dump(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                text = f.read().decode("utf-8", "replace")
-        except OSError:
-            text = ""
-        return "---- chromium log ----\n%s" % text[-4000:]
+        return "---- chromium log ----\n%s" % harness.read_text(self.log_path)[-4000:]
 
 
 class CDP:

@@ -48,14 +48,34 @@ def tmp_root():
     return _tmp_root
 
 
+_ports_given = set()
+
+
 def free_port():
-    """A loopback TCP port that was free a moment ago."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A loopback TCP port that was free a moment ago, never the same one twice in a test.
+
+    Gateways, HAProxy and nginx all listen with SO_REUSEPORT, so two of them handed the
+    same port would share it silently instead of failing to bind."""
+    for _ in range(100):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
+    raise AssertionError("no fresh loopback port in 100 tries")
+
+
+def read_text(path):
+    """A log file's text so far ("" when it is not there)."""
     try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def wait_for(pred, timeout, what, interval=0.01):
@@ -120,11 +140,7 @@ class Gateway:
         return self.proc.pid
 
     def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return read_text(self.log_path)
 
     def ready_lines(self):
         """[(worker name, pid)] for every "worker ready" line so far, in order."""
@@ -245,12 +261,7 @@ class Redis:
             self._log.close()
 
     def dump(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                text = f.read().decode("utf-8", "replace")
-        except OSError:
-            text = ""
-        return "---- redis-server log (port %d) ----\n%s" % (self.port, text)
+        return "---- redis-server log (port %d) ----\n%s" % (self.port, read_text(self.log_path))
 
     def __enter__(self):
         return self

@@ -295,11 +295,7 @@ class Proxy:
         harness._live.append(self)
 
     def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return harness.read_text(self.log_path)
 
     def wait_listening(self, port, timeout=10.0):
         def up():
