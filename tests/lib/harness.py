@@ -69,6 +69,15 @@ def free_port():
     raise AssertionError("no fresh loopback port in 100 tries")
 
 
+def kill_pids(pids):
+    """SIGKILL each pid still there (children left behind by a killed parent)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def read_text(path):
     """A log file's text so far ("" when it is not there)."""
     try:
@@ -198,11 +207,7 @@ class Gateway:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        kill_pids(pids)
         if not self._log.closed:
             self._log.close()
 

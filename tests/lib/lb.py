@@ -327,11 +327,7 @@ class Proxy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for pid in kids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        harness.kill_pids(kids)
         if not self._log.closed:
             self._log.close()
 
