@@ -11,6 +11,11 @@ BUILD   ?= build
 
 PKGS_LIBS := libevent hiredis jansson openssl
 
+# --version prints these: the release and the git revision the binary was built from.
+VERSION := 0.4.0
+GIT_REV := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell \
+             git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
+
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
         -Wpointer-arith -Wwrite-strings -Wundef -Wvla -Wimplicit-fallthrough -Wconversion
 BASE_CFLAGS := -std=c11 -O2 -g -D_GNU_SOURCE $(WARN) -MMD -MP
@@ -51,7 +56,7 @@ UNIT_OBJ   := $(call obj,$(UNIT_SRC))
 
 PROGS := $(BUILD)/wsgate $(BUILD)/wsgatectl
 
-.PHONY: all clean install run test unit deps deps-test deps-node deps-bench check-layout bench \
+.PHONY: FORCE all clean install run test unit deps deps-test deps-node deps-bench check-layout bench \
         bench-smoke fuzz fuzz-smoke
 all: $(PROGS)
 
@@ -59,6 +64,17 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+# Rewritten only when the version or revision changes, so nothing else rebuilds.
+$(BUILD)/gen/version.h: FORCE
+	@mkdir -p $(dir $@)
+	@printf '#define WSGATE_VERSION "%s"\n#define WSGATE_GIT_REV "%s"\n' '$(VERSION)' \
+	   '$(GIT_REV)' > $@.tmp; cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
+
+$(WSGATE_OBJ) $(CTL_OBJ): $(BUILD)/gen/version.h
+$(WSGATE_OBJ) $(CTL_OBJ): ALL_CFLAGS += -I$(BUILD)/gen
+
+FORCE:
 
 # The demo page served at / is compiled into the binary as a C string.
 $(BUILD)/gen/demo_html.c: worker/demo.html
@@ -117,7 +133,7 @@ install: $(PROGS)
 # apt-get when we are root; otherwise the exact command to run is printed and make stops.
 DEB_BUILD := gcc make pkg-config libevent-dev libhiredis-dev libjansson-dev libssl-dev redis-server
 DEB_TEST  := python3 python3-websockets python3-redis chromium haproxy nginx-light procps \
-             iproute2 python3-yaml clang libclang-rt-14-dev
+             iproute2 python3-yaml clang libclang-rt-14-dev strace
 # Node.js with npm may come from elsewhere than Debian (NodeSource's nodejs ships npm
 # and conflicts with Debian's npm): Debian's packages only when there is no node/npm.
 DEB_NODE  := nodejs npm
@@ -168,6 +184,7 @@ unit: check-layout
 
 test: deps-test deps-bench
 	@$(MAKE) --no-print-directory all $(BUILD)/wsload $(FUZZ_BINS)
+	@$(MAKE) --no-print-directory SANITIZE=1 build/asan/wsgate
 	@tests/run-all.sh $(BUILD)
 
 # Each fuzz target for FUZZ_SECONDS (make test runs a short fixed-seed pass of them).

@@ -107,6 +107,33 @@ static int set_drain_reason(struct config *c, const char *v, char *err, size_t e
     return 0;
 }
 
+static int parse_int(const char *v, long lo, long hi, long *out);
+
+static int set_max_admin_conns(struct config *c, const char *v, char *err, size_t errlen)
+{
+    long n;
+
+    if (parse_int(v, 1, 64, &n) < 0)
+        return bad(err, errlen, "max-admin-conns", v, "expected a number 1-64");
+    c->max_admin_conns = (int)n;
+    return 0;
+}
+
+static int set_stall_timeout(struct config *c, const char *v, char *err, size_t errlen)
+{
+    return set_duration("stall-timeout", v, 100, &c->stall_timeout_ms, err, errlen);
+}
+
+static int set_stall_kill(struct config *c, const char *v, char *err, size_t errlen)
+{
+    uint32_t ms;
+
+    if (config_parse_duration(v, &ms) < 0 || (ms != 0 && ms < 1000) || ms > 3600u * 1000)
+        return bad(err, errlen, "stall-kill", v, "expected 0 (never) or a duration from 1s to 1h");
+    c->stall_kill_ms = ms;
+    return 0;
+}
+
 static int parse_int(const char *v, long lo, long hi, long *out)
 {
     char *end;
@@ -161,7 +188,7 @@ static int set_query_groups(struct config *c, const char *v, char *err, size_t e
 {
     (void)err;
     (void)errlen;
-    c->query_groups = v != NULL;
+    c->query_groups = v != NULL ? 1 : 0;
     return 0;
 }
 
@@ -312,6 +339,7 @@ static const struct flag flags[] = {
     {"redis", F_VALUE, set_redis},
     {"channel", F_VALUE, set_channel},
     {"events-channel", F_VALUE, set_events_channel},
+    {"query-groups", F_BOOL, set_query_groups},
     {"no-query-groups", F_NOBOOL, set_query_groups},
     {"groups-header", F_VALUE, set_groups_header},
     {"user-header", F_VALUE, set_user_header},
@@ -321,6 +349,9 @@ static const struct flag flags[] = {
     {"drain-spread", F_VALUE, set_drain_spread},
     {"drain-timeout", F_VALUE, set_drain_timeout},
     {"drain-reason", F_VALUE, set_drain_reason},
+    {"max-admin-conns", F_VALUE, set_max_admin_conns},
+    {"stall-timeout", F_VALUE, set_stall_timeout},
+    {"stall-kill", F_VALUE, set_stall_kill},
 };
 
 #define NFLAGS (sizeof(flags) / sizeof(flags[0]))
@@ -349,7 +380,9 @@ static const char usage[] =
     "                           NAME:<gateway id> (default wsgate:orders)\n"
     "  --events-channel NAME    open/close events are published here; empty disables\n"
     "                           (default wsgate:events)\n"
-    "  --no-query-groups        ignore ?group= and ?user= in the request target\n"
+    "  --no-query-groups        ignore ?group= and ?user= in the request target (the\n"
+    "                           default when --groups-header or --user-header is set)\n"
+    "  --query-groups           read them even with a trusted header flag set\n"
     "  --groups-header NAME     comma-separated groups from a trusted proxy's header\n"
     "  --user-header NAME       user id from a trusted proxy's header (joins user:ID)\n"
     "  --max-groups N           groups per connection, more is refused with 400 (default 16)\n"
@@ -361,7 +394,14 @@ static const char usage[] =
     "  --drain-timeout DUR      connections still open this long after the drain began\n"
     "                           are cut (default 30s)\n"
     "  --drain-reason TEXT      close reason sent on drain (default \"server restarting\")\n"
+    "  --max-admin-conns N      admin requests served at once per worker, from descriptors\n"
+    "                           kept apart from clients (default 8)\n"
+    "  --stall-timeout DUR      /readyz fails while a worker's loop has not run for this\n"
+    "                           long (default 2s)\n"
+    "  --stall-kill DUR         the master kills and restarts a worker stalled this long;\n"
+    "                           0 never (default 10s)\n"
     "  --help                   this text\n"
+    "  --version                the version and the git revision it was built from\n"
     "\n"
     "DUR: 500ms, 5s, 2m, 1h or a number of seconds. SIZE: bytes, or with k, m, g.\n";
 
@@ -392,7 +432,7 @@ void config_defaults(struct config *c)
     strcpy(c->redis, "redis://127.0.0.1:6379");
     strcpy(c->channel, "wsgate:orders");
     strcpy(c->events_channel, "wsgate:events");
-    c->query_groups = true;
+    c->query_groups = -1;
     c->max_groups = 16;
     strcpy(c->admin_host, "127.0.0.1");
     c->admin_port = 9090;
@@ -400,6 +440,16 @@ void config_defaults(struct config *c)
     c->drain_spread_ms = 10000;
     c->drain_timeout_ms = 30000;
     strcpy(c->drain_reason, "server restarting");
+    c->max_admin_conns = 8;
+    c->stall_timeout_ms = 2000;
+    c->stall_kill_ms = 10000;
+}
+
+bool config_query_groups(const struct config *c)
+{
+    if (c->query_groups >= 0)
+        return c->query_groups == 1;
+    return c->groups_header[0] == '\0' && c->user_header[0] == '\0';
 }
 
 int config_parse_duration(const char *s, uint32_t *ms)

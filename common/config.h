@@ -29,7 +29,8 @@ struct config {
     bool redis_given;
     char channel[128];
     char events_channel[128]; /* "" disables events */
-    bool query_groups;
+    int query_groups;       /* ?group= and ?user=: 1 on, 0 off, -1 on unless a trusted
+                               header flag is set (config_query_groups) */
     char groups_header[64]; /* "" when off */
     char user_header[64];   /* "" when off */
     int max_groups;
@@ -39,6 +40,9 @@ struct config {
     uint32_t drain_spread_ms;  /* closes spread across this window */
     uint32_t drain_timeout_ms; /* from the drain's start: what is left is cut */
     char drain_reason[124];
+    int max_admin_conns;       /* admin requests served at once, apart from clients */
+    uint32_t stall_timeout_ms; /* a worker silent this long fails /readyz */
+    uint32_t stall_kill_ms;    /* ... and this long is killed and restarted; 0: never */
 };
 
 /* Fills c with the defaults (workers = CPUs, id = host name). */
@@ -53,6 +57,11 @@ int config_parse(struct config *c, int argc, char **argv, char **envp, char *err
 
 /* The --help text. */
 const char *config_usage(void);
+
+/* Whether ?group= and ?user= are read: --query-groups, --no-query-groups, or by
+ * default only when neither --groups-header nor --user-header is set (a client must
+ * not override what a trusted proxy says). */
+bool config_query_groups(const struct config *c);
 
 /* "500ms", "5s", "2m", "1h" or a bare number of seconds → milliseconds. -1 if bad. */
 int config_parse_duration(const char *s, uint32_t *ms);

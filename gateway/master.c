@@ -19,6 +19,8 @@
 #define BACKOFF_MAX_MS  10000
 #define STABLE_AFTER_MS 10000 /* a worker that lived this long resets its backoff */
 #define STOP_GRACE_MS   5000  /* beyond the workers' own deadline */
+#define ORDER_SWEEP_MS  1000  /* after a drain order, workers it missed get SIGTERM */
+#define WATCH_MS        250   /* how often the master looks at the workers' ticks */
 
 struct slot {
     pid_t pid;            /* 0 when not running */
@@ -26,14 +28,15 @@ struct slot {
     long long respawn_at; /* ms; 0 = not waiting */
     unsigned backoff_ms;
     unsigned restarts;
-    bool fatal; /* exited 2 or drained: not restarted */
-    bool drained;
+    bool fatal;  /* exited 2: not restarted */
+    bool killed; /* SIGKILLed by the watchdog, not reaped yet */
 };
 
 static volatile sig_atomic_t got_chld;
 static volatile sig_atomic_t got_term;
 static volatile sig_atomic_t got_alrm;
 static volatile sig_atomic_t got_int;
+static volatile sig_atomic_t got_usr1; /* a worker took a drain order */
 
 static void on_signal(int sig)
 {
@@ -45,6 +48,8 @@ static void on_signal(int sig)
         got_alrm = 1;
     else if (sig == SIGINT)
         got_int = 1;
+    else if (sig == SIGUSR1)
+        got_usr1 = 1;
     else
         got_term = 1;
     errno = saved;
@@ -74,8 +79,11 @@ static void arm_alarm(long long ms)
 
 static int spawn(const struct config *cfg, struct shm *shm, int admin_fd, struct slot *s, int num)
 {
-    pid_t pid = fork();
+    pid_t pid;
 
+    /* The watchdog counts from now, not from a tick of the previous worker. */
+    shm->w[num - 1].last_tick_ms = now_ms();
+    pid = fork();
     if (pid < 0) {
         int err = errno;
         log_msg(LOG_ERROR, NULL, "fork worker w=%d: %s", num, strerror(err));
@@ -90,15 +98,127 @@ static int spawn(const struct config *cfg, struct shm *shm, int admin_fd, struct
     return 0;
 }
 
+struct master {
+    const struct config *cfg;
+    struct shm *shm;
+    struct slot *slots;
+    int running;
+    bool stopping;
+    long long deadline;  /* stopping: the rest is killed then */
+    long long sweep_at;  /* after a drain order: SIGTERM to workers it missed; 0 = none */
+    long long next_watch; /* next look at the workers' ticks */
+};
+
+/* The gateway ends: no worker is restarted any more, and the master exits once the
+ * last one is gone or at the deadline. */
+static void stop(struct master *m, const char *why)
+{
+    const struct config *cfg = m->cfg;
+
+    m->stopping = true;
+    m->shm->draining = 1;
+    m->deadline = now_ms() + cfg->drain_delay_ms + cfg->drain_timeout_ms + STOP_GRACE_MS;
+    log_msg(LOG_NOTICE, NULL, "draining (%s): every connection gets 1001 over %ums", why,
+            cfg->drain_spread_ms);
+}
+
+/* Sends sig to the running workers (only_idle: those not draining yet); returns how
+ * many got it. */
+static int signal_workers(struct master *m, int sig, bool only_idle)
+{
+    int n = 0;
+
+    for (int i = 0; i < m->cfg->workers; i++)
+        if (m->slots[i].pid > 0 && !(only_idle && m->shm->w[i].draining)) {
+            kill(m->slots[i].pid, sig);
+            n++;
+        }
+    return n;
+}
+
+/* A worker whose loop has not ticked for --stall-kill is killed; the usual restart
+ * follows. A stopped (SIGSTOP) worker is killed the same way. */
+static void watch_ticks(struct master *m, long long now)
+{
+    const struct config *cfg = m->cfg;
+
+    if (cfg->stall_kill_ms == 0)
+        return;
+    for (int i = 0; i < cfg->workers; i++) {
+        struct shm_worker *sw = &m->shm->w[i];
+        long long idle = now - sw->last_tick_ms;
+        if (m->slots[i].pid <= 0 || m->slots[i].killed || idle < (long long)cfg->stall_kill_ms)
+            continue;
+        log_msg(LOG_ERROR, NULL, "worker w=%d pid=%d stalled: no tick for %lldms; killing it",
+                i + 1, (int)m->slots[i].pid, idle);
+        kill(m->slots[i].pid, SIGKILL);
+        m->slots[i].killed = true;
+        sw->stall_kills++;
+    }
+}
+
+/* Reaps exited workers; schedules restarts unless the gateway is stopping. */
+static void reap(struct master *m)
+{
+    const struct config *cfg = m->cfg;
+    pid_t pid;
+    int st;
+
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        for (int i = 0; i < cfg->workers; i++) {
+            struct slot *s = &m->slots[i];
+            struct shm_worker *sw = &m->shm->w[i];
+            bool drained = WIFEXITED(st) && WEXITSTATUS(st) == WORKER_EXIT_DRAINED;
+            long long now;
+
+            if (s->pid != pid)
+                continue;
+            s->pid = 0;
+            s->killed = false;
+            m->running--;
+            sw->pid = 0;
+            sw->listening = false;
+            sw->subscribed = false;
+            sw->conns = 0;
+            if (WIFSIGNALED(st))
+                log_msg(m->stopping ? LOG_NOTICE : LOG_WARN, NULL,
+                        "worker exited w=%d pid=%d signal=%d", i + 1, (int)pid, WTERMSIG(st));
+            else
+                log_msg((m->stopping && WEXITSTATUS(st) == 0) || drained ? LOG_NOTICE : LOG_WARN,
+                        NULL, "worker exited w=%d pid=%d status=%d", i + 1, (int)pid,
+                        WEXITSTATUS(st));
+            if (drained && !m->stopping) {
+                /* The order's notice (SIGUSR1) may not have been seen yet: the exit
+                 * status says the same, so the gateway ends either way. */
+                stop(m, "drain order");
+                m->sweep_at = now_ms();
+            }
+            if (m->stopping)
+                break;
+            if (WIFEXITED(st) && WEXITSTATUS(st) == 2) {
+                s->fatal = true;
+                log_msg(LOG_ERROR, NULL, "worker w=%d failed to start; not restarting", i + 1);
+                break;
+            }
+            now = now_ms();
+            if (now - s->started >= STABLE_AFTER_MS)
+                s->backoff_ms = BACKOFF_MIN_MS;
+            s->respawn_at = now + s->backoff_ms;
+            log_msg(LOG_NOTICE, NULL, "restarting worker w=%d in %ums", i + 1, s->backoff_ms);
+            s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
+            break;
+        }
+    }
+}
+
 int master_run(const struct config *cfg, int admin_fd)
 {
     struct shm *shm = shm_create(cfg->workers);
     struct slot *slots = calloc((size_t)cfg->workers, sizeof(*slots));
+    struct master m = {cfg, shm, slots, 0, false, 0, 0, 0};
     struct sigaction sa;
     sigset_t block, empty;
-    long long deadline = 0;
-    int running = 0, status = 0;
-    bool stopping = false;
+    int status = 0;
 
     if (slots == NULL || shm == NULL) {
         log_msg(LOG_ERROR, NULL, "out of memory");
@@ -110,6 +230,7 @@ int master_run(const struct config *cfg, int admin_fd)
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGALRM);
+    sigaddset(&block, SIGUSR1);
     sigprocmask(SIG_BLOCK, &block, NULL);
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -118,6 +239,7 @@ int master_run(const struct config *cfg, int admin_fd)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGALRM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     sigemptyset(&empty);
 
@@ -127,7 +249,7 @@ int master_run(const struct config *cfg, int admin_fd)
     for (int i = 0; i < cfg->workers; i++) {
         slots[i].backoff_ms = BACKOFF_MIN_MS;
         if (spawn(cfg, shm, admin_fd, &slots[i], i + 1) == 0)
-            running++;
+            m.running++;
     }
 
     for (;;) {
@@ -135,90 +257,57 @@ int master_run(const struct config *cfg, int admin_fd)
 
         /* Signals first: a worker that a group-wide SIGTERM already stopped must not
          * be taken for a dead one and restarted. */
-        if ((got_term || got_int) && !stopping) {
+        if ((got_term || got_int) && !m.stopping) {
             /* SIGINT drains without the spread, as a second SIGTERM would. */
             int fwd = got_int ? SIGINT : SIGTERM;
-            stopping = true;
             got_term = got_int = 0;
-            shm->draining = 1;
-            deadline = now_ms() + cfg->drain_delay_ms + cfg->drain_timeout_ms + STOP_GRACE_MS;
-            log_msg(LOG_NOTICE, NULL, "draining: every connection gets 1001 over %ums",
-                    cfg->drain_spread_ms);
-            for (int i = 0; i < cfg->workers; i++)
-                if (slots[i].pid > 0)
-                    kill(slots[i].pid, fwd);
-        } else if ((got_term || got_int) && stopping) {
+            stop(&m, fwd == SIGINT ? "SIGINT" : "SIGTERM");
+            signal_workers(&m, fwd, false);
+        } else if (got_term || got_int) {
             got_term = got_int = 0;
-            for (int i = 0; i < cfg->workers; i++)
-                if (slots[i].pid > 0)
-                    kill(slots[i].pid, SIGINT);
+            m.sweep_at = 0;
+            signal_workers(&m, SIGINT, false);
         }
+        if ((got_usr1 || shm->drain_ordered) && !m.stopping) {
+            /* A drain order ends the gateway as SIGTERM does. The other workers had
+             * the same order; the ones it missed (a subscriber reconnecting) get
+             * SIGTERM a moment later, so they drain too. */
+            stop(&m, "drain order");
+            m.sweep_at = now_ms() + ORDER_SWEEP_MS;
+        }
+        got_usr1 = 0;
         if (got_chld) {
-            pid_t pid;
-            int st;
-
             got_chld = 0;
-            while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
-                for (int i = 0; i < cfg->workers; i++) {
-                    struct slot *s = &slots[i];
-                    if (s->pid != pid)
-                        continue;
-                    s->pid = 0;
-                    running--;
-                    shm->w[i].pid = 0;
-                    shm->w[i].listening = false;
-                    shm->w[i].subscribed = false;
-                    shm->w[i].conns = 0;
-                    if (WIFSIGNALED(st))
-                        log_msg(stopping ? LOG_NOTICE : LOG_WARN, NULL,
-                                "worker exited w=%d pid=%d signal=%d", i + 1, (int)pid,
-                                WTERMSIG(st));
-                    else
-                        log_msg((stopping && WEXITSTATUS(st) == 0) ||
-                                        WEXITSTATUS(st) == WORKER_EXIT_DRAINED
-                                    ? LOG_NOTICE
-                                    : LOG_WARN,
-                                NULL, "worker exited w=%d pid=%d status=%d", i + 1, (int)pid,
-                                WEXITSTATUS(st));
-                    if (stopping)
-                        break;
-                    if (WIFEXITED(st) && WEXITSTATUS(st) == WORKER_EXIT_DRAINED) {
-                        s->fatal = true; /* drained on an order: its job is done */
-                        s->drained = true;
-                        log_msg(LOG_NOTICE, NULL, "worker w=%d drained", i + 1);
-                        break;
-                    }
-                    if (WIFEXITED(st) && WEXITSTATUS(st) == 2) {
-                        s->fatal = true;
-                        log_msg(LOG_ERROR, NULL, "worker w=%d failed to start; not restarting",
-                                i + 1);
-                        break;
-                    }
-                    now = now_ms();
-                    if (now - s->started >= STABLE_AFTER_MS)
-                        s->backoff_ms = BACKOFF_MIN_MS;
-                    s->respawn_at = now + s->backoff_ms;
-                    log_msg(LOG_NOTICE, NULL, "restarting worker w=%d in %ums", i + 1,
-                            s->backoff_ms);
-                    s->backoff_ms =
-                        s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
-                    break;
-                }
-            }
+            reap(&m);
         }
         got_alrm = 0;
         now = now_ms();
-        if (stopping) {
-            if (running == 0)
+        if (now >= m.next_watch) {
+            watch_ticks(&m, now);
+            m.next_watch = now + WATCH_MS;
+        }
+        if (cfg->stall_kill_ms > 0)
+            next = m.next_watch - now;
+        if (m.stopping) {
+            if (m.running == 0)
                 break;
-            if (now >= deadline) {
-                log_msg(LOG_WARN, NULL, "stop deadline passed; killing %d workers", running);
-                for (int i = 0; i < cfg->workers; i++)
-                    if (slots[i].pid > 0)
-                        kill(slots[i].pid, SIGKILL);
-                deadline = now + 1000000;
+            if (m.sweep_at != 0 && now >= m.sweep_at) {
+                int n;
+                m.sweep_at = 0;
+                n = signal_workers(&m, SIGTERM, true);
+                if (n > 0)
+                    log_msg(LOG_NOTICE, NULL,
+                            "drain order: SIGTERM to %d worker(s) not draining", n);
             }
-            next = deadline - now;
+            if (m.sweep_at != 0 && (next == 0 || m.sweep_at - now < next))
+                next = m.sweep_at - now;
+            if (now >= m.deadline) {
+                log_msg(LOG_WARN, NULL, "stop deadline passed; killing %d workers", m.running);
+                signal_workers(&m, SIGKILL, false);
+                m.deadline = now + 1000000;
+            }
+            if (next == 0 || m.deadline - now < next)
+                next = m.deadline - now;
         } else {
             int alive = 0;
             for (int i = 0; i < cfg->workers; i++) {
@@ -227,7 +316,7 @@ int master_run(const struct config *cfg, int admin_fd)
                     if (spawn(cfg, shm, admin_fd, s, i + 1) == 0) {
                         s->restarts++;
                         shm->w[i].restarts++;
-                        running++;
+                        m.running++;
                     } else {
                         s->respawn_at = now + s->backoff_ms;
                     }
@@ -238,25 +327,14 @@ int master_run(const struct config *cfg, int admin_fd)
                     alive++;
             }
             if (alive == 0) {
-                bool all_drained = true;
-                for (int i = 0; i < cfg->workers; i++)
-                    all_drained = all_drained && slots[i].drained;
-                if (all_drained && running == 0) {
-                    log_msg(LOG_NOTICE, NULL, "every worker drained");
-                    break;
-                }
-                if (!all_drained) {
-                    log_msg(LOG_ERROR, NULL, "no worker could start; exiting");
-                    status = 1;
-                    for (int i = 0; i < cfg->workers; i++)
-                        if (slots[i].pid > 0)
-                            kill(slots[i].pid, SIGTERM);
-                    break;
-                }
+                log_msg(LOG_ERROR, NULL, "no worker could start; exiting");
+                status = 1;
+                signal_workers(&m, SIGTERM, false);
+                break;
             }
         }
-        arm_alarm(next);
-        if (!got_chld && !got_term && !got_int)
+        arm_alarm(next > 0 ? next : (next < 0 ? 1 : 0));
+        if (!got_chld && !got_term && !got_int && !got_usr1)
             sigsuspend(&empty);
     }
     arm_alarm(0);

@@ -26,6 +26,8 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
+#include "version.h"
+
 #include "common/order.h"
 #include "common/redis_url.h"
 
@@ -56,6 +58,7 @@ static const char usage_main[] =
     "                  (env WSGATE_REDIS, default " DEFAULT_REDIS ")\n"
     "  --channel NAME  orders channel (env WSGATE_CHANNEL, default " DEFAULT_CHANNEL ")\n"
     "  --help          this text; 'wsgatectl COMMAND --help' for a command\n"
+    "  --version       the version and the git revision it was built from\n"
     "\n"
     "exit status: 0 done, 1 a worker refused or did not answer, 2 bad arguments or a\n"
     "refused order, 3 Redis unreachable\n";
@@ -1117,6 +1120,10 @@ int main(int argc, char **argv)
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(usage_main, stdout);
+            return EXIT_DONE;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("wsgatectl %s (git %s)\n", WSGATE_VERSION, WSGATE_GIT_REV);
             return EXIT_DONE;
         }
         if (!global_option(argc, argv, &i, "--redis", &opt.redis) &&

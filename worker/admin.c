@@ -4,10 +4,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/ws_hs.h"
 #include "worker/conn.h"
 #include "worker/worker.h"
+
+/* /healthz fails when a worker stalls this much longer than the master's kill limit. */
+#define HEALTH_GRACE_MS 5000
 
 /* A growing text buffer; on allocation failure it stops growing and says so. */
 struct text {
@@ -50,6 +54,22 @@ static void text_printf(struct text *t, const char *fmt, ...)
         t->p = np;
         t->cap = cap;
     }
+}
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* How long worker i's loop has not ticked, in ms; 0 when it is not running. */
+static long long stalled_ms(const struct shm *s, int i, long long now)
+{
+    long long idle = now - s->w[i].last_tick_ms;
+
+    return s->w[i].pid != 0 && idle > 0 ? idle : 0;
 }
 
 static void metric_head(struct text *t, const char *name, const char *type, const char *help)
@@ -96,6 +116,20 @@ static void metrics(const struct worker *w, struct text *t)
     gauge(t, "workers", "Worker processes running.", alive);
     counter(t, "worker_restarts_total", "Workers restarted by the master after dying.",
             SUM(restarts));
+    counter(t, "worker_stall_kills_total",
+            "Workers killed by the master for not ticking for --stall-kill.", SUM(stall_kills));
+    {
+        long long now = mono_ms();
+        uint64_t stalled = 0, full = 0;
+        for (int i = 0; i < s->nworkers; i++) {
+            stalled += stalled_ms(s, i, now) >= (long long)w->cfg->stall_timeout_ms;
+            full += s->w[i].pid != 0 && s->w[i].at_capacity;
+        }
+        gauge(t, "workers_stalled", "Workers whose loop has not ticked for --stall-timeout.",
+              stalled);
+        gauge(t, "workers_at_capacity", "Workers at their file limit (new clients get 503).",
+              full);
+    }
     gauge(t, "connections_open", "Open WebSocket connections.", SUM(conns));
     counter(t, "connections_accepted_total", "TCP connections accepted.", SUM(st.accepted));
 
@@ -108,6 +142,8 @@ static void metrics(const struct worker *w, struct text *t)
                 (unsigned long long)SUM(st.handshake_timeouts));
     text_printf(t, "wsgate_handshakes_total{result=\"full\"} %llu\n",
                 (unsigned long long)SUM(st.refused_full));
+    counter(t, "admin_refused_total", "Admin requests refused: too many at once.",
+            SUM(st.admin_refused));
 
     counter(t, "messages_received_total", "Data messages received from clients.", SUM(st.msgs_in));
     counter(t, "messages_sent_total", "Frames sent to clients.", SUM(st.msgs_out));
@@ -166,12 +202,18 @@ static void metrics(const struct worker *w, struct text *t)
 static const char *not_ready(const struct worker *w, char *buf, size_t cap)
 {
     const struct shm *s = w->shm;
+    long long now = mono_ms();
 
     if (s->draining)
         return "draining";
     for (int i = 0; i < s->nworkers; i++) {
+        long long idle = stalled_ms(s, i, now);
         if (s->w[i].pid == 0) {
             snprintf(buf, cap, "worker %d not running", i + 1);
+            return buf;
+        }
+        if (idle >= (long long)w->cfg->stall_timeout_ms) {
+            snprintf(buf, cap, "worker %d stalled for %lldms", i + 1, idle);
             return buf;
         }
         if (!s->w[i].listening) {
@@ -180,6 +222,31 @@ static const char *not_ready(const struct worker *w, char *buf, size_t cap)
         }
         if (!s->w[i].subscribed) {
             snprintf(buf, cap, "worker %d not subscribed to Redis", i + 1);
+            return buf;
+        }
+        if (s->w[i].at_capacity) {
+            /* Its share of new clients would get 503: send them elsewhere. */
+            snprintf(buf, cap, "worker %d at capacity", i + 1);
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+/* Why the process is not sound, or NULL: a worker stalled past the point where the
+ * master should have replaced it (its watchdog is off, or the master is stuck too). */
+static const char *not_healthy(const struct worker *w, char *buf, size_t cap)
+{
+    const struct shm *s = w->shm;
+    long long now = mono_ms(), limit;
+
+    limit = (long long)(w->cfg->stall_kill_ms != 0 ? w->cfg->stall_kill_ms
+                                                   : w->cfg->stall_timeout_ms) +
+            HEALTH_GRACE_MS;
+    for (int i = 0; i < s->nworkers; i++) {
+        long long idle = stalled_ms(s, i, now);
+        if (idle >= limit) {
+            snprintf(buf, cap, "worker %d stalled for %lldms", i + 1, idle);
             return buf;
         }
     }
@@ -204,7 +271,9 @@ bool admin_answer(struct conn *c)
     char buf[128], why[96];
 
     if (strcmp(path, "/healthz") == 0) {
-        respond(c, 200, "text/plain; charset=utf-8", "ok\n", 3);
+        const char *r = not_healthy(c->w, why, sizeof(why));
+        int n = snprintf(buf, sizeof(buf), "%s\n", r != NULL ? r : "ok");
+        respond(c, r != NULL ? 503 : 200, "text/plain; charset=utf-8", buf, (size_t)n);
         return true;
     }
     if (strcmp(path, "/readyz") == 0) {

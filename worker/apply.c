@@ -348,7 +348,7 @@ void apply_order_text(struct worker *w, const char *text, size_t len)
         return;
     }
     if (o.op == ORDER_OP_DRAIN) {
-        worker_drain(w, o.reason_len > 0 ? o.reason : NULL, o.spread_ms, o.id, o.reply_to);
+        worker_drain(w, true, o.reason_len > 0 ? o.reason : NULL, o.spread_ms, o.id, o.reply_to);
         order_cleanup(&o);
         return;
     }

@@ -68,8 +68,8 @@ struct conn {
     uint8_t state;       /* enum conn_state */
     uint8_t tlist;       /* enum tlist */
     uint8_t ctrl_len;
-    uint8_t ngroups;
     uint8_t remote_family; /* AF_INET or AF_INET6 */
+    uint16_t ngroups;      /* up to --max-groups (1024) */
     uint16_t remote_port;
     uint8_t remote_addr[16];
 };

@@ -180,7 +180,7 @@ int registry_add(struct registry *r, struct conn *c, char **names, size_t n)
             g->head = m;
             g->count++;
         }
-        c->ngroups = (uint8_t)n;
+        c->ngroups = (uint16_t)n;
     }
     b = hash_seq(c->seq) & (r->ids_cap - 1);
     c->hnext = r->ids[b];
@@ -273,6 +273,12 @@ static int names_add(struct names *ns, const char *prefix, const char *s, size_t
         ns->why = "bad group name (1-128 bytes of UTF-8 text)";
         return -1;
     }
+    if (plen == 0 && len >= strlen(USER_PREFIX) && memcmp(s, USER_PREFIX, strlen(USER_PREFIX)) == 0) {
+        /* user:<id> is the user's own group, joined only from the user's identity:
+         * ?group=user:carol must not put a stranger in carol's group. */
+        ns->why = "the group prefix user: is reserved for the user id";
+        return -1;
+    }
     for (size_t i = 0; i < ns->n; i++)
         if (strncmp(ns->v[i], prefix, plen) == 0 && strlen(ns->v[i]) == plen + len &&
             memcmp(ns->v[i] + plen, s, len) == 0)
@@ -329,7 +335,7 @@ int registry_groups_from_request(const struct worker *w, const struct ws_hs *hs,
         *why = "out of memory";
         return 503;
     }
-    if (cfg->query_groups) {
+    if (config_query_groups(cfg)) {
         for (size_t i = 0; (v = ws_hs_param(hs, "group", i)) != NULL; i++)
             if (names_add(&ns, "", v, strlen(v)) < 0)
                 goto bad;

@@ -31,7 +31,8 @@ enum close_by {
 struct worker_stats {
     uint64_t accepted;
     uint64_t accept_errors;
-    uint64_t refused_full; /* 503: at the file limit */
+    uint64_t refused_full;  /* 503: at the file limit */
+    uint64_t admin_refused; /* 503: too many admin requests at once */
     uint64_t handshakes_ok;
     uint64_t handshakes_failed; /* answered with an HTTP error */
     uint64_t handshake_timeouts;
@@ -50,12 +51,15 @@ struct worker_stats {
 };
 
 struct shm_worker {
-    pid_t pid;         /* 0 while not running */
-    uint64_t restarts; /* written by the master */
-    uint64_t conns;    /* open connections (gauge) */
+    pid_t pid;                       /* 0 while not running */
+    uint64_t restarts;               /* written by the master */
+    uint64_t stall_kills;            /* written by the master: killed for not ticking */
+    volatile long long last_tick_ms; /* CLOCK_MONOTONIC ms of the loop's last tick */
+    uint64_t conns;                  /* open connections (gauge) */
     bool listening;
     bool subscribed;
     bool draining;
+    bool at_capacity; /* as many clients as its file limit allows: new ones get 503 */
     struct worker_stats st;
     struct apply_stats orders;
     struct wredis_stats redis;
@@ -63,7 +67,8 @@ struct shm_worker {
 
 struct shm {
     int nworkers;
-    volatile int draining; /* the gateway is draining: readiness fails */
+    volatile int draining;      /* the gateway is draining: readiness fails */
+    volatile int drain_ordered; /* a worker took a drain order: the gateway ends */
     struct shm_worker w[];
 };
 

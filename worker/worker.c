@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -26,7 +27,8 @@
 #define RBUF_SIZE       (64 * 1024)
 #define TICK_MS         50
 #define ACCEPT_BATCH    64 /* accepts per readiness event */
-#define FD_RESERVE      32 /* files kept free for Redis, logs and the 503 answers */
+#define FD_RESERVE      24 /* files kept free for Redis, logs and the 503 answers, plus
+                              --max-admin-conns for admin requests */
 #define ACCEPT_RETRY_MS 100
 
 uint32_t worker_now(struct worker *w)
@@ -77,6 +79,20 @@ void worker_tlist_move(struct worker *w, struct conn *c, enum tlist which)
     l->tail = c;
 }
 
+static long long mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Client connections: admin ones never count against the capacity. */
+static size_t clients(const struct worker *w)
+{
+    return w->nconns - w->nadmin;
+}
+
 void worker_schedule_reap(struct worker *w)
 {
     event_active(w->reaper, EV_TIMEOUT, 0);
@@ -105,7 +121,9 @@ static void worker_on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     now = worker_now(w);
+    w->slot->last_tick_ms = mono_ms(); /* the watchdog's heartbeat (master.c, admin.c) */
     w->slot->conns = w->reg.ids_count;
+    w->slot->at_capacity = clients(w) >= w->max_conns;
     w->slot->subscribed = wredis_is_subscribed(w);
     for (int i = TL_HANDSHAKE; i < TL_COUNT; i++) {
         struct tlist_head *l = &w->tl[i];
@@ -185,15 +203,21 @@ int worker_check_listen(const struct config *cfg, char *err, size_t errlen)
 }
 
 /* At the file limit a client still gets an answer, not a hang or an RST. */
-static void refuse_full(struct worker *w, int fd)
+static void refuse_full(struct worker *w, int fd, bool admin)
 {
     char resp[256];
-    size_t n = ws_hs_response_error(503, "gateway at capacity", resp, sizeof(resp));
+    size_t n = ws_hs_response_error(503, admin ? "too many admin requests" : "gateway at capacity",
+                                    resp, sizeof(resp));
     ssize_t r = write(fd, resp, n);
 
     (void)r;
-    w->slot->st.refused_full++;
-    log_limited(LOG_WARN, NULL, "refused a client: at capacity conns=%zu", w->nconns);
+    if (admin) {
+        w->slot->st.admin_refused++;
+        log_limited(LOG_WARN, NULL, "refused an admin request: %zu in progress", w->nadmin);
+    } else {
+        w->slot->st.refused_full++;
+        log_limited(LOG_WARN, NULL, "refused a client: at capacity conns=%zu", clients(w));
+    }
     shutdown(fd, SHUT_WR);
     close(fd);
 }
@@ -233,8 +257,12 @@ static void accept_batch(struct worker *w, int lfd, bool admin, int max)
         }
         if (!admin)
             w->slot->st.accepted++;
-        if (w->nconns >= w->max_conns) {
-            refuse_full(w, fd);
+        /* Clients and admin requests have separate budgets: a gateway full of clients
+         * still answers its probes and /metrics from the reserve. */
+        if (admin ? w->nadmin >= (size_t)w->cfg->max_admin_conns : clients(w) >= w->max_conns) {
+            if (!admin)
+                w->slot->at_capacity = true;
+            refuse_full(w, fd, admin);
             continue;
         }
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -294,11 +322,6 @@ static void worker_close_listener(struct worker *w)
 }
 
 /* Draining ------------------------------------------------------------------------- */
-
-static size_t clients(const struct worker *w)
-{
-    return w->nconns - w->nadmin;
-}
 
 void worker_conn_gone(struct worker *w)
 {
@@ -361,8 +384,8 @@ static void worker_on_drain_delay(evutil_socket_t fd, short what, void *arg)
         event_base_loopexit(w->base, NULL);
 }
 
-void worker_drain(struct worker *w, const char *reason, uint32_t spread_ms, const char *id,
-                  const char *reply_to)
+void worker_drain(struct worker *w, bool ordered, const char *reason, uint32_t spread_ms,
+                  const char *id, const char *reply_to)
 {
     struct timeval tv;
     uint32_t delay = w->cfg->drain_delay_ms, limit = w->cfg->drain_timeout_ms;
@@ -379,8 +402,13 @@ void worker_drain(struct worker *w, const char *reason, uint32_t spread_ms, cons
     w->draining = true;
     w->slot->draining = true;
     w->shm->draining = 1; /* readiness fails at once, for every worker */
-    if (id != NULL)
+    if (ordered) {
+        /* The whole gateway ends, as on SIGTERM: tell the master now (it drains the
+         * workers the order did not reach) and say so again in the exit status. */
+        w->shm->drain_ordered = 1;
         w->exit_status = WORKER_EXIT_DRAINED;
+        kill(getppid(), SIGUSR1);
+    }
     snprintf(w->drain_reason, sizeof(w->drain_reason), "%s",
              reason != NULL ? reason : w->cfg->drain_reason);
     w->drain_spread_ms = spread_ms;
@@ -422,7 +450,7 @@ static void worker_on_signal(evutil_socket_t sig, short what, void *arg)
         worker_hurry(w);
         return;
     }
-    worker_drain(w, NULL, w->cfg->drain_spread_ms, NULL, NULL);
+    worker_drain(w, false, NULL, w->cfg->drain_spread_ms, NULL, NULL);
     if (sig == SIGINT)
         worker_hurry(w);
 }
@@ -450,16 +478,25 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
     struct timeval tick = {0, TICK_MS * 1000};
     uint32_t nonce;
     char tag[16];
-    size_t nofile;
+    size_t nofile, reserve;
     int status = 1;
-    sigset_t none;
+    sigset_t none, stops;
 
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* The master's handlers are reset before anything is unblocked, and SIGTERM and
+     * SIGINT stay blocked until the loop's own handlers are in place: a signal sent
+     * while the worker sets up waits for them, instead of running the master's
+     * handler in this process (lost) or killing the worker mid-setup. */
     signal(SIGPIPE, SIG_IGN);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     signal(SIGCHLD, SIG_DFL);
+    signal(SIGALRM, SIG_DFL);
+    signal(SIGUSR1, SIG_DFL);
+    sigemptyset(&none);
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGTERM);
+    sigaddset(&stops, SIGINT);
+    sigprocmask(SIG_SETMASK, &stops, NULL);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     snprintf(tag, sizeof(tag), "w%d", num);
     log_set_tag(tag);
@@ -474,6 +511,8 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
     w.slot->listening = false;
     w.slot->subscribed = false;
     w.slot->draining = false;
+    w.slot->at_capacity = false;
+    w.slot->last_tick_ms = mono_ms();
     w.slot->conns = 0;
     if (getrandom(&nonce, sizeof(nonce), 0) != sizeof(nonce))
         nonce = (uint32_t)getpid() ^ (uint32_t)time(NULL);
@@ -481,7 +520,8 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
     snprintf(w.id_prefix, sizeof(w.id_prefix), "%s-%d-%08x-", cfg->id, num, nonce);
     w.id_prefix_len = strlen(w.id_prefix);
     nofile = raise_nofile();
-    w.max_conns = nofile > FD_RESERVE * 2 ? nofile - FD_RESERVE : nofile / 2;
+    reserve = FD_RESERVE + (size_t)cfg->max_admin_conns;
+    w.max_conns = nofile > reserve * 2 ? nofile - reserve : nofile / 2;
     w.rbuf_cap = RBUF_SIZE;
     w.rbuf = malloc(w.rbuf_cap);
     w.tl[TL_HANDSHAKE].timeout_ms = cfg->handshake_timeout_ms;
@@ -506,6 +546,8 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
     w.listen_ev = event_new(w.base, w.listen_fd, EV_READ | EV_PERSIST, worker_on_accept, &w);
     w.accept_retry = evtimer_new(w.base, worker_on_accept_retry, &w);
     w.tick = event_new(w.base, -1, EV_PERSIST, worker_on_tick, &w);
+    if (w.tick != NULL) /* the heartbeat must not wait behind a long run of I/O */
+        event_priority_set(w.tick, WORKER_PRIO_JOBS);
     w.reaper = event_new(w.base, -1, 0, worker_on_reap, &w);
     w.sig_term = evsignal_new(w.base, SIGTERM, worker_on_signal, &w);
     w.sig_int = evsignal_new(w.base, SIGINT, worker_on_signal, &w);
@@ -526,6 +568,7 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
         log_msg(LOG_ERROR, NULL, "cannot set up worker events");
         goto out;
     }
+    sigprocmask(SIG_SETMASK, &none, NULL); /* a SIGTERM that waited is taken now */
     if (wredis_start(&w) < 0) {
         status = 2;
         goto out;

@@ -92,12 +92,14 @@ int worker_check_listen(const struct config *cfg, char *err, size_t errlen);
 
 /*
  * Stops taking clients and closes every connection with 1001 and reason (default
- * "server shutting down"), at moments spread across spread_ms; exits when none is
- * left or at the deadline. id and reply_to come from a drain order (NULL for a
- * signal); the acknowledgement goes to reply_to when the closes are sent.
+ * --drain-reason), at moments spread across spread_ms; exits when none is left or at
+ * the deadline. ordered is true for a drain order (with or without id): the master is
+ * told at once (shm drain_ordered and SIGUSR1) and the whole gateway ends, as on
+ * SIGTERM. id and reply_to come from the order (NULL for a signal); the
+ * acknowledgement goes to reply_to when the closes are sent.
  */
-void worker_drain(struct worker *w, const char *reason, uint32_t spread_ms, const char *id,
-                  const char *reply_to);
+void worker_drain(struct worker *w, bool ordered, const char *reason, uint32_t spread_ms,
+                  const char *id, const char *reply_to);
 
 /* Runs one worker process until it is told to stop. Returns the exit status. */
 int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num);

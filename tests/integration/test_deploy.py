@@ -288,6 +288,15 @@ def test_compose_parses_and_uses_the_haproxy_config():
             b = s["build"]
             assert os.path.exists(os.path.join(DEPLOY, b["context"], b["dockerfile"])), b
     assert any(int(env_port(svcs[g], "WSGATE_LISTEN")) == d["listen"] for g in gws)
+    # Admin ports and Redis are published on the host's loopback only: metrics and
+    # readiness are not for the internet, and whoever reaches Redis can order closes.
+    private = {int(env_port(svcs[g], "WSGATE_ADMIN")) for g in gws} | {6379}
+    for name, s in svcs.items():
+        for p in s.get("ports") or []:
+            parts = str(p).split(":")
+            host, container = (parts[0] if len(parts) == 3 else ""), int(parts[-1].split("/")[0])
+            if container in private:
+                assert host == "127.0.0.1", "%s publishes %s on every interface" % (name, p)
     assert any(int(env_port(svcs[g], "WSGATE_ADMIN")) == d["admin"] for g in gws)
 
 

@@ -21,6 +21,10 @@ from lb import MetricsError, parse_metrics, value
 EXPECTED = {
     "wsgate_workers": "gauge",
     "wsgate_worker_restarts_total": "counter",
+    "wsgate_worker_stall_kills_total": "counter",
+    "wsgate_workers_stalled": "gauge",
+    "wsgate_workers_at_capacity": "gauge",
+    "wsgate_admin_refused_total": "counter",
     "wsgate_connections_open": "gauge",
     "wsgate_connections_accepted_total": "counter",
     "wsgate_handshakes_total": "counter",

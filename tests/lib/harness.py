@@ -22,6 +22,8 @@ BUILD = os.environ.get("WSGATE_BUILD") or os.path.join(REPO, "build")
 if not os.path.isabs(BUILD):
     BUILD = os.path.join(REPO, BUILD)
 WSGATE = os.path.join(BUILD, "wsgate")
+# The same gateway under ASan and UBSan (make test builds it): tests of memory safety.
+WSGATE_ASAN = os.path.join(REPO, "build", "asan", "wsgate")
 
 # Flags every test gateway gets unless the test overrides them. The ping interval is
 # long so that raw-socket tests never see a keepalive ping they did not ask for.
@@ -105,7 +107,7 @@ READY_RE = re.compile(r"\b(w\d+) worker ready\b.*\bpid=(\d+)")
 class Gateway:
     """A build/wsgate master with its stderr in a log file."""
 
-    def __init__(self, flags=None, extra=None, env=None, workers=None, echo=True):
+    def __init__(self, flags=None, extra=None, env=None, workers=None, echo=True, binary=None):
         flags = dict(DEFAULT_FLAGS, **(flags or {}))
         if workers is not None:
             flags["--workers"] = str(workers)
@@ -115,7 +117,8 @@ class Gateway:
         self.admin_port = free_port()
         flags.setdefault("--admin", "127.0.0.1:%d" % self.admin_port)
         self.workers = int(flags["--workers"]) if flags.get("--workers") else 1
-        self.argv = [WSGATE]
+        self.binary = binary or WSGATE
+        self.argv = [self.binary]
         for k, v in flags.items():
             if v is not None:
                 self.argv += [k, v]
@@ -128,8 +131,8 @@ class Gateway:
         self.exit_status = None
 
     def start(self, wait_ready=True, timeout=10.0):
-        if not os.access(WSGATE, os.X_OK):
-            raise AssertionError("%s is not built (run make)" % WSGATE)
+        if not os.access(self.binary, os.X_OK):
+            raise AssertionError("%s is not built (run make)" % self.binary)
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT, env=self.env)

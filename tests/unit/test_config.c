@@ -29,7 +29,8 @@ static void test_config_defaults(void)
     CHECK(c.close_timeout_ms == 5000 && c.ping_interval_ms == 30000);
     CHECK(strcmp(c.channel, "wsgate:orders") == 0);
     CHECK(strcmp(c.events_channel, "wsgate:events") == 0);
-    CHECK(c.query_groups && c.max_groups == 16 && !c.echo && !c.redis_given);
+    CHECK(config_query_groups(&c) && c.max_groups == 16 && !c.echo && !c.redis_given);
+    CHECK(c.stall_timeout_ms == 2000 && c.stall_kill_ms == 10000 && c.max_admin_conns == 8);
 }
 
 static void test_config_flags_and_env(void)
@@ -58,8 +59,33 @@ static void test_config_flags_and_env(void)
     CHECK(c.max_header == 16384 && c.close_timeout_ms == 500);
     CHECK(c.ping_interval_ms == 120000);
     CHECK(c.redis_given && strcmp(c.redis, "redis://h:1/2") == 0);
-    CHECK(!c.query_groups);
+    CHECK(!config_query_groups(&c));
     CHECK(strcmp(c.id, "gw-a.1") == 0);
+}
+
+/* A trusted header flag turns the query's identity off unless it is asked for. */
+static void test_config_trusted_headers_turn_query_groups_off(void)
+{
+    struct config c;
+    char *user[] = {A("wsgate"), A("--user-header"), A("X-User"), NULL};
+    char *groups[] = {A("wsgate"), A("--groups-header"), A("X-Groups"), NULL};
+    char *both[] = {A("wsgate"), A("--user-header"), A("X-User"), A("--query-groups"), NULL};
+    char *env[] = {A("WSGATE_QUERY_GROUPS=1"), NULL};
+
+    CHECK(parse(&c, user, NULL) == 0 && !config_query_groups(&c));
+    CHECK(parse(&c, groups, NULL) == 0 && !config_query_groups(&c));
+    CHECK(parse(&c, both, NULL) == 0 && config_query_groups(&c));
+    CHECK(parse(&c, user, env) == 0 && config_query_groups(&c));
+}
+
+static void test_config_limits_at_their_bounds(void)
+{
+    struct config c;
+    char *argv[] = {A("wsgate"), A("--max-groups"), A("1024"), A("--stall-timeout"),
+                    A("500ms"),  A("--stall-kill"), A("0"),    NULL};
+
+    CHECK(parse(&c, argv, NULL) == 0);
+    CHECK(c.max_groups == 1024 && c.stall_timeout_ms == 500 && c.stall_kill_ms == 0);
 }
 
 static void test_config_ipv6_listen(void)
@@ -96,6 +122,11 @@ static void test_config_rejects_bad_values(void)
         {"--channel", "", NULL},
         {"--groups-header", "Bad Header", NULL},
         {"--max-groups", "-1", NULL},
+        {"--max-groups", "1025", NULL},
+        {"--stall-timeout", "0", NULL},
+        {"--stall-timeout", "50ms", NULL},
+        {"--stall-kill", "500ms", NULL},
+        {"--stall-kill", "2h", NULL},
         {"--nope", NULL, NULL},
         {"--echo=1", NULL, NULL},
         {"positional", NULL, NULL},
@@ -150,6 +181,8 @@ void suite_config(void)
 {
     test_config_defaults();
     test_config_flags_and_env();
+    test_config_trusted_headers_turn_query_groups_off();
+    test_config_limits_at_their_bounds();
     test_config_ipv6_listen();
     test_config_rejects_bad_values();
     test_config_rejects_bad_env();
