@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 
+#include "common/base64.h"
 #include "common/text.h"
 #include "common/utf8.h"
 #include "common/ws_close.h"
@@ -14,6 +15,20 @@
 /* The fields a close order may carry besides its target; a drain refuses them. */
 #define TARGET_FIELDS 3
 static const char *const target_fields[TARGET_FIELDS] = {"conn", "group", "all"};
+
+static const char *const op_names[] = {"close", "drain", "send", "join", "leave"};
+
+#define OP_COUNT (sizeof(op_names) / sizeof(op_names[0]))
+
+/* JSON spends at most 6 bytes on one byte of text ("\u0001"), base64 4 on 3. */
+#define SEND_TEXT_FACTOR 6
+
+static const struct order_limits default_limits = {ORDER_SEND_MAX_DEFAULT, NULL};
+
+static bool is_member_op(enum order_op op)
+{
+    return op == ORDER_OP_JOIN || op == ORDER_OP_LEAVE;
+}
 
 __attribute__((format(printf, 3, 4))) static int refuse(struct order_error *err, const char *key,
                                                         const char *fmt, ...)
@@ -57,6 +72,8 @@ void order_cleanup(struct order *o)
     free_names(o->except, o->nexcept);
     free(o->gateway);
     free(o->reply_to);
+    free(o->payload);
+    free_names(o->groups, o->ngroups);
     order_init(o);
 }
 
@@ -158,20 +175,21 @@ static int get_op(json_t *root, struct order *o, struct order_error *err)
         return 0;
     if (!json_is_string(v))
         return refuse_type(err, "op", "a string");
-    if (strcmp(json_string_value(v), "close") == 0)
-        o->op = ORDER_OP_CLOSE;
-    else if (strcmp(json_string_value(v), "drain") == 0)
-        o->op = ORDER_OP_DRAIN;
-    else
-        return refuse(err, "op", "op: must be \"close\" or \"drain\"");
-    return 0;
+    for (size_t i = 0; i < OP_COUNT; i++) {
+        if (strcmp(json_string_value(v), op_names[i]) == 0) {
+            o->op = (enum order_op)i;
+            return 0;
+        }
+    }
+    return refuse(err, "op", "op: must be \"close\", \"drain\", \"send\", \"join\" or \"leave\"");
 }
 
 /*
  * Targets of a close order. Counted before anything is copied: an order of 64 KiB
  * holds up to ~16 000 one-byte names, and each costs an allocation per worker.
  */
-static int get_targets(json_t *root, struct order *o, struct order_error *err)
+static int get_targets(json_t *root, const struct order_limits *lim, struct order *o,
+                       struct order_error *err)
 {
     json_t *v[TARGET_FIELDS];
     json_t *except = json_object_get(root, "except");
@@ -187,6 +205,29 @@ static int get_targets(json_t *root, struct order *o, struct order_error *err)
     if (o->op == ORDER_OP_DRAIN) {
         if (present > 0 || except != NULL)
             return refuse(err, "target", "drain: conn, group, all and except are not allowed");
+        if (lim->group != NULL)
+            return refuse(err, "target", "drain: not on a group channel");
+        return 0;
+    }
+    if (lim->group != NULL) {
+        /* The channel names the group: "group" may be left out, and may not name
+         * another one (a subscriber of one group must not act on others). */
+        json_t *g = v[1];
+        if (present > (g != NULL ? 1 : 0))
+            return refuse(err, "target", "on a group channel only that group is a target");
+        if (g != NULL && !(json_is_string(g) && strcmp(json_string_value(g), lim->group) == 0 &&
+                           json_string_length(g) == strlen(lim->group)))
+            return refuse(err, "target", "group: must be the channel's group or left out");
+        if (count_names(except) + 1 > ORDER_MAX_TARGETS)
+            return refuse(err, "too_many", "more than %d targets (names plus except)",
+                          ORDER_MAX_TARGETS);
+        o->target = ORDER_TARGET_GROUP;
+        o->names = calloc(1, sizeof(*o->names));
+        if (o->names == NULL || (o->names[0] = strdup(lim->group)) == NULL)
+            return refuse(err, "oom", "out of memory");
+        o->nnames = 1;
+        if (except != NULL && get_names("except", except, &o->except, &o->nexcept, err) < 0)
+            return -1;
         return 0;
     }
     if (present != 1)
@@ -220,6 +261,8 @@ static int get_code(json_t *root, struct order *o, struct order_error *err)
         o->code = WS_CLOSE_GOING_AWAY;
     if (v == NULL)
         return 0;
+    if (o->op != ORDER_OP_CLOSE && o->op != ORDER_OP_DRAIN)
+        return refuse(err, "op", "%s: code is not allowed", op_names[o->op]);
     if (!json_is_integer(v))
         return refuse_type(err, "code", "an integer");
     code = json_integer_value(v);
@@ -240,6 +283,8 @@ static int get_reason(json_t *root, struct order *o, struct order_error *err)
 
     if (v == NULL)
         return 0;
+    if (o->op != ORDER_OP_CLOSE && o->op != ORDER_OP_DRAIN)
+        return refuse(err, "op", "%s: reason is not allowed", op_names[o->op]);
     if (!json_is_string(v))
         return refuse_type(err, "reason", "a string");
     return order_set_reason(o, json_string_value(v), json_string_length(v), err);
@@ -252,6 +297,8 @@ static int get_numbers(json_t *root, struct order *o, struct order_error *err)
     json_t *dry = json_object_get(root, "dry_run");
 
     if (spread != NULL) {
+        if (o->op != ORDER_OP_CLOSE && o->op != ORDER_OP_DRAIN)
+            return refuse(err, "op", "%s: spread_ms is not allowed", op_names[o->op]);
         if (!json_is_integer(spread))
             return refuse_type(err, "spread_ms", "an integer");
         if (json_integer_value(spread) < 0 || json_integer_value(spread) > ORDER_SPREAD_MAX)
@@ -276,15 +323,127 @@ static int get_numbers(json_t *root, struct order *o, struct order_error *err)
     return 0;
 }
 
+/* A send's message: exactly one of "text" (UTF-8) and "binary" (base64), at most
+ * lim->max_send bytes once decoded. Other ops refuse both fields. */
+static int get_payload(json_t *root, const struct order_limits *lim, struct order *o,
+                       struct order_error *err)
+{
+    json_t *text = json_object_get(root, "text");
+    json_t *bin = json_object_get(root, "binary");
+    json_t *v = text != NULL ? text : bin;
+    const char *field = text != NULL ? "text" : "binary";
+    size_t len;
+    long n;
+
+    if (o->op != ORDER_OP_SEND) {
+        if (v != NULL)
+            return refuse(err, "op", "%s: %s is not allowed", op_names[o->op], field);
+        return 0;
+    }
+    if ((text == NULL) == (bin == NULL))
+        return refuse(err, "payload", "send: exactly one of text and binary is required");
+    if (!json_is_string(v))
+        return refuse_type(err, field, "a string");
+    len = json_string_length(v);
+    if (text != NULL) {
+        /* jansson hands out UTF-8 only; checked again, as every text frame is. */
+        if (len > lim->max_send)
+            return refuse(err, "payload", "text: %zu bytes, more than --max-send %zu", len,
+                          lim->max_send);
+        if (!utf8_is_valid((const uint8_t *)json_string_value(v), len))
+            return refuse(err, "payload", "text: must be valid UTF-8");
+        if (len > 0 && (o->payload = malloc(len)) == NULL)
+            return refuse(err, "oom", "out of memory");
+        if (len > 0)
+            memcpy(o->payload, json_string_value(v), len);
+        o->payload_len = len;
+        return 0;
+    }
+    if (BASE64_DECODED_MAX(len) > lim->max_send + 2)
+        return refuse(err, "payload", "binary: more than --max-send %zu bytes", lim->max_send);
+    if (len > 0 && (o->payload = malloc(BASE64_DECODED_MAX(len))) == NULL)
+        return refuse(err, "oom", "out of memory");
+    n = base64_decode(json_string_value(v), len, o->payload);
+    if (n < 0)
+        return refuse(err, "payload", "binary: must be base64 (RFC 4648, padded)");
+    if ((size_t)n > lim->max_send)
+        return refuse(err, "payload", "binary: %ld bytes, more than --max-send %zu", n,
+                      lim->max_send);
+    o->payload_len = (size_t)n;
+    o->binary = true;
+    return 0;
+}
+
+/* Group names a join or leave names: the rules of client groups (1-128 bytes of UTF-8,
+ * no control characters). */
+static int check_group(json_t *v, struct order_error *err)
+{
+    const char *s;
+    size_t len;
+
+    if (!json_is_string(v))
+        return refuse_type(err, "groups", "an array of strings");
+    s = json_string_value(v);
+    len = json_string_length(v);
+    if (len == 0 || len > ORDER_NAME_MAX)
+        return refuse(err, "groups", "groups: names must be 1 to %d bytes", ORDER_NAME_MAX);
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return refuse(err, "groups", "groups: names must not contain control characters");
+    return 0;
+}
+
+static int get_groups(json_t *root, struct order *o, struct order_error *err)
+{
+    json_t *v = json_object_get(root, "groups");
+    size_t n;
+
+    if (!is_member_op(o->op)) {
+        if (v != NULL)
+            return refuse(err, "op", "%s: groups is not allowed", op_names[o->op]);
+        return 0;
+    }
+    if (v == NULL)
+        return refuse(err, "groups", "%s: groups is required", op_names[o->op]);
+    if (!json_is_array(v))
+        return refuse_type(err, "groups", "an array of strings");
+    n = json_array_size(v);
+    if (n == 0)
+        return refuse(err, "groups", "groups: must not be an empty array");
+    if (n + o->nnames + o->nexcept > ORDER_MAX_TARGETS)
+        return refuse(err, "too_many", "more than %d names (targets, except and groups)",
+                      ORDER_MAX_TARGETS);
+    for (size_t i = 0; i < n; i++)
+        if (check_group(json_array_get(v, i), err) < 0)
+            return -1;
+    return get_names("groups", v, &o->groups, &o->ngroups, err);
+}
+
+size_t order_max_text(const struct order_limits *lim)
+{
+    size_t extra = lim->max_send > (SIZE_MAX - ORDER_MAX_BYTES) / SEND_TEXT_FACTOR
+                       ? SIZE_MAX - ORDER_MAX_BYTES
+                       : lim->max_send * SEND_TEXT_FACTOR;
+
+    return ORDER_MAX_BYTES + extra;
+}
+
 int order_parse(const char *buf, size_t len, struct order *o, struct order_error *err)
+{
+    return order_parse_with(buf, len, &default_limits, o, err);
+}
+
+int order_parse_with(const char *buf, size_t len, const struct order_limits *lim, struct order *o,
+                     struct order_error *err)
 {
     json_error_t jerr;
     json_t *root;
     int rc = -1;
 
     order_init(o);
-    if (len > ORDER_MAX_BYTES)
-        return refuse(err, "too_big", "order is %zu bytes, more than %d", len, ORDER_MAX_BYTES);
+    if (len > order_max_text(lim))
+        return refuse(err, "too_big", "order is %zu bytes, more than %zu", len,
+                      order_max_text(lim));
     /* NUL is let through the parser so the field that holds it can be named. */
     root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &jerr);
     if (root == NULL)
@@ -294,8 +453,15 @@ int order_parse(const char *buf, size_t len, struct order *o, struct order_error
         refuse(err, "type", "order: must be a JSON object");
         goto err_decref;
     }
-    if (get_op(root, o, err) < 0 || get_targets(root, o, err) < 0 || get_code(root, o, err) < 0 ||
+    if (get_op(root, o, err) < 0)
+        goto err_decref;
+    if (o->op != ORDER_OP_SEND && len > ORDER_MAX_BYTES) {
+        refuse(err, "too_big", "order is %zu bytes, more than %d", len, ORDER_MAX_BYTES);
+        goto err_decref;
+    }
+    if (get_targets(root, lim, o, err) < 0 || get_code(root, o, err) < 0 ||
         get_reason(root, o, err) < 0 || get_numbers(root, o, err) < 0 ||
+        get_payload(root, lim, o, err) < 0 || get_groups(root, o, err) < 0 ||
         get_string(root, "id", &o->id, err) < 0 ||
         get_string(root, "gateway", &o->gateway, err) < 0 ||
         get_string(root, "reply_to", &o->reply_to, err) < 0)
@@ -353,7 +519,7 @@ char *order_to_json(const struct order *o)
 
     if (o->id != NULL)
         r |= set_new(obj, "id", json_string(o->id));
-    r |= set_new(obj, "op", json_string(o->op == ORDER_OP_DRAIN ? "drain" : "close"));
+    r |= set_new(obj, "op", json_string(op_names[o->op]));
     if (o->target == ORDER_TARGET_CONN)
         r |= set_new(obj, "conn", names_json(o->names, o->nnames));
     else if (o->target == ORDER_TARGET_GROUP)
@@ -364,10 +530,25 @@ char *order_to_json(const struct order *o)
         r |= set_new(obj, "except", names_json(o->except, o->nexcept));
     if (o->gateway != NULL)
         r |= set_new(obj, "gateway", json_string(o->gateway));
-    if (o->op != ORDER_OP_DRAIN)
+    if (o->op == ORDER_OP_CLOSE)
         r |= set_new(obj, "code", json_integer(o->code));
-    r |= set_new(obj, "reason", json_stringn(o->reason, o->reason_len));
-    r |= set_new(obj, "spread_ms", json_integer(o->spread_ms));
+    if (o->op == ORDER_OP_CLOSE || o->op == ORDER_OP_DRAIN) {
+        r |= set_new(obj, "reason", json_stringn(o->reason, o->reason_len));
+        r |= set_new(obj, "spread_ms", json_integer(o->spread_ms));
+    }
+    if (o->op == ORDER_OP_SEND && !o->binary)
+        r |= set_new(obj, "text",
+                     json_stringn(o->payload != NULL ? (const char *)o->payload : "",
+                                  o->payload_len));
+    if (o->op == ORDER_OP_SEND && o->binary) {
+        char *b64 = malloc(BASE64_ENCODED_LEN(o->payload_len) + 1);
+        if (b64 != NULL)
+            base64_encode(o->payload, o->payload_len, b64);
+        r |= set_new(obj, "binary", b64 != NULL ? json_string(b64) : NULL);
+        free(b64);
+    }
+    if (is_member_op(o->op))
+        r |= set_new(obj, "groups", names_json(o->groups, o->ngroups));
     if (o->reply_to != NULL)
         r |= set_new(obj, "reply_to", json_string(o->reply_to));
     if (o->dry_run)
@@ -402,6 +583,24 @@ char *order_ack_json(const char *id, const char *gateway, int worker, size_t mat
         r |= set_new(obj, "matched", json_integer((json_int_t)matched));
         r |= set_new(obj, "closed", json_integer((json_int_t)closed));
         if (dry_run)
+            r |= set_new(obj, "dry_run", json_true());
+    }
+    return dump(obj, r);
+}
+
+char *order_result_json(const struct order *o, const char *gateway, int worker, size_t matched,
+                        size_t count, size_t other)
+{
+    json_t *obj = ack_head(o->id, gateway, worker);
+    int r = obj == NULL ? -1 : 0;
+    bool send = o->op == ORDER_OP_SEND;
+
+    if (r == 0) {
+        r |= set_new(obj, "matched", json_integer((json_int_t)matched));
+        r |= set_new(obj, send ? "sent" : o->op == ORDER_OP_JOIN ? "joined" : "left",
+                     json_integer((json_int_t)count));
+        r |= set_new(obj, send ? "dropped" : "refused", json_integer((json_int_t)other));
+        if (o->dry_run)
             r |= set_new(obj, "dry_run", json_true());
     }
     return dump(obj, r);

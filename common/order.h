@@ -6,10 +6,10 @@
 #include <stdint.h>
 
 /*
- * Close orders: the JSON a backend PUBLISHes to the orders channel, parsed and
- * checked in one place so the gateway and wsgatectl apply exactly the same rules.
+ * Orders: the JSON a backend PUBLISHes to the orders channels, parsed and checked in
+ * one place so the gateway and wsgatectl apply exactly the same rules.
  *
- *   {"id": "optional string", "op": "close" | "drain",
+ *   {"id": "optional string", "op": "close" | "drain" | "send" | "join" | "leave",
  *    "conn": "ID" | ["ID", ...]  |  "group": "NAME" | ["NAME", ...]  |  "all": true,
  *    "except": "ID" | ["ID", ...], "gateway": "only this gateway applies it",
  *    "code": 4000, "reason": "UTF-8 text", "spread_ms": 0, "reply_to": "channel",
@@ -17,11 +17,13 @@
  *
  * A drain order is {"op": "drain", "gateway": "ID", "reason": "...", "spread_ms": N}:
  * the gateway is required, targets are not allowed and the code is 1001.
- * Unknown fields are ignored; a known field of the wrong JSON type (null included)
- * refuses the order.
+ * A send order carries exactly one of "text" (UTF-8) or "binary" (base64) instead of
+ * code, reason and spread_ms; join and leave carry "groups": ["NAME", ...].
+ * Unknown fields are ignored; a known field of the wrong JSON type (null included), or
+ * one the op does not take, refuses the order.
  */
 
-#define ORDER_MAX_BYTES   (64 * 1024) /* longer order text is refused before parsing */
+#define ORDER_MAX_BYTES   (64 * 1024) /* longer order text is refused (send orders: below) */
 #define ORDER_MAX_TARGETS 10000       /* names in conn/group plus except */
 #define ORDER_NAME_MAX    128         /* bytes in one conn id or group name */
 #define ORDER_STRING_MAX  256         /* bytes in id, gateway, reply_to */
@@ -31,7 +33,29 @@
 enum order_op {
     ORDER_OP_CLOSE,
     ORDER_OP_DRAIN,
+    ORDER_OP_SEND,
+    ORDER_OP_JOIN,
+    ORDER_OP_LEAVE,
 };
+
+#define ORDER_SEND_MAX_DEFAULT (1024 * 1024) /* --max-send: payload bytes, after base64 */
+
+/*
+ * What order_parse_with() needs besides the text:
+ *   max_send  the largest send payload (bytes after base64 decoding); a send order's
+ *             text may be as long as that payload needs (JSON escapes take up to 6
+ *             bytes a byte, base64 4 per 3), every other order stays under
+ *             ORDER_MAX_BYTES
+ *   group     the group named by the channel the order came on (<channel>:group:NAME),
+ *             or NULL: then the order targets that group, and may omit "group"
+ */
+struct order_limits {
+    size_t max_send;
+    const char *group;
+};
+
+/* The longest order text order_parse_with() reads for these limits. */
+size_t order_max_text(const struct order_limits *lim);
 
 enum order_target {
     ORDER_TARGET_NONE, /* drain orders */
@@ -62,6 +86,11 @@ struct order {
     char *reply_to;                    /* owned, NULL = no acknowledgement */
     bool dry_run;                      /* count only, close nothing */
     long long max_affected;            /* -1 = no limit */
+    uint8_t *payload;                  /* owned: send: the message, NULL when empty */
+    size_t payload_len;
+    bool binary;   /* send: from "binary" (a binary frame), else a text frame */
+    char **groups; /* owned: join/leave: the groups, checked like client groups */
+    size_t ngroups;
 };
 
 /*
@@ -81,9 +110,13 @@ void order_init(struct order *o);
 /*
  * Parses and checks the order text buf[0..len) (need not be NUL-terminated).
  * Returns 0 with o filled (release it with order_cleanup()), or -1 with err filled
- * and o left empty: nothing to release. Text over ORDER_MAX_BYTES is refused
- * before parsing.
+ * and o left empty: nothing to release. Text over order_max_text(lim) is refused
+ * before parsing; refusal keys add "payload" (send) and "groups" (join, leave).
  */
+int order_parse_with(const char *buf, size_t len, const struct order_limits *lim, struct order *o,
+                     struct order_error *err);
+
+/* order_parse_with() with the default limits and no channel group. */
 int order_parse(const char *buf, size_t len, struct order *o, struct order_error *err);
 
 /*
@@ -110,6 +143,16 @@ char *order_to_json(const struct order *o);
  */
 char *order_ack_json(const char *id, const char *gateway, int worker, size_t matched, size_t closed,
                      bool dry_run);
+
+/*
+ * The acknowledgement of a send, join or leave order:
+ *   send        {"id","gateway","worker","matched","sent","dropped"}
+ *   join/leave  {"id","gateway","worker","matched","joined"|"left","refused"}
+ * count is sent or joined/left; other is dropped (slow consumers) or refused (a
+ * connection at --max-groups); "dry_run": true when so.
+ */
+char *order_result_json(const struct order *o, const char *gateway, int worker, size_t matched,
+                        size_t count, size_t other);
 char *order_nack_json(const char *id, const char *gateway, int worker, const char *error);
 
 /*
@@ -119,7 +162,7 @@ char *order_nack_json(const char *id, const char *gateway, int worker, const cha
  * as '?'. Text over ORDER_PEEK_MAX_BYTES is not read: that refusal goes unanswered.
  * Fields are malloc'd or NULL; release with order_peek_cleanup().
  */
-#define ORDER_PEEK_MAX_BYTES (1024 * 1024)
+#define ORDER_PEEK_MAX_BYTES (16 * 1024 * 1024)
 struct order_peek {
     char *id;
     char *reply_to;

@@ -55,7 +55,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         back.max_affected != o.max_affected || !same_str(back.id, o.id) ||
         !same_str(back.gateway, o.gateway) || !same_str(back.reply_to, o.reply_to) ||
         !same_list(back.names, back.nnames, o.names, o.nnames) ||
-        !same_list(back.except, back.nexcept, o.except, o.nexcept))
+        !same_list(back.except, back.nexcept, o.except, o.nexcept) ||
+        !same_list(back.groups, back.ngroups, o.groups, o.ngroups) || back.binary != o.binary ||
+        back.payload_len != o.payload_len ||
+        (o.payload_len > 0 && memcmp(back.payload, o.payload, o.payload_len) != 0))
+        abort();
+    /* A text payload is always valid UTF-8, whatever escapes carried it. */
+    if (o.op == ORDER_OP_SEND && !o.binary && !utf8_is_valid(o.payload, o.payload_len))
         abort();
     free(json);
     order_cleanup(&back);

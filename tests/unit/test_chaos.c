@@ -97,6 +97,52 @@ static void test_chaos_order_every_allocation_fails_cleanly(void)
     CHECK(failures > 0);
 }
 
+static const char send_text[] =
+    "{\"op\":\"send\",\"id\":\"s1\",\"conn\":[\"c1\",\"c2\"],\"binary\":\"AAEC/w==\","
+    "\"reply_to\":\"acks\"}";
+static const char join_text[] =
+    "{\"op\":\"join\",\"group\":\"room:1\",\"groups\":[\"a\",\"b\"],\"reply_to\":\"acks\"}";
+
+/* Send and join orders own a payload and group names: every failure path frees them. */
+static void test_chaos_send_and_join_every_allocation_fails_cleanly(void)
+{
+    const char *const texts[] = {send_text, join_text};
+
+    json_set_alloc_funcs(chaos_json_malloc, free);
+    for (size_t t = 0; t < 2; t++) {
+        unsigned long n, failures = 0;
+        for (n = 1;; n++) {
+            struct order o;
+            struct order_error err;
+            char *json = NULL, *res = NULL;
+            unsigned long used;
+            int r;
+
+            chaos_fail_at(n);
+            r = order_parse(texts[t], strlen(texts[t]), &o, &err);
+            if (r == 0) {
+                json = order_to_json(&o);
+                res = order_result_json(&o, "gw", 1, 2, 2, 0);
+            }
+            used = chaos_allocations();
+            chaos_fail_at(0);
+            if (r < 0) {
+                failures++;
+                CHECK(strcmp(err.key, "oom") == 0 || strcmp(err.key, "json") == 0);
+            } else {
+                CHECK(t == 0 ? o.payload_len == 4 && o.binary : o.ngroups == 2);
+                order_cleanup(&o);
+            }
+            free(json);
+            free(res);
+            if (n > used)
+                break;
+        }
+        CHECK(failures > 0);
+    }
+    json_set_alloc_funcs(malloc, free);
+}
+
 static void test_chaos_redis_url_every_allocation_fails_cleanly(void)
 {
     unsigned long n, failures = 0;
@@ -128,5 +174,6 @@ void suite_chaos(void)
 {
     test_chaos_ws_hs_every_allocation_fails_cleanly();
     test_chaos_order_every_allocation_fails_cleanly();
+    test_chaos_send_and_join_every_allocation_fails_cleanly();
     test_chaos_redis_url_every_allocation_fails_cleanly();
 }

@@ -48,6 +48,31 @@ static const struct {
     const char *text;
     const char *key;
 } refusals[] = {
+    {"{\"op\":\"send\",\"all\":true}", "payload"},
+    {"{\"op\":\"send\",\"all\":true,\"text\":\"a\",\"binary\":\"YQ==\"}", "payload"},
+    {"{\"op\":\"send\",\"all\":true,\"text\":5}", "type"},
+    {"{\"op\":\"send\",\"all\":true,\"text\":null}", "type"},
+    {"{\"op\":\"send\",\"all\":true,\"binary\":\"YQ\"}", "payload"},
+    {"{\"op\":\"send\",\"all\":true,\"binary\":\"Y Q==\"}", "payload"},
+    {"{\"op\":\"send\",\"all\":true,\"binary\":[]}", "type"},
+    {"{\"op\":\"send\",\"text\":\"a\"}", "target"},
+    {"{\"op\":\"send\",\"all\":true,\"text\":\"a\",\"code\":4000}", "op"},
+    {"{\"op\":\"send\",\"all\":true,\"text\":\"a\",\"reason\":\"r\"}", "op"},
+    {"{\"op\":\"send\",\"all\":true,\"text\":\"a\",\"spread_ms\":5}", "op"},
+    {"{\"op\":\"send\",\"all\":true,\"text\":\"a\",\"groups\":[\"g\"]}", "op"},
+    {"{\"all\":true,\"text\":\"a\"}", "op"},
+    {"{\"all\":true,\"binary\":\"YQ==\"}", "op"},
+    {"{\"all\":true,\"groups\":[\"g\"]}", "op"},
+    {"{\"op\":\"join\",\"all\":true}", "groups"},
+    {"{\"op\":\"join\",\"all\":true,\"groups\":[]}", "groups"},
+    {"{\"op\":\"join\",\"all\":true,\"groups\":\"g\"}", "type"},
+    {"{\"op\":\"join\",\"all\":true,\"groups\":[\"g\",1]}", "type"},
+    {"{\"op\":\"join\",\"all\":true,\"groups\":[\"\"]}", "groups"},
+    {"{\"op\":\"join\",\"all\":true,\"groups\":[\"a\\nb\"]}", "groups"},
+    {"{\"op\":\"leave\",\"all\":true,\"groups\":[\"a\\u0000b\"]}", "groups"},
+    {"{\"op\":\"leave\",\"groups\":[\"g\"]}", "target"},
+    {"{\"op\":\"leave\",\"all\":true,\"groups\":[\"g\"],\"code\":4000}", "op"},
+    {"{\"op\":\"kick\",\"all\":true}", "op"},
     {"", "json"},
     {"{", "json"},
     {"{\"all\":true}x", "json"},
@@ -414,11 +439,23 @@ static void check_same(const struct order *a, const struct order *b)
         CHECK(strcmp(a->names[i], b->names[i]) == 0);
     for (size_t i = 0; i < a->nexcept && i < b->nexcept; i++)
         CHECK(strcmp(a->except[i], b->except[i]) == 0);
+    CHECK(a->binary == b->binary && a->payload_len == b->payload_len);
+    CHECK(a->payload_len == 0 || memcmp(a->payload, b->payload, a->payload_len) == 0);
+    CHECK(a->ngroups == b->ngroups);
+    for (size_t i = 0; i < a->ngroups && i < b->ngroups; i++)
+        CHECK(strcmp(a->groups[i], b->groups[i]) == 0);
 }
 
 static void test_order_round_trip(void)
 {
     static const char *const texts[] = {
+        "{\"op\":\"send\",\"group\":\"room:1\",\"text\":\"héllo \\u0000 \\\"x\\\"\"}",
+        "{\"op\":\"send\",\"conn\":[\"c1\"],\"binary\":\"AAEC/w==\",\"reply_to\":\"r\","
+        "\"dry_run\":true,\"max_affected\":3,\"except\":\"c2\"}",
+        "{\"op\":\"send\",\"all\":true,\"text\":\"\"}",
+        "{\"op\":\"send\",\"all\":true,\"binary\":\"\"}",
+        "{\"op\":\"join\",\"conn\":\"c1\",\"groups\":[\"room:1\",\"user:alice\"]}",
+        "{\"op\":\"leave\",\"group\":\"g\",\"groups\":[\"g\"],\"id\":\"l1\"}",
         "{\"conn\":\"c1\"}",
         "{\"conn\":[\"c1\",\"c2\"],\"except\":\"c3\",\"code\":4001,\"reason\":\"服务端维护中\"}",
         "{\"group\":[\"g1\",\"g2\"],\"except\":[\"c1\"],\"spread_ms\":500,\"max_affected\":7}",
@@ -558,8 +595,144 @@ static void test_order_peek_reads_routing_fields_of_refused_orders(void)
     }
 }
 
+static void test_order_send_payloads(void)
+{
+    static const char bin[] = "{\"op\":\"send\",\"all\":true,\"binary\":\"AAEC/w==\"}";
+    static const char txt[] = "{\"op\":\"send\",\"conn\":\"c\",\"text\":\"a\\u0000\\u00e9\"}";
+    struct order_error err;
+    struct order o;
+
+    CHECK(parse(bin, sizeof(bin) - 1, &o, &err) == 0);
+    CHECK(o.op == ORDER_OP_SEND && o.binary && o.payload_len == 4);
+    CHECK(o.payload != NULL && memcmp(o.payload, "\x00\x01\x02\xff", 4) == 0);
+    order_cleanup(&o);
+    CHECK(parse(txt, sizeof(txt) - 1, &o, &err) == 0);
+    CHECK(!o.binary && o.payload_len == 4 && memcmp(o.payload, "a\0\xc3\xa9", 4) == 0);
+    order_cleanup(&o);
+}
+
+/* --max-send counts decoded bytes; the text of a send may pass 64 KiB, others may not. */
+static void test_order_send_size_limits(void)
+{
+    struct order_limits lim = {100, NULL};
+    size_t n = 200000;
+    char *text = malloc(n + 64), *b64 = malloc(n + 64);
+    struct order_error err;
+    struct order o;
+    int len;
+
+    CHECK(text != NULL && b64 != NULL);
+    if (text == NULL || b64 == NULL)
+        goto out;
+    /* 100 bytes of text, each written as \u0001: 600 bytes of JSON, accepted */
+    len = snprintf(text, n, "{\"op\":\"send\",\"all\":true,\"text\":\"");
+    for (int i = 0; i < 100; i++)
+        len += snprintf(text + len, n - (size_t)len, "\\u0001");
+    len += snprintf(text + len, n - (size_t)len, "\"}");
+    CHECK(order_parse_with(text, (size_t)len, &lim, &o, &err) == 0 && o.payload_len == 100);
+    order_cleanup(&o);
+    /* 101 bytes: refused as payload */
+    len = snprintf(text, n, "{\"op\":\"send\",\"all\":true,\"text\":\"%0101d\"}", 0);
+    CHECK(order_parse_with(text, (size_t)len, &lim, &o, &err) == -1);
+    CHECK(strcmp(err.key, "payload") == 0);
+    /* binary: 75 base64 bytes decode to... 100 accepted, 102 refused */
+    memset(b64, 'A', 136);
+    len = snprintf(text, n, "{\"op\":\"send\",\"all\":true,\"binary\":\"%.*s\"}", 136, b64);
+    CHECK(order_parse_with(text, (size_t)len, &lim, &o, &err) == -1 &&
+          strcmp(err.key, "payload") == 0);
+    len = snprintf(text, n, "{\"op\":\"send\",\"all\":true,\"binary\":\"%.*sAA==\"}", 132,
+                   b64);
+    CHECK(order_parse_with(text, (size_t)len, &lim, &o, &err) == 0 && o.payload_len == 100);
+    order_cleanup(&o);
+    /* A 1 MiB text under the default limits: over 64 KiB of order, fine for a send. */
+    lim.max_send = ORDER_SEND_MAX_DEFAULT;
+    len = snprintf(text, n, "{\"op\":\"send\",\"all\":true,\"text\":\"");
+    memset(text + len, 'x', 150000);
+    len += 150000;
+    len += snprintf(text + len, n + 64 - (size_t)len, "\"}");
+    CHECK(order_parse_with(text, (size_t)len, &lim, &o, &err) == 0 && o.payload_len == 150000);
+    order_cleanup(&o);
+    /* ... but not for a close order of that size */
+    len = snprintf(text, n, "{\"all\":true,\"id\":\"x\",\"pad\":\"");
+    memset(text + len, 'x', 150000);
+    len += 150000;
+    len += snprintf(text + len, n + 64 - (size_t)len, "\"}");
+    CHECK(order_parse_with(text, (size_t)len, &lim, &o, &err) == -1 &&
+          strcmp(err.key, "too_big") == 0);
+    CHECK(order_max_text(&lim) == ORDER_MAX_BYTES + 6 * ORDER_SEND_MAX_DEFAULT);
+    CHECK(order_parse_with(text, order_max_text(&lim) + 1, &lim, &o, &err) == -1 &&
+          strcmp(err.key, "too_big") == 0);
+out:
+    free(text);
+    free(b64);
+}
+
+/* On <channel>:group:NAME an order targets NAME; it may omit group, not name another. */
+static void test_order_on_a_group_channel(void)
+{
+    struct order_limits lim = {ORDER_SEND_MAX_DEFAULT, "room:1"};
+    static const struct {
+        const char *text;
+        const char *key; /* NULL: accepted */
+    } cases[] = {
+        {"{\"op\":\"send\",\"text\":\"hi\"}", NULL},
+        {"{\"op\":\"send\",\"group\":\"room:1\",\"text\":\"hi\"}", NULL},
+        {"{\"code\":4000,\"except\":[\"c1\"]}", NULL},
+        {"{\"op\":\"join\",\"groups\":[\"room:2\"]}", NULL},
+        {"{\"op\":\"send\",\"group\":\"room:2\",\"text\":\"hi\"}", "target"},
+        {"{\"op\":\"send\",\"group\":[\"room:1\"],\"text\":\"hi\"}", "target"},
+        {"{\"op\":\"send\",\"all\":true,\"text\":\"hi\"}", "target"},
+        {"{\"conn\":\"c1\"}", "target"},
+        {"{\"op\":\"drain\",\"gateway\":\"gw1\"}", "target"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct order_error err;
+        struct order o;
+        int r = order_parse_with(cases[i].text, strlen(cases[i].text), &lim, &o, &err);
+
+        if (cases[i].key == NULL) {
+            CHECK(r == 0 && o.target == ORDER_TARGET_GROUP && o.nnames == 1 &&
+                  strcmp(o.names[0], "room:1") == 0);
+            if (r == 0)
+                order_cleanup(&o);
+        } else {
+            CHECK(r == -1 && strcmp(err.key, cases[i].key) == 0);
+        }
+    }
+}
+
+static void test_order_results(void)
+{
+    struct order o;
+    char *s;
+
+    order_init(&o);
+    o.op = ORDER_OP_SEND;
+    o.id = (char *)"s1";
+    s = order_result_json(&o, "gw1", 2, 5, 4, 1);
+    CHECK(s != NULL && strcmp(s, "{\"id\":\"s1\",\"gateway\":\"gw1\",\"worker\":2,"
+                                 "\"matched\":5,\"sent\":4,\"dropped\":1}") == 0);
+    free(s);
+    o.op = ORDER_OP_JOIN;
+    o.dry_run = true;
+    s = order_result_json(&o, "gw1", 1, 3, 0, 0);
+    CHECK(s != NULL && strcmp(s, "{\"id\":\"s1\",\"gateway\":\"gw1\",\"worker\":1,"
+                                 "\"matched\":3,\"joined\":0,\"refused\":0,\"dry_run\":true}") == 0);
+    free(s);
+    o.op = ORDER_OP_LEAVE;
+    o.dry_run = false;
+    s = order_result_json(&o, "gw1", 1, 3, 2, 1);
+    CHECK(s != NULL && strstr(s, "\"left\":2,\"refused\":1}") != NULL);
+    free(s);
+}
+
 void suite_order(void)
 {
+    test_order_send_payloads();
+    test_order_send_size_limits();
+    test_order_on_a_group_channel();
+    test_order_results();
     test_order_peek_reads_routing_fields_of_refused_orders();
     test_order_refuses_table();
     test_order_accepts_sendable_codes();
