@@ -353,10 +353,11 @@ static void refuse_unverified(struct worker *w, const struct order_error *err)
 }
 
 /*
- * What a verified signed order must also be: fresh, with ts and id, and not applied
- * before. Its id is remembered until its ts is too old to pass again (ts + max age),
- * so an envelope published twice is refused the second time. Returns 0, or -1 with
- * err filled.
+ * What a verified signed order must also be: fresh, with ts and id, and the first with
+ * its id. The id is spent here, whatever comes of the order after, and remembered
+ * until its ts is too old to pass again (ts + max age), so an envelope published twice
+ * is refused the second time. The memory is this worker's: a restarted worker starts
+ * empty. Returns 0, or -1 with err filled.
  */
 static int check_signed(struct worker *w, const struct order *o, struct order_error *err)
 {
@@ -372,7 +373,7 @@ static int check_signed(struct worker *w, const struct order *o, struct order_er
         r = seen_check_and_add(w->seen, o->id, strlen(o->id), now, o->ts + max_age + 1);
     err->key = r == SEEN_REPLAY ? "replay" : r == SEEN_FULL ? "replay_full" : "oom";
     if (r == SEEN_REPLAY)
-        snprintf(err->text, sizeof(err->text), "replay: this id was applied already");
+        snprintf(err->text, sizeof(err->text), "replay: this order id was used already");
     else if (r == SEEN_FULL)
         snprintf(err->text, sizeof(err->text),
                  "replay_full: %u order ids remembered, none old enough to forget",

@@ -176,7 +176,7 @@ def test_verified_refusals_are_answered_on_reply_to():
         fl.publish(envelope)
         acks = await acks_of(fl, order["id"], 4)
         assert sorted(a.get("error", "") for a in acks)[2:] == \
-            ["replay: this id was applied already"] * 2, acks
+            ["replay: this order id was used already"] * 2, acks
         # A new order may not reuse the id either, however signed.
         fl.publish(seal(dict(order, ts=now_ms(), group="other")))
         await until(lambda: len(fl.listener.acks(order["id"])) >= 6, 5, "2 more replay acks")
