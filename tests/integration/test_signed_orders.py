@@ -341,14 +341,17 @@ def test_signing_snippet_node():
 # --- Redis ACL -------------------------------------------------------------------------------
 
 # What each kind of client may do: gateways SUBSCRIBE to the orders channels meant for
-# them, PUBLISH events and acknowledgements, SET and DEL their own heartbeat keys;
-# publishers PUBLISH orders, SUBSCRIBE to acknowledgements and read heartbeats. A
-# selector in parentheses grants its commands on its own channels and keys only.
+# them, PUBLISH events and acknowledgements, SET and DEL their own heartbeat keys; a
+# backend only PUBLISHes orders; wsgatectl also SUBSCRIBEs to acknowledgements and reads
+# heartbeats. A selector in parentheses grants its commands on its own channels and keys
+# only.
 ACL = [
     "user gateway-gwA on >gw-pw resetchannels resetkeys -@all"
     " +subscribe &wsgate:orders &wsgate:orders:gwA"
     " +set +del ~wsgate:orders:gw:gwA:*"
     " (+publish resetchannels &wsgate:events &wsgate:orders:ack:*)",
+    "user backend on >be-pw resetchannels resetkeys -@all"
+    " +publish &wsgate:orders &wsgate:orders:*",
     "user publisher on >pub-pw resetchannels resetkeys -@all"
     " +publish &wsgate:orders &wsgate:orders:*"
     " (+subscribe resetchannels &wsgate:orders:ack:*)"
@@ -389,6 +392,13 @@ def test_acl_confines_gateways_and_publishers():
         assert p.returncode == 0 and "closed 2 of 2" in p.stdout, (p.returncode, p.stdout,
                                                                    p.stderr)
         await assert_closed_with(clients, 4001, "")
+        import redis
+        backend = redis.Redis(host="127.0.0.1", port=fl.redis.port, username="backend",
+                              password="be-pw", socket_timeout=5)
+        order = signed_order(group="room:2", reply_to="wsgate:orders:ack:be-1")
+        assert backend.publish("wsgate:orders", seal(order)) == 2
+        applied = "order id=%s op=close matched=0" % order["id"]
+        await until(lambda: gw.log().count(applied) == 2, 5, "the backend's order")
         assert fl.r.execute_command("ACL", "LOG") == [], "denied: %r" % fl.r.execute_command(
             "ACL", "LOG")
         assert "refused" not in gw.log(), gw.log()
@@ -400,6 +410,8 @@ def test_acl_confines_gateways_and_publishers():
             ("publisher", "pub-pw", "PUBLISH", "elsewhere", "{}"),
             ("publisher", "pub-pw", "SET", "wsgate:orders:gw:gwA:1", "{}"),
             ("publisher", "pub-pw", "GET", "other"),
+            ("backend", "be-pw", "SUBSCRIBE", "wsgate:orders:ack:be-1"),
+            ("backend", "be-pw", "SCAN", "0"),
             ("gateway-gwA", "gw-pw", "PUBLISH", "wsgate:orders", "{}"),
             ("gateway-gwA", "gw-pw", "SUBSCRIBE", "wsgate:orders:gwB"),
             ("gateway-gwA", "gw-pw", "SUBSCRIBE", "wsgate:events"),
