@@ -12,7 +12,8 @@
 #include "common/log.h"
 #include "common/utf8.h"
 
-enum flag_kind { F_BOOL, F_NOBOOL, F_VALUE };
+/* F_LIST: repeatable; set(c, NULL) forgets what its twin gave. */
+enum flag_kind { F_BOOL, F_NOBOOL, F_VALUE, F_LIST };
 
 struct flag {
     const char *name; /* without the leading "--" */
@@ -131,6 +132,42 @@ static int set_stall_kill(struct config *c, const char *v, char *err, size_t err
     if (config_parse_duration(v, &ms) < 0 || (ms != 0 && ms < 1000) || ms > 3600u * 1000)
         return bad(err, errlen, "stall-kill", v, "expected 0 (never) or a duration from 1s to 1h");
     c->stall_kill_ms = ms;
+    return 0;
+}
+
+/* Never echoes the value: it holds secrets. */
+static int set_order_key(struct config *c, const char *v, char *err, size_t errlen)
+{
+    char why[200];
+
+    if (v == NULL) {
+        order_sig_ring_clear(&c->order_keys);
+        return 0;
+    }
+    if (order_sig_ring_add(&c->order_keys, v, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "--order-key: %s", why);
+        return -1;
+    }
+    return 0;
+}
+
+static int set_order_max_age(struct config *c, const char *v, char *err, size_t errlen)
+{
+    uint32_t ms;
+
+    if (config_parse_duration(v, &ms) < 0 || ms < 1000 || ms > 24u * 3600 * 1000)
+        return bad(err, errlen, "order-max-age", v, "expected a duration from 1s to 24h");
+    c->order_max_age_ms = ms;
+    return 0;
+}
+
+static int set_order_replay_max(struct config *c, const char *v, char *err, size_t errlen)
+{
+    long n;
+
+    if (parse_int(v, 1, 10000000, &n) < 0)
+        return bad(err, errlen, "order-replay-max", v, "expected a number 1-10000000");
+    c->order_replay_max = (uint32_t)n;
     return 0;
 }
 
@@ -352,6 +389,9 @@ static const struct flag flags[] = {
     {"max-admin-conns", F_VALUE, set_max_admin_conns},
     {"stall-timeout", F_VALUE, set_stall_timeout},
     {"stall-kill", F_VALUE, set_stall_kill},
+    {"order-key", F_LIST, set_order_key},
+    {"order-max-age", F_VALUE, set_order_max_age},
+    {"order-replay-max", F_VALUE, set_order_replay_max},
 };
 
 #define NFLAGS (sizeof(flags) / sizeof(flags[0]))
@@ -400,6 +440,15 @@ static const char usage[] =
     "                           long (default 2s)\n"
     "  --stall-kill DUR         the master kills and restarts a worker stalled this long;\n"
     "                           0 never (default 10s)\n"
+    "  --order-key KEYID:SECRET\n"
+    "                           every order must be signed with one of these keys\n"
+    "                           (HMAC-SHA256, see README); repeatable, or several\n"
+    "                           separated by commas; WSGATE_ORDER_KEY keeps the secret\n"
+    "                           out of ps (default: orders are not signed)\n"
+    "  --order-max-age DUR      a signed order's ts may be this far in the past or the\n"
+    "                           future, and its id is remembered that long (default 60s)\n"
+    "  --order-replay-max N     ids of signed orders remembered per worker; when full,\n"
+    "                           new orders are refused (default 100000)\n"
     "  --help                   this text\n"
     "  --version                the version and the git revision it was built from\n"
     "\n"
@@ -443,6 +492,8 @@ void config_defaults(struct config *c)
     c->max_admin_conns = 8;
     c->stall_timeout_ms = 2000;
     c->stall_kill_ms = 10000;
+    c->order_max_age_ms = 60000;
+    c->order_replay_max = 100000;
 }
 
 bool config_query_groups(const struct config *c)
@@ -555,7 +606,7 @@ static int apply_env(struct config *c, char **envp, char *err, size_t errlen)
             if (strncmp(*e, name, nlen) != 0 || (*e)[nlen] != '=')
                 continue;
             v = *e + nlen + 1;
-            if (f->kind == F_VALUE) {
+            if (f->kind == F_VALUE || f->kind == F_LIST) {
                 if (f->set(c, v, err, errlen) < 0) {
                     size_t used = strlen(err);
                     snprintf(err + used, errlen - used, " (from %s)", name);
@@ -577,6 +628,8 @@ static int apply_env(struct config *c, char **envp, char *err, size_t errlen)
 
 int config_parse(struct config *c, int argc, char **argv, char **envp, char *err, size_t errlen)
 {
+    bool listed[NFLAGS] = {false}; /* F_LIST flags met on the command line */
+
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
             return 1;
@@ -597,7 +650,7 @@ int config_parse(struct config *c, int argc, char **argv, char **envp, char *err
             snprintf(err, errlen, "unknown flag '%s' (see --help)", argv[i]);
             return -1;
         }
-        if (f->kind != F_VALUE) {
+        if (f->kind == F_BOOL || f->kind == F_NOBOOL) {
             if (eq != NULL) {
                 snprintf(err, errlen, "--%s takes no value", f->name);
                 return -1;
@@ -612,6 +665,10 @@ int config_parse(struct config *c, int argc, char **argv, char **envp, char *err
         } else {
             snprintf(err, errlen, "--%s needs a value", f->name);
             return -1;
+        }
+        if (f->kind == F_LIST && !listed[f - flags]) {
+            listed[f - flags] = true;
+            f->set(c, NULL, err, errlen); /* the command line replaces the twin's list */
         }
         if (f->set(c, v, err, errlen) < 0)
             return -1;

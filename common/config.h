@@ -5,10 +5,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/order_sig.h"
+
 /*
  * wsgate's settings: every flag has a WSGATE_* environment twin (--max-header is
  * WSGATE_MAX_HEADER); a flag given on the command line wins over its twin. Every
  * value is checked here, before any process starts.
+ *
+ * --order-key is the one repeatable flag: each use (and its twin WSGATE_ORDER_KEY)
+ * holds one or more KEYID:SECRET separated by commas or spaces, and the keys add up.
+ * Given on the command line at all, it replaces the keys of its twin. An empty value
+ * is refused rather than read as "no keys": a deployment that meant to sign orders
+ * must not start unsigned because a variable was left empty.
  */
 
 #define CONFIG_ID_MAX 64
@@ -43,6 +51,9 @@ struct config {
     int max_admin_conns;       /* admin requests served at once, apart from clients */
     uint32_t stall_timeout_ms; /* a worker silent this long fails /readyz */
     uint32_t stall_kill_ms;    /* ... and this long is killed and restarted; 0: never */
+    struct order_sig_ring order_keys; /* --order-key: n > 0 means orders must be signed */
+    uint32_t order_max_age_ms;        /* a signed order's ts may be this far from now */
+    uint32_t order_replay_max;        /* ids of signed orders a worker remembers at most */
 };
 
 /* Fills c with the defaults (workers = CPUs, id = host name). */

@@ -54,6 +54,7 @@ void order_init(struct order *o)
     o->target = ORDER_TARGET_NONE;
     o->code = WS_CLOSE_NORMAL;
     o->max_affected = -1;
+    o->ts = -1;
 }
 
 static void free_names(char **names, size_t n)
@@ -428,6 +429,20 @@ size_t order_max_text(const struct order_limits *lim)
     return ORDER_MAX_BYTES + extra;
 }
 
+static int get_ts(json_t *root, struct order *o, struct order_error *err)
+{
+    json_t *v = json_object_get(root, "ts");
+
+    if (v == NULL)
+        return 0;
+    if (!json_is_integer(v))
+        return refuse_type(err, "ts", "an integer (Unix ms)");
+    if (json_integer_value(v) < 0 || json_integer_value(v) > ORDER_TS_MAX)
+        return refuse(err, "ts", "ts: must be Unix ms from 0 to %lld", ORDER_TS_MAX);
+    o->ts = (long long)json_integer_value(v);
+    return 0;
+}
+
 int order_parse(const char *buf, size_t len, struct order *o, struct order_error *err)
 {
     return order_parse_with(buf, len, &default_limits, o, err);
@@ -462,7 +477,7 @@ int order_parse_with(const char *buf, size_t len, const struct order_limits *lim
     if (get_targets(root, lim, o, err) < 0 || get_code(root, o, err) < 0 ||
         get_reason(root, o, err) < 0 || get_numbers(root, o, err) < 0 ||
         get_payload(root, lim, o, err) < 0 || get_groups(root, o, err) < 0 ||
-        get_string(root, "id", &o->id, err) < 0 ||
+        get_string(root, "id", &o->id, err) < 0 || get_ts(root, o, err) < 0 ||
         get_string(root, "gateway", &o->gateway, err) < 0 ||
         get_string(root, "reply_to", &o->reply_to, err) < 0)
         goto err_decref;
@@ -476,6 +491,24 @@ err_decref:
     if (rc < 0)
         order_cleanup(o);
     return rc;
+}
+
+int order_check_signed(const struct order *o, long long now_ms, uint32_t max_age_ms,
+                       struct order_error *err)
+{
+    if (o->ts < 0)
+        return refuse(err, "ts", "ts: a signed order must carry ts (Unix ms)");
+    if (o->id == NULL)
+        return refuse(err, "id", "id: a signed order must carry an id");
+    /* Both ways: an order from a clock far ahead would otherwise stay valid, and its id
+     * would have to be remembered, for longer than the window. */
+    if (now_ms - o->ts > (long long)max_age_ms)
+        return refuse(err, "stale", "stale: ts is %lld ms old, more than %u", now_ms - o->ts,
+                      max_age_ms);
+    if (o->ts - now_ms > (long long)max_age_ms)
+        return refuse(err, "stale", "stale: ts is %lld ms in the future, more than %u",
+                      o->ts - now_ms, max_age_ms);
+    return 0;
 }
 
 /* set_new: steals value, fails on NULL (out of memory) as well. */
@@ -519,6 +552,8 @@ char *order_to_json(const struct order *o)
 
     if (o->id != NULL)
         r |= set_new(obj, "id", json_string(o->id));
+    if (o->ts >= 0)
+        r |= set_new(obj, "ts", json_integer(o->ts));
     r |= set_new(obj, "op", json_string(op_names[o->op]));
     if (o->target == ORDER_TARGET_CONN)
         r |= set_new(obj, "conn", names_json(o->names, o->nnames));

@@ -9,7 +9,8 @@
  * Orders: the JSON a backend PUBLISHes to the orders channels, parsed and checked in
  * one place so the gateway and wsgatectl apply exactly the same rules.
  *
- *   {"id": "optional string", "op": "close" | "drain" | "send" | "join" | "leave",
+ *   {"id": "optional string", "ts": Unix ms (optional),
+ *    "op": "close" | "drain" | "send" | "join" | "leave",
  *    "conn": "ID" | ["ID", ...]  |  "group": "NAME" | ["NAME", ...]  |  "all": true,
  *    "except": "ID" | ["ID", ...], "gateway": "only this gateway applies it",
  *    "code": 4000, "reason": "UTF-8 text", "spread_ms": 0, "reply_to": "channel",
@@ -29,6 +30,7 @@
 #define ORDER_STRING_MAX  256         /* bytes in id, gateway, reply_to */
 #define ORDER_SPREAD_MAX  3600000u    /* spread_ms: one hour */
 #define ORDER_REASON_MAX  123         /* WS_CLOSE_REASON_MAX */
+#define ORDER_TS_MAX      253402300799999LL /* ts: 9999-12-31T23:59:59.999Z */
 
 enum order_op {
     ORDER_OP_CLOSE,
@@ -70,7 +72,8 @@ enum order_target {
  * at memory it keeps (then it must not call order_cleanup() on it).
  */
 struct order {
-    char *id; /* owned, NULL when absent */
+    char *id;     /* owned, NULL when absent */
+    long long ts; /* Unix ms when the order was made, 0..ORDER_TS_MAX; -1 when absent */
     enum order_op op;
     enum order_target target;
     char **names; /* owned: conn ids or group names, NULL for all and drain */
@@ -96,8 +99,9 @@ struct order {
 /*
  * Why an order was refused. key is a short static string that never changes, for
  * counters: "too_big", "json", "type", "op", "target", "too_many", "code", "reason",
- * "spread", "max_affected", "id", "gateway", "reply_to" or "oom". text names the
- * field, for the log and the {"error": ...} acknowledgement.
+ * "spread", "max_affected", "id", "ts", "gateway", "reply_to" or "oom" (and "stale"
+ * from order_check_signed(); common/order_sig.h adds its own). text names the field,
+ * for the log and the {"error": ...} acknowledgement.
  */
 struct order_error {
     const char *key;
@@ -125,6 +129,15 @@ int order_parse(const char *buf, size_t len, struct order *o, struct order_error
  * set). Returns 0, or -1 with err filled ("reason") and o->reason unchanged.
  */
 int order_set_reason(struct order *o, const char *text, size_t len, struct order_error *err);
+
+/*
+ * The rules a signed order adds once its signature is verified (common/order_sig.h):
+ * ts and id are required, and ts is at most max_age_ms away from now_ms (Unix ms), in
+ * the past or, for clock skew, in the future. Returns 0, or -1 with err->key "ts",
+ * "id" or "stale".
+ */
+int order_check_signed(const struct order *o, long long now_ms, uint32_t max_age_ms,
+                       struct order_error *err);
 
 /* Frees what o owns and leaves it as order_init() does. Safe to call twice. */
 void order_cleanup(struct order *o);

@@ -246,6 +246,16 @@ int master_run(const struct config *cfg, int admin_fd)
     log_msg(LOG_NOTICE, NULL, "starting id=%s workers=%d listen=%s:%u pid=%d", cfg->id,
             cfg->workers, cfg->listen_host[0] ? cfg->listen_host : "0.0.0.0", cfg->listen_port,
             (int)getpid());
+    if (cfg->order_keys.n > 0) {
+        char kids[ORDER_SIG_KEYS_MAX * (ORDER_SIG_KID_MAX + 1)] = "";
+        size_t used = 0;
+
+        for (size_t i = 0; i < cfg->order_keys.n; i++)
+            used += (size_t)snprintf(kids + used, sizeof(kids) - used, "%s%s", i ? "," : "",
+                                     cfg->order_keys.keys[i].kid);
+        log_msg(LOG_NOTICE, NULL, "orders must be signed keys=%s max_age_ms=%u replay_max=%u", kids,
+                cfg->order_max_age_ms, cfg->order_replay_max);
+    }
     for (int i = 0; i < cfg->workers; i++) {
         slots[i].backoff_ms = BACKOFF_MIN_MS;
         if (spawn(cfg, shm, admin_fd, &slots[i], i + 1) == 0)

@@ -6,6 +6,9 @@
  * the order is built, written out with order_to_json() and read back with
  * order_parse(), so what a gateway would refuse is refused before it is sent.
  *
+ * With --order-key (or WSGATE_ORDER_KEY), every order gets a ts and is published as a
+ * signed envelope (common/order_sig.h), as gateways started with --order-key require.
+ *
  * Exit status: 0 done; 1 a worker refused the order or did not answer in time;
  * 2 bad arguments or an order the rules refuse; 3 Redis unreachable or failing.
  */
@@ -29,6 +32,7 @@
 #include "version.h"
 
 #include "common/order.h"
+#include "common/order_sig.h"
 #include "common/redis_url.h"
 
 enum {
@@ -47,7 +51,8 @@ enum {
 #define HEARTBEAT_STALE_S 5 /* older than this: the worker has likely gone */
 
 static const char usage_main[] =
-    "usage: wsgatectl [--redis URL] [--channel NAME] COMMAND [OPTIONS]\n"
+    "usage: wsgatectl [--redis URL] [--channel NAME] [--order-key KEYID:SECRET] COMMAND\n"
+    "                 [OPTIONS]\n"
     "\n"
     "commands:\n"
     "  close     close client connections on the gateways\n"
@@ -57,6 +62,10 @@ static const char usage_main[] =
     "  --redis URL     redis://[user:password@]host[:port][/db] or unix:///path[?db=N]\n"
     "                  (env WSGATE_REDIS, default " DEFAULT_REDIS ")\n"
     "  --channel NAME  orders channel (env WSGATE_CHANNEL, default " DEFAULT_CHANNEL ")\n"
+    "  --order-key KEYID:SECRET\n"
+    "                  sign every order with this key, for gateways that require it (env\n"
+    "                  WSGATE_ORDER_KEY, which keeps the secret out of ps; of a list of\n"
+    "                  keys, the first signs)\n"
     "  --help          this text; 'wsgatectl COMMAND --help' for a command\n"
     "  --version       the version and the git revision it was built from\n"
     "\n"
@@ -121,10 +130,12 @@ enum opt_id {
     OPT_JSON,
     OPT_REDIS,
     OPT_CHANNEL,
+    OPT_ORDER_KEY,
 };
 
 #define OPT_BIT(id) (1u << ((id)-OPT_CONN))
-#define OPTS_COMMON (OPT_BIT(OPT_REDIS) | OPT_BIT(OPT_CHANNEL) | OPT_BIT(OPT_JSON))
+#define OPTS_COMMON \
+    (OPT_BIT(OPT_REDIS) | OPT_BIT(OPT_CHANNEL) | OPT_BIT(OPT_JSON) | OPT_BIT(OPT_ORDER_KEY))
 #define OPTS_DRAIN                                                                    \
     (OPTS_COMMON | OPT_BIT(OPT_GATEWAY) | OPT_BIT(OPT_REASON) | OPT_BIT(OPT_SPREAD) | \
      OPT_BIT(OPT_WAIT))
@@ -147,6 +158,7 @@ static const struct option long_options[] = {
     {"json", no_argument, NULL, OPT_JSON},
     {"redis", required_argument, NULL, OPT_REDIS},
     {"channel", required_argument, NULL, OPT_CHANNEL},
+    {"order-key", required_argument, NULL, OPT_ORDER_KEY},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -157,6 +169,7 @@ struct options {
     const char *usage;
     const char *redis;
     const char *channel;
+    const char *order_key; /* KEYID:SECRET list, or NULL: orders go unsigned */
     const char *gateway;
     const char *reason;
     char **conns; /* owned array, borrowed strings */
@@ -172,6 +185,7 @@ struct options {
     long long spread_ms;    /* 0 */
     long long max_affected; /* -1: no limit */
     long long wait_ms;      /* -1: do not wait */
+    struct order_sig_ring keys; /* from order_key; keys[0] signs */
 };
 
 /* One gateway worker: from its heartbeat, its acknowledgement, or both. */
@@ -364,12 +378,36 @@ static int parse_options(int argc, char **argv, struct options *o)
         case OPT_CHANNEL:
             o->channel = optarg;
             break;
+        case OPT_ORDER_KEY:
+            o->order_key = optarg;
+            break;
         default:
             return usage_error(o->usage, "%s: unknown option %s", argv[0], arg);
         }
     }
     if (optind < argc)
         return usage_error(o->usage, "%s: unexpected argument %s", argv[0], argv[optind]);
+    return 0;
+}
+
+/* Unix ms, for a signed order's ts. */
+static long long unix_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Reads --order-key into o->keys; the message never shows the secret. */
+static int check_order_key(struct options *o)
+{
+    char err[200];
+
+    if (o->order_key == NULL || o->cmd == CMD_GATEWAYS)
+        return 0;
+    if (order_sig_ring_add(&o->keys, o->order_key, err, sizeof(err)) < 0)
+        return usage_error(o->usage, "--order-key: %s", err);
     return 0;
 }
 
@@ -864,6 +902,18 @@ static int order_send(const struct options *opt, const struct order *o)
     }
     if (o->reason_cut)
         warn("reason cut to %zu bytes (a close frame holds 123)", checked.reason_len);
+    if (opt->keys.n > 0) {
+        /* The checked text is the body, signed exactly as it is sent. */
+        char *sealed = order_sig_seal(&opt->keys.keys[0], text, strlen(text));
+
+        if (sealed == NULL) {
+            warn("out of memory");
+            status = EXIT_FAILED;
+            goto out_free_order;
+        }
+        free(text);
+        text = sealed;
+    }
     if (redis_url_parse(opt->redis, &url, uerr, sizeof(uerr)) < 0) {
         status = usage_error(opt->usage, "%s", uerr);
         goto out_free_order;
@@ -938,6 +988,8 @@ static int order_common(const struct options *opt, struct order *o, char *id, si
         return EXIT_FAILED;
     }
     o->id = id;
+    if (opt->keys.n > 0)
+        o->ts = unix_ms();
     o->gateway = (char *)opt->gateway;
     o->spread_ms = (uint32_t)opt->spread_ms;
     if (opt->reason != NULL && order_set_reason(o, opt->reason, strlen(opt->reason), &oerr) < 0) {
@@ -1117,6 +1169,7 @@ int main(int argc, char **argv)
 
     opt.redis = env_or("WSGATE_REDIS", DEFAULT_REDIS);
     opt.channel = env_or("WSGATE_CHANNEL", DEFAULT_CHANNEL);
+    opt.order_key = env_or("WSGATE_ORDER_KEY", NULL);
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(usage_main, stdout);
@@ -1127,7 +1180,8 @@ int main(int argc, char **argv)
             return EXIT_DONE;
         }
         if (!global_option(argc, argv, &i, "--redis", &opt.redis) &&
-            !global_option(argc, argv, &i, "--channel", &opt.channel))
+            !global_option(argc, argv, &i, "--channel", &opt.channel) &&
+            !global_option(argc, argv, &i, "--order-key", &opt.order_key))
             return usage_error(usage_main, "unknown option %s", argv[i]);
     }
     if (i >= argc)
@@ -1150,6 +1204,8 @@ int main(int argc, char **argv)
     status = parse_options(argc - i, argv + i, &opt);
     if (status == 0)
         status = check_channel(opt.channel);
+    if (status == 0)
+        status = check_order_key(&opt);
     if (status == 0) {
         if (opt.cmd == CMD_CLOSE)
             status = cmd_close(&opt);
@@ -1159,5 +1215,6 @@ int main(int argc, char **argv)
             status = cmd_gateways(&opt);
     }
     options_cleanup(&opt);
+    order_sig_ring_clear(&opt.keys);
     return status < 0 ? EXIT_DONE : status;
 }

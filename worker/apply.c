@@ -3,17 +3,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/random.h>
 
 #include "common/log.h"
 #include "common/order.h"
+#include "common/order_sig.h"
+#include "common/seen.h"
 #include "worker/conn.h"
 #include "worker/redis.h"
 #include "worker/worker.h"
 
 const char *const apply_refuse_keys[] = {
-    "too_big", "json",         "type", "op",      "target",   "too_many", "code",  "reason",
-    "spread",  "max_affected", "id",   "gateway", "reply_to", "oom",      "other", NULL,
+    "too_big", "json",         "type", "op",      "target",   "too_many",    "code",     "reason",
+    "spread",  "max_affected", "id",   "gateway", "reply_to", "oom",         "unsigned", "envelope",
+    "kid",     "signature",    "ts",   "stale",   "replay",   "replay_full", "payload",  "groups",
+    "other",   NULL,
 };
 
 /* One order being carried out: the matched connections by counter (a connection
@@ -331,19 +336,70 @@ void apply_job_hurry(struct job *j)
     evtimer_add(j->ev, &now);
 }
 
-void apply_order_text(struct worker *w, const char *text, size_t len)
+/* Unix ms: the clock of a signed order's ts. */
+static long long unix_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A signed order whose envelope did not verify: nothing in it is trusted, reply_to and
+ * gateway included, so it is counted and logged, and never answered. */
+static void refuse_unverified(struct worker *w, const struct order_error *err)
+{
+    count_refusal(w, err->key);
+    log_limited(LOG_WARN, NULL, "order refused unverified key=%s: %s", err->key, err->text);
+}
+
+/*
+ * What a verified signed order must also be: fresh, with ts and id, and the first with
+ * its id. The id is spent here, whatever comes of the order after, and remembered
+ * until its ts is too old to pass again (ts + max age), so an envelope published twice
+ * is refused the second time. The memory is this worker's: a restarted worker starts
+ * empty. Returns 0, or -1 with err filled.
+ */
+static int check_signed(struct worker *w, const struct order *o, struct order_error *err)
+{
+    long long now = unix_ms();
+    uint32_t max_age = w->cfg->order_max_age_ms;
+    enum seen_result r = SEEN_NOMEM;
+
+    if (order_check_signed(o, now, max_age, err) < 0)
+        return -1;
+    if (w->seen == NULL)
+        w->seen = seen_new(w->cfg->order_replay_max);
+    if (w->seen != NULL)
+        r = seen_check_and_add(w->seen, o->id, strlen(o->id), now, o->ts + max_age + 1);
+    err->key = r == SEEN_REPLAY ? "replay" : r == SEEN_FULL ? "replay_full" : "oom";
+    if (r == SEEN_REPLAY)
+        snprintf(err->text, sizeof(err->text), "replay: this order id was used already");
+    else if (r == SEEN_FULL)
+        snprintf(err->text, sizeof(err->text),
+                 "replay_full: %u order ids remembered, none old enough to forget",
+                 w->cfg->order_replay_max);
+    else
+        snprintf(err->text, sizeof(err->text), "out of memory for the order id");
+    return r == SEEN_NEW ? 0 : -1;
+}
+
+static void apply_text(struct worker *w, const char *text, size_t len, bool verified)
 {
     struct order o;
     struct order_error err;
 
-    w->slot->orders.received++;
-    worker_now(w);
     if (order_parse(text, len, &o, &err) < 0) {
         refuse(w, text, len, &err);
         return;
     }
     if (o.gateway != NULL && strcmp(o.gateway, w->cfg->id) != 0) {
         w->slot->orders.ignored++;
+        order_cleanup(&o);
+        return;
+    }
+    if (verified && check_signed(w, &o, &err) < 0) {
+        refuse(w, text, len, &err);
         order_cleanup(&o);
         return;
     }
@@ -354,4 +410,24 @@ void apply_order_text(struct worker *w, const char *text, size_t len)
     }
     apply_close_order(w, &o, NULL, NULL);
     order_cleanup(&o);
+}
+
+void apply_order_text(struct worker *w, const char *text, size_t len)
+{
+    struct order_error err;
+    char *body;
+    size_t body_len;
+
+    w->slot->orders.received++;
+    worker_now(w);
+    if (w->cfg->order_keys.n == 0) {
+        apply_text(w, text, len, false);
+        return;
+    }
+    if (order_sig_open(&w->cfg->order_keys, text, len, &body, &body_len, &err) < 0) {
+        refuse_unverified(w, &err);
+        return;
+    }
+    apply_text(w, body, body_len, true);
+    free(body);
 }

@@ -15,7 +15,7 @@ struct worker;
 #define APPLY_BATCH 1024
 
 /* Counters by refusal key: "json", "code", ... (order_error.key). */
-#define APPLY_REFUSE_KEYS 16
+#define APPLY_REFUSE_KEYS 26
 
 struct apply_stats {
     uint64_t received;
@@ -45,7 +45,10 @@ void apply_close_order(struct worker *w, const struct order *o, const char *by, 
 /* Makes every remaining close of j due now (still at most APPLY_BATCH a loop turn). */
 void apply_job_hurry(struct job *j);
 
-/* Handles one message from the orders channels. */
+/* Handles one message from the orders channels. With --order-key, the message must be
+ * a signed envelope (common/order_sig.h): one that does not verify is counted and logged,
+ * never answered; a verified order that is stale, lacks ts or id, or was seen already
+ * is answered on its reply_to with the error. */
 void apply_order_text(struct worker *w, const char *text, size_t len);
 
 #endif /* WSGATE_WORKER_APPLY_H */

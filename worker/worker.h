@@ -15,6 +15,7 @@
 struct conn;
 struct wredis;
 struct job;
+struct seen;
 
 /*
  * Timer lists. Every connection sits on exactly one list whose timeout is the same
@@ -76,6 +77,7 @@ struct worker {
     struct shm_worker *slot; /* this worker's slot in shm */
     struct registry reg;
     struct wredis *redis; /* owned */
+    struct seen *seen;    /* owned: ids of signed orders, made on the first one */
 };
 
 /* Checks that cfg->listen can be bound (before any process starts). Returns 0 or -1

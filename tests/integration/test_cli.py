@@ -47,6 +47,11 @@ BAD = [
     ("listen_port_too_big", {"--listen": "127.0.0.1:99999"}),
     ("listen_bad_host", {"--listen": "not an address:80"}),
     ("log_level_unknown", {"--log-level": "chatty"}),
+    ("order_key_no_secret", {"--order-key": "k1"}),
+    ("order_key_short_secret", {"--order-key": "k1:short"}),
+    ("order_key_empty", {"--order-key": ""}),
+    ("order_max_age_zero", {"--order-max-age": "0"}),
+    ("order_replay_max_zero", {"--order-replay-max": "0"}),
 ]
 
 
@@ -80,6 +85,7 @@ ENV_BAD = [
     ("WSGATE_MAX_HEADER", "8q"),
     ("WSGATE_MAX_MESSAGE", "huge"),
     ("WSGATE_LISTEN", "127.0.0.1:99999"),
+    ("WSGATE_ORDER_KEY", "k1:short"),
 ]
 
 

@@ -52,6 +52,7 @@ class RedisOnPort(harness.Redis):
         self.dir = os.path.join(harness.tmp_root(), "redis-%d-%d" % (port, next(_ids)))
         os.makedirs(self.dir)
         self.log_path = os.path.join(self.dir, "redis.log")
+        self.config_lines = []
         self.proc = None
 
 
@@ -134,15 +135,19 @@ class Fleet:
     """Gateways gwA, gwB, ... each with `workers` workers, on one redis-server, and a
     listener subscribed to the events channel and test:acks before any client connects."""
 
-    def __init__(self, ids=("gwA", "gwB"), workers=2, flags=None, extra=None):
-        self.redis = harness.start_redis()
+    def __init__(self, ids=("gwA", "gwB"), workers=2, flags=None, extra=None, env=None,
+                 redis_config=None, redis_url_of=None):
+        """redis_config: redis.conf lines (harness.Redis); redis_url_of(redis, gid): the
+        --redis URL gateway gid uses (default redis.url); env: added to each gateway's."""
+        self.redis = harness.start_redis(config_lines=redis_config)
         self.listener = Listener(self.redis.port)
         self.gateways = {}
         for gid in ids:
-            f = {"--id": gid, "--redis": self.redis.url, "--log-level": "info",
-                 "--close-timeout": "1s"}
+            f = {"--id": gid, "--log-level": "info", "--close-timeout": "1s",
+                 "--redis": redis_url_of(self.redis, gid) if redis_url_of else self.redis.url}
             f.update(flags or {})
-            self.gateways[gid] = harness.Gateway(flags=f, workers=workers, extra=extra).start()
+            self.gateways[gid] = harness.Gateway(flags=f, workers=workers, extra=extra,
+                                                 env=env).start()
         self.wait_subscribed(1)
         self.r = self.redis.client()
 
@@ -190,12 +195,13 @@ class Fleet:
                            "%d acks of %s" % (want, order["id"]))
         return order["id"], [a for a, _ in acks]
 
-    def ctl(self, *args, timeout=15.0):
-        """Runs build/wsgatectl; returns CompletedProcess with text stdout and stderr."""
+    def ctl(self, *args, timeout=15.0, env=None):
+        """Runs build/wsgatectl (env: added to ours); returns CompletedProcess with text
+        stdout and stderr."""
         if not os.access(CTL, os.X_OK):
             raise AssertionError("%s is not built (run make)" % CTL)
         return subprocess.run([CTL] + list(args), stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=timeout, text=True)
+                              timeout=timeout, text=True, env=dict(os.environ, **(env or {})))
 
 
 def ack_sums(acks):

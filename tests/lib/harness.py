@@ -223,20 +223,31 @@ def start_gateway(**kw):
 
 
 class Redis:
-    """A throwaway redis-server on a free loopback port, in its own temp dir."""
+    """A throwaway redis-server on a free loopback port, in its own temp dir.
 
-    def __init__(self):
+    config_lines: redis.conf lines written to a file in that dir and given first (the
+    flags here still win), e.g. ACL users: "user publisher on >pw &wsgate:orders +publish".
+    """
+
+    def __init__(self, config_lines=None):
         self.port = free_port()
         self.dir = os.path.join(tmp_root(), "redis-%d" % self.port)
         os.makedirs(self.dir)
         self.log_path = os.path.join(self.dir, "redis.log")
+        self.config_lines = list(config_lines or [])
         self.proc = None
 
     def start(self, timeout=10.0):
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+        argv = [exe]
+        if self.config_lines:
+            conf = os.path.join(self.dir, "redis.conf")
+            with open(conf, "w") as f:
+                f.write("".join(line + "\n" for line in self.config_lines))
+            argv.append(conf)
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            argv + ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir)
         _live.append(self)
@@ -278,8 +289,8 @@ class Redis:
         self.kill()
 
 
-def start_redis(timeout=10.0):
-    return Redis().start(timeout)
+def start_redis(timeout=10.0, config_lines=None):
+    return Redis(config_lines).start(timeout)
 
 
 def dump_all():

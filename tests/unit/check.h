@@ -43,6 +43,8 @@ SUITE(ws_hs);
 SUITE(config);
 SUITE(order);
 SUITE(redis_url);
+SUITE(order_sig);
+SUITE(seen);
 SUITE(chaos);
 SUITE(base64);
 #undef SUITE

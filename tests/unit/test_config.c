@@ -151,6 +151,74 @@ static void test_config_rejects_bad_env(void)
     CHECK(parse(&c, argv, env2) == -1);
 }
 
+#define K1 "k1:s3cret-key-one-0123456789"
+#define K2 "k2:s3cret-key-two-0123456789"
+#define K3 "k3:s3cret-key-three-01234567"
+
+static void test_config_order_keys_and_their_twin(void)
+{
+    struct config c;
+    char *none[] = {A("wsgate"), NULL};
+    char *two[] = {A("wsgate"), A("--order-key"), A(K1), A("--order-key=" K2), NULL};
+    char *list[] = {A("wsgate"), A("--order-key"), A(K1 ", " K2), NULL};
+    char *ages[] = {A("wsgate"), A("--order-max-age"), A("5m"), A("--order-replay-max"), A("10"),
+                    NULL};
+    char *env[] = {A("WSGATE_ORDER_KEY=" K3 "," K2 " " K1), A("WSGATE_ORDER_MAX_AGE=90s"), NULL};
+
+    CHECK(parse(&c, none, NULL) == 0 && c.order_keys.n == 0);
+    CHECK(c.order_max_age_ms == 60000 && c.order_replay_max == 100000);
+    CHECK(parse(&c, two, NULL) == 0 && c.order_keys.n == 2);
+    CHECK(strcmp(c.order_keys.keys[0].kid, "k1") == 0 &&
+          strcmp(c.order_keys.keys[1].kid, "k2") == 0);
+    CHECK(parse(&c, list, NULL) == 0 && c.order_keys.n == 2);
+    CHECK(parse(&c, none, env) == 0 && c.order_keys.n == 3 && c.order_max_age_ms == 90000);
+    CHECK(strcmp(c.order_keys.keys[0].kid, "k3") == 0);
+    /* Keys on the command line replace the twin's, they do not add to them. */
+    CHECK(parse(&c, two, env) == 0 && c.order_keys.n == 2);
+    CHECK(strcmp(c.order_keys.keys[0].kid, "k1") == 0);
+    CHECK(parse(&c, ages, NULL) == 0 && c.order_max_age_ms == 300000 && c.order_replay_max == 10);
+}
+
+/* Bad keys are refused before start, and the message never shows a secret. */
+static void test_config_refuses_bad_order_keys_quietly(void)
+{
+    static const char *const bad[][2] = {
+        {"--order-key", ""},
+        {"--order-key", "k1"},
+        {"--order-key", "k1:short-s3cret"},
+        {"--order-key", "k 1:s3cret-key-one-0123456789"},
+        {"--order-key", K1 "," K1},
+        {"--order-max-age", "0"},
+        {"--order-max-age", "999ms"},
+        {"--order-max-age", "25h"},
+        {"--order-replay-max", "0"},
+        {"--order-replay-max", "10000001"},
+    };
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct config c;
+        char err[256] = "";
+        char *argv[] = {A("wsgate"), (char *)bad[i][0], (char *)bad[i][1], NULL};
+
+        config_defaults(&c);
+        CHECK(config_parse(&c, 3, argv, NULL, err, sizeof(err)) == -1);
+        CHECK(err[0] != '\0' && strstr(err, "s3cret") == NULL);
+    }
+    {
+        struct config c;
+        char err[256] = "";
+        char *argv[] = {A("wsgate"), NULL};
+        char *env[] = {A("WSGATE_ORDER_KEY=k1:s3cret"), NULL};
+        char *empty[] = {A("WSGATE_ORDER_KEY="), NULL};
+
+        config_defaults(&c);
+        CHECK(config_parse(&c, 1, argv, env, err, sizeof(err)) == -1);
+        CHECK(strstr(err, "WSGATE_ORDER_KEY") != NULL && strstr(err, "s3cret") == NULL);
+        config_defaults(&c);
+        CHECK(config_parse(&c, 1, argv, empty, err, sizeof(err)) == -1);
+    }
+}
+
 static void test_config_help(void)
 {
     struct config c;
@@ -186,6 +254,8 @@ void suite_config(void)
     test_config_ipv6_listen();
     test_config_rejects_bad_values();
     test_config_rejects_bad_env();
+    test_config_order_keys_and_their_twin();
+    test_config_refuses_bad_order_keys_quietly();
     test_config_help();
     test_config_units();
 }
