@@ -44,6 +44,7 @@ SUITE(config);
 SUITE(order);
 SUITE(redis_url);
 SUITE(chaos);
+SUITE(origin);
 #undef SUITE
 
 #endif /* WSGATE_TESTS_UNIT_CHECK_H */
