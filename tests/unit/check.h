@@ -45,6 +45,7 @@ SUITE(order);
 SUITE(redis_url);
 SUITE(chaos);
 SUITE(origin);
+SUITE(proxy_proto);
 #undef SUITE
 
 #endif /* WSGATE_TESTS_UNIT_CHECK_H */

@@ -24,10 +24,17 @@ static const struct {
     const char *name;
     void (*run)(void);
 } suites[] = {
-    {"utf8", suite_utf8},     {"ws_close", suite_ws_close},   {"ws_enc", suite_ws_enc},
-    {"ws_dec", suite_ws_dec}, {"ws_hs", suite_ws_hs},         {"config", suite_config},
-    {"order", suite_order},   {"redis_url", suite_redis_url}, {"chaos", suite_chaos},
+    {"utf8", suite_utf8},
+    {"ws_close", suite_ws_close},
+    {"ws_enc", suite_ws_enc},
+    {"ws_dec", suite_ws_dec},
+    {"ws_hs", suite_ws_hs},
+    {"config", suite_config},
+    {"order", suite_order},
+    {"redis_url", suite_redis_url},
+    {"chaos", suite_chaos},
     {"origin", suite_origin},
+    {"proxy_proto", suite_proxy_proto},
 };
 
 int main(int argc, char **argv)
