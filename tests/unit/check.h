@@ -46,6 +46,7 @@ SUITE(redis_url);
 SUITE(chaos);
 SUITE(origin);
 SUITE(proxy_proto);
+SUITE(iplimit);
 #undef SUITE
 
 #endif /* WSGATE_TESTS_UNIT_CHECK_H */

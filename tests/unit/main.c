@@ -35,6 +35,7 @@ static const struct {
     {"chaos", suite_chaos},
     {"origin", suite_origin},
     {"proxy_proto", suite_proxy_proto},
+    {"iplimit", suite_iplimit},
 };
 
 int main(int argc, char **argv)
