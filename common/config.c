@@ -9,10 +9,15 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
+#include "common/iplimit.h"
 #include "common/log.h"
+#include "common/origin.h"
 #include "common/utf8.h"
 
-enum flag_kind { F_BOOL, F_NOBOOL, F_VALUE };
+/* F_LIST: repeatable; each value (and the environment twin) may hold several items
+ * separated by commas or spaces; the first on the command line replaces the twin's
+ * (set with NULL forgets the items given so far). */
+enum flag_kind { F_BOOL, F_NOBOOL, F_VALUE, F_LIST };
 
 struct flag {
     const char *name; /* without the leading "--" */
@@ -325,6 +330,64 @@ static int set_max_groups(struct config *c, const char *v, char *err, size_t err
     return 0;
 }
 
+/* One or more origins, separated by commas or spaces (no origin holds either). */
+static int set_allow_origin(struct config *c, const char *v, char *err, size_t errlen)
+{
+    const char *p = v, *why;
+    char one[ORIGIN_HOST_MAX + 32];
+    size_t n, items = 0;
+
+    if (v == NULL) {
+        c->allow_origin.n = 0;
+        return 0;
+    }
+    for (;;) {
+        p += strspn(p, ", \t");
+        n = strcspn(p, ", \t");
+        if (n == 0)
+            break;
+        if (n >= sizeof(one))
+            return bad(err, errlen, "allow-origin", v, "origin too long");
+        memcpy(one, p, n);
+        one[n] = '\0';
+        if (origin_list_add(&c->allow_origin, one, &why) < 0) {
+            snprintf(err, errlen, "--allow-origin %s: %s", one, why);
+            return -1;
+        }
+        items++;
+        p += n;
+    }
+    if (items == 0)
+        return bad(err, errlen, "allow-origin", v, "expected scheme://host[:port]");
+    return 0;
+}
+
+static int set_max_conns_per_ip(struct config *c, const char *v, char *err, size_t errlen)
+{
+    long n;
+
+    if (parse_int(v, 0, IPLIMIT_MAX_CONNS, &n) < 0)
+        return bad(err, errlen, "max-conns-per-ip", v, "expected a number 0-65000 (0: no limit)");
+    c->max_conns_per_ip = (uint32_t)n;
+    return 0;
+}
+
+static int set_max_handshakes_per_ip(struct config *c, const char *v, char *err, size_t errlen)
+{
+    if (config_parse_rate(v, &c->max_handshakes_per_ip, &c->handshakes_period_ms) < 0)
+        return bad(err, errlen, "max-handshakes-per-ip", v,
+                   "expected a rate such as 20/s, 600/m or 100/h, or 0 for no limit");
+    return 0;
+}
+
+static int set_proxy_protocol(struct config *c, const char *v, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    c->proxy_protocol = v != NULL;
+    return 0;
+}
+
 static const struct flag flags[] = {
     {"listen", F_VALUE, set_listen},
     {"workers", F_VALUE, set_workers},
@@ -352,6 +415,10 @@ static const struct flag flags[] = {
     {"max-admin-conns", F_VALUE, set_max_admin_conns},
     {"stall-timeout", F_VALUE, set_stall_timeout},
     {"stall-kill", F_VALUE, set_stall_kill},
+    {"allow-origin", F_LIST, set_allow_origin},
+    {"max-conns-per-ip", F_VALUE, set_max_conns_per_ip},
+    {"max-handshakes-per-ip", F_VALUE, set_max_handshakes_per_ip},
+    {"proxy-protocol", F_BOOL, set_proxy_protocol},
 };
 
 #define NFLAGS (sizeof(flags) / sizeof(flags[0]))
@@ -400,6 +467,19 @@ static const char usage[] =
     "                           long (default 2s)\n"
     "  --stall-kill DUR         the master kills and restarts a worker stalled this long;\n"
     "                           0 never (default 10s)\n"
+    "  --allow-origin ORIGIN    a browser page from another origin gets 403; repeatable,\n"
+    "                           or several separated by commas; https://*.example.com\n"
+    "                           matches one more label (default: any site may connect)\n"
+    "  --max-conns-per-ip N     open connections per client address (IPv6: per /64),\n"
+    "                           more get 429; 0 disables (default 0)\n"
+    "  --max-handshakes-per-ip RATE\n"
+    "                           handshakes per client address, such as 20/s or 600/m:\n"
+    "                           a burst of 20, then one every 1/20 s; faster gets 429\n"
+    "                           with Retry-After; 0 disables (default 0)\n"
+    "  --proxy-protocol         every connection starts with a PROXY protocol header, v1\n"
+    "                           or v2 (HAProxy send-proxy, nginx proxy_protocol), and the\n"
+    "                           client address is taken from it; only for a listener\n"
+    "                           that nothing but the balancer can reach\n"
     "  --help                   this text\n"
     "  --version                the version and the git revision it was built from\n"
     "\n"
@@ -508,6 +588,36 @@ int config_parse_size(const char *s, uint64_t *bytes)
     return 0;
 }
 
+int config_parse_rate(const char *s, uint32_t *count, uint32_t *period_ms)
+{
+    static const struct {
+        char unit;
+        uint32_t ms;
+    } units[] = {{'s', 1000}, {'m', 60000}, {'h', 3600000}};
+    char *end;
+    unsigned long n;
+
+    if (strcmp(s, "0") == 0 || strcmp(s, "off") == 0) {
+        *count = 0;
+        *period_ms = 0;
+        return 0;
+    }
+    if (!isdigit((unsigned char)*s) || *s == '0')
+        return -1;
+    errno = 0;
+    n = strtoul(s, &end, 10);
+    if (errno != 0 || n < 1 || n > 1000000 || end[0] != '/' || end[1] == '\0' || end[2] != '\0')
+        return -1;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (end[1] == units[i].unit) {
+            *count = (uint32_t)n;
+            *period_ms = units[i].ms;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 static const struct flag *find_flag(const char *name, size_t len)
 {
     for (size_t i = 0; i < NFLAGS; i++)
@@ -555,7 +665,7 @@ static int apply_env(struct config *c, char **envp, char *err, size_t errlen)
             if (strncmp(*e, name, nlen) != 0 || (*e)[nlen] != '=')
                 continue;
             v = *e + nlen + 1;
-            if (f->kind == F_VALUE) {
+            if (f->kind == F_VALUE || f->kind == F_LIST) {
                 if (f->set(c, v, err, errlen) < 0) {
                     size_t used = strlen(err);
                     snprintf(err + used, errlen - used, " (from %s)", name);
@@ -577,6 +687,8 @@ static int apply_env(struct config *c, char **envp, char *err, size_t errlen)
 
 int config_parse(struct config *c, int argc, char **argv, char **envp, char *err, size_t errlen)
 {
+    bool listed[NFLAGS] = {false}; /* F_LIST flags met on the command line */
+
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
             return 1;
@@ -597,13 +709,17 @@ int config_parse(struct config *c, int argc, char **argv, char **envp, char *err
             snprintf(err, errlen, "unknown flag '%s' (see --help)", argv[i]);
             return -1;
         }
-        if (f->kind != F_VALUE) {
+        if (f->kind == F_BOOL || f->kind == F_NOBOOL) {
             if (eq != NULL) {
                 snprintf(err, errlen, "--%s takes no value", f->name);
                 return -1;
             }
             f->set(c, f->kind == F_BOOL ? "" : NULL, err, errlen);
             continue;
+        }
+        if (f->kind == F_LIST && !listed[f - flags]) {
+            listed[f - flags] = true;
+            f->set(c, NULL, err, errlen); /* the command line wins over the twin */
         }
         if (eq != NULL) {
             v = eq + 1;
