@@ -31,21 +31,19 @@
  * pair may both refuse (each sees the other's transient 1): safe, and rare.
  */
 
-#define EMPTY      UINT64_MAX /* ff..ff/64 is multicast: never a client's source */
-#define TRIES      32         /* bounded waits on a busy bucket, then fail open */
-#define SLOTS_MAX  (1u << 24)
-#define IPLIMIT_ID 0x69706c31u /* "ipl1" */
+#define EMPTY     UINT64_MAX /* ff..ff/64 is multicast: never a client's source */
+#define TRIES     32         /* bounded waits on a busy bucket, then fail open */
+#define SLOTS_MAX (1u << 24)
 
 struct iplimit {
-    uint32_t magic;
-    uint32_t nbuckets;
-    uint32_t nworkers;
-    uint32_t max_conns;
     uint64_t interval_us;  /* GCRA's emission interval: period / rate; 0: no rate limit */
     uint64_t tolerance_us; /* GCRA's burst tolerance: interval * (rate - 1) */
     uint64_t k0, k1;       /* SipHash key */
     uint64_t bucket_size;
-    uint8_t pad[8];
+    uint32_t nbuckets;
+    uint32_t nworkers;
+    uint32_t max_conns;
+    uint32_t pad[3]; /* to 64 bytes: the buckets start on a cache line */
 };
 
 _Static_assert(sizeof(struct iplimit) == 64, "the header is one cache line");
@@ -55,7 +53,7 @@ _Static_assert(ATOMIC_SHORT_LOCK_FREE == 2 && ATOMIC_INT_LOCK_FREE == 2 &&
 
 struct bucket {
     _Atomic uint32_t lock;
-    uint32_t pad;
+    uint32_t pad[3]; /* to 64 bytes: the buckets start on a cache line */
     _Atomic uint64_t key[IPLIMIT_BUCKET_SLOTS];
     _Atomic uint64_t tat[IPLIMIT_BUCKET_SLOTS];
     _Atomic uint16_t cols[]; /* [slot * nworkers + worker] */
@@ -106,7 +104,6 @@ struct iplimit *iplimit_init(void *mem, size_t len, const struct iplimit_conf *c
     if (need == 0 || len < need || ((uintptr_t)mem & 63) != 0)
         return NULL;
     memset(mem, 0, need);
-    t->magic = IPLIMIT_ID;
     t->nbuckets = (c->slots + IPLIMIT_BUCKET_SLOTS - 1) / IPLIMIT_BUCKET_SLOTS;
     t->nworkers = c->nworkers;
     t->max_conns = c->max_conns;
