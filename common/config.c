@@ -9,10 +9,14 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
+#include "common/iplimit.h"
 #include "common/log.h"
+#include "common/origin.h"
 #include "common/utf8.h"
 
-/* F_LIST: repeatable; set(c, NULL) forgets what its twin gave. */
+/* F_LIST: repeatable; each value (and the environment twin) may hold several items
+ * separated by commas or spaces; the first on the command line replaces the twin's
+ * (set with NULL forgets the items given so far). */
 enum flag_kind { F_BOOL, F_NOBOOL, F_VALUE, F_LIST };
 
 struct flag {
@@ -362,6 +366,64 @@ static int set_max_groups(struct config *c, const char *v, char *err, size_t err
     return 0;
 }
 
+/* One or more origins, separated by commas or spaces (no origin holds either). */
+static int set_allow_origin(struct config *c, const char *v, char *err, size_t errlen)
+{
+    const char *p = v, *why;
+    char one[ORIGIN_HOST_MAX + 32];
+    size_t n, items = 0;
+
+    if (v == NULL) {
+        c->allow_origin.n = 0;
+        return 0;
+    }
+    for (;;) {
+        p += strspn(p, ", \t");
+        n = strcspn(p, ", \t");
+        if (n == 0)
+            break;
+        if (n >= sizeof(one))
+            return bad(err, errlen, "allow-origin", v, "origin too long");
+        memcpy(one, p, n);
+        one[n] = '\0';
+        if (origin_list_add(&c->allow_origin, one, &why) < 0) {
+            snprintf(err, errlen, "--allow-origin %s: %s", one, why);
+            return -1;
+        }
+        items++;
+        p += n;
+    }
+    if (items == 0)
+        return bad(err, errlen, "allow-origin", v, "expected scheme://host[:port]");
+    return 0;
+}
+
+static int set_max_conns_per_ip(struct config *c, const char *v, char *err, size_t errlen)
+{
+    long n;
+
+    if (parse_int(v, 0, IPLIMIT_MAX_CONNS, &n) < 0)
+        return bad(err, errlen, "max-conns-per-ip", v, "expected a number 0-65000 (0: no limit)");
+    c->max_conns_per_ip = (uint32_t)n;
+    return 0;
+}
+
+static int set_max_handshakes_per_ip(struct config *c, const char *v, char *err, size_t errlen)
+{
+    if (config_parse_rate(v, &c->max_handshakes_per_ip, &c->handshakes_period_ms) < 0)
+        return bad(err, errlen, "max-handshakes-per-ip", v,
+                   "expected a rate such as 20/s, 600/m or 100/h, or 0 for no limit");
+    return 0;
+}
+
+static int set_proxy_protocol(struct config *c, const char *v, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    c->proxy_protocol = v != NULL;
+    return 0;
+}
+
 static const struct flag flags[] = {
     {"listen", F_VALUE, set_listen},
     {"workers", F_VALUE, set_workers},
@@ -392,6 +454,10 @@ static const struct flag flags[] = {
     {"order-key", F_LIST, set_order_key},
     {"order-max-age", F_VALUE, set_order_max_age},
     {"order-replay-max", F_VALUE, set_order_replay_max},
+    {"allow-origin", F_LIST, set_allow_origin},
+    {"max-conns-per-ip", F_VALUE, set_max_conns_per_ip},
+    {"max-handshakes-per-ip", F_VALUE, set_max_handshakes_per_ip},
+    {"proxy-protocol", F_BOOL, set_proxy_protocol},
 };
 
 #define NFLAGS (sizeof(flags) / sizeof(flags[0]))
@@ -449,6 +515,19 @@ static const char usage[] =
     "                           future, and its id is remembered that long (default 60s)\n"
     "  --order-replay-max N     ids of signed orders remembered per worker; when full,\n"
     "                           new orders are refused (default 100000)\n"
+    "  --allow-origin ORIGIN    a browser page from another origin gets 403; repeatable,\n"
+    "                           or several separated by commas; https://*.example.com\n"
+    "                           matches one more label (default: any site may connect)\n"
+    "  --max-conns-per-ip N     open connections per client address (IPv6: per /64),\n"
+    "                           more get 429; 0 disables (default 0)\n"
+    "  --max-handshakes-per-ip RATE\n"
+    "                           handshakes per client address, such as 20/s or 600/m:\n"
+    "                           a burst of 20, then one every 1/20 s; faster gets 429\n"
+    "                           with Retry-After; 0 disables (default 0)\n"
+    "  --proxy-protocol         every connection starts with a PROXY protocol header, v1\n"
+    "                           or v2 (HAProxy send-proxy, nginx proxy_protocol), and the\n"
+    "                           client address is taken from it; only for a listener\n"
+    "                           that nothing but the balancer can reach\n"
     "  --help                   this text\n"
     "  --version                the version and the git revision it was built from\n"
     "\n"
@@ -559,6 +638,36 @@ int config_parse_size(const char *s, uint64_t *bytes)
     return 0;
 }
 
+int config_parse_rate(const char *s, uint32_t *count, uint32_t *period_ms)
+{
+    static const struct {
+        char unit;
+        uint32_t ms;
+    } units[] = {{'s', 1000}, {'m', 60000}, {'h', 3600000}};
+    char *end;
+    unsigned long n;
+
+    if (strcmp(s, "0") == 0 || strcmp(s, "off") == 0) {
+        *count = 0;
+        *period_ms = 0;
+        return 0;
+    }
+    if (!isdigit((unsigned char)*s) || *s == '0')
+        return -1;
+    errno = 0;
+    n = strtoul(s, &end, 10);
+    if (errno != 0 || n < 1 || n > 1000000 || end[0] != '/' || end[1] == '\0' || end[2] != '\0')
+        return -1;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (end[1] == units[i].unit) {
+            *count = (uint32_t)n;
+            *period_ms = units[i].ms;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 static const struct flag *find_flag(const char *name, size_t len)
 {
     for (size_t i = 0; i < NFLAGS; i++)
@@ -658,6 +767,10 @@ int config_parse(struct config *c, int argc, char **argv, char **envp, char *err
             f->set(c, f->kind == F_BOOL ? "" : NULL, err, errlen);
             continue;
         }
+        if (f->kind == F_LIST && !listed[f - flags]) {
+            listed[f - flags] = true;
+            f->set(c, NULL, err, errlen); /* the command line wins over the twin */
+        }
         if (eq != NULL) {
             v = eq + 1;
         } else if (i + 1 < argc) {
@@ -665,10 +778,6 @@ int config_parse(struct config *c, int argc, char **argv, char **envp, char *err
         } else {
             snprintf(err, errlen, "--%s needs a value", f->name);
             return -1;
-        }
-        if (f->kind == F_LIST && !listed[f - flags]) {
-            listed[f - flags] = true;
-            f->set(c, NULL, err, errlen); /* the command line replaces the twin's list */
         }
         if (f->set(c, v, err, errlen) < 0)
             return -1;

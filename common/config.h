@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "common/order_sig.h"
+#include "common/origin.h"
 
 /*
  * wsgate's settings: every flag has a WSGATE_* environment twin (--max-header is
@@ -37,10 +38,10 @@ struct config {
     bool redis_given;
     char channel[128];
     char events_channel[128]; /* "" disables events */
-    int query_groups;       /* ?group= and ?user=: 1 on, 0 off, -1 on unless a trusted
-                               header flag is set (config_query_groups) */
-    char groups_header[64]; /* "" when off */
-    char user_header[64];   /* "" when off */
+    int query_groups;         /* ?group= and ?user=: 1 on, 0 off, -1 on unless a trusted
+                                 header flag is set (config_query_groups) */
+    char groups_header[64];   /* "" when off */
+    char user_header[64];     /* "" when off */
     int max_groups;
     char admin_host[256]; /* admin listener; admin_port 0 when disabled */
     uint16_t admin_port;
@@ -54,6 +55,11 @@ struct config {
     struct order_sig_ring order_keys; /* --order-key: n > 0 means orders must be signed */
     uint32_t order_max_age_ms;        /* a signed order's ts may be this far from now */
     uint32_t order_replay_max;        /* ids of signed orders a worker remembers at most */
+    struct origin_list allow_origin; /* --allow-origin, repeatable; empty: any site */
+    uint32_t max_conns_per_ip;       /* open connections per address (IPv6: /64); 0: off */
+    uint32_t max_handshakes_per_ip;  /* handshakes per address per handshakes_period_ms; 0: off */
+    uint32_t handshakes_period_ms;
+    bool proxy_protocol; /* every client connection starts with a PROXY header */
 };
 
 /* Fills c with the defaults (workers = CPUs, id = host name). */
@@ -79,5 +85,11 @@ int config_parse_duration(const char *s, uint32_t *ms);
 
 /* "8192", "8k", "1m", "1g" → bytes. -1 if bad. */
 int config_parse_size(const char *s, uint64_t *bytes);
+
+/*
+ * "20/s", "600/m", "5/h" → count and period; "0" and "off" → 0 and 0 (no limit).
+ * The count is 1 to 1000000 (at most one per microsecond). -1 if bad.
+ */
+int config_parse_rate(const char *s, uint32_t *count, uint32_t *period_ms);
 
 #endif /* WSGATE_COMMON_CONFIG_H */

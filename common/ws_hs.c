@@ -411,6 +411,8 @@ ssize_t ws_hs_feed(struct ws_hs *h, const uint8_t *buf, size_t len)
     for (i = h->scanned; i < h->len; i++) {
         c = h->buf[i];
         prev = i > 0 ? h->buf[i - 1] : '\0';
+        if (c == '\n' && prev == '\r')
+            h->request_line = true;
         if (c == '\0' || (c == '\n' && prev != '\r') || (prev == '\r' && c != '\n')) {
             h->len = i + 1;
             h->scanned = h->len;
@@ -430,6 +432,11 @@ ssize_t ws_hs_feed(struct ws_hs *h, const uint8_t *buf, size_t len)
     if (h->len >= h->max_header) /* full, and no blank line in it */
         verdict(h, 431, "request header too large");
     return (ssize_t)n;
+}
+
+bool ws_hs_has_request_line(const struct ws_hs *h)
+{
+    return h->request_line;
 }
 
 const char *ws_hs_header(const struct ws_hs *h, const char *name)
@@ -507,8 +514,12 @@ static const char *reason_phrase(int status)
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
     case 426:
         return "Upgrade Required";
+    case 429:
+        return "Too Many Requests"; /* RFC 6585 §4 */
     case 431:
         return "Request Header Fields Too Large"; /* RFC 6585 §5 */
     case 500:
@@ -520,7 +531,8 @@ static const char *reason_phrase(int status)
     }
 }
 
-size_t ws_hs_response_error(int status, const char *why, char *out, size_t cap)
+/* An error answer with extra header lines (each ending in CRLF) before Connection. */
+static size_t error_answer(int status, const char *why, const char *extra, char *out, size_t cap)
 {
     const char *phrase = reason_phrase(status), *more = "";
     int n;
@@ -537,10 +549,24 @@ size_t ws_hs_response_error(int status, const char *why, char *out, size_t cap)
                  "HTTP/1.1 %d %s\r\n"
                  "Content-Type: text/plain; charset=utf-8\r\n"
                  "Content-Length: %zu\r\n"
-                 "%s"
+                 "%s%s"
                  "Connection: close\r\n"
                  "\r\n"
                  "%s\n",
-                 status, phrase, strlen(why) + 1, more, why);
+                 status, phrase, strlen(why) + 1, more, extra, why);
     return fitted(n, cap);
+}
+
+size_t ws_hs_response_error(int status, const char *why, char *out, size_t cap)
+{
+    return error_answer(status, why, "", out, cap);
+}
+
+size_t ws_hs_response_retry(int status, uint32_t retry_after_s, const char *why, char *out,
+                            size_t cap)
+{
+    char extra[40];
+
+    snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", (unsigned)retry_after_s);
+    return error_answer(status, why, extra, out, cap);
 }

@@ -43,8 +43,9 @@ struct ws_hs {
     char *buf;  /* owned: the request head, then parsed in place */
     size_t len; /* bytes gathered */
     size_t cap;
-    size_t scanned; /* bytes already searched for the blank line */
-    int status;     /* 0 while incomplete, then 101 or an HTTP error status */
+    size_t scanned;    /* bytes already searched for the blank line */
+    bool request_line; /* the first line has arrived whole (ends with CRLF) */
+    int status;        /* 0 while incomplete, then 101 or an HTTP error status */
     const char *why;
     bool upgrade;               /* the request asked for a WebSocket upgrade */
     char method[8];             /* as sent, cut to 7 bytes */
@@ -69,6 +70,15 @@ void ws_hs_cleanup(struct ws_hs *h);
  */
 ssize_t ws_hs_feed(struct ws_hs *h, const uint8_t *buf, size_t len);
 
+/*
+ * Whether the first line of the head (the request line) has arrived whole, ended
+ * by CRLF, whatever it holds; true from then on, verdict or not. A connection whose
+ * head is still incomplete at the handshake timeout gets 408 when this is true
+ * (the client started a request and was too slow), and is closed without an answer
+ * when it is false (nothing that looks like HTTP came: a scanner or an idle socket).
+ */
+bool ws_hs_has_request_line(const struct ws_hs *h);
+
 /* The first value of header name (case-insensitive), or NULL. Valid after a verdict. */
 const char *ws_hs_header(const struct ws_hs *h, const char *name);
 
@@ -90,11 +100,19 @@ int ws_hs_accept_key(const char *key, size_t key_len, char out[WS_HS_ACCEPT_LEN 
 size_t ws_hs_response_101(const struct ws_hs *h, const char *extra, char *out, size_t cap);
 
 /*
- * Writes an error answer with status (400, 403, 404, 405, 426, 431, 500, 503) and a
- * short text/plain body why + "\n", "Connection: close"; 426 adds
+ * Writes an error answer with status (400, 403, 404, 405, 408, 426, 429, 431, 500,
+ * 503) and a short text/plain body why + "\n", "Connection: close"; 426 adds
  * "Sec-WebSocket-Version: 13" and "Upgrade: websocket", 405 adds "Allow: GET".
  * Returns its length, or 0 if it does not fit.
  */
 size_t ws_hs_response_error(int status, const char *why, char *out, size_t cap);
+
+/*
+ * The same answer with "Retry-After: retry_after_s" (RFC 9110 §10.2.3, in seconds):
+ * 429 for the per-address limits (RFC 6585 §4), 503 at capacity. Returns its length,
+ * or 0 if it does not fit or status is not one ws_hs_response_error knows.
+ */
+size_t ws_hs_response_retry(int status, uint32_t retry_after_s, const char *why, char *out,
+                            size_t cap);
 
 #endif /* WSGATE_COMMON_WS_HS_H */

@@ -1,6 +1,6 @@
-/* libFuzzer target: the upgrade parser's verdict, path, parameters and accept key are
- * the same whether the request arrives whole or one byte at a time, and it never
- * reads outside its input. */
+/* libFuzzer target: the upgrade parser's verdict, path, parameters, accept key and
+ * whether the request line came are the same whether the request arrives whole or
+ * one byte at a time, and it never reads outside its input. */
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -40,6 +40,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     feed(&a, copy, size, 0, &ua);
     feed(&b, copy, size, 1, &ub);
     if (a.status != b.status || ua != ub)
+        abort();
+    if (ws_hs_has_request_line(&a) != ws_hs_has_request_line(&b))
+        abort();
+    if (a.status == 101 && !ws_hs_has_request_line(&a))
         abort();
     if (a.status == 101) {
         if (strlen(a.accept) != WS_HS_ACCEPT_LEN || strcmp(a.accept, b.accept) != 0)

@@ -47,6 +47,9 @@ SUITE(order_sig);
 SUITE(seen);
 SUITE(chaos);
 SUITE(base64);
+SUITE(origin);
+SUITE(proxy_proto);
+SUITE(iplimit);
 #undef SUITE
 
 #endif /* WSGATE_TESTS_UNIT_CHECK_H */

@@ -24,10 +24,21 @@ static const struct {
     const char *name;
     void (*run)(void);
 } suites[] = {
-    {"utf8", suite_utf8},     {"ws_close", suite_ws_close},   {"ws_enc", suite_ws_enc},
-    {"ws_dec", suite_ws_dec}, {"ws_hs", suite_ws_hs},         {"config", suite_config},
-    {"order", suite_order},   {"redis_url", suite_redis_url}, {"order_sig", suite_order_sig},
-    {"seen", suite_seen},     {"base64", suite_base64},       {"chaos", suite_chaos},
+    {"utf8", suite_utf8},
+    {"ws_close", suite_ws_close},
+    {"ws_enc", suite_ws_enc},
+    {"ws_dec", suite_ws_dec},
+    {"ws_hs", suite_ws_hs},
+    {"config", suite_config},
+    {"order", suite_order},
+    {"redis_url", suite_redis_url},
+    {"order_sig", suite_order_sig},
+    {"seen", suite_seen},
+    {"base64", suite_base64},
+    {"origin", suite_origin},
+    {"proxy_proto", suite_proxy_proto},
+    {"iplimit", suite_iplimit},
+    {"chaos", suite_chaos},
 };
 
 int main(int argc, char **argv)

@@ -31,6 +31,53 @@ static void test_config_defaults(void)
     CHECK(strcmp(c.events_channel, "wsgate:events") == 0);
     CHECK(config_query_groups(&c) && c.max_groups == 16 && !c.echo && !c.redis_given);
     CHECK(c.stall_timeout_ms == 2000 && c.stall_kill_ms == 10000 && c.max_admin_conns == 8);
+    CHECK(c.allow_origin.n == 0 && c.max_conns_per_ip == 0 && c.max_handshakes_per_ip == 0);
+    CHECK(!c.proxy_protocol);
+}
+
+/* --allow-origin repeats, takes lists, and replaces its twin's list when given. */
+static void test_config_allow_origin(void)
+{
+    struct config c;
+    char *argv[] = {A("wsgate"),
+                    A("--allow-origin"),
+                    A("https://app.example.com"),
+                    A("--allow-origin=https://*.example.org, http://localhost:8080"),
+                    A("--allow-origin"),
+                    A("HTTPS://APP.EXAMPLE.COM:443"),
+                    NULL};
+    char *none[] = {A("wsgate"), NULL};
+    char *env[] = {A("WSGATE_ALLOW_ORIGIN=https://a.example.net,https://b.example.net"), NULL};
+    char text[300];
+
+    CHECK(parse(&c, argv, NULL) == 0);
+    CHECK(c.allow_origin.n == 3); /* the last one was the first again */
+    CHECK(origin_format(&c.allow_origin.o[1], text, sizeof(text)) > 0);
+    CHECK(strcmp(text, "https://*.example.org") == 0);
+    CHECK(origin_allowed(&c.allow_origin, "http://localhost:8080"));
+    CHECK(!origin_allowed(&c.allow_origin, "https://a.example.net"));
+    CHECK(parse(&c, argv, env) == 0 && c.allow_origin.n == 3); /* the flag wins */
+    CHECK(parse(&c, none, env) == 0 && c.allow_origin.n == 2);
+    CHECK(origin_allowed(&c.allow_origin, "https://b.example.net"));
+}
+
+static void test_config_limits_per_address(void)
+{
+    struct config c;
+    char *argv[] = {A("wsgate"), A("--max-conns-per-ip"), A("100"), A("--max-handshakes-per-ip"),
+                    A("600/m"),  A("--proxy-protocol"),   NULL};
+    char *env[] = {A("WSGATE_MAX_HANDSHAKES_PER_IP=20/s"), A("WSGATE_PROXY_PROTOCOL=yes"),
+                   A("WSGATE_MAX_CONNS_PER_IP=0"), NULL};
+    char *none[] = {A("wsgate"), NULL};
+    char *off[] = {A("wsgate"), A("--max-handshakes-per-ip"), A("off"), NULL};
+
+    CHECK(parse(&c, argv, NULL) == 0);
+    CHECK(c.max_conns_per_ip == 100 && c.proxy_protocol);
+    CHECK(c.max_handshakes_per_ip == 600 && c.handshakes_period_ms == 60000);
+    CHECK(parse(&c, none, env) == 0);
+    CHECK(c.max_conns_per_ip == 0 && c.proxy_protocol);
+    CHECK(c.max_handshakes_per_ip == 20 && c.handshakes_period_ms == 1000);
+    CHECK(parse(&c, off, env) == 0 && c.max_handshakes_per_ip == 0);
 }
 
 static void test_config_flags_and_env(void)
@@ -131,6 +178,19 @@ static void test_config_rejects_bad_values(void)
         {"--echo=1", NULL, NULL},
         {"positional", NULL, NULL},
         {"--listen", NULL, NULL},
+        {"--allow-origin", "null", NULL},
+        {"--allow-origin", "", NULL},
+        {"--allow-origin", " , ", NULL},
+        {"--allow-origin", "https://example.com/", NULL},
+        {"--allow-origin", "https://ok.example.com,https://*.com", NULL},
+        {"--allow-origin", "*", NULL},
+        {"--allow-origin", NULL, NULL},
+        {"--max-conns-per-ip", "-1", NULL},
+        {"--max-conns-per-ip", "65001", NULL},
+        {"--max-conns-per-ip", "lots", NULL},
+        {"--max-handshakes-per-ip", "20", NULL},
+        {"--max-handshakes-per-ip", "20/d", NULL},
+        {"--proxy-protocol=1", NULL, NULL},
     };
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -146,9 +206,15 @@ static void test_config_rejects_bad_env(void)
     char *argv[] = {A("wsgate"), NULL};
     char *env1[] = {A("WSGATE_WORKERS=many"), NULL};
     char *env2[] = {A("WSGATE_ECHO=maybe"), NULL};
+    char *env3[] = {A("WSGATE_ALLOW_ORIGIN="), NULL};
+    char *env4[] = {A("WSGATE_ALLOW_ORIGIN=https://a.example.com null"), NULL};
+    char *env5[] = {A("WSGATE_PROXY_PROTOCOL=maybe"), NULL};
 
     CHECK(parse(&c, argv, env1) == -1);
     CHECK(parse(&c, argv, env2) == -1);
+    CHECK(parse(&c, argv, env3) == -1);
+    CHECK(parse(&c, argv, env4) == -1);
+    CHECK(parse(&c, argv, env5) == -1);
 }
 
 #define K1 "k1:s3cret-key-one-0123456789"
@@ -223,9 +289,12 @@ static void test_config_help(void)
 {
     struct config c;
     char *argv[] = {A("wsgate"), A("--workers"), A("bad"), A("--help"), NULL};
+    static const char *const flags[] = {"--close-timeout", "--allow-origin", "--max-conns-per-ip",
+                                        "--max-handshakes-per-ip", "--proxy-protocol"};
 
     CHECK(parse(&c, argv, NULL) == 1);
-    CHECK(strstr(config_usage(), "--close-timeout") != NULL);
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+        CHECK(strstr(config_usage(), flags[i]) != NULL);
 }
 
 static void test_config_units(void)
@@ -245,6 +314,48 @@ static void test_config_units(void)
     CHECK(config_parse_size("-1", &b) == -1);
 }
 
+static void test_config_rates(void)
+{
+    static const struct {
+        const char *text;
+        int ret;
+        uint32_t count, period_ms;
+    } cases[] = {
+        {"20/s", 0, 20, 1000},
+        {"600/m", 0, 600, 60000},
+        {"5/h", 0, 5, 3600000},
+        {"1000000/s", 0, 1000000, 1000},
+        {"0", 0, 0, 0},
+        {"off", 0, 0, 0},
+        {"20", -1, 0, 0},
+        {"20/", -1, 0, 0},
+        {"/s", -1, 0, 0},
+        {"20/d", -1, 0, 0},
+        {"20/S", -1, 0, 0},
+        {"20/sec", -1, 0, 0},
+        {"0/s", -1, 0, 0},
+        {"020/s", -1, 0, 0},
+        {"-1/s", -1, 0, 0},
+        {"+1/s", -1, 0, 0},
+        {" 20/s", -1, 0, 0},
+        {"20 /s", -1, 0, 0},
+        {"2.5/s", -1, 0, 0},
+        {"1000001/s", -1, 0, 0},
+        {"99999999999999999999/s", -1, 0, 0},
+        {"", -1, 0, 0},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint32_t count = 7, period = 7;
+        int r = config_parse_rate(cases[i].text, &count, &period);
+        CHECK(r == cases[i].ret);
+        if (r == 0)
+            CHECK(count == cases[i].count && period == cases[i].period_ms);
+        else
+            CHECK(count == 7 && period == 7); /* untouched */
+    }
+}
+
 void suite_config(void)
 {
     test_config_defaults();
@@ -258,4 +369,7 @@ void suite_config(void)
     test_config_refuses_bad_order_keys_quietly();
     test_config_help();
     test_config_units();
+    test_config_allow_origin();
+    test_config_limits_per_address();
+    test_config_rates();
 }

@@ -492,6 +492,63 @@ static void test_ws_hs_response_error(void)
     CHECK(ws_hs_response_error(503, "x", out, sizeof(out)) > 0);
     CHECK(strncmp(out, "HTTP/1.1 503 Service Unavailable\r\n", 34) == 0);
     CHECK(ws_hs_response_error(418, "x", out, sizeof(out)) == 0);
+    CHECK(ws_hs_response_error(408, "x", out, sizeof(out)) > 0);
+    CHECK(strncmp(out, "HTTP/1.1 408 Request Timeout\r\n", 30) == 0);
+}
+
+static void test_ws_hs_response_retry(void)
+{
+    static const char want429[] = "HTTP/1.1 429 Too Many Requests\r\n"
+                                  "Content-Type: text/plain; charset=utf-8\r\n"
+                                  "Content-Length: 20\r\n"
+                                  "Retry-After: 7\r\n"
+                                  "Connection: close\r\n"
+                                  "\r\n"
+                                  "too many handshakes\n";
+    char out[512];
+    size_t n = sizeof(want429) - 1;
+
+    CHECK(ws_hs_response_retry(429, 7, "too many handshakes", out, sizeof(out)) == n);
+    CHECK(strcmp(out, want429) == 0);
+    CHECK(ws_hs_response_retry(429, 7, "too many handshakes", out, n) == 0); /* no room for NUL */
+    CHECK(ws_hs_response_retry(503, 4294967295u, "full", out, sizeof(out)) > 0);
+    CHECK(strstr(out, "\r\nRetry-After: 4294967295\r\n") != NULL);
+    CHECK(ws_hs_response_retry(418, 1, "x", out, sizeof(out)) == 0);
+}
+
+/*
+ * The request line counts as arrived once the first CRLF has, at every cut: a head
+ * cut short after it gets 408 at the timeout, one cut before it is just closed.
+ */
+static void test_ws_hs_has_request_line(void)
+{
+    static const struct {
+        const char *head;
+        size_t line_end; /* bytes up to and including the first CRLF; 0: none */
+    } cases[] = {
+        {RL REST, sizeof(RL) - 1},
+        {"GET / HTTP/1.1\r\nHost: x\r\n", 16},
+        {"\r\nGET / HTTP/1.1\r\n", 2}, /* an empty first line is a first line */
+        {"GET / HTTP/1.1\r", 0},
+        {"GET / HTTP/1.1\n\r\n", 0}, /* bare LF: 400 before any CRLF */
+        {"\x16\x03\x01\x02\x00", 0}, /* TLS hello on the plain port */
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t n = strlen(cases[i].head);
+        for (size_t cut = 0; cut <= n; cut++) {
+            struct ws_hs h;
+            bool want = cases[i].line_end > 0 && cut >= cases[i].line_end;
+
+            ws_hs_init(&h, 4096);
+            CHECK(!ws_hs_has_request_line(&h));
+            feed_steps(&h, cases[i].head, cut, 1);
+            CHECK(ws_hs_has_request_line(&h) == want);
+            feed_steps(&h, cases[i].head + cut, n - cut, n + 1);
+            CHECK(ws_hs_has_request_line(&h) == (cases[i].line_end > 0));
+            ws_hs_cleanup(&h);
+        }
+    }
 }
 
 /* Found by tests/fuzz/fuzz_ws_hs.c: a refused path must not be left half decoded. */
@@ -526,4 +583,6 @@ void suite_ws_hs(void)
     test_ws_hs_max_header_boundary();
     test_ws_hs_response_101();
     test_ws_hs_response_error();
+    test_ws_hs_response_retry();
+    test_ws_hs_has_request_line();
 }
