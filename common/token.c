@@ -19,7 +19,7 @@
 
 #include "common/utf8.h"
 
-#define KEY_FILE_MAX (64 * 1024) /* a PEM public key is a few KiB at most */
+#define KEY_FILE_MAX (64 * 1024)    /* a PEM public key is a few KiB at most */
 #define DATE_MAX     253402300799LL /* 9999-12-31T23:59:59Z: later NumericDates are refused */
 
 enum key_kind {
@@ -125,15 +125,18 @@ static int load_public_key(struct token_verifier *v, const char *pem, size_t len
         v->kind = KEY_RSA;
         break;
     case EVP_PKEY_EC:
-        if (EVP_PKEY_get_group_name(v->pkey, group, sizeof(group), NULL) != 1)
-            group[0] = '\0';
+        if (EVP_PKEY_get_group_name(v->pkey, group, sizeof(group), NULL) != 1) {
+            /* explicit parameters of no named curve, or OpenSSL out of memory */
+            snprintf(err, errlen, "%s: an EC key without a named curve (or out of memory)", what);
+            goto done;
+        }
         if (OBJ_sn2nid(group) == NID_X9_62_prime256v1) {
             v->kind = KEY_EC_P256;
         } else if (OBJ_sn2nid(group) == NID_secp384r1) {
             v->kind = KEY_EC_P384;
         } else {
             snprintf(err, errlen, "%s: EC curve %s; P-256 (ES256) or P-384 (ES384) needed", what,
-                     group[0] != '\0' ? group : "unknown");
+                     group);
             goto done;
         }
         break;
@@ -167,12 +170,11 @@ static int copy_opt(const char *s, char **out)
     return *out == NULL ? -1 : 0;
 }
 
-struct token_verifier *token_verifier_new(const struct token_config *cfg, char *err,
-                                          size_t errlen)
+struct token_verifier *token_verifier_new(const struct token_config *cfg, char *err, size_t errlen)
 {
     struct token_verifier *v;
-    int nkeys = (cfg->secret != NULL) + (cfg->public_key_pem != NULL) +
-                (cfg->public_key_path != NULL);
+    int nkeys =
+        (cfg->secret != NULL) + (cfg->public_key_pem != NULL) + (cfg->public_key_path != NULL);
     char *file = NULL;
     size_t file_len = 0;
 
@@ -205,8 +207,8 @@ struct token_verifier *token_verifier_new(const struct token_config *cfg, char *
         memcpy(v->key, cfg->secret, cfg->secret_len);
         v->key_len = cfg->secret_len;
     } else if (cfg->public_key_pem != NULL) {
-        if (load_public_key(v, cfg->public_key_pem, cfg->public_key_pem_len, "JWT public key",
-                            err, errlen) < 0)
+        if (load_public_key(v, cfg->public_key_pem, cfg->public_key_pem_len, "JWT public key", err,
+                            errlen) < 0)
             goto err_free;
     } else {
         if (read_file(cfg->public_key_path, &file, &file_len, err, errlen) < 0 ||
@@ -365,8 +367,8 @@ static const struct alg *check_header(const struct token_verifier *v, const json
         return &algs[i];
     }
     refuse(err, "alg",
-           v->kind == KEY_SECRET ? "alg not allowed with a secret (HS256, HS384, HS512)"
-           : v->kind == KEY_RSA  ? "alg not allowed with an RSA key (RS256, RS384, RS512, PS256)"
+           v->kind == KEY_SECRET    ? "alg not allowed with a secret (HS256, HS384, HS512)"
+           : v->kind == KEY_RSA     ? "alg not allowed with an RSA key (RS256, RS384, RS512, PS256)"
            : v->kind == KEY_EC_P256 ? "alg not allowed with a P-256 key (ES256)"
                                     : "alg not allowed with a P-384 key (ES384)");
     return NULL;
@@ -374,7 +376,12 @@ static const struct alg *check_header(const struct token_verifier *v, const json
 
 /* --- signatures ---------------------------------------------------------------------------- */
 
-/* HS*: HMAC over the signing input, compared in constant time over the raw MAC. */
+/*
+ * HS*: HMAC over the signing input, compared in constant time over the raw MAC.
+ * libjwt 1.10.2 is not asked: upstream it compares the base64 text with strcmp()
+ * (CVE-2024-25189; Debian's 1.10.2-1+deb12u1 swaps in a loop over every byte), and
+ * it ignores HMAC()'s result, so a failed HMAC leaves the MAC's length unset.
+ */
 static int verify_hmac(const struct token_verifier *v, const struct alg *a, const char *input,
                        size_t input_len, const uint8_t *sig, size_t sig_len,
                        struct token_error *err)
@@ -398,8 +405,7 @@ static int verify_hmac(const struct token_verifier *v, const struct alg *a, cons
 
 /* PS256 (RFC 7518 §3.5): RSASSA-PSS, MGF1 with the same hash, salt as long as the hash. */
 static int verify_pss(const struct token_verifier *v, const struct alg *a, const char *input,
-                      size_t input_len, const uint8_t *sig, size_t sig_len,
-                      struct token_error *err)
+                      size_t input_len, const uint8_t *sig, size_t sig_len, struct token_error *err)
 {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     EVP_PKEY_CTX *pctx = NULL;
@@ -423,9 +429,10 @@ static int verify_pss(const struct token_verifier *v, const struct alg *a, const
 }
 
 /*
- * libjwt's jwt_decode() with the configured key (never without one: libjwt 1.10
- * accepts any signature when it is given no key). It parses the token itself, so
- * afterwards its idea of the algorithm must be the one checked in the header.
+ * RS* and ES*: libjwt's jwt_decode() with the configured key (never without one:
+ * libjwt 1.10 accepts any signature when it is given no key). It parses the token
+ * again itself, so afterwards its idea of the algorithm must be the one checked in
+ * the header.
  */
 static int verify_libjwt(const struct token_verifier *v, const struct alg *a, const char *token,
                          size_t len, struct token_error *err)
@@ -599,9 +606,8 @@ static int get_claims(const struct token_verifier *v, const json_t *claims, int6
     if (!json_is_string(sub) ||
         !name_ok(json_string_value(sub), json_string_length(sub), TOKEN_SUB_MAX))
         return refuse(err, "claims", "sub is not 1-123 bytes of UTF-8 text");
-    if (jti != NULL &&
-        (!json_is_string(jti) ||
-         !name_ok(json_string_value(jti), json_string_length(jti), TOKEN_NAME_MAX)))
+    if (jti != NULL && (!json_is_string(jti) ||
+                        !name_ok(json_string_value(jti), json_string_length(jti), TOKEN_NAME_MAX)))
         return refuse(err, "claims", "jti is not 1-128 bytes of UTF-8 text");
     if (get_groups(v, claims, out, err) < 0)
         return -1;
@@ -624,7 +630,7 @@ int token_verify(const struct token_verifier *v, const char *token, size_t len, 
     const struct alg *a;
     uint8_t *scratch = NULL, *raw_sig;
     ssize_t raw_len;
-    int rc = -1;
+    int r, rc = -1;
 
     memset(out, 0, sizeof(*out));
     if (len == 0)
@@ -665,15 +671,14 @@ int token_verify(const struct token_verifier *v, const char *token, size_t len, 
         goto done;
     }
     /* The signing input is the header and payload as sent, dot included (§5.2). */
-    if (a->kind == KEY_SECRET &&
-        verify_hmac(v, a, token, (size_t)(dot2 - token), raw_sig, (size_t)raw_len, err) < 0)
+    if (a->kind == KEY_SECRET)
+        r = verify_hmac(v, a, token, (size_t)(dot2 - token), raw_sig, (size_t)raw_len, err);
+    else if (a->jwt == JWT_ALG_INVAL)
+        r = verify_pss(v, a, token, (size_t)(dot2 - token), raw_sig, (size_t)raw_len, err);
+    else
+        r = verify_libjwt(v, a, token, len, err);
+    if (r < 0)
         goto done;
-    if (a->jwt == JWT_ALG_INVAL) {
-        if (verify_pss(v, a, token, (size_t)(dot2 - token), raw_sig, (size_t)raw_len, err) < 0)
-            goto done;
-    } else if (verify_libjwt(v, a, token, len, err) < 0) {
-        goto done;
-    }
     out->alg = a->name;
     if (get_claims(v, claims, now_ms, out, err) < 0)
         goto done;

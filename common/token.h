@@ -13,11 +13,11 @@
  * The key decides the algorithms, never the token: a secret allows HS256, HS384 and
  * HS512; an RSA public key (2048 bits or more) RS256, RS384, RS512 and PS256; an EC
  * P-256 key ES256; an EC P-384 key ES384. "none" and any other "alg" are refused
- * before a signature is looked at. HS* signatures are checked here with HMAC and
- * CRYPTO_memcmp (constant time whatever libjwt's build does), then libjwt checks
- * them again; RS* and ES* are checked by libjwt's jwt_decode() with the key; PS256,
- * which libjwt 1.10 does not know, by OpenSSL's EVP_DigestVerify (RFC 7518 §3.5:
- * MGF1 with SHA-256, a 32-byte salt).
+ * before a signature is looked at. RS* and ES* signatures are checked by libjwt's
+ * jwt_decode() with the key; HS* here with OpenSSL's HMAC() and CRYPTO_memcmp()
+ * (constant time whatever libjwt build is installed); PS256, which libjwt 1.10 does
+ * not know, with OpenSSL's EVP_DigestVerify() (RFC 7518 §3.5: MGF1 with SHA-256, a
+ * 32-byte salt). The header and claims are read here with jansson.
  *
  * A token is accepted when, in this order: it is at most TOKEN_MAX_LEN bytes of
  * three base64url segments; its header is a JSON object with an allowed "alg", no
@@ -30,18 +30,18 @@
  * "groups", when present, is an array of group names; "jti", when present, a string.
  */
 
-#define TOKEN_MAX_LEN       8192 /* longer tokens are refused before decoding */
-#define TOKEN_NAME_MAX      128  /* bytes in a group name, "user:<sub>" included */
-#define TOKEN_USER_PREFIX   "user:"
-#define TOKEN_SUB_MAX       (TOKEN_NAME_MAX - 5) /* so "user:<sub>" fits */
-#define TOKEN_SECRET_MIN    32   /* RFC 7518 §3.2: a key as long as the HS256 output */
-#define TOKEN_RSA_BITS_MIN  2048 /* RFC 7518 §3.3 */
+#define TOKEN_MAX_LEN      8192 /* longer tokens are refused before decoding */
+#define TOKEN_NAME_MAX     128  /* bytes in a group name, "user:<sub>" included */
+#define TOKEN_USER_PREFIX  "user:"
+#define TOKEN_SUB_MAX      (TOKEN_NAME_MAX - 5) /* so "user:<sub>" fits */
+#define TOKEN_SECRET_MIN   32   /* RFC 7518 §3.2: a key as long as the HS256 output */
+#define TOKEN_RSA_BITS_MIN 2048 /* RFC 7518 §3.3 */
 
 /* How a verifier is made. Every pointer is borrowed for the call only. */
 struct token_config {
-    const uint8_t *secret;       /* HS256/384/512 key, or NULL */
-    size_t secret_len;           /* at least TOKEN_SECRET_MIN */
-    const char *public_key_pem;  /* a PEM public key in memory, or NULL ... */
+    const uint8_t *secret;      /* HS256/384/512 key, or NULL */
+    size_t secret_len;          /* at least TOKEN_SECRET_MIN */
+    const char *public_key_pem; /* a PEM public key in memory, or NULL ... */
     size_t public_key_pem_len;
     const char *public_key_path; /* ... or in this file, or NULL */
     const char *issuer;          /* "iss" must equal this; NULL or "": not checked */
@@ -61,8 +61,7 @@ struct token_verifier;
  * 2048 bits, an EC curve other than P-256/P-384, another key type) or when memory
  * runs out. The verifier keeps its own copies; free it with token_verifier_free().
  */
-struct token_verifier *token_verifier_new(const struct token_config *cfg, char *err,
-                                          size_t errlen);
+struct token_verifier *token_verifier_new(const struct token_config *cfg, char *err, size_t errlen);
 
 /* Frees v and wipes its secret; token_verifier_free(NULL) does nothing. */
 void token_verifier_free(struct token_verifier *v);
@@ -93,8 +92,9 @@ void token_claims_cleanup(struct token_claims *c);
  *   "issuer"         "iss" missing or different
  *   "audience"       "aud" missing or without ours, or present when none is set
  *   "claims"         a claim of the wrong type or range: sub, groups, jti, exp, nbf, iat
- *   "oom"            memory ran out (inside libjwt, a failed allocation may also read
- *                    "bad_signature"; either way the token is refused)
+ *   "oom"            memory ran out; a failed allocation inside jansson may read as
+ *                    "malformed" (jansson 2.14 reports some as syntax errors) and one
+ *                    inside libjwt (RS*, ES*) as "bad_signature": the token is refused
  * why is a short static text for the log; neither is ever NULL after a refusal.
  */
 struct token_error {

@@ -26,11 +26,16 @@ static const struct {
 } suites[] = {
     {"utf8", suite_utf8},     {"ws_close", suite_ws_close},   {"ws_enc", suite_ws_enc},
     {"ws_dec", suite_ws_dec}, {"ws_hs", suite_ws_hs},         {"config", suite_config},
-    {"order", suite_order},   {"redis_url", suite_redis_url}, {"chaos", suite_chaos},
+    {"order", suite_order},   {"redis_url", suite_redis_url}, {"token", suite_token},
+    {"chaos", suite_chaos},
 };
 
 int main(int argc, char **argv)
 {
+    if (chaos_crypto_install() < 0) {
+        fprintf(stderr, "CRYPTO_set_mem_functions failed\n");
+        return 1;
+    }
     for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++) {
         if (argc > 1 && strcmp(argv[1], suites[i].name) != 0)
             continue;
