@@ -251,9 +251,31 @@ void token_claims_cleanup(struct token_claims *c)
 
 /* --- decoding ------------------------------------------------------------------------------ */
 
-static int refuse(struct token_error *err, const char *key, const char *why)
+const char *const token_error_keys[TOKEN_NERROR_KEYS] = {
+    "missing", "malformed", "alg",      "bad_signature", "expired", "not_yet_valid",
+    "no_exp",  "issuer",    "audience", "claims",        "oom",
+};
+
+/* Indexes into token_error_keys[]. */
+enum refusal {
+    R_MISSING,
+    R_MALFORMED,
+    R_ALG,
+    R_BAD_SIGNATURE,
+    R_EXPIRED,
+    R_NOT_YET_VALID,
+    R_NO_EXP,
+    R_ISSUER,
+    R_AUDIENCE,
+    R_CLAIMS,
+    R_OOM,
+};
+
+_Static_assert(R_OOM + 1 == TOKEN_NERROR_KEYS, "enum refusal follows token_error_keys[]");
+
+static int refuse(struct token_error *err, enum refusal r, const char *why)
 {
-    err->key = key;
+    err->key = token_error_keys[r];
     err->why = why;
     return -1;
 }
@@ -313,21 +335,21 @@ static json_t *decode_object(const char *s, size_t len, uint8_t *scratch, const 
     json_t *js;
 
     if (n < 0) {
-        refuse(err, "malformed", "a segment is not base64url");
+        refuse(err, R_MALFORMED, "a segment is not base64url");
         return NULL;
     }
     /* Duplicate names are refused: two "sub"s would mean what the parser picks. */
     js = json_loadb((const char *)scratch, (size_t)n, JSON_REJECT_DUPLICATES, &jerr);
     if (js == NULL) {
         if (json_error_code(&jerr) == json_error_out_of_memory)
-            refuse(err, "oom", "out of memory");
+            refuse(err, R_OOM, "out of memory");
         else
-            refuse(err, "malformed", bad);
+            refuse(err, R_MALFORMED, bad);
         return NULL;
     }
     if (!json_is_object(js)) {
         json_decref(js);
-        refuse(err, "malformed", bad);
+        refuse(err, R_MALFORMED, bad);
         return NULL;
     }
     return js;
@@ -342,21 +364,21 @@ static const struct alg *check_header(const struct token_verifier *v, const json
     const char *name;
 
     if (!json_is_string(alg)) {
-        refuse(err, "alg", "header has no alg");
+        refuse(err, R_ALG, "header has no alg");
         return NULL;
     }
     name = json_string_value(alg);
     if (strcmp(name, "none") == 0) {
-        refuse(err, "alg", "alg none is never accepted");
+        refuse(err, R_ALG, "alg none is never accepted");
         return NULL;
     }
     if (json_object_get(head, "crit") != NULL) {
         /* §4.1.11: extensions we do not implement must make the token invalid. */
-        refuse(err, "malformed", "header has crit");
+        refuse(err, R_MALFORMED, "header has crit");
         return NULL;
     }
     if (typ != NULL && (!json_is_string(typ) || strcasecmp(json_string_value(typ), "JWT") != 0)) {
-        refuse(err, "malformed", "header typ is not JWT");
+        refuse(err, R_MALFORMED, "header typ is not JWT");
         return NULL;
     }
     for (size_t i = 0; i < NALGS; i++) {
@@ -366,7 +388,7 @@ static const struct alg *check_header(const struct token_verifier *v, const json
             break;
         return &algs[i];
     }
-    refuse(err, "alg",
+    refuse(err, R_ALG,
            v->kind == KEY_SECRET    ? "alg not allowed with a secret (HS256, HS384, HS512)"
            : v->kind == KEY_RSA     ? "alg not allowed with an RSA key (RS256, RS384, RS512, PS256)"
            : v->kind == KEY_EC_P256 ? "alg not allowed with a P-256 key (ES256)"
@@ -392,12 +414,12 @@ static int verify_hmac(const struct token_verifier *v, const struct alg *a, cons
     if (HMAC(a->md(), v->key, (int)v->key_len, (const unsigned char *)input, input_len, mac,
              &mac_len) == NULL) {
         ERR_clear_error();
-        return refuse(err, "oom", "HMAC failed");
+        return refuse(err, R_OOM, "HMAC failed");
     }
     /* The MAC's length is public (it follows from alg); its bytes are not. */
     if (sig_len != mac_len || CRYPTO_memcmp(mac, sig, mac_len) != 0) {
         OPENSSL_cleanse(mac, sizeof(mac));
-        return refuse(err, "bad_signature", "signature does not verify");
+        return refuse(err, R_BAD_SIGNATURE, "signature does not verify");
     }
     OPENSSL_cleanse(mac, sizeof(mac));
     return 0;
@@ -412,7 +434,7 @@ static int verify_pss(const struct token_verifier *v, const struct alg *a, const
     int ok;
 
     if (ctx == NULL)
-        return refuse(err, "oom", "out of memory");
+        return refuse(err, R_OOM, "out of memory");
     ok = EVP_DigestVerifyInit(ctx, &pctx, a->md(), NULL, v->pkey) == 1 &&
          EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) > 0 &&
          EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) > 0 &&
@@ -420,12 +442,12 @@ static int verify_pss(const struct token_verifier *v, const struct alg *a, const
     if (!ok) {
         EVP_MD_CTX_free(ctx);
         ERR_clear_error();
-        return refuse(err, "oom", "RSA-PSS setup failed");
+        return refuse(err, R_OOM, "RSA-PSS setup failed");
     }
     ok = EVP_DigestVerify(ctx, sig, sig_len, (const unsigned char *)input, input_len) == 1;
     EVP_MD_CTX_free(ctx);
     ERR_clear_error();
-    return ok ? 0 : refuse(err, "bad_signature", "signature does not verify");
+    return ok ? 0 : refuse(err, R_BAD_SIGNATURE, "signature does not verify");
 }
 
 /*
@@ -442,7 +464,7 @@ static int verify_libjwt(const struct token_verifier *v, const struct alg *a, co
     int r;
 
     if (copy == NULL)
-        return refuse(err, "oom", "out of memory");
+        return refuse(err, R_OOM, "out of memory");
     memcpy(copy, token, len);
     copy[len] = '\0';
     r = jwt_decode(&jwt, copy, v->key, (int)v->key_len);
@@ -450,10 +472,10 @@ static int verify_libjwt(const struct token_verifier *v, const struct alg *a, co
     ERR_clear_error();
     if (r != 0) {
         jwt_free(jwt);
-        return refuse(err, r == ENOMEM ? "oom" : "bad_signature",
+        return refuse(err, r == ENOMEM ? R_OOM : R_BAD_SIGNATURE,
                       r == ENOMEM ? "out of memory" : "signature does not verify");
     }
-    r = jwt_get_alg(jwt) == a->jwt ? 0 : refuse(err, "alg", "libjwt read another alg");
+    r = jwt_get_alg(jwt) == a->jwt ? 0 : refuse(err, R_ALG, "libjwt read another alg");
     jwt_free(jwt);
     return r;
 }
@@ -503,23 +525,23 @@ static int check_times(const struct token_verifier *v, const json_t *claims, int
 
     r = get_date(claims, "exp", &exp_ms);
     if (r < 0)
-        return refuse(err, "claims", "exp is not a NumericDate");
+        return refuse(err, R_CLAIMS, "exp is not a NumericDate");
     if (r == 0 && !v->allow_no_exp)
-        return refuse(err, "no_exp", "token has no exp");
+        return refuse(err, R_NO_EXP, "token has no exp");
     /* RFC 7519 §4.1.4: the current time must be before exp (give or take the leeway). */
     if (r == 1 && now_ms >= exp_ms && now_ms - exp_ms >= v->leeway_ms)
-        return refuse(err, "expired", "token expired");
+        return refuse(err, R_EXPIRED, "token expired");
     out->exp_ms = r == 1 ? exp_ms : 0;
     r = get_date(claims, "nbf", &nbf_ms);
     if (r < 0)
-        return refuse(err, "claims", "nbf is not a NumericDate");
+        return refuse(err, R_CLAIMS, "nbf is not a NumericDate");
     if (r == 1 && nbf_ms > now_ms && nbf_ms - now_ms > v->leeway_ms)
-        return refuse(err, "not_yet_valid", "token not valid yet (nbf)");
+        return refuse(err, R_NOT_YET_VALID, "token not valid yet (nbf)");
     r = get_date(claims, "iat", &iat_ms);
     if (r < 0)
-        return refuse(err, "claims", "iat is not a NumericDate");
+        return refuse(err, R_CLAIMS, "iat is not a NumericDate");
     if (r == 1 && iat_ms > now_ms && iat_ms - now_ms > v->leeway_ms)
-        return refuse(err, "not_yet_valid", "token issued in the future (iat)");
+        return refuse(err, R_NOT_YET_VALID, "token issued in the future (iat)");
     return 0;
 }
 
@@ -533,23 +555,23 @@ static int check_iss_aud(const struct token_verifier *v, const json_t *claims,
     bool found = false;
 
     if (v->issuer != NULL && (!json_is_string(iss) || strcmp(json_string_value(iss), v->issuer)))
-        return refuse(err, "issuer", iss == NULL ? "token has no iss" : "iss is not ours");
+        return refuse(err, R_ISSUER, iss == NULL ? "token has no iss" : "iss is not ours");
     if (aud == NULL)
-        return v->audience != NULL ? refuse(err, "audience", "token has no aud") : 0;
+        return v->audience != NULL ? refuse(err, R_AUDIENCE, "token has no aud") : 0;
     if (v->audience == NULL)
-        return refuse(err, "audience", "token has an aud and no audience is configured");
+        return refuse(err, R_AUDIENCE, "token has an aud and no audience is configured");
     if (json_is_string(aud))
         found = strcmp(json_string_value(aud), v->audience) == 0;
     else if (!json_is_array(aud))
-        return refuse(err, "claims", "aud is neither a string nor an array");
+        return refuse(err, R_CLAIMS, "aud is neither a string nor an array");
     json_array_foreach(aud, i, el)
     {
         if (!json_is_string(el))
-            return refuse(err, "claims", "aud holds a non-string");
+            return refuse(err, R_CLAIMS, "aud holds a non-string");
         if (strcmp(json_string_value(el), v->audience) == 0)
             found = true;
     }
-    return found ? 0 : refuse(err, "audience", "aud is not ours");
+    return found ? 0 : refuse(err, R_AUDIENCE, "aud is not ours");
 }
 
 static int get_groups(const struct token_verifier *v, const json_t *claims,
@@ -563,7 +585,7 @@ static int get_groups(const struct token_verifier *v, const json_t *claims,
     if (groups == NULL)
         return 0;
     if (!json_is_array(groups))
-        return refuse(err, "claims", "groups is not an array");
+        return refuse(err, R_CLAIMS, "groups is not an array");
     json_array_foreach(groups, i, el)
     {
         const char *s;
@@ -571,23 +593,23 @@ static int get_groups(const struct token_verifier *v, const json_t *claims,
         bool seen = false;
 
         if (!json_is_string(el))
-            return refuse(err, "claims", "groups holds a non-string");
+            return refuse(err, R_CLAIMS, "groups holds a non-string");
         s = json_string_value(el);
         len = json_string_length(el);
         if (!name_ok(s, len, TOKEN_NAME_MAX))
-            return refuse(err, "claims", "bad group name (1-128 bytes of UTF-8 text)");
+            return refuse(err, R_CLAIMS, "bad group name (1-128 bytes of UTF-8 text)");
         if (len >= plen && memcmp(s, TOKEN_USER_PREFIX, plen) == 0)
-            return refuse(err, "claims", "the group prefix user: is reserved for sub");
+            return refuse(err, R_CLAIMS, "the group prefix user: is reserved for sub");
         for (size_t j = 0; j < out->ngroups && !seen; j++)
             seen = strcmp(out->groups[j], s) == 0;
         if (seen)
             continue; /* the same group twice is one membership */
         if (out->ngroups >= max)
-            return refuse(err, "claims", "too many groups");
+            return refuse(err, R_CLAIMS, "too many groups");
         if (out->groups == NULL && (out->groups = calloc(max, sizeof(*out->groups))) == NULL)
-            return refuse(err, "oom", "out of memory");
+            return refuse(err, R_OOM, "out of memory");
         if ((out->groups[out->ngroups] = strdup(s)) == NULL)
-            return refuse(err, "oom", "out of memory");
+            return refuse(err, R_OOM, "out of memory");
         out->ngroups++;
     }
     return 0;
@@ -602,20 +624,20 @@ static int get_claims(const struct token_verifier *v, const json_t *claims, int6
     if (check_times(v, claims, now_ms, out, err) < 0 || check_iss_aud(v, claims, err) < 0)
         return -1;
     if (sub == NULL)
-        return refuse(err, "claims", "token has no sub");
+        return refuse(err, R_CLAIMS, "token has no sub");
     if (!json_is_string(sub) ||
         !name_ok(json_string_value(sub), json_string_length(sub), TOKEN_SUB_MAX))
-        return refuse(err, "claims", "sub is not 1-123 bytes of UTF-8 text");
+        return refuse(err, R_CLAIMS, "sub is not 1-123 bytes of UTF-8 text");
     if (jti != NULL && (!json_is_string(jti) ||
                         !name_ok(json_string_value(jti), json_string_length(jti), TOKEN_NAME_MAX)))
-        return refuse(err, "claims", "jti is not 1-128 bytes of UTF-8 text");
+        return refuse(err, R_CLAIMS, "jti is not 1-128 bytes of UTF-8 text");
     if (get_groups(v, claims, out, err) < 0)
         return -1;
     out->sub = strdup(json_string_value(sub));
     if (out->sub == NULL)
-        return refuse(err, "oom", "out of memory");
+        return refuse(err, R_OOM, "out of memory");
     if (jti != NULL && (out->jti = strdup(json_string_value(jti))) == NULL)
-        return refuse(err, "oom", "out of memory");
+        return refuse(err, R_OOM, "out of memory");
     return 0;
 }
 
@@ -634,26 +656,26 @@ int token_verify(const struct token_verifier *v, const char *token, size_t len, 
 
     memset(out, 0, sizeof(*out));
     if (len == 0)
-        return refuse(err, "missing", "no token");
+        return refuse(err, R_MISSING, "no token");
     if (len > TOKEN_MAX_LEN)
-        return refuse(err, "malformed", "token longer than 8192 bytes");
+        return refuse(err, R_MALFORMED, "token longer than 8192 bytes");
     if (now_ms < 0)
         now_ms = 0;
     /* JWS compact form (RFC 7515 §7.1): header.payload.signature, nothing more. */
     dot1 = memchr(token, '.', len);
     dot2 = dot1 != NULL ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - token)) : NULL;
     if (dot2 == NULL || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - token)) != NULL)
-        return refuse(err, "malformed", "not three dot-separated segments");
+        return refuse(err, R_MALFORMED, "not three dot-separated segments");
     head_len = (size_t)(dot1 - token);
     payload = dot1 + 1;
     payload_len = (size_t)(dot2 - payload);
     sig = dot2 + 1;
     sig_len = len - (size_t)(sig - token);
     if (head_len == 0 || payload_len == 0)
-        return refuse(err, "malformed", "an empty header or payload");
+        return refuse(err, R_MALFORMED, "an empty header or payload");
     scratch = malloc(len); /* decoded segments are shorter than their text */
     if (scratch == NULL)
-        return refuse(err, "oom", "out of memory");
+        return refuse(err, R_OOM, "out of memory");
     head = decode_object(token, head_len, scratch, "header is not a JSON object", err);
     if (head == NULL)
         goto done;
@@ -666,7 +688,7 @@ int token_verify(const struct token_verifier *v, const char *token, size_t len, 
     raw_sig = scratch;
     raw_len = b64url_decode(sig, sig_len, raw_sig);
     if (raw_len <= 0) {
-        refuse(err, raw_len < 0 ? "malformed" : "bad_signature",
+        refuse(err, raw_len < 0 ? R_MALFORMED : R_BAD_SIGNATURE,
                raw_len < 0 ? "signature is not base64url" : "empty signature");
         goto done;
     }
@@ -786,4 +808,19 @@ const char *token_source_name(enum token_source s)
     default:
         return "none";
     }
+}
+
+size_t token_response_401(const char *body, char *out, size_t cap)
+{
+    int n = snprintf(out, cap,
+                     "HTTP/1.1 401 Unauthorized\r\n"
+                     "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n"
+                     "Content-Type: text/plain; charset=utf-8\r\n"
+                     "Content-Length: %zu\r\n"
+                     "Connection: close\r\n"
+                     "\r\n"
+                     "%s\n",
+                     strlen(body) + 1, body);
+
+    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }

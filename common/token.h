@@ -30,12 +30,13 @@
  * "groups", when present, is an array of group names; "jti", when present, a string.
  */
 
-#define TOKEN_MAX_LEN      8192 /* longer tokens are refused before decoding */
-#define TOKEN_NAME_MAX     128  /* bytes in a group name, "user:<sub>" included */
-#define TOKEN_USER_PREFIX  "user:"
-#define TOKEN_SUB_MAX      (TOKEN_NAME_MAX - 5) /* so "user:<sub>" fits */
-#define TOKEN_SECRET_MIN   32   /* RFC 7518 §3.2: a key as long as the HS256 output */
-#define TOKEN_RSA_BITS_MIN 2048 /* RFC 7518 §3.3 */
+#define TOKEN_MAX_LEN        8192 /* longer tokens are refused before decoding */
+#define TOKEN_NAME_MAX       128  /* bytes in a group name, "user:<sub>" included */
+#define TOKEN_USER_PREFIX    "user:"
+#define TOKEN_SUB_MAX        (TOKEN_NAME_MAX - 5) /* so "user:<sub>" fits */
+#define TOKEN_SECRET_MIN     32              /* RFC 7518 §3.2: a key as long as the HS256 output */
+#define TOKEN_RSA_BITS_MIN   2048            /* RFC 7518 §3.3 */
+#define TOKEN_EXPIRED_REASON "token expired" /* close reason when exp passes */
 
 /* How a verifier is made. Every pointer is borrowed for the call only. */
 struct token_config {
@@ -98,9 +99,14 @@ void token_claims_cleanup(struct token_claims *c);
  * why is a short static text for the log; neither is ever NULL after a refusal.
  */
 struct token_error {
-    const char *key;
+    const char *key; /* one of token_error_keys[] (the same pointer) */
     const char *why;
 };
+
+#define TOKEN_NERROR_KEYS 11
+
+/* Every refusal key above, in that order: counters can be made (at zero) up front. */
+extern const char *const token_error_keys[TOKEN_NERROR_KEYS];
 
 /*
  * Checks token[0..len) (need not be NUL-terminated) at wall-clock time now_ms
@@ -133,5 +139,12 @@ enum token_source token_extract(const struct ws_hs *h, const char *cookie_name, 
 
 /* "header", "query", "cookie" or "none", for logs and counters. */
 const char *token_source_name(enum token_source s);
+
+/*
+ * Writes the refusal of an upgrade whose token was refused (RFC 6750 §3): status 401,
+ * "WWW-Authenticate: Bearer error="invalid_token"", a text/plain body of body + "\n"
+ * and "Connection: close". Returns its length, or 0 if it does not fit in cap.
+ */
+size_t token_response_401(const char *body, char *out, size_t cap);
 
 #endif /* WSGATE_COMMON_TOKEN_H */

@@ -413,6 +413,12 @@ static void test_token_table(void)
             fprintf(stderr, "  case \"%s\": want %s, got %s (%s)\n", t->name, t->want, got,
                     r == 0 ? "" : err.why);
         CHECK(r == 0 ? c.sub != NULL && c.alg != NULL : err.why != NULL && c.sub == NULL);
+        if (r < 0) { /* the key is the table's own pointer, for counters */
+            bool known = false;
+            for (size_t k = 0; k < TOKEN_NERROR_KEYS; k++)
+                known = known || err.key == token_error_keys[k];
+            CHECK(known);
+        }
         token_claims_cleanup(&c);
         free(tok);
     }
@@ -792,6 +798,23 @@ static void test_token_extract(void)
     CHECK(strcmp(token_source_name(TOKEN_SRC_NONE), "none") == 0);
 }
 
+static void test_token_response_401(void)
+{
+    char out[256];
+    size_t n = token_response_401("invalid token", out, sizeof(out));
+    static const char want[] = "HTTP/1.1 401 Unauthorized\r\n"
+                               "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n"
+                               "Content-Type: text/plain; charset=utf-8\r\n"
+                               "Content-Length: 14\r\n"
+                               "Connection: close\r\n"
+                               "\r\n"
+                               "invalid token\n";
+
+    CHECK(n == sizeof(want) - 1 && memcmp(out, want, n) == 0);
+    CHECK(token_response_401("invalid token", out, n) == 0); /* one byte short */
+    CHECK(token_response_401("invalid token", out, n + 1) == n);
+}
+
 /* --- allocation failure -------------------------------------------------------------------- */
 
 /*
@@ -903,6 +926,7 @@ void suite_token(void)
     test_token_libjwt_encoder_interop();
     test_token_verifier_settings();
     test_token_extract();
+    test_token_response_401();
     test_token_every_allocation_fails_cleanly();
     test_token_verifier_new_every_allocation_fails_cleanly();
     teardown();
