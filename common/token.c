@@ -33,7 +33,7 @@ enum key_kind {
 struct alg {
     const char *name;
     enum key_kind kind;
-    jwt_alg_t jwt; /* libjwt's id; JWT_ALG_INVAL when libjwt 1.10 lacks it */
+    jwt_alg_t jwt; /* RS*, ES*: what jwt_get_alg() must say; PS256: JWT_ALG_INVAL (not in 1.10) */
     const EVP_MD *(*md)(void);
 };
 
@@ -454,7 +454,8 @@ static int verify_pss(const struct token_verifier *v, const struct alg *a, const
  * RS* and ES*: libjwt's jwt_decode() with the configured key (never without one:
  * libjwt 1.10 accepts any signature when it is given no key). It parses the token
  * again itself, so afterwards its idea of the algorithm must be the one checked in
- * the header.
+ * the header. Cost: libjwt 1.10 decodes the PEM key on every call, which OpenSSL 3.0
+ * does slowly (about 0.85 ms of the 0.9 ms an RS256 token takes on a project machine).
  */
 static int verify_libjwt(const struct token_verifier *v, const struct alg *a, const char *token,
                          size_t len, struct token_error *err)
