@@ -455,7 +455,8 @@ static int verify_pss(const struct token_verifier *v, const struct alg *a, const
  * libjwt 1.10 accepts any signature when it is given no key). It parses the token
  * again itself, so afterwards its idea of the algorithm must be the one checked in
  * the header. Cost: libjwt 1.10 decodes the PEM key on every call, which OpenSSL 3.0
- * does slowly (about 0.85 ms of the 0.9 ms an RS256 token takes on a project machine).
+ * does slowly: 0.3-0.9 ms per RS256 token on a project machine, against 0.02-0.11 ms
+ * for EVP_DigestVerify() with the key decoded once.
  */
 static int verify_libjwt(const struct token_verifier *v, const struct alg *a, const char *token,
                          size_t len, struct token_error *err)
