@@ -9,7 +9,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 BUILD   ?= build
 
-PKGS_LIBS := libevent hiredis jansson openssl
+PKGS_LIBS := libevent hiredis jansson openssl libjwt
 
 # --version prints these: the release and the git revision the binary was built from.
 VERSION := 0.4.0
@@ -131,7 +131,8 @@ install: $(PROGS)
 # --- packages -------------------------------------------------------------------------------
 # Debian packages the build needs, and the ones the tests add. A missing one is installed with
 # apt-get when we are root; otherwise the exact command to run is printed and make stops.
-DEB_BUILD := gcc make pkg-config libevent-dev libhiredis-dev libjansson-dev libssl-dev redis-server
+DEB_BUILD := gcc make pkg-config libevent-dev libhiredis-dev libjansson-dev libssl-dev libjwt-dev \
+             redis-server
 DEB_TEST  := python3 python3-websockets python3-redis chromium haproxy nginx-light procps \
              iproute2 python3-yaml clang libclang-rt-14-dev strace
 # Node.js with npm may come from elsewhere than Debian (NodeSource's nodejs ships npm

@@ -12,7 +12,12 @@
 #include "common/iplimit.h"
 #include "common/log.h"
 #include "common/origin.h"
+#include <openssl/crypto.h>
+
+#include "common/log.h"
+#include "common/token.h"
 #include "common/utf8.h"
+#include "common/ws_close.h"
 
 /* F_LIST: repeatable; each value (and the environment twin) may hold several items
  * separated by commas or spaces; the first on the command line replaces the twin's
@@ -424,6 +429,223 @@ static int set_proxy_protocol(struct config *c, const char *v, char *err, size_t
     return 0;
 }
 
+/* --- JWT ------------------------------------------------------------------------------------ */
+
+/* c->jwt_flags: which --jwt-* flags were given, so conflicts and orphans can be named. */
+#define JWT_F_SECRET      0x01u
+#define JWT_F_SECRET_FILE 0x02u
+#define JWT_F_PUBLIC_KEY  0x04u
+#define JWT_F_KEYS        (JWT_F_SECRET | JWT_F_SECRET_FILE | JWT_F_PUBLIC_KEY)
+#define JWT_F_OPTION      0x08u /* issuer, audience, leeway, allow-no-exp, cookie, expiry code */
+
+static int set_jwt_secret(struct config *c, const char *v, char *err, size_t errlen)
+{
+    size_t len = strlen(v);
+
+    if (len < TOKEN_SECRET_MIN || len > CONFIG_JWT_SECRET_MAX)
+        return bad(err, errlen, "jwt-secret", "...",
+                   "expected 32 to 1024 bytes (RFC 7518 §3.2: at least the HS256 output)");
+    memcpy(c->jwt_secret, v, len);
+    c->jwt_secret_len = len;
+    c->jwt_flags |= JWT_F_SECRET;
+    return 0;
+}
+
+/* The file's bytes, less one trailing newline (what `echo secret > file` adds). */
+static int set_jwt_secret_file(struct config *c, const char *v, char *err, size_t errlen)
+{
+    uint8_t buf[CONFIG_JWT_SECRET_MAX + 2];
+    FILE *f = fopen(v, "rb");
+    size_t n;
+    int e;
+
+    if (f == NULL) {
+        e = errno;
+        return bad(err, errlen, "jwt-secret-file", v, strerror(e));
+    }
+    n = fread(buf, 1, sizeof(buf), f);
+    e = ferror(f);
+    fclose(f);
+    if (e)
+        return bad(err, errlen, "jwt-secret-file", v, "read error");
+    if (n > 0 && buf[n - 1] == '\n') {
+        n--;
+        if (n > 0 && buf[n - 1] == '\r')
+            n--;
+    }
+    if (n < TOKEN_SECRET_MIN || n > CONFIG_JWT_SECRET_MAX) {
+        OPENSSL_cleanse(buf, sizeof(buf));
+        return bad(err, errlen, "jwt-secret-file", v,
+                   n == 0 ? "the file is empty"
+                          : "expected 32 to 1024 bytes (RFC 7518 §3.2: at least the HS256 output)");
+    }
+    memcpy(c->jwt_secret, buf, n);
+    c->jwt_secret_len = n;
+    OPENSSL_cleanse(buf, sizeof(buf));
+    c->jwt_flags |= JWT_F_SECRET_FILE;
+    return 0;
+}
+
+static int set_jwt_public_key(struct config *c, const char *v, char *err, size_t errlen)
+{
+    size_t len = strlen(v);
+
+    if (len == 0 || len >= sizeof(c->jwt_public_key))
+        return bad(err, errlen, "jwt-public-key", v, "expected the path of a PEM public key");
+    if (access(v, R_OK) != 0) {
+        int e = errno;
+        return bad(err, errlen, "jwt-public-key", v, strerror(e));
+    }
+    memcpy(c->jwt_public_key, v, len + 1);
+    c->jwt_flags |= JWT_F_PUBLIC_KEY;
+    return 0;
+}
+
+/* iss and aud values: text that goes into logs, compared byte for byte. */
+static int set_jwt_text(const char *flag, const char *v, char *out, size_t cap, char *err,
+                        size_t errlen)
+{
+    size_t len = strlen(v);
+
+    if (len >= cap || !utf8_is_valid((const uint8_t *)v, len))
+        return bad(err, errlen, flag, v, "expected UTF-8 text of at most 255 bytes");
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+            return bad(err, errlen, flag, v, "control characters are not allowed");
+    memcpy(out, v, len + 1);
+    return 0;
+}
+
+static int set_jwt_issuer(struct config *c, const char *v, char *err, size_t errlen)
+{
+    c->jwt_flags |= JWT_F_OPTION;
+    return set_jwt_text("jwt-issuer", v, c->jwt_issuer, sizeof(c->jwt_issuer), err, errlen);
+}
+
+static int set_jwt_audience(struct config *c, const char *v, char *err, size_t errlen)
+{
+    c->jwt_flags |= JWT_F_OPTION;
+    return set_jwt_text("jwt-audience", v, c->jwt_audience, sizeof(c->jwt_audience), err, errlen);
+}
+
+static int set_jwt_leeway(struct config *c, const char *v, char *err, size_t errlen)
+{
+    uint32_t ms;
+
+    if (config_parse_duration(v, &ms) < 0 || ms > 3600u * 1000)
+        return bad(err, errlen, "jwt-leeway", v, "expected a duration from 0s to 1h");
+    c->jwt_leeway_ms = ms;
+    c->jwt_flags |= JWT_F_OPTION;
+    return 0;
+}
+
+static int set_jwt_allow_no_exp(struct config *c, const char *v, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    c->jwt_allow_no_exp = v != NULL;
+    c->jwt_flags |= JWT_F_OPTION;
+    return 0;
+}
+
+/* cookie-name is an HTTP token (RFC 6265 §4.1.1). */
+static int set_jwt_cookie(struct config *c, const char *v, char *err, size_t errlen)
+{
+    c->jwt_flags |= JWT_F_OPTION;
+    if (v[0] == '\0') {
+        c->jwt_cookie[0] = '\0';
+        return 0;
+    }
+    return set_header_name("jwt-cookie", v, c->jwt_cookie, sizeof(c->jwt_cookie), err, errlen);
+}
+
+static int set_jwt_expiry_code(struct config *c, const char *v, char *err, size_t errlen)
+{
+    long n;
+
+    if (parse_int(v, 1000, 4999, &n) < 0 || !ws_close_code_is_sendable((unsigned)n))
+        return bad(err, errlen, "jwt-expiry-code", v,
+                   "expected a close code a server may send: 4000-4999 (default 4001), "
+                   "3000-3999, 1000-1003, 1007-1009, 1011-1014");
+    c->jwt_expiry_code = (unsigned)n;
+    c->jwt_flags |= JWT_F_OPTION;
+    return 0;
+}
+
+bool config_jwt_enabled(const struct config *c)
+{
+    return c->jwt_secret_len > 0 || c->jwt_public_key[0] != '\0';
+}
+
+void config_token_config(const struct config *c, struct token_config *t)
+{
+    memset(t, 0, sizeof(*t));
+    if (c->jwt_secret_len > 0) {
+        t->secret = c->jwt_secret;
+        t->secret_len = c->jwt_secret_len;
+    }
+    if (c->jwt_public_key[0] != '\0')
+        t->public_key_path = c->jwt_public_key;
+    t->issuer = c->jwt_issuer;
+    t->audience = c->jwt_audience;
+    t->leeway_ms = c->jwt_leeway_ms;
+    t->allow_no_exp = c->jwt_allow_no_exp;
+    t->max_groups = c->max_groups;
+}
+
+/* Settings that only make sense together, checked once every flag is read. A JWT
+ * option without a key would leave the gateway open while its operator thinks it
+ * is not, so it is an error rather than ignored. */
+static int check_jwt(const struct config *c, char *err, size_t errlen)
+{
+    unsigned keys = c->jwt_flags & JWT_F_KEYS;
+    struct token_config t;
+    struct token_verifier *v;
+    char why[256];
+
+    if (keys == 0) {
+        if (c->jwt_flags & JWT_F_OPTION) {
+            snprintf(err, errlen,
+                     "--jwt-* options need --jwt-secret, --jwt-secret-file or "
+                     "--jwt-public-key");
+            return -1;
+        }
+        return 0;
+    }
+    if ((keys & (keys - 1)) != 0) {
+        snprintf(err, errlen,
+                 "give only one of --jwt-secret, --jwt-secret-file and "
+                 "--jwt-public-key (flags or WSGATE_* twins)");
+        return -1;
+    }
+    if (c->query_groups == 1) {
+        snprintf(err, errlen,
+                 "--query-groups: with JWT on, groups and the user come from the "
+                 "token only");
+        return -1;
+    }
+    if (c->user_header[0] != '\0') {
+        snprintf(err, errlen, "--user-header: with JWT on, the user comes from the token's sub");
+        return -1;
+    }
+    if (c->max_groups < 1) {
+        snprintf(err, errlen, "--max-groups 0: with JWT on, at least 1 (the user's own group)");
+        return -1;
+    }
+    /* The whole key is checked here, before any process starts: file, PEM, type, size. */
+    config_token_config(c, &t);
+    v = token_verifier_new(&t, why, sizeof(why));
+    if (v == NULL) {
+        if (keys == JWT_F_PUBLIC_KEY)
+            snprintf(err, errlen, "--jwt-public-key %s", why); /* why starts with the path */
+        else
+            snprintf(err, errlen, "%s", why);
+        return -1;
+    }
+    token_verifier_free(v);
+    return 0;
+}
+
 static const struct flag flags[] = {
     {"listen", F_VALUE, set_listen},
     {"workers", F_VALUE, set_workers},
@@ -458,6 +680,15 @@ static const struct flag flags[] = {
     {"max-conns-per-ip", F_VALUE, set_max_conns_per_ip},
     {"max-handshakes-per-ip", F_VALUE, set_max_handshakes_per_ip},
     {"proxy-protocol", F_BOOL, set_proxy_protocol},
+    {"jwt-secret", F_VALUE, set_jwt_secret},
+    {"jwt-secret-file", F_VALUE, set_jwt_secret_file},
+    {"jwt-public-key", F_VALUE, set_jwt_public_key},
+    {"jwt-issuer", F_VALUE, set_jwt_issuer},
+    {"jwt-audience", F_VALUE, set_jwt_audience},
+    {"jwt-leeway", F_VALUE, set_jwt_leeway},
+    {"jwt-allow-no-exp", F_BOOL, set_jwt_allow_no_exp},
+    {"jwt-cookie", F_VALUE, set_jwt_cookie},
+    {"jwt-expiry-code", F_VALUE, set_jwt_expiry_code},
 };
 
 #define NFLAGS (sizeof(flags) / sizeof(flags[0]))
@@ -528,6 +759,21 @@ static const char usage[] =
     "                           or v2 (HAProxy send-proxy, nginx proxy_protocol), and the\n"
     "                           client address is taken from it; only for a listener\n"
     "                           that nothing but the balancer can reach\n"
+    "  --jwt-secret SECRET      connections must bring a JWT signed with this HMAC secret\n"
+    "                           (HS256, HS384, HS512; 32 bytes or more); prefer the file\n"
+    "  --jwt-secret-file PATH   the same, read from a file (one trailing newline dropped)\n"
+    "  --jwt-public-key PATH    connections must bring a JWT signed for this PEM public\n"
+    "                           key: RSA (RS256, RS384, RS512, PS256) or EC P-256 (ES256)\n"
+    "                           or P-384 (ES384). The key decides the algorithm.\n"
+    "  --jwt-issuer ISS         the token's iss must be ISS (default: not checked)\n"
+    "  --jwt-audience AUD       the token's aud must hold AUD (default: a token with an aud\n"
+    "                           is refused)\n"
+    "  --jwt-leeway DUR         clock skew allowed for exp, nbf and iat (default 5s)\n"
+    "  --jwt-allow-no-exp       accept tokens without exp (default: exp is required)\n"
+    "  --jwt-cookie NAME        also look for the token in this cookie (after the\n"
+    "                           Authorization: Bearer header and ?token=)\n"
+    "  --jwt-expiry-code N      close code sent at the token's exp, reason \"token\n"
+    "                           expired\" (default 4001)\n"
     "  --help                   this text\n"
     "  --version                the version and the git revision it was built from\n"
     "\n"
@@ -573,10 +819,14 @@ void config_defaults(struct config *c)
     c->stall_kill_ms = 10000;
     c->order_max_age_ms = 60000;
     c->order_replay_max = 100000;
+    c->jwt_leeway_ms = 5000;
+    c->jwt_expiry_code = 4001;
 }
 
 bool config_query_groups(const struct config *c)
 {
+    if (config_jwt_enabled(c))
+        return false;
     if (c->query_groups >= 0)
         return c->query_groups == 1;
     return c->groups_header[0] == '\0' && c->user_header[0] == '\0';
@@ -782,5 +1032,5 @@ int config_parse(struct config *c, int argc, char **argv, char **envp, char *err
         if (f->set(c, v, err, errlen) < 0)
             return -1;
     }
-    return 0;
+    return check_jwt(c, err, errlen);
 }

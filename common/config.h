@@ -20,7 +20,8 @@
  * must not start unsigned because a variable was left empty.
  */
 
-#define CONFIG_ID_MAX 64
+#define CONFIG_ID_MAX         64
+#define CONFIG_JWT_SECRET_MAX 1024 /* bytes of an HMAC secret */
 
 struct config {
     char listen_host[256]; /* numeric address, "" for any */
@@ -60,6 +61,17 @@ struct config {
     uint32_t max_handshakes_per_ip;  /* handshakes per address per handshakes_period_ms; 0: off */
     uint32_t handshakes_period_ms;
     bool proxy_protocol; /* every client connection starts with a PROXY header */
+    /* JWT connect authentication: on when a secret or a public key is given */
+    uint8_t jwt_secret[CONFIG_JWT_SECRET_MAX]; /* --jwt-secret, or --jwt-secret-file's bytes */
+    size_t jwt_secret_len;                     /* 0 when no secret */
+    char jwt_public_key[1024];                 /* PEM file path, "" when none */
+    char jwt_issuer[256];                      /* "" when iss is not checked */
+    char jwt_audience[256];                    /* "" when tokens must carry no aud */
+    uint32_t jwt_leeway_ms;
+    bool jwt_allow_no_exp;
+    char jwt_cookie[64];      /* cookie the token may come in, "" when none */
+    unsigned jwt_expiry_code; /* close code at the token's exp (reason "token expired") */
+    unsigned jwt_flags;       /* which --jwt-* flags were given (config.c's business) */
 };
 
 /* Fills c with the defaults (workers = CPUs, id = host name). */
@@ -75,10 +87,19 @@ int config_parse(struct config *c, int argc, char **argv, char **envp, char *err
 /* The --help text. */
 const char *config_usage(void);
 
-/* Whether ?group= and ?user= are read: --query-groups, --no-query-groups, or by
- * default only when neither --groups-header nor --user-header is set (a client must
- * not override what a trusted proxy says). */
+/* Whether ?group= and ?user= are read: never with JWT on; else --query-groups,
+ * --no-query-groups, or by default only when neither --groups-header nor --user-header
+ * is set (a client must not override what a trusted proxy says). */
 bool config_query_groups(const struct config *c);
+
+/* True when connections must bring a JWT (--jwt-secret, --jwt-secret-file or
+ * --jwt-public-key was given). */
+bool config_jwt_enabled(const struct config *c);
+
+struct token_config;
+
+/* Fills t for token_verifier_new() from c; t's pointers borrow from c. */
+void config_token_config(const struct config *c, struct token_config *t);
 
 /* "500ms", "5s", "2m", "1h" or a bare number of seconds → milliseconds. -1 if bad. */
 int config_parse_duration(const char *s, uint32_t *ms);

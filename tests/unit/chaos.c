@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "tests/unit/check.h"
 
 void *__real_malloc(size_t n);
@@ -73,4 +75,38 @@ char *__wrap_strndup(const char *s, size_t n)
 void *chaos_json_malloc(size_t n)
 {
     return __wrap_malloc(n);
+}
+
+/* OpenSSL's allocator: counted and failed like the rest while chaos_crypto(true). */
+static int chaos_crypto_on;
+
+static void *crypto_malloc(size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    return chaos_crypto_on ? __wrap_malloc(n) : __real_malloc(n);
+}
+
+static void *crypto_realloc(void *p, size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    return chaos_crypto_on ? __wrap_realloc(p, n) : __real_realloc(p, n);
+}
+
+static void crypto_free(void *p, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    free(p);
+}
+
+int chaos_crypto_install(void)
+{
+    return CRYPTO_set_mem_functions(crypto_malloc, crypto_realloc, crypto_free) == 1 ? 0 : -1;
+}
+
+void chaos_crypto(int on)
+{
+    chaos_crypto_on = on;
 }

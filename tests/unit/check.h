@@ -30,6 +30,8 @@ uint8_t *check_dup_exact(const void *s, size_t len);
 void chaos_fail_at(unsigned long n);
 unsigned long chaos_allocations(void);
 void *chaos_json_malloc(size_t n);
+int chaos_crypto_install(void);
+void chaos_crypto(int on);
 
 /* One suite per common/ module, each in tests/unit/test_<module>.c. */
 /* Weak, so a runner built from some modules only still links: a suite that is
@@ -45,6 +47,7 @@ SUITE(order);
 SUITE(redis_url);
 SUITE(order_sig);
 SUITE(seen);
+SUITE(token);
 SUITE(chaos);
 SUITE(base64);
 SUITE(origin);

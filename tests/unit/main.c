@@ -38,11 +38,16 @@ static const struct {
     {"origin", suite_origin},
     {"proxy_proto", suite_proxy_proto},
     {"iplimit", suite_iplimit},
+    {"token", suite_token},
     {"chaos", suite_chaos},
 };
 
 int main(int argc, char **argv)
 {
+    if (chaos_crypto_install() < 0) {
+        fprintf(stderr, "CRYPTO_set_mem_functions failed\n");
+        return 1;
+    }
     for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++) {
         if (argc > 1 && strcmp(argv[1], suites[i].name) != 0)
             continue;

@@ -1,6 +1,13 @@
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 
 #include "common/config.h"
+#include "common/token.h"
 #include "tests/unit/check.h"
 
 /* argv and envp hold mutable strings; the literals here are never written. */
@@ -15,6 +22,17 @@ static int parse(struct config *c, char **argv, char **envp)
         argc++;
     config_defaults(c);
     return config_parse(c, argc, argv, envp, err, sizeof(err));
+}
+
+static int parse_err(struct config *c, char **argv, char **envp, char *err, size_t errlen)
+{
+    int argc = 0;
+
+    while (argv[argc] != NULL)
+        argc++;
+    err[0] = '\0';
+    config_defaults(c);
+    return config_parse(c, argc, argv, envp, err, errlen);
 }
 
 static void test_config_defaults(void)
@@ -33,6 +51,8 @@ static void test_config_defaults(void)
     CHECK(c.stall_timeout_ms == 2000 && c.stall_kill_ms == 10000 && c.max_admin_conns == 8);
     CHECK(c.allow_origin.n == 0 && c.max_conns_per_ip == 0 && c.max_handshakes_per_ip == 0);
     CHECK(!c.proxy_protocol);
+    CHECK(!config_jwt_enabled(&c) && c.jwt_leeway_ms == 5000 && c.jwt_expiry_code == 4001);
+    CHECK(!c.jwt_allow_no_exp && c.jwt_cookie[0] == '\0' && c.jwt_issuer[0] == '\0');
 }
 
 /* --allow-origin repeats, takes lists, and replaces its twin's list when given. */
@@ -295,6 +315,8 @@ static void test_config_help(void)
     CHECK(parse(&c, argv, NULL) == 1);
     for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
         CHECK(strstr(config_usage(), flags[i]) != NULL);
+    CHECK(strstr(config_usage(), "--close-timeout") != NULL);
+    CHECK(strstr(config_usage(), "--jwt-public-key") != NULL);
 }
 
 static void test_config_units(void)
@@ -356,6 +378,239 @@ static void test_config_rates(void)
     }
 }
 
+/* A temporary file holding data; the caller unlinks path. */
+static void write_temp(char *path, const void *data, size_t len)
+{
+    int fd = mkstemp(path);
+
+    if (fd < 0 || write(fd, data, len) != (ssize_t)len)
+        exit(1);
+    close(fd);
+}
+
+#define SECRET32 "0123456789abcdef0123456789abcdef"
+
+static void test_config_jwt_secret(void)
+{
+    struct config c;
+    struct token_config t;
+    char err[256];
+    char *argv[] = {A("wsgate"),
+                    A("--jwt-secret"),
+                    A(SECRET32 "x"),
+                    A("--jwt-issuer"),
+                    A("https://idp"),
+                    A("--jwt-audience"),
+                    A("wsgate"),
+                    A("--jwt-leeway"),
+                    A("2s"),
+                    A("--jwt-cookie"),
+                    A("session"),
+                    A("--jwt-allow-no-exp"),
+                    A("--jwt-expiry-code"),
+                    A("4401"),
+                    NULL};
+    char *plain[] = {A("wsgate"), NULL};
+    char *env[] = {A("WSGATE_JWT_SECRET=" SECRET32), A("WSGATE_JWT_ALLOW_NO_EXP=1"), NULL};
+    char *short_secret[] = {A("wsgate"), A("--jwt-secret"), A("short-secret"), NULL};
+
+    CHECK(parse(&c, argv, NULL) == 0);
+    CHECK(config_jwt_enabled(&c) && c.jwt_secret_len == 33);
+    CHECK(memcmp(c.jwt_secret, SECRET32 "x", 33) == 0);
+    CHECK(strcmp(c.jwt_issuer, "https://idp") == 0 && strcmp(c.jwt_audience, "wsgate") == 0);
+    CHECK(c.jwt_leeway_ms == 2000 && c.jwt_allow_no_exp && c.jwt_expiry_code == 4401);
+    CHECK(strcmp(c.jwt_cookie, "session") == 0);
+    CHECK(!config_query_groups(&c)); /* the token is the only identity */
+    config_token_config(&c, &t);
+    CHECK(t.secret == c.jwt_secret && t.secret_len == 33 && t.public_key_path == NULL);
+    CHECK(strcmp(t.issuer, "https://idp") == 0 && t.leeway_ms == 2000 && t.allow_no_exp);
+    CHECK(t.max_groups == 16);
+    CHECK(parse(&c, plain, env) == 0);
+    CHECK(config_jwt_enabled(&c) && c.jwt_secret_len == 32 && c.jwt_allow_no_exp);
+    /* the secret never shows in the message */
+    CHECK(parse_err(&c, short_secret, NULL, err, sizeof(err)) == -1);
+    CHECK(strstr(err, "short-secret") == NULL && strstr(err, "--jwt-secret") != NULL);
+}
+
+static void test_config_jwt_secret_file(void)
+{
+    struct {
+        const char *content;
+        size_t len;
+        int ok;
+        size_t want_len;
+    } t[] = {
+        {SECRET32 "\n", 33, 1, 32},
+        {SECRET32 "\r\n", 34, 1, 32},
+        {SECRET32, 32, 1, 32},
+        {SECRET32 "\n\n", 34, 1, 33}, /* one newline only is dropped */
+        {SECRET32 "\r", 33, 1, 33},
+        {"\0\1\2\3\4\5\6\7\0\1\2\3\4\5\6\7\0\1\2\3\4\5\6\7\0\1\2\3\4\5\6\7", 32, 1, 32},
+        {"", 0, 0, 0},
+        {"\n", 1, 0, 0},
+        {"short\n", 6, 0, 0},
+    };
+
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        struct config c;
+        char path[] = "/tmp/wsgate-secret-XXXXXX";
+        char *argv[] = {A("wsgate"), A("--jwt-secret-file"), path, NULL};
+        int r;
+
+        write_temp(path, t[i].content, t[i].len);
+        r = parse(&c, argv, NULL);
+        CHECK(t[i].ok ? r == 0 && c.jwt_secret_len == t[i].want_len &&
+                            memcmp(c.jwt_secret, t[i].content, t[i].want_len) == 0
+                      : r == -1);
+        unlink(path);
+    }
+    {
+        struct config c;
+        char err[256];
+        char *argv[] = {A("wsgate"), A("--jwt-secret-file"), A("/nonexistent/secret"), NULL};
+        CHECK(parse_err(&c, argv, NULL, err, sizeof(err)) == -1);
+        CHECK(strstr(err, "No such file") != NULL);
+    }
+}
+
+static char *public_pem(const char *type, const char *param, size_t bits)
+{
+    EVP_PKEY *k = param != NULL ? EVP_PKEY_Q_keygen(NULL, NULL, type, param)
+                                : EVP_PKEY_Q_keygen(NULL, NULL, type, bits);
+    BIO *b = BIO_new(BIO_s_mem());
+    char *data, *out;
+    long n;
+
+    if (k == NULL || b == NULL || PEM_write_bio_PUBKEY(b, k) != 1 ||
+        (n = BIO_get_mem_data(b, &data)) <= 0 || (out = strndup(data, (size_t)n)) == NULL)
+        exit(1);
+    BIO_free(b);
+    EVP_PKEY_free(k);
+    return out;
+}
+
+static void test_config_jwt_public_key(void)
+{
+    char *p256 = public_pem("EC", "P-256", 0);
+    char *rsa1024 = public_pem("RSA", NULL, 1024);
+    struct {
+        const char *content;
+        const char *needle; /* NULL: accepted */
+    } t[] = {
+        {p256, NULL},
+        {rsa1024, "1024 bits"},
+        {"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", "no PEM public key"},
+        {"", "no PEM public key"},
+    };
+
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        struct config c;
+        struct token_config tc;
+        char path[] = "/tmp/wsgate-key-XXXXXX";
+        char err[256];
+        char *argv[] = {A("wsgate"), A("--jwt-public-key"), path, NULL};
+        int r;
+
+        write_temp(path, t[i].content, strlen(t[i].content));
+        r = parse_err(&c, argv, NULL, err, sizeof(err));
+        if (t[i].needle == NULL) {
+            CHECK(r == 0 && config_jwt_enabled(&c) && c.jwt_secret_len == 0);
+            config_token_config(&c, &tc);
+            CHECK(tc.secret == NULL && tc.public_key_path != NULL &&
+                  strcmp(tc.public_key_path, path) == 0);
+        } else {
+            CHECK(r == -1 && strstr(err, t[i].needle) != NULL && strstr(err, path) != NULL);
+        }
+        unlink(path);
+    }
+    free(p256);
+    free(rsa1024);
+}
+
+/* Settings that only make sense together; a JWT option without a key is refused so a
+ * gateway is never left open by a forgotten key flag. */
+static void test_config_jwt_conflicts(void)
+{
+    char path[] = "/tmp/wsgate-key-XXXXXX";
+    char *pem = public_pem("EC", "P-256", 0);
+    static const char *const bad[][5] = {
+        /* flags and values ("@key": a good key file), NULL-ended; then the message */
+        {"--jwt-secret", SECRET32, "--jwt-public-key", "@key", "only one of"},
+        {"--jwt-issuer", "https://idp", NULL, NULL, "need --jwt-secret"},
+        {"--jwt-allow-no-exp", NULL, NULL, NULL, "need --jwt-secret"},
+        {"--jwt-cookie", "session", NULL, NULL, "need --jwt-secret"},
+        {"--jwt-secret", SECRET32, "--query-groups", NULL, "--query-groups"},
+        {"--jwt-secret", SECRET32, "--user-header", "X-User", "--user-header"},
+        {"--jwt-secret", SECRET32, "--max-groups", "0", "--max-groups"},
+    };
+
+    write_temp(path, pem, strlen(pem));
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct config c;
+        char err[256];
+        char *argv[6] = {A("wsgate")};
+        int n = 1;
+
+        for (int k = 0; k < 4 && bad[i][k] != NULL; k++)
+            argv[n++] = strcmp(bad[i][k], "@key") == 0 ? path : (char *)bad[i][k];
+        argv[n] = NULL;
+        CHECK(parse_err(&c, argv, NULL, err, sizeof(err)) == -1);
+        CHECK(strstr(err, bad[i][4]) != NULL);
+        if (strstr(err, bad[i][4]) == NULL)
+            fprintf(stderr, "  conflict %zu: %s\n", i, err);
+    }
+    {
+        /* a secret from the environment and a key on the command line are two keys */
+        struct config c;
+        char err[256];
+        char *argv[] = {A("wsgate"), A("--jwt-public-key"), path, NULL};
+        char *env[] = {A("WSGATE_JWT_SECRET=" SECRET32), NULL};
+        char *ok[] = {A("wsgate"),          A("--jwt-public-key"), path,
+                      A("--groups-header"), A("X-Groups"),         NULL};
+        char *twin[] = {A("wsgate"), A("--jwt-secret"), A(SECRET32 "-flag"), NULL};
+
+        CHECK(parse_err(&c, argv, env, err, sizeof(err)) == -1 && strstr(err, "only one of"));
+        CHECK(parse(&c, ok, NULL) == 0 && config_jwt_enabled(&c));
+        CHECK(parse(&c, twin, env) == 0 && c.jwt_secret_len == 37); /* the flag wins */
+    }
+    unlink(path);
+    free(pem);
+}
+
+static void test_config_jwt_rejects_bad_values(void)
+{
+    static const char *const bad[][2] = {
+        {"--jwt-secret", "31-bytes-31-bytes-31-bytes-31-b"},
+        {"--jwt-secret", ""},
+        {"--jwt-public-key", ""},
+        {"--jwt-public-key", "/nonexistent/key.pem"},
+        {"--jwt-leeway", "2h"},
+        {"--jwt-leeway", "-1s"},
+        {"--jwt-expiry-code", "1005"},
+        {"--jwt-expiry-code", "1010"},
+        {"--jwt-expiry-code", "5000"},
+        {"--jwt-expiry-code", "999"},
+        {"--jwt-expiry-code", "x"},
+        {"--jwt-cookie", "bad name"},
+        {"--jwt-cookie", "a;b"},
+        {"--jwt-issuer", "a\tb"},
+        {"--jwt-audience", "\xff"},
+    };
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct config c;
+        char *argv[] = {A("wsgate"),       A("--jwt-secret"), A(SECRET32),
+                        (char *)bad[i][0], (char *)bad[i][1], NULL};
+        CHECK(parse(&c, argv, NULL) == -1);
+    }
+    {
+        struct config c;
+        char *argv[] = {A("wsgate"), A("--jwt-secret"), A(SECRET32), A("--jwt-expiry-code"),
+                        A("1000"),   A("--jwt-leeway"), A("0"),      NULL};
+        CHECK(parse(&c, argv, NULL) == 0 && c.jwt_expiry_code == 1000 && c.jwt_leeway_ms == 0);
+    }
+}
+
 void suite_config(void)
 {
     test_config_defaults();
@@ -372,4 +627,9 @@ void suite_config(void)
     test_config_allow_origin();
     test_config_limits_per_address();
     test_config_rates();
+    test_config_jwt_secret();
+    test_config_jwt_secret_file();
+    test_config_jwt_public_key();
+    test_config_jwt_conflicts();
+    test_config_jwt_rejects_bad_values();
 }
