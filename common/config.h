@@ -27,6 +27,7 @@ struct config {
     int log_level;   /* enum log_level */
     char redis[512]; /* "" until --redis or WSGATE_REDIS is given */
     bool redis_given;
+    uint32_t redis_timeout_ms; /* a Redis link silent this long is dropped and reconnected */
     char channel[128];
     char events_channel[128]; /* "" disables events */
     bool query_groups;

@@ -47,6 +47,8 @@ BAD = [
     ("listen_port_too_big", {"--listen": "127.0.0.1:99999"}),
     ("listen_bad_host", {"--listen": "not an address:80"}),
     ("log_level_unknown", {"--log-level": "chatty"}),
+    ("redis_timeout_zero", {"--redis-timeout": "0"}),
+    ("redis_timeout_absurd", {"--redis-timeout": "1h"}),
 ]
 
 
@@ -80,6 +82,7 @@ ENV_BAD = [
     ("WSGATE_MAX_HEADER", "8q"),
     ("WSGATE_MAX_MESSAGE", "huge"),
     ("WSGATE_LISTEN", "127.0.0.1:99999"),
+    ("WSGATE_REDIS_TIMEOUT", "0"),
 ]
 
 

@@ -30,6 +30,7 @@ static void test_config_defaults(void)
     CHECK(strcmp(c.channel, "wsgate:orders") == 0);
     CHECK(strcmp(c.events_channel, "wsgate:events") == 0);
     CHECK(c.query_groups && c.max_groups == 16 && !c.echo && !c.redis_given);
+    CHECK(c.redis_timeout_ms == 3000);
 }
 
 static void test_config_flags_and_env(void)
@@ -47,9 +48,11 @@ static void test_config_flags_and_env(void)
                     A("--no-query-groups"),
                     A("--id"),
                     A("gw-a.1"),
+                    A("--redis-timeout=1500ms"),
                     NULL};
     char *envp[] = {A("WSGATE_WORKERS=5"), A("WSGATE_PING_INTERVAL=2m"),
-                    A("WSGATE_REDIS=redis://h:1/2"), A("WSGATE_ECHO=0"), NULL};
+                    A("WSGATE_REDIS=redis://h:1/2"), A("WSGATE_ECHO=0"),
+                    A("WSGATE_REDIS_TIMEOUT=9s"), NULL};
 
     CHECK(parse(&c, argv, envp) == 0);
     CHECK(strcmp(c.listen_host, "127.0.0.1") == 0 && c.listen_port == 9001);
@@ -60,6 +63,17 @@ static void test_config_flags_and_env(void)
     CHECK(c.redis_given && strcmp(c.redis, "redis://h:1/2") == 0);
     CHECK(!c.query_groups);
     CHECK(strcmp(c.id, "gw-a.1") == 0);
+    CHECK(c.redis_timeout_ms == 1500); /* the flag wins over WSGATE_REDIS_TIMEOUT */
+}
+
+static void test_config_redis_timeout_from_env(void)
+{
+    struct config c;
+    char *argv[] = {A("wsgate"), NULL};
+    char *envp[] = {A("WSGATE_REDIS_TIMEOUT=9s"), NULL};
+
+    CHECK(parse(&c, argv, envp) == 0);
+    CHECK(c.redis_timeout_ms == 9000);
 }
 
 static void test_config_ipv6_listen(void)
@@ -93,6 +107,10 @@ static void test_config_rejects_bad_values(void)
         {"--ping-interval", "abc", NULL},
         {"--log-level", "loud", NULL},
         {"--redis", "http://x", NULL},
+        {"--redis-timeout", "0", NULL},
+        {"--redis-timeout", "99ms", NULL},
+        {"--redis-timeout", "6m", NULL},
+        {"--redis-timeout", "soon", NULL},
         {"--channel", "", NULL},
         {"--groups-header", "Bad Header", NULL},
         {"--max-groups", "-1", NULL},
@@ -127,6 +145,7 @@ static void test_config_help(void)
 
     CHECK(parse(&c, argv, NULL) == 1);
     CHECK(strstr(config_usage(), "--close-timeout") != NULL);
+    CHECK(strstr(config_usage(), "--redis-timeout") != NULL);
 }
 
 static void test_config_units(void)
@@ -150,6 +169,7 @@ void suite_config(void)
 {
     test_config_defaults();
     test_config_flags_and_env();
+    test_config_redis_timeout_from_env();
     test_config_ipv6_listen();
     test_config_rejects_bad_values();
     test_config_rejects_bad_env();
