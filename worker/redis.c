@@ -19,9 +19,9 @@
 
 #define ANNOUNCE_EVERY_MS 3000
 #define ANNOUNCE_TTL_S    10
-#define BEAT_MAX_MS       1000      /* heartbeat period: this, or a third of --redis-timeout */
-#define SUB_CHANNELS      3         /* fleet, gateway, heartbeat */
-#define QUEUE_MAX_MSGS    10000     /* publishes kept while the publisher reconnects */
+#define BEAT_MAX_MS       1000  /* heartbeat period: this, or a third of --redis-timeout */
+#define SUB_CHANNELS      3     /* fleet, gateway, heartbeat */
+#define QUEUE_MAX_MSGS    10000 /* publishes kept while the publisher reconnects */
 #define QUEUE_MAX_BYTES   (8u << 20)
 
 /* A publish waiting for the publisher to come back. */
@@ -43,9 +43,9 @@ struct wredis {
     char gw_channel[256];
     char hb_channel[320];
     char announce_key[256];
-    int subscribed;   /* channels confirmed on the current sub connection */
-    uint64_t hb_sent; /* heartbeats published, numbered from 1 */
-    uint64_t hb_seen; /* the newest one back, or hb_sent when sub came up */
+    int subscribed;        /* channels confirmed on the current sub connection */
+    uint64_t hb_sent;      /* heartbeats published, numbered from 1 */
+    uint64_t hb_seen;      /* the newest one back, or hb_sent when sub came up */
     struct queued *q_head; /* owned: FIFO of publishes made while pub was down */
     struct queued *q_tail;
     size_t q_msgs;
@@ -98,8 +98,9 @@ static void queue_flush(struct wredis *r)
     r->q_msgs = r->q_bytes = 0;
     while (q != NULL) {
         struct queued *next = q->next;
-        if (pub_command(r, "PUBLISH %b %b", q->data, q->chan_len, q->data + q->chan_len,
-                        q->len) == 0)
+        const char *msg = q->data + q->chan_len;
+
+        if (pub_command(r, "PUBLISH %b %b", q->data, q->chan_len, msg, q->len) == 0)
             r->w->slot->redis.published++;
         else
             r->w->slot->redis.publish_dropped++;
@@ -176,8 +177,7 @@ static const redisReply *sub_reply(struct rlink *l, redisReply *rep)
         sub_confirmed(l);
         return NULL;
     }
-    if (strcmp(rep->element[0]->str, "message") != 0 ||
-        rep->element[2]->type != REDIS_REPLY_STRING)
+    if (strcmp(rep->element[0]->str, "message") != 0 || rep->element[2]->type != REDIS_REPLY_STRING)
         return NULL;
     return rep->element[2];
 }
@@ -216,13 +216,13 @@ static int sub_setup(struct rlink *l)
 {
     struct wredis *r = l->owner;
     redisAsyncContext *ac = l->ac;
+    int rc;
 
     r->subscribed = 0;
-    if (redisAsyncCommand(ac, on_order, NULL, "SUBSCRIBE %s %s", r->fleet_channel,
-                          r->gw_channel) != REDIS_OK ||
-        redisAsyncCommand(ac, on_heartbeat, NULL, "SUBSCRIBE %s", r->hb_channel) != REDIS_OK)
-        return -1;
-    return 0;
+    rc = redisAsyncCommand(ac, on_order, NULL, "SUBSCRIBE %s %s", r->fleet_channel, r->gw_channel);
+    if (rc == REDIS_OK)
+        rc = redisAsyncCommand(ac, on_heartbeat, NULL, "SUBSCRIBE %s", r->hb_channel);
+    return rc == REDIS_OK ? 0 : -1;
 }
 
 /* A draining worker takes no more orders: it does not resubscribe. */
@@ -313,8 +313,8 @@ int wredis_start(struct worker *w)
         nonce = (uint32_t)getpid() ^ (uint32_t)time(NULL);
     snprintf(r->fleet_channel, sizeof(r->fleet_channel), "%s", w->cfg->channel);
     snprintf(r->gw_channel, sizeof(r->gw_channel), "%s:%s", w->cfg->channel, w->cfg->id);
-    snprintf(r->hb_channel, sizeof(r->hb_channel), "%s:hb:%s:%d:%08x", w->cfg->channel,
-             w->cfg->id, w->num, nonce);
+    snprintf(r->hb_channel, sizeof(r->hb_channel), "%s:hb:%s:%d:%08x", w->cfg->channel, w->cfg->id,
+             w->num, nonce);
     snprintf(r->announce_key, sizeof(r->announce_key), "%s:gw:%s:%d", w->cfg->channel, w->cfg->id,
              w->num);
     if (rlink_init(&r->sub, &sub_ops, r, w->base, &r->url, timeout, &w->slot->redis.sub) < 0)

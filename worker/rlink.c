@@ -61,8 +61,8 @@ static void log_failure(struct rlink *l, enum rlink_fail kind, bool was_up, cons
     else if (strcmp(why, l->why) != 0)
         log_msg(level, NULL, "redis %s: %s (retrying)", l->ops->name, why);
     else if (now - l->logged_ms >= RELOG_MS)
-        log_msg(level, NULL, "redis %s still down: %s attempts=%u down_ms=%lld", l->ops->name,
-                why, l->failures, now - l->down_ms);
+        log_msg(level, NULL, "redis %s still down: %s attempts=%u down_ms=%lld", l->ops->name, why,
+                l->failures, now - l->down_ms);
     else
         return;
     snprintf(l->why, sizeof(l->why), "%s", why);
@@ -117,7 +117,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     struct rlink *l = rlink_of(ac);
 
     if (l == NULL || status == REDIS_OK)
-        return; /* connected: up only once the setup is answered */
+        return;   /* connected: up only once the setup is answered */
     l->ac = NULL; /* hiredis frees it after this callback */
     link_down(l, RLINK_LOST, ac->errstr[0] != '\0' ? ac->errstr : "cannot connect");
 }

@@ -50,9 +50,9 @@ static void test_config_flags_and_env(void)
                     A("gw-a.1"),
                     A("--redis-timeout=1500ms"),
                     NULL};
-    char *envp[] = {A("WSGATE_WORKERS=5"), A("WSGATE_PING_INTERVAL=2m"),
+    char *envp[] = {A("WSGATE_WORKERS=5"),           A("WSGATE_PING_INTERVAL=2m"),
                     A("WSGATE_REDIS=redis://h:1/2"), A("WSGATE_ECHO=0"),
-                    A("WSGATE_REDIS_TIMEOUT=9s"), NULL};
+                    A("WSGATE_REDIS_TIMEOUT=9s"),    NULL};
 
     CHECK(parse(&c, argv, envp) == 0);
     CHECK(strcmp(c.listen_host, "127.0.0.1") == 0 && c.listen_port == 9001);
