@@ -83,9 +83,10 @@ static void link_down(struct rlink *l, enum rlink_fail kind, const char *why)
         l->st->timeouts++;
     if (was_up) {
         l->down_ms = mono_ms();
-        l->failures = 0;
+        l->failures = 0; /* counts failed attempts to come back, not the loss */
+    } else {
+        l->failures++;
     }
-    l->failures++;
     log_failure(l, kind, was_up, why);
     if (was_up && l->ops->down != NULL)
         l->ops->down(l);
@@ -265,7 +266,7 @@ void rlink_set_up(struct rlink *l)
     l->since_ms = now;
     if (l->was_up)
         l->st->reconnects++;
-    if (l->failures > 0)
+    if (l->was_up || l->failures > 0)
         log_msg(LOG_NOTICE, NULL, "redis %s up%s attempts=%u down_ms=%lld", l->ops->name,
                 l->ops->up_note, l->failures + 1, now - l->down_ms);
     else

@@ -70,7 +70,7 @@ struct rlink {
     uint32_t pending;   /* awaited answers not heard of yet */
     long long since_ms; /* connect start; once up, the last answer or first awaited one */
     long long down_ms;  /* when the link started or was last lost */
-    unsigned failures;  /* failed attempts since the link was last up */
+    unsigned failures;  /* failed attempts since the link was last up (or started) */
     long long logged_ms;
     char why[128]; /* reason of the last failure logged */
     bool up;
