@@ -309,6 +309,18 @@ static int set_redis(struct config *c, const char *v, char *err, size_t errlen)
     return 0;
 }
 
+/* A deadline for a Redis answer: under 100 ms a busy Redis looks dead; over 5 minutes
+ * a dead one looks alive for too long to matter. */
+static int set_redis_timeout(struct config *c, const char *v, char *err, size_t errlen)
+{
+    uint32_t ms;
+
+    if (config_parse_duration(v, &ms) < 0 || ms < 100 || ms > 300000)
+        return bad(err, errlen, "redis-timeout", v, "expected a duration from 100ms to 5m");
+    c->redis_timeout_ms = ms;
+    return 0;
+}
+
 /* Channel names: printable ASCII without spaces, so logs and keys stay readable. */
 static int set_name(const char *flag, const char *v, bool may_be_empty, char *out, size_t cap,
                     char *err, size_t errlen)
@@ -658,6 +670,7 @@ static const struct flag flags[] = {
     {"handshake-timeout", F_VALUE, set_handshake_timeout},
     {"log-level", F_VALUE, set_log_level},
     {"redis", F_VALUE, set_redis},
+    {"redis-timeout", F_VALUE, set_redis_timeout},
     {"channel", F_VALUE, set_channel},
     {"events-channel", F_VALUE, set_events_channel},
     {"query-groups", F_BOOL, set_query_groups},
@@ -713,6 +726,9 @@ static const char usage[] =
     "  --log-level LEVEL        debug, info, notice, warn or error (default notice)\n"
     "  --redis URL              redis://[user:password@]host:port[/db] or unix:///path\n"
     "                           (default redis://127.0.0.1:6379)\n"
+    "  --redis-timeout DUR      a Redis link that does not answer (connect, AUTH, SUBSCRIBE,\n"
+    "                           replies, heartbeats) within this is dropped, /readyz fails,\n"
+    "                           and it reconnects; 100ms to 5m (default 3s)\n"
     "  --channel NAME           order channel; each worker also subscribes to\n"
     "                           NAME:<gateway id> (default wsgate:orders)\n"
     "  --events-channel NAME    open/close events are published here; empty disables\n"
@@ -804,6 +820,7 @@ void config_defaults(struct config *c)
     c->handshake_timeout_ms = 10000;
     c->log_level = LOG_NOTICE;
     strcpy(c->redis, "redis://127.0.0.1:6379");
+    c->redis_timeout_ms = 3000;
     strcpy(c->channel, "wsgate:orders");
     strcpy(c->events_channel, "wsgate:events");
     c->query_groups = -1;

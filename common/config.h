@@ -37,6 +37,7 @@ struct config {
     int log_level;   /* enum log_level */
     char redis[512]; /* "" until --redis or WSGATE_REDIS is given */
     bool redis_given;
+    uint32_t redis_timeout_ms; /* a Redis link silent this long is dropped and reconnected */
     char channel[128];
     char events_channel[128]; /* "" disables events */
     int query_groups;         /* ?group= and ?user=: 1 on, 0 off, -1 on unless a trusted

@@ -101,6 +101,15 @@ static void gauge(struct text *t, const char *name, const char *help, uint64_t v
     text_printf(t, "wsgate_%s %llu\n", name, (unsigned long long)v);
 }
 
+/* A counter with one sample per Redis link. */
+static void link_counter(struct text *t, const char *name, const char *help, uint64_t sub,
+                         uint64_t pub)
+{
+    metric_head(t, name, "counter", help);
+    text_printf(t, "wsgate_%s{link=\"subscriber\"} %llu\n", name, (unsigned long long)sub);
+    text_printf(t, "wsgate_%s{link=\"publisher\"} %llu\n", name, (unsigned long long)pub);
+}
+
 static const char *const close_by_names[CLOSE_BY_COUNT] = {"order", "client", "drain", "timeout",
                                                            "error"};
 
@@ -187,11 +196,26 @@ static void metrics(const struct worker *w, struct text *t)
     counter(t, "order_connections_closed_total", "Connections closed by orders.",
             SUM(orders.closed));
 
-    gauge(t, "redis_connected", "1 when every running worker is subscribed to Redis.",
+    gauge(t, "redis_connected",
+          "1 when every running worker's Redis links are up and answering within "
+          "--redis-timeout.",
           alive > 0 && subscribed == alive);
-    gauge(t, "redis_subscribed_workers", "Workers subscribed to the order channels.", subscribed);
+    gauge(t, "redis_subscribed_workers",
+          "Workers subscribed to the order channels with heartbeats coming back and their "
+          "publisher answering.",
+          subscribed);
     counter(t, "redis_reconnects_total", "Redis reconnections after a loss.",
-            SUM(redis.reconnects));
+            SUM(redis.sub.reconnects) + SUM(redis.pub.reconnects));
+    link_counter(t, "redis_connect_attempts_total", "Redis connection attempts, by link.",
+                 SUM(redis.sub.connects), SUM(redis.pub.connects));
+    link_counter(t, "redis_timeouts_total",
+                 "Redis links dropped for missing --redis-timeout (connect, setup, replies or "
+                 "heartbeats), by link.",
+                 SUM(redis.sub.timeouts), SUM(redis.pub.timeouts));
+    link_counter(t, "redis_refused_total",
+                 "Redis connections whose AUTH, SELECT, PING or SUBSCRIBE got an error (a wrong "
+                 "password), by link.",
+                 SUM(redis.sub.refused), SUM(redis.pub.refused));
     counter(t, "redis_publish_dropped_total",
             "Events and acks dropped: Redis down and the publish queue full.",
             SUM(redis.publish_dropped));
@@ -221,7 +245,7 @@ static const char *not_ready(const struct worker *w, char *buf, size_t cap)
             return buf;
         }
         if (!s->w[i].subscribed) {
-            snprintf(buf, cap, "worker %d not subscribed to Redis", i + 1);
+            snprintf(buf, cap, "worker %d: a Redis link is down or not answering", i + 1);
             return buf;
         }
         if (s->w[i].at_capacity) {

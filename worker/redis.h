@@ -5,27 +5,36 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "worker/rlink.h"
+
 struct worker;
 
 /*
- * The worker's two Redis connections, on its own event_base (hiredis async API):
- *   sub  SUBSCRIBEs to <channel> and <channel>:<gateway id>; each message is an order
- *   pub  PUBLISHes acknowledgements and events, and keeps this worker's announce key
- *        <channel>:gw:<gateway id>:<worker> (EX 10, refreshed every 3 s)
- * Either one lost, refused or stuck: reconnect with capped exponential backoff and
- * full jitter, resubscribe, log each state change once; clients stay connected.
+ * The worker's two Redis links (rlink.c), on its own event_base:
+ *   sub  SUBSCRIBEs to <channel> and <channel>:<gateway id>, where each message is an
+ *        order, and to its own heartbeat channel <channel>:hb:<gateway id>:<worker>:<nonce>
+ *   pub  PUBLISHes acknowledgements, events and, about every second, a heartbeat on
+ *        that channel; keeps this worker's announce key <channel>:gw:<gateway id>:<worker>
+ *        (EX 10, refreshed every 3 s)
+ * A heartbeat checks the whole path, publisher to Redis to subscriber, without sending
+ * the subscribed connection anything but SUBSCRIBE (hiredis 0.14 can hand the reply to
+ * a PING there to the wrong callback). The subscriber is dropped when its heartbeats do
+ * not come back within --redis-timeout, the publisher when its replies do not; either
+ * one reconnects with a backoff capped at 1 s; clients stay connected.
  */
 
 struct wredis_stats {
-    uint64_t reconnects;
     uint64_t published;
     uint64_t publish_dropped; /* pub connection down: event or ack lost */
+    struct rlink_stats sub;
+    struct rlink_stats pub;
 };
 
 /* Starts connecting; returns 0, or -1 when the URL is bad or memory runs out. */
 int wredis_start(struct worker *w);
 
-/* True while subscribed to both channels: the readiness check's Redis part. */
+/* True while both links are up and answering: subscribed to every channel, heartbeats
+ * coming back, the publisher's replies too. The readiness check's Redis part. */
 bool wredis_is_subscribed(const struct worker *w);
 
 /* Publishes msg[0..len) on channel, or drops it (counted) while pub is down. */

@@ -52,6 +52,8 @@ BAD = [
     ("order_key_empty", {"--order-key": ""}),
     ("order_max_age_zero", {"--order-max-age": "0"}),
     ("order_replay_max_zero", {"--order-replay-max": "0"}),
+    ("redis_timeout_zero", {"--redis-timeout": "0"}),
+    ("redis_timeout_absurd", {"--redis-timeout": "1h"}),
 ]
 
 
@@ -86,6 +88,7 @@ ENV_BAD = [
     ("WSGATE_MAX_MESSAGE", "huge"),
     ("WSGATE_LISTEN", "127.0.0.1:99999"),
     ("WSGATE_ORDER_KEY", "k1:short"),
+    ("WSGATE_REDIS_TIMEOUT", "0"),
 ]
 
 

@@ -43,6 +43,9 @@ EXPECTED = {
     "wsgate_redis_connected": "gauge",
     "wsgate_redis_subscribed_workers": "gauge",
     "wsgate_redis_reconnects_total": "counter",
+    "wsgate_redis_connect_attempts_total": "counter",
+    "wsgate_redis_timeouts_total": "counter",
+    "wsgate_redis_refused_total": "counter",
     "wsgate_redis_publish_dropped_total": "counter",
     "wsgate_draining": "gauge",
 }

@@ -341,15 +341,17 @@ def test_signing_snippet_node():
 # --- Redis ACL -------------------------------------------------------------------------------
 
 # What each kind of client may do: gateways SUBSCRIBE to the orders channels meant for
-# them, PUBLISH events and acknowledgements, SET and DEL their own heartbeat keys; a
+# them and to their own heartbeat channels (a worker PUBLISHes there and hears itself: the
+# liveness of both links), PUBLISH events and acknowledgements, SET and DEL their own
+# announce keys, PING (the publisher's setup); a
 # backend only PUBLISHes orders; wsgatectl also SUBSCRIBEs to acknowledgements and reads
 # heartbeats. A selector in parentheses grants its commands on its own channels and keys
 # only.
 ACL = [
-    "user gateway-gwA on >gw-pw resetchannels resetkeys -@all"
-    " +subscribe &wsgate:orders &wsgate:orders:gwA"
+    "user gateway-gwA on >gw-pw resetchannels resetkeys -@all +ping"
+    " +subscribe &wsgate:orders &wsgate:orders:gwA &wsgate:orders:hb:gwA:*"
     " +set +del ~wsgate:orders:gw:gwA:*"
-    " (+publish resetchannels &wsgate:events &wsgate:orders:ack:*)",
+    " (+publish resetchannels &wsgate:events &wsgate:orders:ack:* &wsgate:orders:hb:gwA:*)",
     "user backend on >be-pw resetchannels resetkeys -@all"
     " +publish &wsgate:orders &wsgate:orders:*",
     "user publisher on >pub-pw resetchannels resetkeys -@all"

@@ -227,10 +227,14 @@ class Redis:
 
     config_lines: redis.conf lines written to a file in that dir and given first (the
     flags here still win), e.g. ACL users: "user publisher on >pw &wsgate:orders +publish".
+    password: it requires that password (requirepass), and url and client() carry it.
     """
 
-    def __init__(self, config_lines=None):
+    password = None
+
+    def __init__(self, config_lines=None, password=None):
         self.port = free_port()
+        self.password = password
         self.dir = os.path.join(tmp_root(), "redis-%d" % self.port)
         os.makedirs(self.dir)
         self.log_path = os.path.join(self.dir, "redis.log")
@@ -248,7 +252,8 @@ class Redis:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             argv + ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
+                    "--appendonly", "no", "--dir", self.dir]
+            + (["--requirepass", self.password] if self.password else []),
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir)
         _live.append(self)
         wait_for(self._pong, timeout, "redis-server PING on port %d" % self.port, 0.02)
@@ -259,6 +264,10 @@ class Redis:
             raise AssertionError("redis-server exited with %s" % self.proc.returncode)
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                if self.password:
+                    s.sendall(b"AUTH %s\r\n" % self.password.encode())
+                    if not s.recv(64).startswith(b"+OK"):
+                        return False
                 s.sendall(b"PING\r\n")
                 return s.recv(64).startswith(b"+PONG")
         except OSError:
@@ -266,11 +275,14 @@ class Redis:
 
     @property
     def url(self):
+        if self.password:
+            return "redis://:%s@127.0.0.1:%d" % (self.password, self.port)
         return "redis://127.0.0.1:%d" % self.port
 
     def client(self):
         import redis
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
+                           socket_timeout=5)
 
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -289,8 +301,8 @@ class Redis:
         self.kill()
 
 
-def start_redis(timeout=10.0, config_lines=None):
-    return Redis(config_lines).start(timeout)
+def start_redis(timeout=10.0, config_lines=None, password=None):
+    return Redis(config_lines, password).start(timeout)
 
 
 def dump_all():

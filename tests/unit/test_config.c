@@ -53,6 +53,7 @@ static void test_config_defaults(void)
     CHECK(!c.proxy_protocol);
     CHECK(!config_jwt_enabled(&c) && c.jwt_leeway_ms == 5000 && c.jwt_expiry_code == 4001);
     CHECK(!c.jwt_allow_no_exp && c.jwt_cookie[0] == '\0' && c.jwt_issuer[0] == '\0');
+    CHECK(c.redis_timeout_ms == 3000);
 }
 
 /* --allow-origin repeats, takes lists, and replaces its twin's list when given. */
@@ -115,9 +116,11 @@ static void test_config_flags_and_env(void)
                     A("--no-query-groups"),
                     A("--id"),
                     A("gw-a.1"),
+                    A("--redis-timeout=1500ms"),
                     NULL};
-    char *envp[] = {A("WSGATE_WORKERS=5"), A("WSGATE_PING_INTERVAL=2m"),
-                    A("WSGATE_REDIS=redis://h:1/2"), A("WSGATE_ECHO=0"), NULL};
+    char *envp[] = {A("WSGATE_WORKERS=5"),           A("WSGATE_PING_INTERVAL=2m"),
+                    A("WSGATE_REDIS=redis://h:1/2"), A("WSGATE_ECHO=0"),
+                    A("WSGATE_REDIS_TIMEOUT=9s"),    NULL};
 
     CHECK(parse(&c, argv, envp) == 0);
     CHECK(strcmp(c.listen_host, "127.0.0.1") == 0 && c.listen_port == 9001);
@@ -128,6 +131,17 @@ static void test_config_flags_and_env(void)
     CHECK(c.redis_given && strcmp(c.redis, "redis://h:1/2") == 0);
     CHECK(!config_query_groups(&c));
     CHECK(strcmp(c.id, "gw-a.1") == 0);
+    CHECK(c.redis_timeout_ms == 1500); /* the flag wins over WSGATE_REDIS_TIMEOUT */
+}
+
+static void test_config_redis_timeout_from_env(void)
+{
+    struct config c;
+    char *argv[] = {A("wsgate"), NULL};
+    char *envp[] = {A("WSGATE_REDIS_TIMEOUT=9s"), NULL};
+
+    CHECK(parse(&c, argv, envp) == 0);
+    CHECK(c.redis_timeout_ms == 9000);
 }
 
 /* A trusted header flag turns the query's identity off unless it is asked for. */
@@ -186,6 +200,10 @@ static void test_config_rejects_bad_values(void)
         {"--ping-interval", "abc", NULL},
         {"--log-level", "loud", NULL},
         {"--redis", "http://x", NULL},
+        {"--redis-timeout", "0", NULL},
+        {"--redis-timeout", "99ms", NULL},
+        {"--redis-timeout", "6m", NULL},
+        {"--redis-timeout", "soon", NULL},
         {"--channel", "", NULL},
         {"--groups-header", "Bad Header", NULL},
         {"--max-groups", "-1", NULL},
@@ -317,6 +335,7 @@ static void test_config_help(void)
         CHECK(strstr(config_usage(), flags[i]) != NULL);
     CHECK(strstr(config_usage(), "--close-timeout") != NULL);
     CHECK(strstr(config_usage(), "--jwt-public-key") != NULL);
+    CHECK(strstr(config_usage(), "--redis-timeout") != NULL);
 }
 
 static void test_config_units(void)
@@ -617,6 +636,7 @@ void suite_config(void)
     test_config_flags_and_env();
     test_config_trusted_headers_turn_query_groups_off();
     test_config_limits_at_their_bounds();
+    test_config_redis_timeout_from_env();
     test_config_ipv6_listen();
     test_config_rejects_bad_values();
     test_config_rejects_bad_env();
