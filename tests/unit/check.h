@@ -31,7 +31,8 @@ void chaos_fail_at(unsigned long n);
 unsigned long chaos_allocations(void);
 void *chaos_json_malloc(size_t n);
 
-/* One suite per common/ module, each in tests/unit/test_<module>.c. */
+/* One suite per common/ module (and worker/outq, pure too), each in
+ * tests/unit/test_<module>.c. */
 /* Weak, so a runner built from some modules only still links: a suite that is
  * missing counts as a failure. */
 #define SUITE(name) void suite_##name(void) __attribute__((weak))
@@ -44,6 +45,7 @@ SUITE(config);
 SUITE(order);
 SUITE(redis_url);
 SUITE(chaos);
+SUITE(outq);
 #undef SUITE
 
 #endif /* WSGATE_TESTS_UNIT_CHECK_H */
