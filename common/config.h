@@ -39,7 +39,14 @@ struct config {
     uint32_t drain_spread_ms;  /* closes spread across this window */
     uint32_t drain_timeout_ms; /* from the drain's start: what is left is cut */
     char drain_reason[124];
+    uint64_t max_outbound; /* output queued for one client: past it, 1013 */
+    uint64_t max_pending;  /* per worker: bytes held in partly received messages */
+    uint32_t max_jobs;     /* close jobs running at once per worker */
 };
+
+/* --max-pending when not given: a quarter of physical memory shared by the workers,
+ * at most this much per worker. */
+#define CONFIG_MAX_PENDING_CAP (256ull * 1024 * 1024)
 
 /* Fills c with the defaults (workers = CPUs, id = host name). */
 void config_defaults(struct config *c);

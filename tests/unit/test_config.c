@@ -30,6 +30,23 @@ static void test_config_defaults(void)
     CHECK(strcmp(c.channel, "wsgate:orders") == 0);
     CHECK(strcmp(c.events_channel, "wsgate:events") == 0);
     CHECK(c.query_groups && c.max_groups == 16 && !c.echo && !c.redis_given);
+    CHECK(c.max_outbound == 1048576 && c.max_jobs == 1000);
+    CHECK(c.max_pending >= 1048576 && c.max_pending <= CONFIG_MAX_PENDING_CAP);
+}
+
+/* The memory bounds: flags, twins, and --max-pending's default shared by the workers. */
+static void test_config_memory_bounds(void)
+{
+    struct config c, one, many;
+    char *argv[] = {A("wsgate"), A("--max-outbound"), A("64k"), A("--max-jobs=20"), NULL};
+    char *envp[] = {A("WSGATE_MAX_PENDING=4m"), A("WSGATE_MAX_JOBS=7"), NULL};
+    char *argv1[] = {A("wsgate"), A("--workers"), A("1"), NULL};
+    char *argv256[] = {A("wsgate"), A("--workers"), A("256"), NULL};
+
+    CHECK(parse(&c, argv, envp) == 0);
+    CHECK(c.max_outbound == 65536 && c.max_pending == 4194304 && c.max_jobs == 20);
+    CHECK(parse(&one, argv1, NULL) == 0 && parse(&many, argv256, NULL) == 0);
+    CHECK(many.max_pending <= one.max_pending && many.max_pending >= 1048576);
 }
 
 static void test_config_flags_and_env(void)
@@ -96,6 +113,12 @@ static void test_config_rejects_bad_values(void)
         {"--channel", "", NULL},
         {"--groups-header", "Bad Header", NULL},
         {"--max-groups", "-1", NULL},
+        {"--max-outbound", "100", NULL},
+        {"--max-outbound", "2g", NULL},
+        {"--max-pending", "0", NULL},
+        {"--max-pending", "lots", NULL},
+        {"--max-jobs", "0", NULL},
+        {"--max-jobs", "1000001", NULL},
         {"--nope", NULL, NULL},
         {"--echo=1", NULL, NULL},
         {"positional", NULL, NULL},
@@ -127,6 +150,9 @@ static void test_config_help(void)
 
     CHECK(parse(&c, argv, NULL) == 1);
     CHECK(strstr(config_usage(), "--close-timeout") != NULL);
+    CHECK(strstr(config_usage(), "--max-outbound") != NULL);
+    CHECK(strstr(config_usage(), "--max-pending") != NULL);
+    CHECK(strstr(config_usage(), "--max-jobs") != NULL);
 }
 
 static void test_config_units(void)
@@ -151,6 +177,7 @@ void suite_config(void)
     test_config_defaults();
     test_config_flags_and_env();
     test_config_ipv6_listen();
+    test_config_memory_bounds();
     test_config_rejects_bad_values();
     test_config_rejects_bad_env();
     test_config_help();
