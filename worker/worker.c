@@ -107,6 +107,8 @@ static void worker_on_tick(evutil_socket_t fd, short what, void *arg)
     now = worker_now(w);
     w->slot->conns = w->reg.ids_count;
     w->slot->subscribed = wredis_is_subscribed(w);
+    w->slot->out_bytes = w->out_bytes;
+    w->slot->pending_bytes = w->pending_bytes;
     for (int i = TL_HANDSHAKE; i < TL_COUNT; i++) {
         struct tlist_head *l = &w->tl[i];
         if (l->timeout_ms == 0)

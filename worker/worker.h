@@ -76,6 +76,10 @@ struct worker {
     struct shm_worker *slot; /* this worker's slot in shm */
     struct registry reg;
     struct wredis *redis; /* owned */
+
+    /* What bounded memory holds now: --max-outbound, --max-pending. */
+    size_t out_bytes;     /* the connections' output queues */
+    size_t pending_bytes; /* partly received messages and control frames */
 };
 
 /* Checks that cfg->listen can be bound (before any process starts). Returns 0 or -1
