@@ -172,6 +172,8 @@ static void metrics(const struct worker *w, struct text *t)
           live_sum(s, offsetof(struct shm_worker, out_bytes)));
     gauge(t, "pending_bytes", "Memory held by partly received messages (workers running).",
           live_sum(s, offsetof(struct shm_worker, pending_bytes)));
+    gauge(t, "order_jobs", "Close orders running (workers running).",
+          live_sum(s, offsetof(struct shm_worker, orders.jobs)));
 
     gauge(t, "redis_connected", "1 when every running worker is subscribed to Redis.",
           alive > 0 && subscribed == alive);

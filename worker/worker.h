@@ -77,9 +77,10 @@ struct worker {
     struct registry reg;
     struct wredis *redis; /* owned */
 
-    /* What bounded memory holds now: --max-outbound, --max-pending. */
-    size_t out_bytes;     /* the connections' output queues */
-    size_t pending_bytes; /* partly received messages and control frames */
+    /* What bounded memory holds now: --max-outbound, --max-pending, --max-jobs. */
+    size_t out_bytes;       /* the connections' output queues */
+    size_t pending_bytes;   /* partly received messages and control frames */
+    struct apply_jobs jobs; /* close jobs running (apply.c) */
 };
 
 /* Checks that cfg->listen can be bound (before any process starts). Returns 0 or -1

@@ -45,6 +45,7 @@ EXPECTED = {
     "wsgate_pending_budget_closes_total": "counter",
     "wsgate_outbound_bytes": "gauge",
     "wsgate_pending_bytes": "gauge",
+    "wsgate_order_jobs": "gauge",
 }
 
 
