@@ -233,15 +233,18 @@ static void conn_slow(struct conn *c, const char *why)
 
 /*
  * Queues iov from byte skip on, one frame of kind. While open, a frame that would
- * take the queue past --max-outbound is not queued: the client is a slow consumer.
- * Returns -1 when c was released.
+ * take the queue past --max-outbound makes the client a slow consumer: the frame is
+ * not queued, unless it has begun on the wire (skip > 0), which is finished before
+ * the close frame. Returns -1 when c was released.
  */
 static int conn_queue(struct conn *c, const struct iovec *iov, int iovcnt, size_t skip,
                       size_t total, unsigned kind)
 {
     size_t before = outq_bytes(c->out);
+    bool over =
+        c->state == CONN_OPEN && before + outq_cost(total - skip) > c->w->cfg->max_outbound;
 
-    if (c->state == CONN_OPEN && before + outq_cost(total - skip) > c->w->cfg->max_outbound) {
+    if (over && skip == 0) {
         conn_slow(c, "output over --max-outbound");
         return c->state == CONN_CLOSED ? -1 : 0;
     }
@@ -252,9 +255,11 @@ static int conn_queue(struct conn *c, const struct iovec *iov, int iovcnt, size_
         return -1;
     }
     out_track(c, before);
-    if (outq_bytes(c->out) > out_high_mark(c->w))
+    if (over)
+        conn_slow(c, "output over --max-outbound");
+    else if (outq_bytes(c->out) > out_high_mark(c->w))
         c->pause |= CONN_PAUSE_OUTPUT;
-    return 0;
+    return c->state == CONN_CLOSED ? -1 : 0;
 }
 
 /* After a write or a queue change: pausing, events, and what follows a flush. Returns
