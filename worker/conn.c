@@ -241,8 +241,7 @@ static int conn_queue(struct conn *c, const struct iovec *iov, int iovcnt, size_
                       size_t total, unsigned kind)
 {
     size_t before = outq_bytes(c->out);
-    bool over =
-        c->state == CONN_OPEN && before + outq_cost(total - skip) > c->w->cfg->max_outbound;
+    bool over = c->state == CONN_OPEN && before + outq_cost(total - skip) > c->w->cfg->max_outbound;
 
     if (over && skip == 0) {
         conn_slow(c, "output over --max-outbound");
@@ -644,17 +643,15 @@ static void conn_echo(struct conn *c, unsigned op, const uint8_t *p, size_t len)
  * The worker's --max-pending budget is full: this connection's message does not fit.
  * 1013 tells the client to come back later; the others keep theirs.
  */
-static void conn_busy(struct conn *c, size_t want)
+static void conn_busy(struct conn *c)
 {
     struct worker *w = c->w;
     char id[CONN_ID_MAX];
 
     w->slot->st.pending_closes++;
     log_limited(LOG_WARN, conn_id(c, id, sizeof(id)),
-                "close code=%u by=busy: message buffers full pending=%zu want=%zu "
-                "max_pending=%llu",
-                WS_CLOSE_TRY_AGAIN_LATER, w->pending_bytes, want,
-                (unsigned long long)w->cfg->max_pending);
+                "close code=%u by=busy pending=%zu max_pending=%llu", WS_CLOSE_TRY_AGAIN_LATER,
+                w->pending_bytes, (unsigned long long)w->cfg->max_pending);
     if (c->state != CONN_OPEN) {
         conn_release(c, "message buffers full");
         return;
@@ -732,7 +729,7 @@ static void conn_on_data(struct conn *c, const struct ws_dec_out *o)
     if (o->len > 0) {
         r = conn_msg_reserve(c, o->len);
         if (r > 0) {
-            conn_busy(c, o->len);
+            conn_busy(c);
             return;
         }
         if (r < 0) {
@@ -776,7 +773,7 @@ static void conn_frames(struct conn *c, uint8_t *p, size_t len)
         }
         if (c->ctrl == NULL) {
             if (!pending_take(c->w, CTRL_MAX)) {
-                conn_busy(c, CTRL_MAX);
+                conn_busy(c);
                 return;
             }
             c->ctrl = malloc(CTRL_MAX);
