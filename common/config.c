@@ -658,6 +658,36 @@ static int check_jwt(const struct config *c, char *err, size_t errlen)
     return 0;
 }
 
+static int set_max_outbound(struct config *c, const char *v, char *err, size_t errlen)
+{
+    uint64_t n;
+
+    if (config_parse_size(v, &n) < 0 || n < 1024 || n > 1024ull * 1024 * 1024)
+        return bad(err, errlen, "max-outbound", v, "expected a size from 1k to 1g");
+    c->max_outbound = n;
+    return 0;
+}
+
+static int set_max_pending(struct config *c, const char *v, char *err, size_t errlen)
+{
+    uint64_t n;
+
+    if (config_parse_size(v, &n) < 0 || n < 1024 || n > 1024ull * 1024 * 1024 * 1024)
+        return bad(err, errlen, "max-pending", v, "expected a size from 1k to 1024g");
+    c->max_pending = n;
+    return 0;
+}
+
+static int set_max_jobs(struct config *c, const char *v, char *err, size_t errlen)
+{
+    long n;
+
+    if (parse_int(v, 1, 1000000, &n) < 0)
+        return bad(err, errlen, "max-jobs", v, "expected a number 1-1000000");
+    c->max_jobs = (uint32_t)n;
+    return 0;
+}
+
 static const struct flag flags[] = {
     {"listen", F_VALUE, set_listen},
     {"workers", F_VALUE, set_workers},
@@ -702,6 +732,9 @@ static const struct flag flags[] = {
     {"jwt-allow-no-exp", F_BOOL, set_jwt_allow_no_exp},
     {"jwt-cookie", F_VALUE, set_jwt_cookie},
     {"jwt-expiry-code", F_VALUE, set_jwt_expiry_code},
+    {"max-outbound", F_VALUE, set_max_outbound},
+    {"max-pending", F_VALUE, set_max_pending},
+    {"max-jobs", F_VALUE, set_max_jobs},
 };
 
 #define NFLAGS (sizeof(flags) / sizeof(flags[0]))
@@ -790,6 +823,13 @@ static const char usage[] =
     "                           Authorization: Bearer header and ?token=)\n"
     "  --jwt-expiry-code N      close code sent at the token's exp, reason \"token\n"
     "                           expired\" (default 4001)\n"
+    "  --max-outbound SIZE      output queued for one client; past it the client is closed\n"
+    "                           with 1013 \"slow consumer\" (default 1m)\n"
+    "  --max-pending SIZE       per worker: bytes held in partly received messages; a\n"
+    "                           message that would pass it closes with 1013 (default: a\n"
+    "                           quarter of RAM shared by the workers, at most 256m)\n"
+    "  --max-jobs N             close orders running at once per worker; more are refused\n"
+    "                           (default 1000)\n"
     "  --help                   this text\n"
     "  --version                the version and the git revision it was built from\n"
     "\n"
@@ -838,6 +878,9 @@ void config_defaults(struct config *c)
     c->order_replay_max = 100000;
     c->jwt_leeway_ms = 5000;
     c->jwt_expiry_code = 4001;
+    c->max_outbound = 1024 * 1024;
+    c->max_pending = 0; /* resolved by config_parse() once --workers is known */
+    c->max_jobs = 1000;
 }
 
 bool config_query_groups(const struct config *c)
@@ -847,6 +890,19 @@ bool config_query_groups(const struct config *c)
     if (c->query_groups >= 0)
         return c->query_groups == 1;
     return c->groups_header[0] == '\0' && c->user_header[0] == '\0';
+}
+
+static uint64_t default_max_pending(int workers)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    uint64_t share;
+
+    if (pages <= 0 || size <= 0)
+        return CONFIG_MAX_PENDING_CAP;
+    share = (uint64_t)pages * (uint64_t)size / 4 / (uint64_t)(workers > 0 ? workers : 1);
+    if (share < 1024 * 1024)
+        share = 1024 * 1024;
+    return share < CONFIG_MAX_PENDING_CAP ? share : CONFIG_MAX_PENDING_CAP;
 }
 
 int config_parse_duration(const char *s, uint32_t *ms)
@@ -1049,5 +1105,7 @@ int config_parse(struct config *c, int argc, char **argv, char **envp, char *err
         if (f->set(c, v, err, errlen) < 0)
             return -1;
     }
+    if (c->max_pending == 0)
+        c->max_pending = default_max_pending(c->workers);
     return check_jwt(c, err, errlen);
 }

@@ -73,7 +73,14 @@ struct config {
     char jwt_cookie[64];      /* cookie the token may come in, "" when none */
     unsigned jwt_expiry_code; /* close code at the token's exp (reason "token expired") */
     unsigned jwt_flags;       /* which --jwt-* flags were given (config.c's business) */
+    uint64_t max_outbound; /* output queued for one client: past it, 1013 */
+    uint64_t max_pending;  /* per worker: bytes held in partly received messages */
+    uint32_t max_jobs;     /* close jobs running at once per worker */
 };
+
+/* --max-pending when not given: a quarter of physical memory shared by the workers,
+ * at most this much per worker. */
+#define CONFIG_MAX_PENDING_CAP (256ull * 1024 * 1024)
 
 /* Fills c with the defaults (workers = CPUs, id = host name). */
 void config_defaults(struct config *c);

@@ -89,6 +89,17 @@ static uint64_t sum_at(const struct shm *s, size_t off)
 
 #define SUM(field) sum_at(s, offsetof(struct shm_worker, field))
 
+/* The same for a gauge: a dead worker's slot keeps its last value, so running ones only. */
+static uint64_t live_sum(const struct shm *s, size_t off)
+{
+    uint64_t v = 0;
+
+    for (int i = 0; i < s->nworkers; i++)
+        if (s->w[i].pid != 0)
+            v += *(const uint64_t *)(const void *)((const char *)&s->w[i] + off);
+    return v;
+}
+
 static void counter(struct text *t, const char *name, const char *help, uint64_t v)
 {
     metric_head(t, name, "counter", help);
@@ -111,7 +122,7 @@ static void link_counter(struct text *t, const char *name, const char *help, uin
 }
 
 static const char *const close_by_names[CLOSE_BY_COUNT] = {"order", "client", "drain", "timeout",
-                                                           "error"};
+                                                           "error", "slow",   "busy"};
 
 static void metrics(const struct worker *w, struct text *t)
 {
@@ -195,6 +206,19 @@ static void metrics(const struct worker *w, struct text *t)
                 (unsigned long long)SUM(orders.rejected_max_affected));
     counter(t, "order_connections_closed_total", "Connections closed by orders.",
             SUM(orders.closed));
+    counter(t, "slow_consumer_closes_total",
+            "Connections closed with 1013: output over --max-outbound, or still queued at the "
+            "keepalive timeout.",
+            SUM(st.slow_closes));
+    counter(t, "pending_budget_closes_total",
+            "Connections closed with 1013: a message did not fit the worker's --max-pending.",
+            SUM(st.pending_closes));
+    gauge(t, "outbound_bytes", "Memory held by output queues (workers running).",
+          live_sum(s, offsetof(struct shm_worker, out_bytes)));
+    gauge(t, "pending_bytes", "Memory held by partly received messages (workers running).",
+          live_sum(s, offsetof(struct shm_worker, pending_bytes)));
+    gauge(t, "order_jobs", "Close orders running (workers running).",
+          live_sum(s, offsetof(struct shm_worker, orders.jobs)));
 
     gauge(t, "redis_connected",
           "1 when every running worker's Redis links are up and answering within "

@@ -18,22 +18,27 @@ const char *const apply_refuse_keys[] = {
     "too_big", "json",         "type", "op",      "target",   "too_many",    "code",     "reason",
     "spread",  "max_affected", "id",   "gateway", "reply_to", "oom",         "unsigned", "envelope",
     "kid",     "signature",    "ts",   "stale",   "replay",   "replay_full", "payload",  "groups",
-    "other",   NULL,
+    "jobs",    "other",        NULL,
 };
 
 /* One order being carried out: the matched connections by counter (a connection
  * may be gone by the time its turn comes), in order of their due moments. */
 struct job {
     struct worker *w;
+    struct job *prev; /* in w->jobs */
+    struct job *next_job;
     struct event *ev;
     char *id;       /* owned, NULL when the order had none */
     char *reply_to; /* owned or NULL */
     char by[ORDER_STRING_MAX + 8];
     unsigned code;
     char reason[ORDER_REASON_MAX + 1];
-    size_t n;
+    size_t matched; /* for the acknowledgement */
+    size_t n;       /* entries in seqs and due */
+    size_t cap;     /* entries allocated */
     size_t next;
     size_t closed;
+    uint64_t mark;      /* connections closed (close events) when it was last compacted */
     uint64_t *seqs;     /* owned */
     uint32_t *due;      /* owned: ms offsets from start, ascending; NULL when not spread */
     uint32_t start;     /* worker_now() when applied */
@@ -96,8 +101,49 @@ static void refuse(struct worker *w, const char *text, size_t len, const struct 
     order_peek_cleanup(&p);
 }
 
+/* Opened connections that have left the open state so far: each has one close event.
+ * Only its changes matter (the slot outlives the worker). */
+static uint64_t conns_closed(const struct worker *w)
+{
+    uint64_t n = 0;
+
+    for (int b = 0; b < CLOSE_BY_COUNT; b++)
+        n += w->slot->st.closes_by[b];
+    return n;
+}
+
+static void job_link(struct job *j)
+{
+    struct apply_jobs *js = &j->w->jobs;
+
+    j->prev = NULL;
+    j->next_job = js->head;
+    if (js->head != NULL)
+        js->head->prev = j;
+    js->head = j;
+    js->n++;
+    j->w->slot->orders.jobs = js->n;
+}
+
+static void job_unlink(struct job *j)
+{
+    struct apply_jobs *js = &j->w->jobs;
+
+    if (js->cursor == j)
+        js->cursor = j->next_job;
+    if (j->prev != NULL)
+        j->prev->next_job = j->next_job;
+    else
+        js->head = j->next_job;
+    if (j->next_job != NULL)
+        j->next_job->prev = j->prev;
+    js->n--;
+    j->w->slot->orders.jobs = js->n;
+}
+
 static void job_free(struct job *j)
 {
+    job_unlink(j);
     if (j->owner != NULL) {
         *j->owner = NULL;
         worker_conn_gone(j->w); /* a drain may be waiting for its job */
@@ -117,10 +163,10 @@ static void job_done(struct job *j)
 
     w->slot->orders.closed += j->closed;
     log_msg(LOG_INFO, NULL, "order done id=%s matched=%zu closed=%zu ms=%u", j->id ? j->id : "-",
-            j->n, j->closed, worker_now(w) - j->start);
+            j->matched, j->closed, worker_now(w) - j->start);
     if (j->reply_to != NULL)
         publish_owned(w, j->reply_to,
-                      order_ack_json(j->id, w->cfg->id, w->num, j->n, j->closed, false));
+                      order_ack_json(j->id, w->cfg->id, w->num, j->matched, j->closed, false));
     job_free(j);
 }
 
@@ -276,7 +322,9 @@ void apply_close_order(struct worker *w, const struct order *o, const char *by, 
     if (j == NULL)
         goto oom;
     j->w = w;
-    j->n = m.n;
+    job_link(j);
+    j->matched = j->n = j->cap = m.n;
+    j->mark = conns_closed(w);
     j->code = o->code;
     memcpy(j->reason, o->reason, o->reason_len + 1);
     if (by != NULL)
@@ -325,6 +373,67 @@ oom:
     if (j != NULL)
         job_free(j);
     log_msg(LOG_WARN, NULL, "order id=%s: out of memory", id);
+}
+
+/* Drops the entries of connections no longer open, and shrinks the arrays when that
+ * freed half of them; a job left with none is done. */
+static void job_compact(struct job *j, uint64_t closed)
+{
+    struct worker *w = j->w;
+    size_t k = 0;
+
+    j->mark = closed;
+    for (size_t i = j->next; i < j->n; i++) {
+        struct conn *c = registry_find_seq(&w->reg, j->seqs[i]);
+        if (c == NULL || c->state != CONN_OPEN)
+            continue;
+        j->seqs[k] = j->seqs[i];
+        if (j->due != NULL)
+            j->due[k] = j->due[i];
+        k++;
+    }
+    j->n = k;
+    j->next = 0;
+    if (k == 0) {
+        job_done(j);
+        return;
+    }
+    if (k <= j->cap / 2) { /* a shrink that fails keeps the larger array */
+        uint64_t *seqs = realloc(j->seqs, k * sizeof(*seqs));
+        uint32_t *due = j->due != NULL ? realloc(j->due, k * sizeof(*due)) : NULL;
+        if (seqs != NULL)
+            j->seqs = seqs;
+        if (due != NULL)
+            j->due = due;
+        j->cap = k;
+    }
+}
+
+void apply_tick(struct worker *w)
+{
+    struct apply_jobs *js = &w->jobs;
+    uint64_t closed = conns_closed(w);
+    size_t budget = APPLY_SWEEP;
+
+    w->slot->orders.jobs = js->n;
+    if (js->cursor == NULL) {
+        if (js->head == NULL || closed == js->swept)
+            return;
+        js->swept = closed;
+        js->cursor = js->head;
+    }
+    while (js->cursor != NULL && budget > 0) {
+        struct job *j = js->cursor;
+        size_t live = j->n - j->next;
+
+        js->cursor = j->next_job;
+        /* Only when enough connections closed since its last look that half of its
+         * own may be gone: each entry is checked a bounded number of times. */
+        if ((closed - j->mark) * 2 < live)
+            continue;
+        budget -= live < budget ? live : budget;
+        job_compact(j, closed);
+    }
 }
 
 void apply_job_hurry(struct job *j)
@@ -405,6 +514,18 @@ static void apply_text(struct worker *w, const char *text, size_t len, bool veri
     }
     if (o.op == ORDER_OP_DRAIN) {
         worker_drain(w, true, o.reason_len > 0 ? o.reason : NULL, o.spread_ms, o.id, o.reply_to);
+        order_cleanup(&o);
+        return;
+    }
+    if (!o.dry_run && w->jobs.n >= w->cfg->max_jobs) {
+        /* Each job holds its matches until its spread ends: bounded, refused past it. */
+        char why[128];
+        snprintf(why, sizeof(why), "too many jobs: %zu running, limit %u (--max-jobs)", w->jobs.n,
+                 w->cfg->max_jobs);
+        count_refusal(w, "jobs");
+        log_limited(LOG_WARN, NULL, "order refused id=%s key=jobs: %s", o.id ? o.id : "-", why);
+        if (o.reply_to != NULL)
+            publish_owned(w, o.reply_to, order_nack_json(o.id, w->cfg->id, w->num, why));
         order_cleanup(&o);
         return;
     }

@@ -9,13 +9,19 @@ struct worker;
 /*
  * Orders from Redis: parse and check (common/order.c), match against this worker's
  * indexes, then close the matches in batches of at most APPLY_BATCH per loop turn, at
- * random moments across spread_ms, and acknowledge on reply_to when done.
+ * random moments across spread_ms, and acknowledge on reply_to when done. At most
+ * --max-jobs orders run at once (the drain's own job is never refused); a job whose
+ * connections are gone (closed by a later order, say) shrinks, and ends early when
+ * none is left.
  */
 
 #define APPLY_BATCH 1024
 
+/* Job entries a tick may check for gone connections. */
+#define APPLY_SWEEP 65536
+
 /* Counters by refusal key: "json", "code", ... (order_error.key). */
-#define APPLY_REFUSE_KEYS 26
+#define APPLY_REFUSE_KEYS 27
 
 struct apply_stats {
     uint64_t received;
@@ -27,6 +33,17 @@ struct apply_stats {
     uint64_t reasons_cut;
     uint64_t matched;
     uint64_t closed;
+    uint64_t jobs; /* gauge: close jobs running */
+};
+
+struct job;
+
+/* The close jobs running in one worker (embedded in struct worker, zeroed at start). */
+struct apply_jobs {
+    struct job *head;   /* running jobs */
+    struct job *cursor; /* the next job the sweep looks at, or NULL between sweeps */
+    size_t n;
+    uint64_t swept; /* connections closed (close events) when the last sweep began */
 };
 
 /* The refusal keys, in the order of apply_stats.refused_by; NULL-terminated. */
@@ -50,5 +67,10 @@ void apply_job_hurry(struct job *j);
  * never answered; a verified order that is stale, lacks ts or id, or was seen already
  * is answered on its reply_to with the error. */
 void apply_order_text(struct worker *w, const char *text, size_t len);
+
+/* From the worker's tick: once connections have closed, drops them from the jobs that
+ * still hold them (APPLY_SWEEP entries a tick at most), freeing what they held and
+ * ending the jobs left with none. */
+void apply_tick(struct worker *w);
 
 #endif /* WSGATE_WORKER_APPLY_H */

@@ -15,15 +15,31 @@
 #include "common/ws_enc.h"
 #include "common/ws_hs.h"
 #include "worker/hooks.h"
+#include "worker/outq.h"
 #include "worker/worker.h"
 
 /* Reading pauses while this much output waits for a slow client (backpressure). */
 #define OUT_HIGH_MARK (256 * 1024)
+/* While input is handled, frames up to CORK_FRAME_MAX bytes wait (CORK_MAX at most in
+ * all) so that what one read produces leaves in one writev. */
+#define CORK_FRAME_MAX (16 * 1024)
+#define CORK_MAX       (64 * 1024)
+/* Queued segments offered to one writev. */
+#define WRITE_IOV 64
 /* Reads per readiness event, so one busy client cannot starve the others. */
 #define READS_PER_EVENT 4
+/* The smallest buffer for a message received in pieces. */
+#define MSG_MIN 256
+/* Control frame payloads, RFC 6455 §5.5. */
+#define CTRL_MAX 125
+
+#define SLOW_REASON "slow consumer"
+#define BUSY_REASON "message buffer budget exceeded"
 
 static void conn_on_event(evutil_socket_t fd, short what, void *arg);
 static void conn_process(struct conn *c, uint8_t *buf, size_t len);
+static void conn_enter_closing(struct conn *c);
+static int conn_send_close(struct conn *c, unsigned code, const char *reason);
 
 const char *conn_id(const struct conn *c, char *buf, size_t cap)
 {
@@ -46,7 +62,7 @@ static int conn_update_events(struct conn *c)
 {
     short want = EV_PERSIST;
 
-    if (!(c->flags & CONN_F_PAUSED))
+    if (c->pause == 0)
         want |= EV_READ;
     if (c->out != NULL)
         want |= EV_WRITE;
@@ -96,15 +112,37 @@ err_close_fd:
     return NULL;
 }
 
+/* Frees the partly received message and its share of the worker's --max-pending. */
+static void conn_free_msg(struct conn *c)
+{
+    if (c->msg != NULL) {
+        c->w->pending_bytes -= c->msg->cap;
+        free(c->msg);
+        c->msg = NULL;
+    }
+}
+
+/* The same for the message and a partly received control frame. */
+static void conn_free_pending(struct conn *c)
+{
+    conn_free_msg(c);
+    if (c->ctrl != NULL) {
+        c->w->pending_bytes -= CTRL_MAX;
+        free(c->ctrl);
+        c->ctrl = NULL;
+        c->ctrl_len = 0;
+    }
+}
+
 void conn_free(struct conn *c)
 {
     if (c->hs != NULL) {
         ws_hs_cleanup(c->hs);
         free(c->hs);
     }
-    free(c->out);
-    free(c->msg);
-    free(c->ctrl);
+    c->w->out_bytes -= outq_bytes(c->out);
+    outq_free(c->out);
+    conn_free_pending(c);
     free(c);
 }
 
@@ -133,41 +171,19 @@ void conn_release(struct conn *c, const char *why)
 
 /* Output -------------------------------------------------------------------------- */
 
-static int obuf_append(struct obuf **pb, const uint8_t *p, size_t n)
+/* The worker's total of queued output follows c->out, which held before bytes. */
+static void out_track(struct conn *c, size_t before)
 {
-    struct obuf *b = *pb;
-    size_t need;
+    c->w->out_bytes = c->w->out_bytes - before + outq_bytes(c->out);
+}
 
-    if (b != NULL && b->off > 0 && b->off == b->len) {
-        b->off = b->len = 0;
-    }
-    need = (b != NULL ? b->len : 0) + n;
-    if (b == NULL || need > b->cap) {
-        size_t cap = b != NULL ? b->cap * 2 : 256;
-        struct obuf *nb;
+/* Reading pauses over this much queued output (backpressure): OUT_HIGH_MARK, or half
+ * of --max-outbound when that is less. */
+static size_t out_high_mark(const struct worker *w)
+{
+    uint64_t half = w->cfg->max_outbound / 2;
 
-        while (cap < need)
-            cap *= 2;
-        if (b != NULL && b->off > 0) { /* compact before growing */
-            memmove(b->data, b->data + b->off, b->len - b->off);
-            b->len -= b->off;
-            b->off = 0;
-            need = b->len + n;
-            if (need <= b->cap)
-                goto append;
-        }
-        nb = realloc(b, sizeof(*nb) + cap);
-        if (nb == NULL)
-            return -1;
-        if (b == NULL)
-            nb->off = nb->len = 0;
-        nb->cap = cap;
-        *pb = b = nb;
-    }
-append:
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 0;
+    return half < OUT_HIGH_MARK ? (size_t)half : OUT_HIGH_MARK;
 }
 
 /* Bytes written to clients; admin answers are not client traffic. */
@@ -191,94 +207,160 @@ static void conn_after_flush(struct conn *c)
     conn_release(c, "closed");
 }
 
-/* Writes what is pending. Returns -1 when the connection was released. */
-static int conn_flush(struct conn *c)
+/*
+ * The client does not take its output: the data frames not yet begun are dropped,
+ * the close frame (1013) goes next, and the close timeout runs as for any close.
+ */
+static void conn_slow(struct conn *c, const char *why)
 {
-    struct obuf *b = c->out;
+    struct worker *w = c->w;
+    size_t before = outq_bytes(c->out);
+    char id[CONN_ID_MAX];
 
-    while (b != NULL && b->off < b->len) {
-        ssize_t n = write(c->fd, b->data + b->off, b->len - b->off);
-        if (n < 0) {
-            int err = errno;
-            if (err == EINTR)
-                continue;
-            if (err == EAGAIN || err == EWOULDBLOCK)
-                break;
-            conn_release(c, err == EPIPE || err == ECONNRESET ? "reset by peer" : "write error");
-            return -1;
-        }
-        b->off += (size_t)n;
-        count_out(c, (size_t)n);
+    if (c->state != CONN_OPEN)
+        return;
+    w->slot->st.slow_closes++;
+    w->slot->st.closes_by_server++;
+    log_limited(LOG_INFO, conn_id(c, id, sizeof(id)),
+                "close code=%u by=slow queued=%zu pending=%zu why=\"%s\"", WS_CLOSE_TRY_AGAIN_LATER,
+                before, outq_pending(c->out), why);
+    outq_drop_data(&c->out);
+    out_track(c, before);
+    hooks_conn_closing(c, WS_CLOSE_TRY_AGAIN_LATER, SLOW_REASON, "slow");
+    conn_enter_closing(c);
+    conn_send_close(c, WS_CLOSE_TRY_AGAIN_LATER, SLOW_REASON);
+}
+
+/*
+ * Queues iov from byte skip on, one frame of kind. While open, a frame that would
+ * take the queue past --max-outbound makes the client a slow consumer: the frame is
+ * not queued, unless it has begun on the wire (skip > 0), which is finished before
+ * the close frame. Returns -1 when c was released.
+ */
+static int conn_queue(struct conn *c, const struct iovec *iov, int iovcnt, size_t skip,
+                      size_t total, unsigned kind)
+{
+    size_t before = outq_bytes(c->out);
+    bool over = c->state == CONN_OPEN && before + outq_cost(total - skip) > c->w->cfg->max_outbound;
+
+    if (over && skip == 0) {
+        conn_slow(c, "output over --max-outbound");
+        return c->state == CONN_CLOSED ? -1 : 0;
     }
-    if (b != NULL && b->off == b->len) {
-        free(b);
-        c->out = NULL;
+    if (outq_push(&c->out, kind, iov, iovcnt, skip) < 0) {
+        char id[CONN_ID_MAX];
+        log_msg(LOG_WARN, conn_id(c, id, sizeof(id)), "out of memory for output");
+        conn_release(c, "out of memory");
+        return -1;
     }
-    if (c->out == NULL && (c->flags & CONN_F_PAUSED)) {
-        c->flags &= (uint16_t)~CONN_F_PAUSED;
-    } else if (c->out != NULL && c->out->len - c->out->off > OUT_HIGH_MARK) {
-        c->flags |= CONN_F_PAUSED;
-    }
+    out_track(c, before);
+    if (over)
+        conn_slow(c, "output over --max-outbound");
+    else if (outq_bytes(c->out) > out_high_mark(c->w))
+        c->pause |= CONN_PAUSE_OUTPUT;
+    return c->state == CONN_CLOSED ? -1 : 0;
+}
+
+/* After a write or a queue change: pausing, events, and what follows a flush. Returns
+ * -1 when c was released. */
+static int conn_after_write(struct conn *c)
+{
+    if (c->state == CONN_CLOSED)
+        return -1;
     if (c->out == NULL) {
+        c->pause &= (uint8_t)~CONN_PAUSE_OUTPUT;
         conn_after_flush(c);
         if (c->state == CONN_CLOSED)
             return -1;
+    } else {
+        c->flags &= (uint16_t)~CONN_F_CORK; /* the rest waits for the socket to be writable */
+        if (outq_bytes(c->out) > out_high_mark(c->w))
+            c->pause |= CONN_PAUSE_OUTPUT;
     }
     return conn_update_events(c) < 0 ? (conn_release(c, "event error"), -1) : 0;
 }
 
 /*
- * Queues an iovec for the client: written at once when nothing is pending, the rest
- * kept in c->out. Nothing is ever written after our close frame. Returns -1 when the
- * connection was released.
+ * Writes what is queued and then iov (one frame of kind, or nothing), in one writev;
+ * what the kernel does not take is queued. Returns -1 when c was released.
  */
-static int conn_send(struct conn *c, const struct iovec *iov, int iovcnt)
+static int conn_write(struct conn *c, const struct iovec *iov, int iovcnt, unsigned kind)
 {
-    size_t total = 0, done = 0;
+    struct iovec v[WRITE_IOV + 2];
+    size_t queued = 0, total = 0, done = 0;
+    bool all;
+    int n = outq_iov(c->out, v, WRITE_IOV, &all);
+
+    for (int i = 0; i < n; i++)
+        queued += v[i].iov_len;
+    for (int i = 0; i < iovcnt; i++) {
+        total += iov[i].iov_len;
+        if (all)
+            v[n++] = iov[i];
+    }
+    if (n > 0) {
+        ssize_t r;
+        do {
+            r = writev(c->fd, v, n);
+        } while (r < 0 && errno == EINTR);
+        if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            int err = errno;
+            conn_release(c, err == EPIPE || err == ECONNRESET ? "reset by peer" : "write error");
+            return -1;
+        }
+        done = r > 0 ? (size_t)r : 0;
+        count_out(c, done);
+    }
+    if (queued > 0) {
+        size_t before = outq_bytes(c->out);
+        outq_consume(&c->out, done < queued ? done : queued);
+        out_track(c, before);
+    }
+    done = done > queued ? done - queued : 0; /* of iov, which was only offered if all */
+    if (iovcnt > 0 && done < total && conn_queue(c, iov, iovcnt, done, total, kind) < 0)
+        return -1;
+    return conn_after_write(c);
+}
+
+/* The socket is writable again. Returns -1 when c was released. */
+static int conn_flush(struct conn *c)
+{
+    return conn_write(c, NULL, 0, OUTQ_CTRL);
+}
+
+/*
+ * Sends one frame (or HTTP answer) of kind: written at once when nothing waits,
+ * queued behind what does. While input is being handled (CONN_F_CORK), small frames
+ * are queued so that they leave together when it is done. Nothing is ever sent after
+ * our close frame. Returns -1 when the connection was released.
+ */
+static int conn_send(struct conn *c, const struct iovec *iov, int iovcnt, unsigned kind)
+{
+    size_t total = 0;
 
     if (c->flags & CONN_F_CLOSE_SENT)
         return 0;
     for (int i = 0; i < iovcnt; i++)
         total += iov[i].iov_len;
-    if (c->out == NULL) {
-        ssize_t n;
-        do {
-            n = writev(c->fd, iov, iovcnt);
-        } while (n < 0 && errno == EINTR);
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            conn_release(c,
-                         errno == EPIPE || errno == ECONNRESET ? "reset by peer" : "write error");
-            return -1;
-        }
-        if (n > 0) {
-            done = (size_t)n;
-            count_out(c, done);
-        }
+    if (c->flags & CONN_F_CORK) {
+        size_t room = out_high_mark(c->w) < CORK_MAX ? out_high_mark(c->w) : CORK_MAX;
+        if (total <= CORK_FRAME_MAX && outq_bytes(c->out) + outq_cost(total) <= room)
+            return conn_queue(c, iov, iovcnt, 0, total, kind);
+        return conn_write(c, iov, iovcnt, kind);
     }
-    if (done < total) {
-        size_t skip = done;
-        for (int i = 0; i < iovcnt; i++) {
-            const uint8_t *p = iov[i].iov_base;
-            size_t len = iov[i].iov_len;
-            if (skip >= len) {
-                skip -= len;
-                continue;
-            }
-            if (obuf_append(&c->out, p + skip, len - skip) < 0) {
-                char id[CONN_ID_MAX];
-                log_msg(LOG_WARN, conn_id(c, id, sizeof(id)), "out of memory for output");
-                conn_release(c, "out of memory");
-                return -1;
-            }
-            skip = 0;
-        }
-        if (c->out->len - c->out->off > OUT_HIGH_MARK)
-            c->flags |= CONN_F_PAUSED;
-        return conn_update_events(c) < 0 ? (conn_release(c, "event error"), -1) : 0;
-    }
-    if (c->out == NULL)
-        conn_after_flush(c);
-    return c->state == CONN_CLOSED ? -1 : 0;
+    if (c->out != NULL) /* the kernel is full: wait behind the rest */
+        return conn_queue(c, iov, iovcnt, 0, total, kind) < 0 ? -1 : conn_after_write(c);
+    return conn_write(c, iov, iovcnt, kind);
+}
+
+/* Input is handled: what it queued leaves now, in one writev. */
+static void conn_uncork(struct conn *c)
+{
+    if (!(c->flags & CONN_F_CORK))
+        return;
+    c->flags &= (uint16_t)~CONN_F_CORK;
+    if (c->state != CONN_CLOSED && c->out != NULL)
+        conn_write(c, NULL, 0, OUTQ_CTRL);
 }
 
 static int conn_send_frame(struct conn *c, unsigned opcode, const uint8_t *p, size_t len)
@@ -291,7 +373,8 @@ static int conn_send_frame(struct conn *c, unsigned opcode, const uint8_t *p, si
     iov[1].iov_base = (void *)(uintptr_t)p;
     iov[1].iov_len = len;
     c->w->slot->st.msgs_out++;
-    return conn_send(c, iov, len > 0 ? 2 : 1);
+    return conn_send(c, iov, len > 0 ? 2 : 1,
+                     opcode == WS_OP_TEXT || opcode == WS_OP_BINARY ? OUTQ_DATA : OUTQ_CTRL);
 }
 
 /* Queues our close frame; the caller decides what happens after it is flushed. */
@@ -312,7 +395,7 @@ static int conn_send_close(struct conn *c, unsigned code, const char *reason)
     c->close_code = (uint16_t)code;
     if (code < SHM_CLOSE_CODES && !(c->flags & CONN_F_CLOSE_SENT))
         c->w->slot->st.close_codes[code]++;
-    r = conn_send(c, &iov, 1);
+    r = conn_send(c, &iov, 1, OUTQ_CTRL);
     c->flags |= CONN_F_CLOSE_SENT;
     return r;
 }
@@ -320,8 +403,7 @@ static int conn_send_close(struct conn *c, unsigned code, const char *reason)
 static void conn_enter_closing(struct conn *c)
 {
     c->state = CONN_CLOSING;
-    free(c->msg);
-    c->msg = NULL;
+    conn_free_msg(c);
     worker_tlist_move(c->w, c, TL_CLOSING);
 }
 
@@ -357,7 +439,7 @@ static void conn_http_error(struct conn *c, int status, const char *why)
     }
     iov.iov_base = resp;
     iov.iov_len = n;
-    if (conn_send(c, &iov, 1) == 0)
+    if (conn_send(c, &iov, 1, OUTQ_CTRL) == 0)
         c->flags |= CONN_F_CLOSE_SENT;
 }
 
@@ -372,7 +454,7 @@ void conn_http_respond(struct conn *c, const char *head, size_t hlen, const char
     }
     conn_enter_closing(c);
     c->flags |= CONN_F_FLUSH_CLOSE | CONN_F_LINGER | CONN_F_DISCARD;
-    if (conn_send(c, iov, blen > 0 ? 2 : 1) == 0)
+    if (conn_send(c, iov, blen > 0 ? 2 : 1, OUTQ_CTRL) == 0)
         c->flags |= CONN_F_CLOSE_SENT;
 }
 
@@ -446,7 +528,7 @@ static void conn_upgrade(struct conn *c)
     log_msg(LOG_INFO, id, "open remote=%s", conn_remote(c, remote, sizeof(remote)));
     iov.iov_base = resp;
     iov.iov_len = n;
-    if (conn_send(c, &iov, 1) < 0)
+    if (conn_send(c, &iov, 1, OUTQ_CTRL) < 0)
         return;
     hooks_conn_opened(c);
 }
@@ -557,9 +639,83 @@ static void conn_echo(struct conn *c, unsigned op, const uint8_t *p, size_t len)
     conn_send_frame(c, op, p, len);
 }
 
+/*
+ * The worker's --max-pending budget is full: this connection's message does not fit.
+ * 1013 tells the client to come back later; the others keep theirs.
+ */
+static void conn_busy(struct conn *c)
+{
+    struct worker *w = c->w;
+    char id[CONN_ID_MAX];
+
+    w->slot->st.pending_closes++;
+    log_limited(LOG_WARN, conn_id(c, id, sizeof(id)),
+                "close code=%u by=busy pending=%zu max_pending=%llu", WS_CLOSE_TRY_AGAIN_LATER,
+                w->pending_bytes, (unsigned long long)w->cfg->max_pending);
+    if (c->state != CONN_OPEN) {
+        conn_release(c, "message buffers full");
+        return;
+    }
+    w->slot->st.closes_by_server++;
+    hooks_conn_closing(c, WS_CLOSE_TRY_AGAIN_LATER, BUSY_REASON, "busy");
+    conn_enter_closing(c);
+    conn_send_close(c, WS_CLOSE_TRY_AGAIN_LATER, BUSY_REASON);
+}
+
+/* Takes n more bytes of the worker's --max-pending budget. Returns false when they do
+ * not fit. */
+static bool pending_take(struct worker *w, size_t n)
+{
+    if (n > w->cfg->max_pending || w->pending_bytes > w->cfg->max_pending - n)
+        return false;
+    w->pending_bytes += n;
+    return true;
+}
+
+/*
+ * Makes room in c->msg for add more bytes. The buffer grows at once to what the
+ * current frame needs (its header gave the length), and by half at least, so many
+ * small fragments cost few copies; never past --max-message, nor past what the frame
+ * needs when the budget is short. Returns 0, 1 when the budget is full, -1 when
+ * memory runs out.
+ */
+static int conn_msg_reserve(struct conn *c, size_t add)
+{
+    struct worker *w = c->w;
+    size_t len = c->msg != NULL ? c->msg->len : 0, cap = c->msg != NULL ? c->msg->cap : 0;
+    uint64_t frame = (uint64_t)len + add + c->dec.remaining; /* <= --max-message */
+    uint64_t want = cap + cap / 2;
+    struct msgbuf *m;
+
+    if (len + add <= cap)
+        return 0;
+    if (want < MSG_MIN)
+        want = MSG_MIN;
+    if (want > w->cfg->max_message)
+        want = w->cfg->max_message;
+    if (want < frame)
+        want = frame;
+    if (!pending_take(w, (size_t)want - cap)) {
+        want = frame;
+        if (!pending_take(w, (size_t)want - cap))
+            return 1;
+    }
+    m = realloc(c->msg, sizeof(*m) + (size_t)want);
+    if (m == NULL) {
+        w->pending_bytes -= (size_t)want - cap;
+        return -1;
+    }
+    if (c->msg == NULL)
+        m->len = 0;
+    m->cap = (size_t)want;
+    c->msg = m;
+    return 0;
+}
+
 static void conn_on_data(struct conn *c, const struct ws_dec_out *o)
 {
     struct worker *w = c->w;
+    int r;
 
     w->slot->st.bytes_in += o->len;
     if (o->msg_end)
@@ -570,17 +726,24 @@ static void conn_on_data(struct conn *c, const struct ws_dec_out *o)
         conn_echo(c, o->opcode, o->data, o->len);
         return;
     }
-    if (o->len > 0 && obuf_append(&c->msg, o->data, o->len) < 0) {
-        conn_fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
-        return;
+    if (o->len > 0) {
+        r = conn_msg_reserve(c, o->len);
+        if (r > 0) {
+            conn_busy(c);
+            return;
+        }
+        if (r < 0) {
+            conn_fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+            return;
+        }
+        memcpy(c->msg->data + c->msg->len, o->data, o->len);
+        c->msg->len += o->len;
     }
-    if (o->msg_end) {
-        struct obuf *m = c->msg;
+    if (o->msg_end) { /* c->msg holds the message: only empty ones ended above */
+        struct msgbuf *m = c->msg;
         c->msg = NULL;
-        if (m == NULL)
-            conn_echo(c, o->opcode, NULL, 0);
-        else
-            conn_echo(c, o->opcode, m->data, m->len);
+        conn_echo(c, o->opcode, m->data, m->len);
+        w->pending_bytes -= m->cap;
         free(m);
     }
 }
@@ -608,9 +771,17 @@ static void conn_frames(struct conn *c, uint8_t *p, size_t len)
             conn_on_control(c, o.opcode, o.data, o.len);
             continue;
         }
-        if (c->ctrl == NULL && (c->ctrl = malloc(125)) == NULL) {
-            conn_fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
-            return;
+        if (c->ctrl == NULL) {
+            if (!pending_take(c->w, CTRL_MAX)) {
+                conn_busy(c);
+                return;
+            }
+            c->ctrl = malloc(CTRL_MAX);
+            if (c->ctrl == NULL) {
+                c->w->pending_bytes -= CTRL_MAX;
+                conn_fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+                return;
+            }
         }
         memcpy(c->ctrl + c->ctrl_len, o.data, o.len); /* control frames are <= 125 bytes */
         c->ctrl_len = (uint8_t)(c->ctrl_len + o.len);
@@ -620,6 +791,7 @@ static void conn_frames(struct conn *c, uint8_t *p, size_t len)
             c->ctrl = NULL;
             c->ctrl_len = 0;
             conn_on_control(c, o.opcode, ctrl, clen);
+            c->w->pending_bytes -= CTRL_MAX;
             free(ctrl);
         }
     }
@@ -647,25 +819,28 @@ static void conn_read(struct conn *c)
 {
     struct worker *w = c->w;
 
-    for (int i = 0; i < READS_PER_EVENT && c->state != CONN_CLOSED; i++) {
+    if (c->out == NULL)
+        c->flags |= CONN_F_CORK; /* the answers to this input leave together */
+    for (int i = 0; i < READS_PER_EVENT && c->state != CONN_CLOSED && c->pause == 0; i++) {
         ssize_t n = read(c->fd, w->rbuf, w->rbuf_cap);
 
         if (n > 0) {
             conn_process(c, w->rbuf, (size_t)n);
             if ((size_t)n < w->rbuf_cap)
-                return;
+                break;
             continue;
         }
         if (n == 0) {
             conn_release(c, c->state == CONN_CLOSING ? "closed" : "eof without close frame");
-            return;
+            break;
         }
         if (errno == EINTR)
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             conn_release(c, "read error");
-        return;
+        break;
     }
+    conn_uncork(c);
 }
 
 static void conn_on_event(evutil_socket_t fd, short what, void *arg)
@@ -696,10 +871,15 @@ void conn_on_timeout(struct conn *c)
         size_t n = ws_enc_control(frame, WS_OP_PING, NULL, 0);
         struct iovec iov = {frame, n};
         worker_tlist_move(w, c, TL_PINGED);
-        conn_send(c, &iov, 1);
+        conn_send(c, &iov, 1, OUTQ_CTRL);
         break;
     }
     case TL_PINGED:
+        if (c->out != NULL) {
+            /* Silent because it does not read what we send: say why, not just cut. */
+            conn_slow(c, "output still queued at the keepalive timeout");
+            break;
+        }
         w->slot->st.ping_timeouts++;
         log_msg(LOG_INFO, conn_id(c, id, sizeof(id)), "keepalive timeout");
         hooks_conn_closing(c, WS_CLOSE_ABNORMAL, "keepalive timeout", "timeout");

@@ -29,8 +29,8 @@ enum conn_state {
     CONN_CLOSED,  /* released; waiting for the reaper */
 };
 
-#define CONN_F_PAUSED      0x01   /* reading paused while output is over its high mark */
 #define CONN_F_CLOSE_SENT  0x02   /* our close frame is queued: nothing may follow it */
+#define CONN_F_CORK        0x04   /* input being handled: small frames wait for one writev */
 #define CONN_F_FLUSH_CLOSE 0x08   /* close TCP as soon as output is flushed */
 #define CONN_F_LINGER      0x10   /* after the flush: shut down writes, read to EOF */
 #define CONN_F_DISCARD     0x40   /* closing: input is read and dropped until EOF */
@@ -41,12 +41,17 @@ enum conn_state {
 #define CONN_F_HELLO       0x800  /* asked (?hello=1) for its id in a first text message */
 #define CONN_F_ADMIN       0x1000 /* on the admin listener: /healthz, /readyz, /metrics */
 
-struct obuf {
-    size_t off;
+/* Why reading is paused (conn->pause): each reason is set and cleared on its own. */
+#define CONN_PAUSE_OUTPUT 0x01 /* output over its high mark: the client is not reading */
+
+/* A data message being received (echo mode), counted in the worker's --max-pending. */
+struct msgbuf {
     size_t len;
     size_t cap;
     uint8_t data[];
 };
+
+struct outq;
 
 struct conn {
     struct event ev;    /* embedded read/write event on fd */
@@ -56,8 +61,8 @@ struct conn {
     struct conn *hnext;    /* id index chain (registry.h) */
     struct member *groups; /* owned: ngroups memberships, NULL when none */
     struct ws_hs *hs;      /* owned while handshaking */
-    struct obuf *out;      /* owned while output is pending */
-    struct obuf *msg;      /* owned while a data message is partly received */
+    struct outq *out;      /* owned while output is pending (outq.h) */
+    struct msgbuf *msg;    /* owned while a data message is partly received */
     uint8_t *ctrl;         /* owned while a control frame is partly received */
     uint64_t seq;          /* connection id = w->id_prefix + seq */
     struct ws_dec dec;
@@ -70,6 +75,7 @@ struct conn {
     uint8_t ctrl_len;
     uint8_t remote_family; /* AF_INET or AF_INET6 */
     uint16_t ngroups;      /* up to --max-groups (1024) */
+    uint8_t pause;         /* CONN_PAUSE_* reasons; reading waits while any is set */
     uint16_t remote_port;
     uint8_t remote_addr[16];
 };

@@ -110,6 +110,10 @@ static enum close_by close_by_index(const char *by)
         return CLOSE_BY_DRAIN;
     if (strcmp(by, "timeout") == 0)
         return CLOSE_BY_TIMEOUT;
+    if (strcmp(by, "slow") == 0)
+        return CLOSE_BY_SLOW;
+    if (strcmp(by, "busy") == 0)
+        return CLOSE_BY_BUSY;
     return CLOSE_BY_ERROR;
 }
 

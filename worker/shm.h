@@ -24,6 +24,8 @@ enum close_by {
     CLOSE_BY_DRAIN,
     CLOSE_BY_TIMEOUT,
     CLOSE_BY_ERROR,
+    CLOSE_BY_SLOW, /* a slow consumer: output over --max-outbound, or stuck at the keepalive */
+    CLOSE_BY_BUSY, /* the worker's --max-pending budget was full */
     CLOSE_BY_COUNT
 };
 
@@ -46,6 +48,8 @@ struct worker_stats {
     uint64_t closes_by_client;
     uint64_t closes_by_server;
     uint64_t events_published;
+    uint64_t slow_closes;    /* closed with 1013 as slow consumers */
+    uint64_t pending_closes; /* closed with 1013: --max-pending budget full */
     uint64_t closes_by[CLOSE_BY_COUNT];
     uint64_t close_codes[SHM_CLOSE_CODES];
 };
@@ -60,6 +64,8 @@ struct shm_worker {
     bool subscribed;
     bool draining;
     bool at_capacity; /* as many clients as its file limit allows: new ones get 503 */
+    uint64_t out_bytes;     /* gauge: memory held by output queues */
+    uint64_t pending_bytes; /* gauge: memory held by partly received messages */
     struct worker_stats st;
     struct apply_stats orders;
     struct wredis_stats redis;

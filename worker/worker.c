@@ -125,6 +125,9 @@ static void worker_on_tick(evutil_socket_t fd, short what, void *arg)
     w->slot->conns = w->reg.ids_count;
     w->slot->at_capacity = clients(w) >= w->max_conns;
     w->slot->subscribed = wredis_is_subscribed(w);
+    w->slot->out_bytes = w->out_bytes;
+    w->slot->pending_bytes = w->pending_bytes;
+    apply_tick(w);
     for (int i = TL_HANDSHAKE; i < TL_COUNT; i++) {
         struct tlist_head *l = &w->tl[i];
         if (l->timeout_ms == 0)

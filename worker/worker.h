@@ -78,6 +78,11 @@ struct worker {
     struct registry reg;
     struct wredis *redis; /* owned */
     struct seen *seen;    /* owned: ids of signed orders, made on the first one */
+
+    /* What bounded memory holds now: --max-outbound, --max-pending, --max-jobs. */
+    size_t out_bytes;       /* the connections' output queues */
+    size_t pending_bytes;   /* partly received messages and control frames */
+    struct apply_jobs jobs; /* close jobs running (apply.c) */
 };
 
 /* Checks that cfg->listen can be bound (before any process starts). Returns 0 or -1

@@ -48,6 +48,11 @@ EXPECTED = {
     "wsgate_redis_refused_total": "counter",
     "wsgate_redis_publish_dropped_total": "counter",
     "wsgate_draining": "gauge",
+    "wsgate_slow_consumer_closes_total": "counter",
+    "wsgate_pending_budget_closes_total": "counter",
+    "wsgate_outbound_bytes": "gauge",
+    "wsgate_pending_bytes": "gauge",
+    "wsgate_order_jobs": "gauge",
 }
 
 
@@ -139,7 +144,7 @@ def test_metrics_text_is_strict_prometheus_with_every_documented_metric():
     assert not extra, "undocumented metrics: %r" % sorted(extra)
     for r in ("ok", "refused", "timeout", "full"):
         assert value(fams, "wsgate_handshakes_total", result=r) == 0
-    for i in ("order", "client", "drain", "timeout", "error"):
+    for i in ("order", "client", "drain", "timeout", "error", "slow", "busy"):
         assert value(fams, "wsgate_closes_total", initiator=i) == 0
     eq(fams, 2, "wsgate_workers")
     eq(fams, 1, "wsgate_redis_connected")

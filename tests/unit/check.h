@@ -33,7 +33,8 @@ void *chaos_json_malloc(size_t n);
 int chaos_crypto_install(void);
 void chaos_crypto(int on);
 
-/* One suite per common/ module, each in tests/unit/test_<module>.c. */
+/* One suite per common/ module (and worker/outq, pure too), each in
+ * tests/unit/test_<module>.c. */
 /* Weak, so a runner built from some modules only still links: a suite that is
  * missing counts as a failure. */
 #define SUITE(name) void suite_##name(void) __attribute__((weak))
@@ -53,6 +54,7 @@ SUITE(base64);
 SUITE(origin);
 SUITE(proxy_proto);
 SUITE(iplimit);
+SUITE(outq);
 #undef SUITE
 
 #endif /* WSGATE_TESTS_UNIT_CHECK_H */

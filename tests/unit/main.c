@@ -39,6 +39,7 @@ static const struct {
     {"proxy_proto", suite_proxy_proto},
     {"iplimit", suite_iplimit},
     {"token", suite_token},
+    {"outq", suite_outq},
     {"chaos", suite_chaos},
 };
 

@@ -54,6 +54,8 @@ static void test_config_defaults(void)
     CHECK(!config_jwt_enabled(&c) && c.jwt_leeway_ms == 5000 && c.jwt_expiry_code == 4001);
     CHECK(!c.jwt_allow_no_exp && c.jwt_cookie[0] == '\0' && c.jwt_issuer[0] == '\0');
     CHECK(c.redis_timeout_ms == 3000);
+    CHECK(c.max_outbound == 1048576 && c.max_jobs == 1000);
+    CHECK(c.max_pending >= 1048576 && c.max_pending <= CONFIG_MAX_PENDING_CAP);
 }
 
 /* --allow-origin repeats, takes lists, and replaces its twin's list when given. */
@@ -99,6 +101,21 @@ static void test_config_limits_per_address(void)
     CHECK(c.max_conns_per_ip == 0 && c.proxy_protocol);
     CHECK(c.max_handshakes_per_ip == 20 && c.handshakes_period_ms == 1000);
     CHECK(parse(&c, off, env) == 0 && c.max_handshakes_per_ip == 0);
+}
+
+/* The memory bounds: flags, twins, and --max-pending's default shared by the workers. */
+static void test_config_memory_bounds(void)
+{
+    struct config c, one, many;
+    char *argv[] = {A("wsgate"), A("--max-outbound"), A("64k"), A("--max-jobs=20"), NULL};
+    char *envp[] = {A("WSGATE_MAX_PENDING=4m"), A("WSGATE_MAX_JOBS=7"), NULL};
+    char *argv1[] = {A("wsgate"), A("--workers"), A("1"), NULL};
+    char *argv256[] = {A("wsgate"), A("--workers"), A("256"), NULL};
+
+    CHECK(parse(&c, argv, envp) == 0);
+    CHECK(c.max_outbound == 65536 && c.max_pending == 4194304 && c.max_jobs == 20);
+    CHECK(parse(&one, argv1, NULL) == 0 && parse(&many, argv256, NULL) == 0);
+    CHECK(many.max_pending <= one.max_pending && many.max_pending >= 1048576);
 }
 
 static void test_config_flags_and_env(void)
@@ -212,6 +229,12 @@ static void test_config_rejects_bad_values(void)
         {"--stall-timeout", "50ms", NULL},
         {"--stall-kill", "500ms", NULL},
         {"--stall-kill", "2h", NULL},
+        {"--max-outbound", "100", NULL},
+        {"--max-outbound", "2g", NULL},
+        {"--max-pending", "0", NULL},
+        {"--max-pending", "lots", NULL},
+        {"--max-jobs", "0", NULL},
+        {"--max-jobs", "1000001", NULL},
         {"--nope", NULL, NULL},
         {"--echo=1", NULL, NULL},
         {"positional", NULL, NULL},
@@ -336,6 +359,9 @@ static void test_config_help(void)
     CHECK(strstr(config_usage(), "--close-timeout") != NULL);
     CHECK(strstr(config_usage(), "--jwt-public-key") != NULL);
     CHECK(strstr(config_usage(), "--redis-timeout") != NULL);
+    CHECK(strstr(config_usage(), "--max-outbound") != NULL);
+    CHECK(strstr(config_usage(), "--max-pending") != NULL);
+    CHECK(strstr(config_usage(), "--max-jobs") != NULL);
 }
 
 static void test_config_units(void)
@@ -638,6 +664,7 @@ void suite_config(void)
     test_config_limits_at_their_bounds();
     test_config_redis_timeout_from_env();
     test_config_ipv6_listen();
+    test_config_memory_bounds();
     test_config_rejects_bad_values();
     test_config_rejects_bad_env();
     test_config_order_keys_and_their_twin();
