@@ -508,6 +508,8 @@ static const char *reason_phrase(int status)
     switch (status) {
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
     case 403:
         return "Forbidden";
     case 404:
@@ -545,6 +547,8 @@ static size_t error_answer(int status, const char *why, const char *extra, char 
         more = "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n";
     else if (status == 405) /* RFC 7231 §6.5.5 */
         more = "Allow: GET\r\n";
+    else if (status == 401) /* RFC 6750 §3: a bearer token was missing or refused */
+        more = "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n";
     n = snprintf(out, cap,
                  "HTTP/1.1 %d %s\r\n"
                  "Content-Type: text/plain; charset=utf-8\r\n"

@@ -9,8 +9,11 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/time.h>
+#include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 
+#include "common/iplimit.h"
 #include "common/log.h"
 #include "worker/shm.h"
 #include "worker/worker.h"
@@ -21,6 +24,7 @@
 #define STOP_GRACE_MS   5000  /* beyond the workers' own deadline */
 #define ORDER_SWEEP_MS  1000  /* after a drain order, workers it missed get SIGTERM */
 #define WATCH_MS        250   /* how often the master looks at the workers' ticks */
+#define IPLIMIT_SLOTS   16384 /* addresses the per-address limits track at once */
 
 struct slot {
     pid_t pid;            /* 0 when not running */
@@ -104,8 +108,8 @@ struct master {
     struct slot *slots;
     int running;
     bool stopping;
-    long long deadline;  /* stopping: the rest is killed then */
-    long long sweep_at;  /* after a drain order: SIGTERM to workers it missed; 0 = none */
+    long long deadline;   /* stopping: the rest is killed then */
+    long long sweep_at;   /* after a drain order: SIGTERM to workers it missed; 0 = none */
     long long next_watch; /* next look at the workers' ticks */
 };
 
@@ -176,6 +180,8 @@ static void reap(struct master *m)
             s->pid = 0;
             s->killed = false;
             m->running--;
+            if (m->shm->ipl != NULL) /* its connections are gone: so are their counts */
+                iplimit_forget_worker(m->shm->ipl, (uint32_t)i);
             sw->pid = 0;
             sw->listening = false;
             sw->subscribed = false;
@@ -211,6 +217,36 @@ static void reap(struct master *m)
     }
 }
 
+/* The per-address limits table, shared by the workers: mapped before they fork. */
+static int map_iplimit(const struct config *cfg, struct shm *shm)
+{
+    struct iplimit_conf c;
+    size_t len;
+    void *mem;
+
+    if (cfg->max_conns_per_ip == 0 && cfg->max_handshakes_per_ip == 0)
+        return 0;
+    memset(&c, 0, sizeof(c));
+    c.slots = IPLIMIT_SLOTS;
+    c.nworkers = (uint32_t)cfg->workers;
+    c.max_conns = cfg->max_conns_per_ip;
+    c.rate = cfg->max_handshakes_per_ip;
+    c.period_ms = cfg->handshakes_period_ms;
+    if (getrandom(c.seed, sizeof(c.seed), 0) != (ssize_t)sizeof(c.seed)) {
+        log_msg(LOG_ERROR, NULL, "no random seed for the per-address table");
+        return -1;
+    }
+    len = iplimit_size(&c);
+    mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED || (shm->ipl = iplimit_init(mem, len, &c)) == NULL) {
+        log_msg(LOG_ERROR, NULL, "cannot map the per-address table (%zu bytes)", len);
+        return -1;
+    }
+    log_msg(LOG_NOTICE, NULL, "per-address limits conns=%u handshakes=%u/%ums table=%zu bytes",
+            c.max_conns, c.rate, c.period_ms, len);
+    return 0;
+}
+
 int master_run(const struct config *cfg, int admin_fd)
 {
     struct shm *shm = shm_create(cfg->workers);
@@ -225,6 +261,8 @@ int master_run(const struct config *cfg, int admin_fd)
         return 1;
     }
     log_set_tag("master");
+    if (map_iplimit(cfg, shm) < 0)
+        return 1;
     sigemptyset(&block);
     sigaddset(&block, SIGCHLD);
     sigaddset(&block, SIGTERM);
@@ -306,8 +344,8 @@ int master_run(const struct config *cfg, int admin_fd)
                 m.sweep_at = 0;
                 n = signal_workers(&m, SIGTERM, true);
                 if (n > 0)
-                    log_msg(LOG_NOTICE, NULL,
-                            "drain order: SIGTERM to %d worker(s) not draining", n);
+                    log_msg(LOG_NOTICE, NULL, "drain order: SIGTERM to %d worker(s) not draining",
+                            n);
             }
             if (m.sweep_at != 0 && (next == 0 || m.sweep_at - now < next))
                 next = m.sweep_at - now;

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "common/ws_hs.h"
+#include "worker/auth.h"
 #include "worker/conn.h"
 #include "worker/worker.h"
 
@@ -122,7 +123,7 @@ static void link_counter(struct text *t, const char *name, const char *help, uin
 }
 
 static const char *const close_by_names[CLOSE_BY_COUNT] = {"order", "client", "drain", "timeout",
-                                                           "error", "slow",   "busy"};
+                                                           "error", "slow",   "busy",  "expired"};
 
 static void metrics(const struct worker *w, struct text *t)
 {
@@ -147,8 +148,7 @@ static void metrics(const struct worker *w, struct text *t)
         }
         gauge(t, "workers_stalled", "Workers whose loop has not ticked for --stall-timeout.",
               stalled);
-        gauge(t, "workers_at_capacity", "Workers at their file limit (new clients get 503).",
-              full);
+        gauge(t, "workers_at_capacity", "Workers at their file limit (new clients get 503).", full);
     }
     gauge(t, "connections_open", "Open WebSocket connections.", SUM(conns));
     counter(t, "connections_accepted_total", "TCP connections accepted.", SUM(st.accepted));
@@ -189,6 +189,27 @@ static void metrics(const struct worker *w, struct text *t)
         text_printf(t, "wsgate_closes_total{initiator=\"%s\"} %llu\n", close_by_names[b],
                     (unsigned long long)v);
     }
+
+    counter(t, "auth_accepted_total", "Upgrades whose JWT was verified.", SUM(auth.accepted));
+    metric_head(t, "auth_refused_total", "counter", "Upgrades refused with 401, by token problem.");
+    for (int k = 0; k < TOKEN_NERROR_KEYS; k++) {
+        uint64_t v = 0;
+        for (int i = 0; i < s->nworkers; i++)
+            v += s->w[i].auth.refused[k];
+        text_printf(t, "wsgate_auth_refused_total{reason=\"%s\"} %llu\n", token_error_keys[k],
+                    (unsigned long long)v);
+    }
+    metric_head(t, "ip_refused_total", "counter",
+                "Clients refused with 429 by the per-address limits, by limit.");
+    text_printf(t, "wsgate_ip_refused_total{limit=\"conns\"} %llu\n",
+                (unsigned long long)SUM(st.ip_refused_conns));
+    text_printf(t, "wsgate_ip_refused_total{limit=\"rate\"} %llu\n",
+                (unsigned long long)SUM(st.ip_refused_rate));
+    counter(t, "ip_untracked_total",
+            "Clients admitted without per-address limits: the address table was full.",
+            SUM(st.ip_untracked));
+    counter(t, "origin_refused_total", "Upgrades refused with 403: Origin not allowed.",
+            SUM(auth.origin_refused));
 
     counter(t, "orders_received_total", "Orders received from Redis (per worker).",
             SUM(orders.received));
@@ -288,9 +309,9 @@ static const char *not_healthy(const struct worker *w, char *buf, size_t cap)
     const struct shm *s = w->shm;
     long long now = mono_ms(), limit;
 
-    limit = (long long)(w->cfg->stall_kill_ms != 0 ? w->cfg->stall_kill_ms
-                                                   : w->cfg->stall_timeout_ms) +
-            HEALTH_GRACE_MS;
+    limit =
+        (long long)(w->cfg->stall_kill_ms != 0 ? w->cfg->stall_kill_ms : w->cfg->stall_timeout_ms) +
+        HEALTH_GRACE_MS;
     for (int i = 0; i < s->nworkers; i++) {
         long long idle = stalled_ms(s, i, now);
         if (idle >= limit) {

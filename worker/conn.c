@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "common/iplimit.h"
 #include "common/log.h"
 #include "common/ws_close.h"
 #include "common/ws_enc.h"
@@ -143,7 +144,22 @@ void conn_free(struct conn *c)
     c->w->out_bytes -= outq_bytes(c->out);
     outq_free(c->out);
     conn_free_pending(c);
+    free(c->sec);
     free(c);
+}
+
+int conn_keep_ticket(struct conn *c, uint32_t ticket)
+{
+    struct conn_sec *sec = calloc(1, sizeof(*sec) + 2); /* ident "\0\0": no token yet */
+
+    if (sec == NULL) {
+        iplimit_release(c->w->shm->ipl, (uint32_t)(c->w->num - 1), ticket);
+        conn_release(c, "out of memory");
+        return -1;
+    }
+    sec->ip_ticket = ticket;
+    c->sec = sec;
+    return 0;
 }
 
 void conn_release(struct conn *c, const char *why)
@@ -162,6 +178,10 @@ void conn_release(struct conn *c, const char *why)
     worker_tlist_remove(w, c);
     if (c->flags & CONN_F_ADMIN)
         w->nadmin--;
+    if (c->sec != NULL && c->sec->ip_ticket != 0) {
+        iplimit_release(w->shm->ipl, (uint32_t)(w->num - 1), c->sec->ip_ticket);
+        c->sec->ip_ticket = 0;
+    }
     c->tnext = w->dead;
     w->dead = c;
     w->nconns--;
@@ -424,13 +444,12 @@ int conn_close(struct conn *c, unsigned code, const char *reason, const char *by
 }
 
 /* An HTTP answer that ends the connection: flush it, then close politely. */
-static void conn_http_error(struct conn *c, int status, const char *why)
+static void conn_http_answer(struct conn *c, int status, const char *why)
 {
     char resp[512];
     struct iovec iov;
     size_t n = ws_hs_response_error(status, why, resp, sizeof(resp));
 
-    c->w->slot->st.handshakes_failed++;
     conn_enter_closing(c);
     c->flags |= CONN_F_FLUSH_CLOSE | CONN_F_LINGER | CONN_F_DISCARD;
     if (n == 0) {
@@ -441,6 +460,12 @@ static void conn_http_error(struct conn *c, int status, const char *why)
     iov.iov_len = n;
     if (conn_send(c, &iov, 1, OUTQ_CTRL) == 0)
         c->flags |= CONN_F_CLOSE_SENT;
+}
+
+static void conn_http_error(struct conn *c, int status, const char *why)
+{
+    c->w->slot->st.handshakes_failed++;
+    conn_http_answer(c, status, why);
 }
 
 void conn_http_respond(struct conn *c, const char *head, size_t hlen, const char *body, size_t blen)
@@ -863,7 +888,16 @@ void conn_on_timeout(struct conn *c)
     case TL_HANDSHAKE:
         w->slot->st.handshake_timeouts++;
         log_limited(LOG_INFO, conn_id(c, id, sizeof(id)), "handshake timeout");
-        conn_release(c, "handshake timeout");
+        if (c->hs != NULL && ws_hs_has_request_line(c->hs)) {
+            /* A request began and stalled (slowloris): say so (RFC 9110 §15.5.9).
+             * A connection that sent no request line gets no answer. */
+            ws_hs_cleanup(c->hs);
+            free(c->hs);
+            c->hs = NULL;
+            conn_http_answer(c, 408, "request timeout");
+        } else {
+            conn_release(c, "handshake timeout");
+        }
         break;
     case TL_ACTIVE: {
         /* Silent for --ping-interval: ask (§5.5.2). */

@@ -40,6 +40,7 @@ enum conn_state {
 #define CONN_F_MATCHED     0x400  /* already matched by the order being applied */
 #define CONN_F_HELLO       0x800  /* asked (?hello=1) for its id in a first text message */
 #define CONN_F_ADMIN       0x1000 /* on the admin listener: /healthz, /readyz, /metrics */
+#define CONN_F_EXPIRES     0x2000 /* its token expires: an entry in the expiry heap (auth.c) */
 
 /* Why reading is paused (conn->pause): each reason is set and cleared on its own. */
 #define CONN_PAUSE_OUTPUT 0x01 /* output over its high mark: the client is not reading */
@@ -53,6 +54,12 @@ struct msgbuf {
 
 struct outq;
 
+/* What only JWT and the per-address limits need, allocated only when they are on. */
+struct conn_sec {
+    uint32_t ip_ticket; /* its count in the per-address table (iplimit.h), 0 when none */
+    char ident[];       /* "sub\0jti\0" of its token (auth.c), or "\0\0" without JWT */
+};
+
 struct conn {
     struct event ev;    /* embedded read/write event on fd */
     struct worker *w;   /* borrowed */
@@ -64,6 +71,8 @@ struct conn {
     struct outq *out;      /* owned while output is pending (outq.h) */
     struct msgbuf *msg;    /* owned while a data message is partly received */
     uint8_t *ctrl;         /* owned while a control frame is partly received */
+    struct conn_sec *sec;  /* owned: who it is and its per-address count; NULL when neither
+                              JWT nor a per-address limit is on */
     uint64_t seq;          /* connection id = w->id_prefix + seq */
     struct ws_dec dec;
     uint32_t stamp; /* when it joined its timer list (worker_now) */
@@ -74,8 +83,8 @@ struct conn {
     uint8_t tlist;       /* enum tlist */
     uint8_t ctrl_len;
     uint8_t remote_family; /* AF_INET or AF_INET6 */
-    uint16_t ngroups;      /* up to --max-groups (1024) */
     uint8_t pause;         /* CONN_PAUSE_* reasons; reading waits while any is set */
+    uint16_t ngroups;      /* up to --max-groups (1024) */
     uint16_t remote_port;
     uint8_t remote_addr[16];
 };
@@ -93,6 +102,10 @@ int conn_close(struct conn *c, unsigned code, const char *reason, const char *by
 
 /* Closes TCP at once and hands c to the reaper. Safe to call twice. */
 void conn_release(struct conn *c, const char *why);
+
+/* Keeps the per-address ticket of a new connection (given back at release). Returns 0,
+ * or -1 when memory runs out: then c was released and the ticket given back. */
+int conn_keep_ticket(struct conn *c, uint32_t ticket);
 
 /* Frees c; only the reaper calls this. */
 void conn_free(struct conn *c);

@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "common/ws_close.h"
 #include "worker/admin.h"
+#include "worker/auth.h"
 #include "worker/conn.h"
 #include "worker/redis.h"
 #include "worker/registry.h"
@@ -26,7 +27,7 @@ int hooks_conn_upgrading(struct conn *c, const char **why)
     char **names;
     size_t n;
     const char *v;
-    int status = registry_groups_from_request(w, c->hs, &names, &n, why);
+    int status = auth_upgrade(c, &names, &n, why);
 
     if (status != 0)
         return status;
@@ -63,6 +64,10 @@ static json_t *event_new_json(struct conn *c, const char *type)
     json_object_set_new(ev, "worker", json_integer(w->num));
     json_object_set_new(ev, "groups", groups);
     json_object_set_new(ev, "remote", json_string(conn_remote(c, remote, sizeof(remote))));
+    if (auth_user(c) != NULL)
+        json_object_set_new(ev, "user", json_string(auth_user(c)));
+    if (auth_jti(c) != NULL)
+        json_object_set_new(ev, "jti", json_string(auth_jti(c)));
     json_object_set_new(ev, "ts",
                         json_integer((json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000));
     return ev;
@@ -114,6 +119,8 @@ static enum close_by close_by_index(const char *by)
         return CLOSE_BY_SLOW;
     if (strcmp(by, "busy") == 0)
         return CLOSE_BY_BUSY;
+    if (strcmp(by, "expired") == 0)
+        return CLOSE_BY_EXPIRED;
     return CLOSE_BY_ERROR;
 }
 
@@ -147,6 +154,7 @@ void hooks_conn_closed(struct conn *c, const char *why)
     bool client = strstr(why, "eof") != NULL || strstr(why, "reset") != NULL;
 
     close_event(c, WS_CLOSE_ABNORMAL, why, client ? "client" : "error");
+    auth_closed(c);
     registry_remove(&c->w->reg, c);
 }
 

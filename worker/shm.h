@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include "worker/apply.h"
+#include "worker/auth.h"
 #include "worker/redis.h"
 
 /*
@@ -25,7 +26,8 @@ enum close_by {
     CLOSE_BY_TIMEOUT,
     CLOSE_BY_ERROR,
     CLOSE_BY_SLOW, /* a slow consumer: output over --max-outbound, or stuck at the keepalive */
-    CLOSE_BY_BUSY, /* the worker's --max-pending budget was full */
+    CLOSE_BY_BUSY,    /* the worker's --max-pending budget was full */
+    CLOSE_BY_EXPIRED, /* its token expired (JWT) */
     CLOSE_BY_COUNT
 };
 
@@ -35,6 +37,9 @@ struct worker_stats {
     uint64_t accept_errors;
     uint64_t refused_full;  /* 503: at the file limit */
     uint64_t admin_refused; /* 503: too many admin requests at once */
+    uint64_t ip_refused_conns; /* 429: --max-conns-per-ip */
+    uint64_t ip_refused_rate;  /* 429: --max-handshakes-per-ip */
+    uint64_t ip_untracked;     /* admitted unlimited: the address table was full */
     uint64_t handshakes_ok;
     uint64_t handshakes_failed; /* answered with an HTTP error */
     uint64_t handshake_timeouts;
@@ -68,6 +73,7 @@ struct shm_worker {
     uint64_t pending_bytes; /* gauge: memory held by partly received messages */
     struct worker_stats st;
     struct apply_stats orders;
+    struct auth_stats auth;
     struct wredis_stats redis;
 };
 
@@ -75,6 +81,7 @@ struct shm {
     int nworkers;
     volatile int draining;      /* the gateway is draining: readiness fails */
     volatile int drain_ordered; /* a worker took a drain order: the gateway ends */
+    struct iplimit *ipl;        /* per-address limits in their own shared mapping, or NULL */
     struct shm_worker w[];
 };
 

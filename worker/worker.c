@@ -19,16 +19,19 @@
 #include "common/log.h"
 #include "common/ws_close.h"
 #include "common/ws_hs.h"
+#include "worker/auth.h"
 #include "worker/conn.h"
 #include "worker/hooks.h"
 #include "worker/redis.h"
+#include "common/iplimit.h"
 #include "common/order.h"
 
-#define RBUF_SIZE       (64 * 1024)
-#define TICK_MS         50
-#define ACCEPT_BATCH    64 /* accepts per readiness event */
-#define FD_RESERVE      24 /* files kept free for Redis, logs and the 503 answers, plus
-                              --max-admin-conns for admin requests */
+#define RBUF_SIZE    (64 * 1024)
+#define TICK_MS      50
+#define ACCEPT_BATCH 64 /* accepts per readiness event */
+#define FD_RESERVE                                                  \
+    24 /* files kept free for Redis, logs and the 503 answers, plus \
+          --max-admin-conns for admin requests */
 #define ACCEPT_RETRY_MS 100
 
 uint32_t worker_now(struct worker *w)
@@ -128,6 +131,7 @@ static void worker_on_tick(evutil_socket_t fd, short what, void *arg)
     w->slot->out_bytes = w->out_bytes;
     w->slot->pending_bytes = w->pending_bytes;
     apply_tick(w);
+    auth_tick(w);
     for (int i = TL_HANDSHAKE; i < TL_COUNT; i++) {
         struct tlist_head *l = &w->tl[i];
         if (l->timeout_ms == 0)
@@ -225,6 +229,45 @@ static void refuse_full(struct worker *w, int fd, bool admin)
     close(fd);
 }
 
+/*
+ * Per-address limits (--max-conns-per-ip, --max-handshakes-per-ip), counted across the
+ * gateway's workers in the master's shared table: over either, 429 with Retry-After,
+ * written at once like the 503 at capacity. Returns the ticket to keep (0: none), or
+ * -1 when the client was refused.
+ */
+static long admit_address(struct worker *w, int fd, const struct sockaddr *sa)
+{
+    uint32_t ticket = 0, retry = 0;
+    enum iplimit_verdict v = iplimit_acquire(w->shm->ipl, (uint32_t)(w->num - 1), sa,
+                                             (uint64_t)mono_ms(), &ticket, &retry);
+    char resp[300];
+    const char *why;
+    size_t n;
+    ssize_t r;
+
+    if (v == IPLIMIT_OK)
+        return ticket;
+    if (v == IPLIMIT_UNTRACKED) {
+        w->slot->st.ip_untracked++;
+        log_limited(LOG_WARN, NULL, "per-address table full: a client admitted without limits");
+        return 0;
+    }
+    if (v == IPLIMIT_TOO_MANY_CONNS) {
+        w->slot->st.ip_refused_conns++;
+        why = "too many connections from this address";
+    } else {
+        w->slot->st.ip_refused_rate++;
+        why = "too many handshakes from this address";
+    }
+    log_limited(LOG_INFO, NULL, "refused a client: %s", why);
+    n = ws_hs_response_retry(429, retry, why, resp, sizeof(resp));
+    r = write(fd, resp, n);
+    (void)r;
+    shutdown(fd, SHUT_WR);
+    close(fd);
+    return -1;
+}
+
 /* Accepts what is pending on lfd. Admin connections are marked so, and never count
  * as clients. Returns when the queue is empty, after a batch, or on an error. */
 static void accept_batch(struct worker *w, int lfd, bool admin, int max)
@@ -234,6 +277,7 @@ static void accept_batch(struct worker *w, int lfd, bool admin, int max)
         socklen_t slen = sizeof(ss);
         int fd = accept4(lfd, (struct sockaddr *)&ss, &slen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         struct conn *c;
+        long ticket = 0;
         int one = 1;
 
         if (fd < 0) {
@@ -268,9 +312,15 @@ static void accept_batch(struct worker *w, int lfd, bool admin, int max)
             refuse_full(w, fd, admin);
             continue;
         }
+        /* Behind --proxy-protocol the address is known once the header is read (conn.c). */
+        if (!admin && w->shm->ipl != NULL && !w->cfg->proxy_protocol &&
+            (ticket = admit_address(w, fd, (struct sockaddr *)&ss)) < 0)
+            continue;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         c = conn_new(w, fd, (struct sockaddr *)&ss);
-        if (c == NULL) {
+        if (c == NULL || (ticket > 0 && conn_keep_ticket(c, (uint32_t)ticket) < 0)) {
+            if (c == NULL)
+                iplimit_release(w->shm->ipl, (uint32_t)(w->num - 1), (uint32_t)ticket);
             log_limited(LOG_WARN, NULL, "out of memory for a connection");
             continue;
         }
@@ -572,7 +622,7 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
         goto out;
     }
     sigprocmask(SIG_SETMASK, &none, NULL); /* a SIGTERM that waited is taken now */
-    if (wredis_start(&w) < 0) {
+    if (auth_init(&w) < 0 || wredis_start(&w) < 0) {
         status = 2;
         goto out;
     }

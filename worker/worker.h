@@ -77,6 +77,7 @@ struct worker {
     struct shm_worker *slot; /* this worker's slot in shm */
     struct registry reg;
     struct wredis *redis; /* owned */
+    struct auth *auth;    /* owned: the JWT verifier and expiries (auth.c), NULL when off */
     struct seen *seen;    /* owned: ids of signed orders, made on the first one */
 
     /* What bounded memory holds now: --max-outbound, --max-pending, --max-jobs. */
