@@ -263,6 +263,8 @@ int master_run(const struct config *cfg, int admin_fd)
     log_set_tag("master");
     if (map_iplimit(cfg, shm) < 0)
         return 1;
+    if (cfg->allow_origin.n == 0)
+        log_msg(LOG_NOTICE, NULL, "no --allow-origin: browser pages from any site may connect");
     sigemptyset(&block);
     sigaddset(&block, SIGCHLD);
     sigaddset(&block, SIGTERM);

@@ -240,3 +240,27 @@ def test_stalled_request_gets_408_and_silence_gets_nothing():
     quiet.settimeout(5)
     assert quiet.recv(100) == b"", "an answer to a connection that sent no request line"
     quiet.close()
+
+
+def _make_run_output(*args):
+    """What tests/lib/run.sh (make run) prints before the gateway is ready."""
+    port, admin = harness.free_port(), harness.free_port()
+    p = subprocess.Popen([os.path.join(harness.REPO, "tests/lib/run.sh"), harness.BUILD,
+                          "--listen", "127.0.0.1:%d" % port, "--admin", "127.0.0.1:%d" % admin]
+                         + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         cwd=harness.REPO, start_new_session=True,
+                         env={k: v for k, v in os.environ.items() if k != "WSGATE_ALLOW_ORIGIN"})
+    try:
+        lb.wait_ready(admin, timeout=15)
+    finally:
+        os.killpg(p.pid, 15)
+        out = p.communicate(timeout=15)[0].decode()
+    return out
+
+
+@harness.timeout(60)
+def test_make_run_warns_when_any_site_may_connect():
+    out = _make_run_output()
+    assert "warning: no --allow-origin" in out, out
+    out = _make_run_output("--allow-origin", "http://127.0.0.1:8080")
+    assert "warning: no --allow-origin" not in out, out

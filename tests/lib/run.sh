@@ -44,6 +44,11 @@ if [ -z "$redis_url" ]; then
     echo "wsgate: started a private redis-server on 127.0.0.1:$port (stopped with the gateway)"
 fi
 
+case " $* " in
+*" --allow-origin"*) ;;
+*) [ -n "${WSGATE_ALLOW_ORIGIN:-}" ] || echo "wsgate: warning: no --allow-origin: a page on any site may connect with its visitors' cookies" ;;
+esac
+
 cat <<MSG
 
 wsgate is starting on 127.0.0.1:8080 (2 workers, --echo). Ctrl-C stops it.
