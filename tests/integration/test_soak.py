@@ -120,11 +120,20 @@ BAD_ORDERS = [
 ]
 
 
+def sanitized():
+    """A `make SANITIZE=1` build: ASan's quarantine keeps freed memory (256 MB a
+    process), so it is turned off here, and redzones get twice the margin."""
+    with open(harness.WSGATE, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
 @harness.timeout(240)
 def test_soak_everything_at_once_then_back_to_where_it_started():
-    fl = Fleet(ids=("gwS",), flags={"--jwt-secret": SECRET, "--max-outbound": "64k",
-                                    "--handshake-timeout": "2s", "--log-level": "notice",
-                                    "--close-timeout": "2s"})
+    asan = sanitized()
+    env = {"ASAN_OPTIONS": "quarantine_size_mb=0"} if asan else None
+    fl = Fleet(ids=("gwS",), env=env,
+               flags={"--jwt-secret": SECRET, "--max-outbound": "64k", "--handshake-timeout": "2s",
+                      "--log-level": "notice", "--close-timeout": "2s"})
     gw = fl.gateways["gwS"]
     port = gw.port
     tokens = [token("user%d" % i) for i in range(8)]
@@ -203,7 +212,8 @@ def test_soak_everything_at_once_then_back_to_where_it_started():
                      30, "every connection gone")
     fds1, rss1 = harness.wait_for(lambda: _settled(gw, fds0), 15, "open files back")
     assert fds1 <= fds0 + 4, (fds0, fds1)
-    assert rss1 <= rss0 + 24 * 1024 * 1024, "RSS %d -> %d" % (rss0, rss1)
+    margin = (48 if asan else 24) * 1024 * 1024
+    assert rss1 <= rss0 + margin, "RSS %d -> %d" % (rss0, rss1)
 
 
 def _samples(fams, name):
