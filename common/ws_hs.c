@@ -6,8 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include <openssl/evp.h>
-
+#include "common/sha1.h"
 #include "common/text.h"
 
 #define WS_HS_GUID       "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" /* RFC 6455 §1.3 */
@@ -57,10 +56,15 @@ static bool is_target_char(unsigned char c)
     return c != '\0' && strchr("-._~!$&'()*+,;=:@/?%#", c) != NULL;
 }
 
-static bool is_b64_char(unsigned char c)
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* The 6-bit value of base64 character c (RFC 4648 §4), or -1. */
+static int b64_value(unsigned char c)
 {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '+' ||
-           c == '/';
+    const char *p = c != '\0' ? strchr(b64_alphabet, c) : NULL;
+
+    return p != NULL ? (int)(p - b64_alphabet) : -1;
 }
 
 /*
@@ -170,26 +174,20 @@ static bool list_has(const struct ws_hs *h, const char *name, const char *want, 
 
 /*
  * Strict base64 of exactly 16 bytes, RFC 6455 §4.1: 22 alphabet characters, "==",
- * and zero unused bits (re-encoding gives the same text). EVP_DecodeBlock counts
- * padding as zero bytes, so 24 characters always decode to 18: the real length is
- * ours to check, and it is the "==" that makes it 16.
+ * and zero unused bits (RFC 4648 §3.5: the 22nd character carries 2 data bits and
+ * 4 pad bits), so that every key has exactly one spelling.
  */
 static bool key_is_valid(const char *key)
 {
-    unsigned char raw[18], again[WS_HS_KEY_LEN + 1];
     size_t i;
 
     if (strlen(key) != WS_HS_KEY_LEN || key[22] != '=' || key[23] != '=')
         return false;
     for (i = 0; i < 22; i++) {
-        if (!is_b64_char((unsigned char)key[i]))
+        if (b64_value((unsigned char)key[i]) < 0)
             return false;
     }
-    if (EVP_DecodeBlock(raw, (const unsigned char *)key, WS_HS_KEY_LEN) != 18)
-        return false;
-    if (EVP_EncodeBlock(again, raw, 16) != WS_HS_KEY_LEN)
-        return false;
-    return memcmp(again, key, WS_HS_KEY_LEN) == 0;
+    return (b64_value((unsigned char)key[21]) & 0x0f) == 0;
 }
 
 /* Splits q on '&' into h->params; empty pieces ("a&&b", a trailing '&') are skipped. */
@@ -367,8 +365,7 @@ static int judge(struct ws_hs *h)
         return verdict(h, 400, "request body not allowed");
     if (header_count(h, "Sec-WebSocket-Version", &ver) != 1 || strcmp(ver, "13") != 0)
         return verdict(h, 426, "unsupported Sec-WebSocket-Version");
-    if (ws_hs_accept_key(key, WS_HS_KEY_LEN, h->accept) < 0)
-        return verdict(h, 500, "SHA-1 failed");
+    ws_hs_accept_key(key, WS_HS_KEY_LEN, h->accept);
     return verdict(h, 101, "switching protocols");
 }
 
@@ -451,26 +448,26 @@ const char *ws_hs_param(const struct ws_hs *h, const char *key, size_t idx)
     return NULL;
 }
 
-int ws_hs_accept_key(const char *key, size_t key_len, char out[WS_HS_ACCEPT_LEN + 1])
+void ws_hs_accept_key(const char *key, size_t key_len, char out[WS_HS_ACCEPT_LEN + 1])
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int md_len = 0;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    bool ok;
+    uint8_t md[SHA1_LEN + 1] = {0}; /* one zero byte past the digest: whole groups of 3 */
+    struct sha1 s;
+    char *o = out;
 
-    if (ctx == NULL)
-        return -1;
-    ok = EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) == 1 &&
-         EVP_DigestUpdate(ctx, key, key_len) == 1 &&
-         EVP_DigestUpdate(ctx, WS_HS_GUID, sizeof(WS_HS_GUID) - 1) == 1 &&
-         EVP_DigestFinal_ex(ctx, md, &md_len) == 1 && md_len == 20;
-    EVP_MD_CTX_free(ctx);
-    if (!ok)
-        return -1;
-    /* EVP_EncodeBlock writes the NUL too */
-    if (EVP_EncodeBlock((unsigned char *)out, md, 20) != WS_HS_ACCEPT_LEN)
-        return -1;
-    return 0;
+    sha1_init(&s);
+    sha1_update(&s, key, key_len);
+    sha1_update(&s, WS_HS_GUID, sizeof(WS_HS_GUID) - 1);
+    sha1_final(&s, md);
+    /* base64, RFC 4648 §4: 20 bytes are 27 characters and one '=' */
+    for (size_t i = 0; i < SHA1_LEN; i += 3) {
+        uint32_t v = (uint32_t)md[i] << 16 | (uint32_t)md[i + 1] << 8 | md[i + 2];
+        *o++ = b64_alphabet[v >> 18 & 63];
+        *o++ = b64_alphabet[v >> 12 & 63];
+        *o++ = b64_alphabet[v >> 6 & 63];
+        *o++ = b64_alphabet[v & 63];
+    }
+    out[WS_HS_ACCEPT_LEN - 1] = '=';
+    out[WS_HS_ACCEPT_LEN] = '\0';
 }
 
 /* snprintf's answer as a length, 0 when it (with its NUL) does not fit. */

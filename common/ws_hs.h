@@ -77,11 +77,8 @@ const char *ws_hs_header(const struct ws_hs *h, const char *name);
  */
 const char *ws_hs_param(const struct ws_hs *h, const char *key, size_t idx);
 
-/*
- * out = base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")), NUL-terminated.
- * Returns 0, or -1 when OpenSSL fails.
- */
-int ws_hs_accept_key(const char *key, size_t key_len, char out[WS_HS_ACCEPT_LEN + 1]);
+/* out = base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")), NUL-terminated. */
+void ws_hs_accept_key(const char *key, size_t key_len, char out[WS_HS_ACCEPT_LEN + 1]);
 
 /*
  * Writes the 101 answer for h into out (cap bytes) with extra header lines

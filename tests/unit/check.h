@@ -40,6 +40,7 @@ SUITE(ws_close);
 SUITE(ws_enc);
 SUITE(ws_dec);
 SUITE(ws_hs);
+SUITE(sha1);
 SUITE(config);
 SUITE(order);
 SUITE(redis_url);

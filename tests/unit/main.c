@@ -27,6 +27,7 @@ static const struct {
     {"utf8", suite_utf8},     {"ws_close", suite_ws_close},   {"ws_enc", suite_ws_enc},
     {"ws_dec", suite_ws_dec}, {"ws_hs", suite_ws_hs},         {"config", suite_config},
     {"order", suite_order},   {"redis_url", suite_redis_url}, {"chaos", suite_chaos},
+    {"sha1", suite_sha1},
 };
 
 int main(int argc, char **argv)
