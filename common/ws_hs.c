@@ -264,11 +264,26 @@ static int parse_target(struct ws_hs *h, char *t)
     return q != NULL ? parse_query(h, q) : 0;
 }
 
-/* "Name: value" lines up to the blank line, RFC 7230 §3.2; p is NUL-terminated. */
+/*
+ * "Name: value" lines up to the blank line, RFC 7230 §3.2; p is NUL-terminated.
+ * The index is sized from the line count, so a head gathered across many reads
+ * holds no index while it waits. -1: out of memory.
+ */
 static int parse_headers(struct ws_hs *h, char *p)
 {
     char *eol, *q, *v, *e;
+    size_t lines = 0;
 
+    for (q = p; (q = strchr(q, '\n')) != NULL; q++)
+        lines++;
+    lines--; /* the blank line; every line ends in CRLF: feed checked */
+    if (lines > WS_HS_MAX_HEADERS)
+        lines = WS_HS_MAX_HEADERS; /* the loop below says 431 at the next line */
+    if (lines > 0) {
+        h->headers = malloc(lines * sizeof(*h->headers));
+        if (h->headers == NULL)
+            return -1;
+    }
     while (p[0] != '\r') {
         eol = strstr(p, "\r\n"); /* every CR is followed by LF: feed checked */
         *eol = '\0';
@@ -328,7 +343,8 @@ static int judge(struct ws_hs *h)
     if (strcmp(h->method, "GET") != 0) /* method is case-sensitive, RFC 7230 §3.1.1 */
         return verdict(h, 405, "method not allowed");
 
-    parse_headers(h, eol + 2);
+    if (parse_headers(h, eol + 2) < 0)
+        return -1;
     if (h->status != 0)
         return 0;
     if (parse_target(h, target) < 0)
@@ -383,6 +399,7 @@ void ws_hs_cleanup(struct ws_hs *h)
     for (i = 0; i < h->nparams; i++)
         free(h->params[i].key); /* value lives in the same block */
     free(h->params);
+    free(h->headers);
     free(h->path);
     free(h->buf);
     ws_hs_init(h, h->max_header);

@@ -386,6 +386,10 @@ static void test_ws_hs_too_many_headers(void)
     n += (size_t)snprintf(req + n, sizeof(req) - n, "X-last: y\r\n\r\n");
     CHECK(status_of(req, n, sizeof(req), SIZE_MAX) == 431);
     CHECK(status_of(req, n, sizeof(req), 1) == 431);
+    /* each line is checked before it is counted: a malformed 101st line is a 400 */
+    n -= strlen("X-last: y\r\n\r\n");
+    n += (size_t)snprintf(req + n, sizeof(req) - n, "no colon\r\nX-more: y\r\n\r\n");
+    CHECK(status_of(req, n, sizeof(req), SIZE_MAX) == 400);
 }
 
 static void test_ws_hs_too_many_params(void)
