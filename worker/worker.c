@@ -484,6 +484,7 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
     w.max_conns = nofile > FD_RESERVE * 2 ? nofile - FD_RESERVE : nofile / 2;
     w.rbuf_cap = RBUF_SIZE;
     w.rbuf = malloc(w.rbuf_cap);
+    ws_hs_init(&w.hs, cfg->max_header);
     w.tl[TL_HANDSHAKE].timeout_ms = cfg->handshake_timeout_ms;
     w.tl[TL_ACTIVE].timeout_ms = cfg->ping_interval_ms;
     w.tl[TL_PINGED].timeout_ms = cfg->ping_interval_ms;
