@@ -121,7 +121,7 @@ class Redis:
 class Server:
     """wsgate or the Node peer, with its stderr logged and read for readiness."""
 
-    def __init__(self, kind, cfg, redis, workers, logpath, echo=False, drain=False):
+    def __init__(self, kind, cfg, redis, workers, logpath, echo=False, drain=False, extra=()):
         self.kind = kind
         self.port = free_port()
         self.workers = workers
@@ -136,6 +136,7 @@ class Server:
             if drain and cfg.wsgate_has_drain_flags:
                 # the peer closes everyone at once on SIGTERM: compare like with like
                 self.cmd += ["--drain-spread", "0", "--drain-reason", "server shutting down"]
+            self.cmd += list(extra)
             self.markers = {"worker ready": workers, "redis subscriber up (subscribed)": workers}
             self.term_marker = "draining"
         else:
