@@ -1028,6 +1028,7 @@ def make_plots(cfg, data):
         ax.set_xticks(ticks, labels)
         ax.set_ylabel("bytes of RSS per idle connection")
         ax.set_yscale("log")
+        ax.set_ylim(bottom=100)
         ax.set_title("Idle memory per connection, cold (fresh server) and warm\n(median bar, dots = rounds)")
         ax.legend(fontsize=8)
         fig.tight_layout()
