@@ -1,3 +1,8 @@
+/* SHA-1 comes from OpenSSL's low-level functions, deprecated in 3.0 but kept: the EVP
+ * path loads OpenSSL 3's provider tables on first use, 2.3 MB of resident memory in
+ * every worker that a plain gateway would pay for one digest a handshake. */
+#define OPENSSL_SUPPRESS_DEPRECATED
+
 #include "common/ws_hs.h"
 
 #include <stdint.h>
@@ -7,6 +12,7 @@
 #include <strings.h>
 
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 
 #include "common/text.h"
 
@@ -57,10 +63,15 @@ static bool is_target_char(unsigned char c)
     return c != '\0' && strchr("-._~!$&'()*+,;=:@/?%#", c) != NULL;
 }
 
-static bool is_b64_char(unsigned char c)
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* The 6-bit value of base64 character c (RFC 4648 §4), or -1. */
+static int b64_value(unsigned char c)
 {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '+' ||
-           c == '/';
+    const char *p = c != '\0' ? strchr(b64_alphabet, c) : NULL;
+
+    return p != NULL ? (int)(p - b64_alphabet) : -1;
 }
 
 /*
@@ -170,26 +181,20 @@ static bool list_has(const struct ws_hs *h, const char *name, const char *want, 
 
 /*
  * Strict base64 of exactly 16 bytes, RFC 6455 §4.1: 22 alphabet characters, "==",
- * and zero unused bits (re-encoding gives the same text). EVP_DecodeBlock counts
- * padding as zero bytes, so 24 characters always decode to 18: the real length is
- * ours to check, and it is the "==" that makes it 16.
+ * and zero unused bits (RFC 4648 §3.5: the 22nd character carries 2 data bits and
+ * 4 pad bits), so that every key has exactly one spelling.
  */
 static bool key_is_valid(const char *key)
 {
-    unsigned char raw[18], again[WS_HS_KEY_LEN + 1];
     size_t i;
 
     if (strlen(key) != WS_HS_KEY_LEN || key[22] != '=' || key[23] != '=')
         return false;
     for (i = 0; i < 22; i++) {
-        if (!is_b64_char((unsigned char)key[i]))
+        if (b64_value((unsigned char)key[i]) < 0)
             return false;
     }
-    if (EVP_DecodeBlock(raw, (const unsigned char *)key, WS_HS_KEY_LEN) != 18)
-        return false;
-    if (EVP_EncodeBlock(again, raw, 16) != WS_HS_KEY_LEN)
-        return false;
-    return memcmp(again, key, WS_HS_KEY_LEN) == 0;
+    return (b64_value((unsigned char)key[21]) & 0x0f) == 0;
 }
 
 /* Splits q on '&' into h->params; empty pieces ("a&&b", a trailing '&') are skipped. */
@@ -266,11 +271,26 @@ static int parse_target(struct ws_hs *h, char *t)
     return q != NULL ? parse_query(h, q) : 0;
 }
 
-/* "Name: value" lines up to the blank line, RFC 7230 §3.2; p is NUL-terminated. */
+/*
+ * "Name: value" lines up to the blank line, RFC 7230 §3.2; p is NUL-terminated.
+ * The index is sized from the line count, so a head gathered across many reads
+ * holds no index while it waits. -1: out of memory.
+ */
 static int parse_headers(struct ws_hs *h, char *p)
 {
     char *eol, *q, *v, *e;
+    size_t lines = 0;
 
+    for (q = p; (q = strchr(q, '\n')) != NULL; q++)
+        lines++;
+    lines--; /* the blank line; every line ends in CRLF: feed checked */
+    if (lines > WS_HS_MAX_HEADERS)
+        lines = WS_HS_MAX_HEADERS; /* the loop below says 431 at the next line */
+    if (lines > 0) {
+        h->headers = malloc(lines * sizeof(*h->headers));
+        if (h->headers == NULL)
+            return -1;
+    }
     while (p[0] != '\r') {
         eol = strstr(p, "\r\n"); /* every CR is followed by LF: feed checked */
         *eol = '\0';
@@ -330,7 +350,8 @@ static int judge(struct ws_hs *h)
     if (strcmp(h->method, "GET") != 0) /* method is case-sensitive, RFC 7230 §3.1.1 */
         return verdict(h, 405, "method not allowed");
 
-    parse_headers(h, eol + 2);
+    if (parse_headers(h, eol + 2) < 0)
+        return -1;
     if (h->status != 0)
         return 0;
     if (parse_target(h, target) < 0)
@@ -367,8 +388,7 @@ static int judge(struct ws_hs *h)
         return verdict(h, 400, "request body not allowed");
     if (header_count(h, "Sec-WebSocket-Version", &ver) != 1 || strcmp(ver, "13") != 0)
         return verdict(h, 426, "unsupported Sec-WebSocket-Version");
-    if (ws_hs_accept_key(key, WS_HS_KEY_LEN, h->accept) < 0)
-        return verdict(h, 500, "SHA-1 failed");
+    ws_hs_accept_key(key, WS_HS_KEY_LEN, h->accept);
     return verdict(h, 101, "switching protocols");
 }
 
@@ -386,6 +406,7 @@ void ws_hs_cleanup(struct ws_hs *h)
     for (i = 0; i < h->nparams; i++)
         free(h->params[i].key); /* value lives in the same block */
     free(h->params);
+    free(h->headers);
     free(h->path);
     free(h->buf);
     ws_hs_init(h, h->max_header);
@@ -458,26 +479,17 @@ const char *ws_hs_param(const struct ws_hs *h, const char *key, size_t idx)
     return NULL;
 }
 
-int ws_hs_accept_key(const char *key, size_t key_len, char out[WS_HS_ACCEPT_LEN + 1])
+void ws_hs_accept_key(const char *key, size_t key_len, char out[WS_HS_ACCEPT_LEN + 1])
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int md_len = 0;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    bool ok;
+    unsigned char md[SHA_DIGEST_LENGTH];
+    SHA_CTX s;
 
-    if (ctx == NULL)
-        return -1;
-    ok = EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) == 1 &&
-         EVP_DigestUpdate(ctx, key, key_len) == 1 &&
-         EVP_DigestUpdate(ctx, WS_HS_GUID, sizeof(WS_HS_GUID) - 1) == 1 &&
-         EVP_DigestFinal_ex(ctx, md, &md_len) == 1 && md_len == 20;
-    EVP_MD_CTX_free(ctx);
-    if (!ok)
-        return -1;
-    /* EVP_EncodeBlock writes the NUL too */
-    if (EVP_EncodeBlock((unsigned char *)out, md, 20) != WS_HS_ACCEPT_LEN)
-        return -1;
-    return 0;
+    SHA1_Init(&s);
+    SHA1_Update(&s, key, key_len);
+    SHA1_Update(&s, WS_HS_GUID, sizeof(WS_HS_GUID) - 1);
+    SHA1_Final(md, &s);
+    /* base64, RFC 4648 §4: 20 bytes are 27 characters and one '=' */
+    EVP_EncodeBlock((unsigned char *)out, md, SHA_DIGEST_LENGTH);
 }
 
 /* snprintf's answer as a length, 0 when it (with its NUL) does not fit. */

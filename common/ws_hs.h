@@ -37,7 +37,12 @@ struct ws_hs_param {
     char *value; /* percent-decoded, NUL-terminated, owned ("" when absent) */
 };
 
-/* Embedded or on the heap; owned by the connection while it handshakes. */
+/*
+ * Embedded or on the heap; owned by the connection while it handshakes. About 150
+ * bytes plus the request head gathered so far: header lines are indexed only once
+ * the head is whole. It holds no pointer into itself, so its bytes may be copied to
+ * another place (moving what it owns: only the new copy is cleaned up then).
+ */
 struct ws_hs {
     size_t max_header;
     char *buf;  /* owned: the request head, then parsed in place */
@@ -53,7 +58,7 @@ struct ws_hs {
     char *query;                /* borrowed from buf: the raw query string after '?', or NULL */
     struct ws_hs_param *params; /* owned: decoded query parameters in order, repeats kept */
     size_t nparams;
-    struct ws_hs_header headers[WS_HS_MAX_HEADERS];
+    struct ws_hs_header *headers; /* owned: the nheaders lines, once judged */
     size_t nheaders;
     char accept[WS_HS_ACCEPT_LEN + 1];
 };
@@ -87,11 +92,8 @@ const char *ws_hs_header(const struct ws_hs *h, const char *name);
  */
 const char *ws_hs_param(const struct ws_hs *h, const char *key, size_t idx);
 
-/*
- * out = base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")), NUL-terminated.
- * Returns 0, or -1 when OpenSSL fails.
- */
-int ws_hs_accept_key(const char *key, size_t key_len, char out[WS_HS_ACCEPT_LEN + 1]);
+/* out = base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")), NUL-terminated. */
+void ws_hs_accept_key(const char *key, size_t key_len, char out[WS_HS_ACCEPT_LEN + 1]);
 
 /*
  * Writes the 101 answer for h into out (cap bytes) with extra header lines

@@ -135,12 +135,20 @@ static void conn_free_pending(struct conn *c)
     }
 }
 
+/* Frees the handshake's parser: c's own, or the worker's lent for one read. */
+static void conn_hs_free(struct conn *c)
+{
+    if (c->hs == NULL)
+        return;
+    ws_hs_cleanup(c->hs);
+    if (c->hs != &c->w->hs)
+        free(c->hs);
+    c->hs = NULL;
+}
+
 void conn_free(struct conn *c)
 {
-    if (c->hs != NULL) {
-        ws_hs_cleanup(c->hs);
-        free(c->hs);
-    }
+    conn_hs_free(c);
     c->w->out_bytes -= outq_bytes(c->out);
     outq_free(c->out);
     conn_free_pending(c);
@@ -472,11 +480,7 @@ void conn_http_respond(struct conn *c, const char *head, size_t hlen, const char
 {
     struct iovec iov[2] = {{(void *)(uintptr_t)head, hlen}, {(void *)(uintptr_t)body, blen}};
 
-    if (c->hs != NULL) {
-        ws_hs_cleanup(c->hs);
-        free(c->hs);
-        c->hs = NULL;
-    }
+    conn_hs_free(c);
     conn_enter_closing(c);
     c->flags |= CONN_F_FLUSH_CLOSE | CONN_F_LINGER | CONN_F_DISCARD;
     if (conn_send(c, iov, blen > 0 ? 2 : 1, OUTQ_CTRL) == 0)
@@ -496,11 +500,7 @@ void conn_refuse(struct conn *c, int status, const char *why)
 
     log_limited(LOG_INFO, conn_id(c, id, sizeof(id)), "handshake refused status=%d why=\"%s\"",
                 status, why);
-    if (c->hs != NULL) {
-        ws_hs_cleanup(c->hs);
-        free(c->hs);
-        c->hs = NULL;
-    }
+    conn_hs_free(c);
     conn_http_error(c, status, why);
 }
 
@@ -540,9 +540,7 @@ static void conn_upgrade(struct conn *c)
     }
     snprintf(extra, sizeof(extra), "X-Wsgate-Conn: %s\r\n", id);
     n = ws_hs_response_101(c->hs, extra, resp, sizeof(resp));
-    ws_hs_cleanup(c->hs);
-    free(c->hs);
-    c->hs = NULL;
+    conn_hs_free(c);
     if (n == 0) {
         conn_release(c, "101 too long");
         return;
@@ -558,27 +556,29 @@ static void conn_upgrade(struct conn *c)
     hooks_conn_opened(c);
 }
 
-/* Returns bytes consumed by the handshake, or -1 when c was released/refused. */
-static ssize_t conn_handshake(struct conn *c, const uint8_t *buf, size_t len)
+/*
+ * The head is partial: its bytes move from the worker's parser into one of c's own,
+ * sized for what has arrived. Returns -1 when c was refused.
+ */
+static int conn_hs_keep(struct conn *c)
 {
-    ssize_t n;
+    struct worker *w = c->w;
+    struct ws_hs *hs = malloc(sizeof(*hs));
 
-    if (c->hs == NULL) {
-        c->hs = malloc(sizeof(*c->hs));
-        if (c->hs == NULL) {
-            conn_http_error(c, 503, "out of memory");
-            return -1;
-        }
-        ws_hs_init(c->hs, c->w->cfg->max_header);
-    }
-    n = ws_hs_feed(c->hs, buf, len);
-    if (n < 0) {
+    if (hs == NULL) {
         conn_refuse(c, 503, "out of memory");
         return -1;
     }
+    memcpy(hs, &w->hs, sizeof(*hs));        /* a move: ws_hs holds no pointer into itself */
+    ws_hs_init(&w->hs, w->cfg->max_header); /* forgets what hs owns now */
+    c->hs = hs;
+    return 0;
+}
+
+/* The verdict on a whole head; returns n, or -1 when c was released/refused. */
+static ssize_t conn_hs_verdict(struct conn *c, ssize_t n)
+{
     switch (c->hs->status) {
-    case 0:
-        return n;
     case 101:
         if (c->flags & CONN_F_ADMIN) {
             conn_refuse(c, 404, "not found");
@@ -592,6 +592,32 @@ static ssize_t conn_handshake(struct conn *c, const uint8_t *buf, size_t len)
         conn_refuse(c, c->hs->status, c->hs->why);
         return -1;
     }
+}
+
+/*
+ * Returns bytes consumed by the handshake, or -1 when c was released/refused. Most
+ * requests arrive in one read: the worker's parser judges them and c allocates
+ * nothing, so many handshakes in flight leave no trail of freed blocks between the
+ * connections that stay. Only a partial head gets a parser of its own.
+ */
+static ssize_t conn_handshake(struct conn *c, const uint8_t *buf, size_t len)
+{
+    struct worker *w = c->w;
+    ssize_t n;
+
+    if (c->hs == NULL)
+        c->hs = &w->hs;
+    n = ws_hs_feed(c->hs, buf, len);
+    if (n < 0) {
+        conn_refuse(c, 503, "out of memory");
+        return -1;
+    }
+    if (c->hs->status == 0)
+        return c->hs == &w->hs && conn_hs_keep(c) < 0 ? -1 : n;
+    n = conn_hs_verdict(c, n);
+    if (c->hs == &w->hs) /* every verdict frees it; the worker's must be free for the next */
+        conn_hs_free(c);
+    return n;
 }
 
 /* Frames --------------------------------------------------------------------------- */
@@ -891,9 +917,7 @@ void conn_on_timeout(struct conn *c)
         if (c->hs != NULL && ws_hs_has_request_line(c->hs)) {
             /* A request began and stalled (slowloris): say so (RFC 9110 §15.5.9).
              * A connection that sent no request line gets no answer. */
-            ws_hs_cleanup(c->hs);
-            free(c->hs);
-            c->hs = NULL;
+            conn_hs_free(c);
             conn_http_answer(c, 408, "request timeout");
         } else {
             conn_release(c, "handshake timeout");

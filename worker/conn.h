@@ -67,7 +67,7 @@ struct conn {
     struct conn *tnext;
     struct conn *hnext;    /* id index chain (registry.h) */
     struct member *groups; /* owned: ngroups memberships, NULL when none */
-    struct ws_hs *hs;      /* owned while handshaking */
+    struct ws_hs *hs;      /* a partial request head: owned; the worker's while judged */
     struct outq *out;      /* owned while output is pending (outq.h) */
     struct msgbuf *msg;    /* owned while a data message is partly received */
     uint8_t *ctrl;         /* owned while a control frame is partly received */

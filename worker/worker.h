@@ -8,6 +8,7 @@
 #include <event2/event.h>
 
 #include "common/config.h"
+#include "common/ws_hs.h"
 #include "worker/apply.h"
 #include "worker/registry.h"
 #include "worker/shm.h"
@@ -58,6 +59,7 @@ struct worker {
     struct conn *dead; /* released, waiting for the reaper */
     uint8_t *rbuf;     /* owned: per-worker read scratch */
     size_t rbuf_cap;
+    struct ws_hs hs; /* parses the upgrade requests that arrive whole (conn.c) */
     size_t nconns;
     size_t max_conns;          /* from RLIMIT_NOFILE, minus a reserve */
     struct event *admin_ev;    /* on the master's admin listener, or NULL */

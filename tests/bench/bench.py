@@ -121,7 +121,7 @@ class Redis:
 class Server:
     """wsgate or the Node peer, with its stderr logged and read for readiness."""
 
-    def __init__(self, kind, cfg, redis, workers, logpath, echo=False, drain=False):
+    def __init__(self, kind, cfg, redis, workers, logpath, echo=False, drain=False, extra=()):
         self.kind = kind
         self.port = free_port()
         self.workers = workers
@@ -136,6 +136,7 @@ class Server:
             if drain and cfg.wsgate_has_drain_flags:
                 # the peer closes everyone at once on SIGTERM: compare like with like
                 self.cmd += ["--drain-spread", "0", "--drain-reason", "server shutting down"]
+            self.cmd += list(extra)
             self.markers = {"worker ready": workers, "redis subscriber up (subscribed)": workers}
             self.term_marker = "draining"
         else:
@@ -407,27 +408,32 @@ def sc_handshake(ctx):
             "wsload": res}
 
 
-def idle_memory(ctx, n, workers, extra_load=(), publish=None, code=None, reason=None):
-    """Warm up with 200 connections, measure RSS, hold n idle connections and measure again;
-    optionally finish with an order and collect the closes."""
+def idle_memory(ctx, n, workers, cold, extra_load=(), publish=None, code=None, reason=None):
+    """RSS of the server's process tree before and while n idle connections are held,
+    opened 500 at a time. Cold: read right after the workers are ready, as a user meets
+    it; warm: after 200 connections were opened and closed. Optionally finish with an
+    order and collect the closes."""
     redis, srv = with_server(ctx, workers=workers)
+    warm = None
     try:
-        warm, _ = ctx.wsload(wsload_cmd(ctx.cfg, srv, redis, 200), 60,)
-        time.sleep(1.0)  # let the 200 closes finish
+        if not cold:
+            warm, _ = ctx.wsload(wsload_cmd(ctx.cfg, srv, redis, 200), 60,)
+            time.sleep(1.0)  # let the 200 closes finish
         before = settle_rss(srv)
-        ready = ctx.ready()
+        ready = ctx.ready("ready-cold" if cold else "ready-warm")
         ramp_ms, to = timeouts(n)
         cmd = wsload_cmd(ctx.cfg, srv, redis, n, ready=ready, hold_ms=4000, publish=publish,
                          expect=n if publish else None, code=code, reason=reason,
                          close_timeout=60000 if publish else None,
-                         extra=["--ramp-timeout", str(ramp_ms)] + list(extra_load))
+                         extra=["--inflight", "500", "--ramp-timeout", str(ramp_ms)]
+                         + list(extra_load))
         res, after = ctx.wsload(cmd, to + 120, ready=ready, on_ready=lambda: settle_rss(srv),
                                 ready_timeout=to)
     finally:
         srv.stop()
         redis.stop()
     ok = get(res, "ramp", "ok") or 0
-    out = {"n": n, "workers": workers, "warmup_ok": get(warm, "ramp", "ok"),
+    out = {"n": n, "workers": workers, "cold": cold, "warmup_ok": get(warm, "ramp", "ok"),
            "rss_before": before, "rss_after": after, "ramp_ok": ok,
            "bytes_per_conn": (after - before) / ok if ok else None,
            "rate": get(res, "ramp", "rate"), "wsload": res}
@@ -438,15 +444,28 @@ def idle_memory(ctx, n, workers, extra_load=(), publish=None, code=None, reason=
     return out
 
 
+def cold_and_warm(ctx, n, workers, **kw):
+    """One cold and one warm run, each on a fresh server; the cold run's figures lead,
+    the warm run's come as warm_*. An order (kw) goes with the cold run."""
+    cold = idle_memory(ctx, n, workers, True, **kw)
+    kw = {k: v for k, v in kw.items() if k == "extra_load"}
+    warm = idle_memory(ctx, n, workers, False, **kw)
+    out = dict(cold)
+    out["ramp_ok"] = min(cold["ramp_ok"], warm["ramp_ok"])
+    for k in ("rss_before", "rss_after", "bytes_per_conn", "rate", "warmup_ok", "wsload"):
+        out["warm_" + k] = warm[k]
+    return out
+
+
 def sc_memory(ctx):
-    return idle_memory(ctx, ctx.cfg.n, 2)
+    return cold_and_warm(ctx, ctx.cfg.n, 2)
 
 
 def sc_memory100k(ctx):
     n = ctx.cfg.n_big
-    return idle_memory(ctx, n, 6, extra_load=["--procs", "6", "--sources", "50"],
-                       publish={"all": True, "code": 4004, "reason": "bench 100k"},
-                       code=4004, reason="bench 100k")
+    return cold_and_warm(ctx, n, 8, extra_load=["--procs", "6", "--sources", "50"],
+                         publish={"all": True, "code": 4004, "reason": "bench 100k"},
+                         code=4004, reason="bench 100k")
 
 
 def close_metrics(res):
@@ -669,7 +688,7 @@ SCENARIOS = [
     # name, function, servers, title
     ("handshake", sc_handshake, SERVERS, "1. Handshake rate"),
     ("memory", sc_memory, SERVERS, "2. Idle memory"),
-    ("memory100k", sc_memory100k, ("wsgate",), "2b. 100k idle, 6 workers, all closed"),
+    ("memory100k", sc_memory100k, SERVERS, "2b. 100k idle, 8 workers, all closed"),
     ("group", sc_group, SERVERS, "3. One group"),
     ("everyone", sc_everyone, SERVERS, "4. Everyone"),
     ("growth", sc_growth, SERVERS, "5. Growth"),
@@ -741,12 +760,16 @@ ROWS = [
     ("handshake", "handshakes/s", "rate", "/s", "≥ 3.5× peer", lambda w, p, r, runs: r is not None and r >= 3.5),
     ("handshake", "handshake latency p50", "lat_p50", "ms", "", None),
     ("handshake", "handshake latency p99", "lat_p99", "ms", "< 80 ms", lambda w, p, r, runs: w is not None and w < 80),
-    ("memory", "RSS after warm-up", "rss_before", "B", "", None),
-    ("memory", "RSS with N idle", "rss_after", "B", "", None),
-    ("memory", "bytes per idle connection", "bytes_per_conn", "B", "≤ 1 KiB", lambda w, p, r, runs: w is not None and w <= 1024),
-    ("memory100k", "connections opened", "ramp_ok", "", "= N", lambda w, p, r, runs: all(x["metrics"].get("ramp_ok") == x["metrics"].get("n") for x in runs)),
-    ("memory100k", "bytes per idle connection", "bytes_per_conn", "B", "≤ 1 KiB", lambda w, p, r, runs: w is not None and w <= 1024),
-    ("memory100k", "handshakes/s (6 workers)", "rate", "/s", "", None),
+    ("memory", "cold: RSS with workers ready", "rss_before", "B", "", None),
+    ("memory", "cold: RSS with N idle", "rss_after", "B", "", None),
+    ("memory", "cold: bytes per idle connection", "bytes_per_conn", "B", "≤ 429 B (uWebSockets)", lambda w, p, r, runs: w is not None and w <= 429),
+    ("memory", "warm: RSS after warm-up", "warm_rss_before", "B", "", None),
+    ("memory", "warm: RSS with N idle", "warm_rss_after", "B", "", None),
+    ("memory", "warm: bytes per idle connection", "warm_bytes_per_conn", "B", "≤ 1 KiB", lambda w, p, r, runs: w is not None and w <= 1024),
+    ("memory100k", "connections opened (cold and warm runs)", "ramp_ok", "", "= N", lambda w, p, r, runs: all(x["metrics"].get("ramp_ok") == x["metrics"].get("n") for x in runs)),
+    ("memory100k", "cold: bytes per idle connection", "bytes_per_conn", "B", "≤ 441 B (uWebSockets)", lambda w, p, r, runs: w is not None and w <= 441),
+    ("memory100k", "warm: bytes per idle connection", "warm_bytes_per_conn", "B", "≤ 1 KiB", lambda w, p, r, runs: w is not None and w <= 1024),
+    ("memory100k", "handshakes/s (8 workers, cold)", "rate", "/s", "", None),
     ("memory100k", "close frames received", "frames", "", "= N", lambda w, p, r, runs: all(x["metrics"].get("frames") == x["metrics"].get("n") for x in runs)),
     ("memory100k", "wrong codes", "wrong_code", "", "0", lambda w, p, r, runs: all_equal(runs, "wrong_code", 0)),
     ("memory100k", "last close frame", "frame_max", "ms", "", None),
@@ -903,12 +926,16 @@ SCENARIO_NOTES = """\
 1. **Handshake rate**: wsload opens {n} connections, 500 in flight, from 20 source addresses;
    rate = handshakes completed per second of the ramp; latency from connect to the 101.
 2. **Idle memory**: summed VmRSS of the server's whole process tree (master/primary and
-   workers). 200 connections are opened and closed first (warm-up); RSS is then read (median
-   of 3 reads) before and while {n} idle connections are held (read once wsload's ready file
-   appears); bytes per connection = difference / connections.
-2b. **100 000**: wsgate alone, `--workers 6`, wsload `--procs 6 --sources 50`, {big} connections
-   held idle (memory as in 2), then `{{"all":true,"code":4004,"reason":"bench 100k"}}`; every
-   connection must get a close frame with 4004. Run once, whatever --rounds says.
+   workers), read (median of 3 reads) before and while {n} idle connections are held (read
+   once wsload's ready file appears), the connections opened 500 in flight; bytes per
+   connection = difference / connections. Each round runs two fresh servers: **cold**, RSS
+   read right after the workers are ready (as a user meets it), and **warm**, RSS read after
+   200 connections were opened and closed. The cold targets are uWebSockets' figures from
+   the same kind of run on this machine (FACTS.md: 429 B at 20 000, 441 B at 100 000).
+2b. **100 000**: `--workers 8`, wsload `--procs 6 --sources 50`, {big} connections held idle
+   (memory as in 2, cold and warm); after the cold run's hold,
+   `{{"all":true,"code":4004,"reason":"bench 100k"}}`: every connection must get a close
+   frame with 4004. Run once, whatever --rounds says.
 3. **One group**: {n} connections with `?group=g{{i%100}}`; the order
    `{{"group":"g7","code":4001,"reason":"bench"}}` must close exactly g7's members; latencies
    are from right before PUBLISH to the close frame and to the TCP close, per connection.
@@ -977,28 +1004,33 @@ def make_plots(cfg, data):
         made.append("close_latency.png")
     mem = [r for r in runs if r["scenario"] in ("memory", "memory100k")]
     if mem:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        groups = [("memory", "wsgate", f"wsgate\n{cfg.n} conns, 2 workers"),
-                  ("memory", "peer", f"peer (Node)\n{cfg.n} conns, 2 workers"),
-                  ("memory100k", "wsgate", f"wsgate\n{cfg.n_big} conns, 6 workers")]
-        xs, labels = [], []
-        for i, (scen, server, label) in enumerate(groups):
-            vals = [r["metrics"]["bytes_per_conn"] for r in mem
-                    if r["scenario"] == scen and r["server"] == server and r["metrics"].get("bytes_per_conn") is not None]
-            if not vals:
-                continue
-            m = statistics.median(vals)
-            ax.bar(len(xs), m, color=colors[server], alpha=0.8)
-            ax.scatter([len(xs)] * len(vals), vals, color="black", s=12, zorder=3)
-            ax.annotate(f"{m:,.0f} B", (len(xs), m), ha="center", va="bottom")
-            xs.append(len(xs))
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        sizes = [("memory", f"{cfg.n:,} connections, 2 workers"),
+                 ("memory100k", f"{cfg.n_big:,} connections, 8 workers")]
+        bars = [("wsgate", "bytes_per_conn", "wsgate cold", 0.9), ("wsgate", "warm_bytes_per_conn", "wsgate warm", 0.45),
+                ("peer", "bytes_per_conn", "peer cold", 0.9), ("peer", "warm_bytes_per_conn", "peer warm", 0.45)]
+        ticks, labels, seen = [], [], set()
+        for gi, (scen, label) in enumerate(sizes):
+            for bi, (server, key, name, alpha) in enumerate(bars):
+                vals = [r["metrics"][key] for r in mem if r["scenario"] == scen and r["server"] == server
+                        and r["metrics"].get(key) is not None]
+                if not vals:
+                    continue
+                x = gi * (len(bars) + 1) + bi
+                m = statistics.median(vals)
+                ax.bar(x, m, color=colors[server], alpha=alpha, label=None if name in seen else name)
+                seen.add(name)
+                ax.scatter([x] * len(vals), vals, color="black", s=12, zorder=3)
+                ax.annotate(f"{m:,.0f} B", (x, m), ha="center", va="bottom", fontsize=8)
+            ticks.append(gi * (len(bars) + 1) + (len(bars) - 1) / 2)
             labels.append(label)
         ax.axhline(1024, color="tab:red", linestyle="--", label="target: 1 KiB")
-        ax.set_xticks(xs, labels)
+        ax.set_xticks(ticks, labels)
         ax.set_ylabel("bytes of RSS per idle connection")
         ax.set_yscale("log")
-        ax.set_title("Idle memory per connection (median bar, dots = rounds)")
-        ax.legend()
+        ax.set_ylim(bottom=100)
+        ax.set_title("Idle memory per connection, cold (fresh server) and warm\n(median bar, dots = rounds)")
+        ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(os.path.join(cfg.out, "memory.png"), dpi=110)
         plt.close(fig)
@@ -1034,7 +1066,7 @@ def prepare(cfg):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError):
             pass
-    # the limit is per process: 6 wsgate workers and 6 wsload processes share the 100k
+    # the limit is per process: 8 server workers and 6 wsload processes share the 100k
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if limit < cfg.n_big / 6 * 1.15 + 100:
         log(f"warning: open-files limit {limit} is low for {cfg.n_big} connections over 6 "

@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <openssl/evp.h>
 
 #include "common/ws_close.h"
 #include "common/ws_dec.h"
@@ -389,6 +390,24 @@ static void wl_base64_16(const uint8_t in[16], char out[25])
     out[o++] = '=';
     out[o++] = '=';
     out[o] = '\0';
+}
+
+/*
+ * The Sec-WebSocket-Accept we expect for key (RFC 6455 §4.2.2), computed with
+ * OpenSSL rather than common/'s SHA-1, so the load generator checks the gateway
+ * against an independent implementation. Returns 0, or -1 when OpenSSL fails.
+ */
+static int wl_accept_key(const char key[25], char out[WS_HS_ACCEPT_LEN + 1])
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    unsigned char in[24 + sizeof(guid) - 1], md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+
+    memcpy(in, key, 24);
+    memcpy(in + 24, guid, sizeof(guid) - 1);
+    if (EVP_Digest(in, sizeof(in), md, &md_len, EVP_sha1(), NULL) != 1 || md_len != 20)
+        return -1;
+    return EVP_EncodeBlock((unsigned char *)out, md, 20) == WS_HS_ACCEPT_LEN ? 0 : -1;
 }
 
 /* The byte j of echo message m on connection i: differs between connections and messages. */
@@ -1101,7 +1120,7 @@ static bool wl_check_101(struct wl_conn *c, const char *h, size_t hlen, char *wh
         } else if (wl_ieq(p, nlen, "Sec-WebSocket-Accept")) {
             if (accept++ == 0) {
                 wl_base64_16(c->key, key);
-                if (ws_hs_accept_key(key, 24, expect) < 0) {
+                if (wl_accept_key(key, expect) < 0) {
                     snprintf(why, cap, "accept key: OpenSSL failed");
                     return false;
                 }

@@ -88,8 +88,27 @@ static void test_ws_hs_rfc_sample_accept(void)
 {
     char out[WS_HS_ACCEPT_LEN + 1];
 
-    CHECK(ws_hs_accept_key("dGhlIHNhbXBsZSBub25jZQ==", 24, out) == 0);
+    ws_hs_accept_key("dGhlIHNhbXBsZSBub25jZQ==", 24, out);
     CHECK(strcmp(out, SAMPLE_ACCEPT) == 0);
+}
+
+/* A key's 22nd character carries 2 data bits and 4 zero bits: only A, Q, g and w
+ * end a key that has one spelling (RFC 4648 §3.5). */
+static void test_ws_hs_key_unused_bits(void)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char req[512];
+    int good = 0;
+
+    for (size_t i = 0; i < 64; i++) {
+        int n = snprintf(
+            req, sizeof(req),
+            RL HOST UPG CONN "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZ%c==\r\n" VER "\r\n", b64[i]);
+        int st = status_of(req, (size_t)n, 8192, (size_t)n);
+        CHECK(st == ((i & 15) == 0 ? 101 : 400));
+        good += st == 101;
+    }
+    CHECK(good == 4);
 }
 
 static void test_ws_hs_valid_request(void)
@@ -367,6 +386,10 @@ static void test_ws_hs_too_many_headers(void)
     n += (size_t)snprintf(req + n, sizeof(req) - n, "X-last: y\r\n\r\n");
     CHECK(status_of(req, n, sizeof(req), SIZE_MAX) == 431);
     CHECK(status_of(req, n, sizeof(req), 1) == 431);
+    /* each line is checked before it is counted: a malformed 101st line is a 400 */
+    n -= strlen("X-last: y\r\n\r\n");
+    n += (size_t)snprintf(req + n, sizeof(req) - n, "no colon\r\nX-more: y\r\n\r\n");
+    CHECK(status_of(req, n, sizeof(req), SIZE_MAX) == 400);
 }
 
 static void test_ws_hs_too_many_params(void)
@@ -571,6 +594,7 @@ void suite_ws_hs(void)
 {
     test_ws_hs_bad_path_escape_leaves_no_path();
     test_ws_hs_rfc_sample_accept();
+    test_ws_hs_key_unused_bits();
     test_ws_hs_valid_request();
     test_ws_hs_same_verdict_however_cut();
     test_ws_hs_leaves_frame_bytes();
