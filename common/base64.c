@@ -30,8 +30,7 @@ size_t base64_encode(const uint8_t *src, size_t n, char *out)
     return o;
 }
 
-/* The 6-bit value of c, or -1. */
-static int sextet(char c)
+int base64_value(unsigned char c, bool url)
 {
     if (c >= 'A' && c <= 'Z')
         return c - 'A';
@@ -39,9 +38,9 @@ static int sextet(char c)
         return c - 'a' + 26;
     if (c >= '0' && c <= '9')
         return c - '0' + 52;
-    if (c == '+')
+    if (c == (url ? '-' : '+'))
         return 62;
-    if (c == '/')
+    if (c == (url ? '_' : '/'))
         return 63;
     return -1;
 }
@@ -57,7 +56,7 @@ long base64_decode(const char *text, size_t n, uint8_t *out)
         size_t pad = 0;
 
         for (int k = 0; k < 4; k++) {
-            s[k] = sextet(text[i + (size_t)k]);
+            s[k] = base64_value((unsigned char)text[i + (size_t)k], false);
             if (s[k] < 0) {
                 /* '=' only at the end of the last quantum: "xx==" or "xxx=". */
                 if (text[i + (size_t)k] != '=' || i + 4 != n || k < 2)
@@ -68,8 +67,8 @@ long base64_decode(const char *text, size_t n, uint8_t *out)
                 pad++;
             }
         }
-        uint32_t v = (uint32_t)s[0] << 18 | (uint32_t)s[1] << 12 | (uint32_t)s[2] << 6 |
-                     (uint32_t)s[3];
+        uint32_t v =
+            (uint32_t)s[0] << 18 | (uint32_t)s[1] << 12 | (uint32_t)s[2] << 6 | (uint32_t)s[3];
         /* The bits the padding leaves unused must be zero: one text per byte string. */
         if ((pad == 2 && (v & 0xffff) != 0) || (pad == 1 && (v & 0xff) != 0))
             return -1;

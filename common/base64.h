@@ -1,6 +1,7 @@
 #ifndef WSGATE_COMMON_BASE64_H
 #define WSGATE_COMMON_BASE64_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -10,6 +11,10 @@
  * the unused bits of the last character zero, so every byte string has exactly one
  * accepted text.
  */
+
+/* The 6-bit value of character c in the standard alphabet (RFC 4648 §4), or in the URL
+ * alphabet (§5: '-' and '_' for '+' and '/') when url is true; -1 for any other. */
+int base64_value(unsigned char c, bool url);
 
 /* Bytes base64_encode() writes for n input bytes, without the NUL. */
 #define BASE64_ENCODED_LEN(n) ((((n) + 2) / 3) * 4)

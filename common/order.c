@@ -30,8 +30,7 @@ static bool is_member_op(enum order_op op)
     return op == ORDER_OP_JOIN || op == ORDER_OP_LEAVE;
 }
 
-__attribute__((format(printf, 3, 4))) static int refuse(struct order_error *err, const char *key,
-                                                        const char *fmt, ...)
+int order_refuse(struct order_error *err, const char *key, const char *fmt, ...)
 {
     va_list ap;
 
@@ -44,7 +43,7 @@ __attribute__((format(printf, 3, 4))) static int refuse(struct order_error *err,
 
 static int refuse_type(struct order_error *err, const char *field, const char *want)
 {
-    return refuse(err, "type", "%s: must be %s", field, want);
+    return order_refuse(err, "type", "%s: must be %s", field, want);
 }
 
 void order_init(struct order *o)
@@ -84,9 +83,9 @@ int order_set_reason(struct order *o, const char *text, size_t len, struct order
 
     /* A NUL would end the reason early in every C string that carries it later. */
     if (memchr(text, '\0', len) != NULL)
-        return refuse(err, "reason", "reason: must not contain NUL");
+        return order_refuse(err, "reason", "reason: must not contain NUL");
     if (!utf8_is_valid((const uint8_t *)text, len))
-        return refuse(err, "reason", "reason: must be valid UTF-8");
+        return order_refuse(err, "reason", "reason: must be valid UTF-8");
     if (len > ORDER_REASON_MAX)
         keep = ws_close_reason_cut(text, len);
     memcpy(o->reason, text, keep);
@@ -108,12 +107,12 @@ static int get_string(json_t *root, const char *field, char **out, struct order_
         return refuse_type(err, field, "a string");
     len = json_string_length(v);
     if (len == 0 || len > ORDER_STRING_MAX)
-        return refuse(err, field, "%s: must be 1 to %d bytes", field, ORDER_STRING_MAX);
+        return order_refuse(err, field, "%s: must be 1 to %d bytes", field, ORDER_STRING_MAX);
     if (memchr(json_string_value(v), '\0', len) != NULL)
-        return refuse(err, field, "%s: must not contain NUL", field);
+        return order_refuse(err, field, "%s: must not contain NUL", field);
     *out = strndup(json_string_value(v), len);
     if (*out == NULL)
-        return refuse(err, "oom", "out of memory");
+        return order_refuse(err, "oom", "out of memory");
     return 0;
 }
 
@@ -133,9 +132,10 @@ static int check_name(const char *field, json_t *v, struct order_error *err)
         return refuse_type(err, field, "a string or an array of strings");
     len = json_string_length(v);
     if (len == 0 || len > ORDER_NAME_MAX)
-        return refuse(err, "target", "%s: names must be 1 to %d bytes", field, ORDER_NAME_MAX);
+        return order_refuse(err, "target", "%s: names must be 1 to %d bytes", field,
+                            ORDER_NAME_MAX);
     if (memchr(json_string_value(v), '\0', len) != NULL)
-        return refuse(err, "target", "%s: names must not contain NUL", field);
+        return order_refuse(err, "target", "%s: names must not contain NUL", field);
     return 0;
 }
 
@@ -146,7 +146,7 @@ static int get_names(const char *field, json_t *v, char ***out, size_t *n, struc
     char **names;
 
     if (json_is_array(v) && count == 0)
-        return refuse(err, "target", "%s: must not be an empty array", field);
+        return order_refuse(err, "target", "%s: must not be an empty array", field);
     if (!json_is_array(v) && check_name(field, v, err) < 0)
         return -1;
     for (size_t i = 0; json_is_array(v) && i < count; i++) {
@@ -155,14 +155,14 @@ static int get_names(const char *field, json_t *v, char ***out, size_t *n, struc
     }
     names = calloc(count, sizeof(*names));
     if (names == NULL)
-        return refuse(err, "oom", "out of memory");
+        return order_refuse(err, "oom", "out of memory");
     *out = names;
     for (size_t i = 0; i < count; i++) {
         json_t *s = json_is_array(v) ? json_array_get(v, i) : v;
 
         names[i] = strndup(json_string_value(s), json_string_length(s));
         if (names[i] == NULL)
-            return refuse(err, "oom", "out of memory");
+            return order_refuse(err, "oom", "out of memory");
         *n = i + 1; /* order_cleanup() frees what was copied so far */
     }
     return 0;
@@ -182,7 +182,8 @@ static int get_op(json_t *root, struct order *o, struct order_error *err)
             return 0;
         }
     }
-    return refuse(err, "op", "op: must be \"close\", \"drain\", \"send\", \"join\" or \"leave\"");
+    return order_refuse(err, "op",
+                        "op: must be \"close\", \"drain\", \"send\", \"join\" or \"leave\"");
 }
 
 /*
@@ -205,9 +206,10 @@ static int get_targets(json_t *root, const struct order_limits *lim, struct orde
     }
     if (o->op == ORDER_OP_DRAIN) {
         if (present > 0 || except != NULL)
-            return refuse(err, "target", "drain: conn, group, all and except are not allowed");
+            return order_refuse(err, "target",
+                                "drain: conn, group, all and except are not allowed");
         if (lim->group != NULL)
-            return refuse(err, "target", "drain: not on a group channel");
+            return order_refuse(err, "target", "drain: not on a group channel");
         return 0;
     }
     if (lim->group != NULL) {
@@ -215,36 +217,36 @@ static int get_targets(json_t *root, const struct order_limits *lim, struct orde
          * another one (a subscriber of one group must not act on others). */
         json_t *g = v[1];
         if (present > (g != NULL ? 1 : 0))
-            return refuse(err, "target", "on a group channel only that group is a target");
+            return order_refuse(err, "target", "on a group channel only that group is a target");
         if (g != NULL && !(json_is_string(g) && strcmp(json_string_value(g), lim->group) == 0 &&
                            json_string_length(g) == strlen(lim->group)))
-            return refuse(err, "target", "group: must be the channel's group or left out");
+            return order_refuse(err, "target", "group: must be the channel's group or left out");
         if (count_names(except) + 1 > ORDER_MAX_TARGETS)
-            return refuse(err, "too_many", "more than %d targets (names plus except)",
-                          ORDER_MAX_TARGETS);
+            return order_refuse(err, "too_many", "more than %d targets (names plus except)",
+                                ORDER_MAX_TARGETS);
         o->target = ORDER_TARGET_GROUP;
         o->names = calloc(1, sizeof(*o->names));
         if (o->names == NULL || (o->names[0] = strdup(lim->group)) == NULL)
-            return refuse(err, "oom", "out of memory");
+            return order_refuse(err, "oom", "out of memory");
         o->nnames = 1;
         if (except != NULL && get_names("except", except, &o->except, &o->nexcept, err) < 0)
             return -1;
         return 0;
     }
     if (present != 1)
-        return refuse(err, "target", "exactly one of conn, group, all is required");
+        return order_refuse(err, "target", "exactly one of conn, group, all is required");
     if (which == 2) {
         if (!json_is_boolean(v[2]))
             return refuse_type(err, "all", "true");
         if (!json_is_true(v[2]))
-            return refuse(err, "target", "all: must be true");
+            return order_refuse(err, "target", "all: must be true");
         o->target = ORDER_TARGET_ALL;
     } else {
         o->target = which == 0 ? ORDER_TARGET_CONN : ORDER_TARGET_GROUP;
     }
     if (count_names(v[which]) + count_names(except) > ORDER_MAX_TARGETS)
-        return refuse(err, "too_many", "more than %d targets (names plus except)",
-                      ORDER_MAX_TARGETS);
+        return order_refuse(err, "too_many", "more than %d targets (names plus except)",
+                            ORDER_MAX_TARGETS);
     if (o->target != ORDER_TARGET_ALL &&
         get_names(target_fields[which], v[which], &o->names, &o->nnames, err) < 0)
         return -1;
@@ -263,17 +265,17 @@ static int get_code(json_t *root, struct order *o, struct order_error *err)
     if (v == NULL)
         return 0;
     if (o->op != ORDER_OP_CLOSE && o->op != ORDER_OP_DRAIN)
-        return refuse(err, "op", "%s: code is not allowed", op_names[o->op]);
+        return order_refuse(err, "op", "%s: code is not allowed", op_names[o->op]);
     if (!json_is_integer(v))
         return refuse_type(err, "code", "an integer");
     code = json_integer_value(v);
     if (o->op == ORDER_OP_DRAIN && code != WS_CLOSE_GOING_AWAY)
-        return refuse(err, "code", "code: a drain always closes with 1001");
+        return order_refuse(err, "code", "code: a drain always closes with 1001");
     if (code < 0 || code > 4999 || !ws_close_code_is_sendable((unsigned)code))
-        return refuse(err, "code",
-                      "code: %lld may not be sent (1000-1003, 1007-1009, "
-                      "1011-1014, 3000-4999)",
-                      (long long)code);
+        return order_refuse(err, "code",
+                            "code: %lld may not be sent (1000-1003, 1007-1009, "
+                            "1011-1014, 3000-4999)",
+                            (long long)code);
     o->code = (unsigned)code;
     return 0;
 }
@@ -285,7 +287,7 @@ static int get_reason(json_t *root, struct order *o, struct order_error *err)
     if (v == NULL)
         return 0;
     if (o->op != ORDER_OP_CLOSE && o->op != ORDER_OP_DRAIN)
-        return refuse(err, "op", "%s: reason is not allowed", op_names[o->op]);
+        return order_refuse(err, "op", "%s: reason is not allowed", op_names[o->op]);
     if (!json_is_string(v))
         return refuse_type(err, "reason", "a string");
     return order_set_reason(o, json_string_value(v), json_string_length(v), err);
@@ -299,11 +301,11 @@ static int get_numbers(json_t *root, struct order *o, struct order_error *err)
 
     if (spread != NULL) {
         if (o->op != ORDER_OP_CLOSE && o->op != ORDER_OP_DRAIN)
-            return refuse(err, "op", "%s: spread_ms is not allowed", op_names[o->op]);
+            return order_refuse(err, "op", "%s: spread_ms is not allowed", op_names[o->op]);
         if (!json_is_integer(spread))
             return refuse_type(err, "spread_ms", "an integer");
         if (json_integer_value(spread) < 0 || json_integer_value(spread) > ORDER_SPREAD_MAX)
-            return refuse(err, "spread", "spread_ms: must be 0 to %u", ORDER_SPREAD_MAX);
+            return order_refuse(err, "spread", "spread_ms: must be 0 to %u", ORDER_SPREAD_MAX);
         o->spread_ms = (uint32_t)json_integer_value(spread);
     }
     if (dry != NULL) {
@@ -315,12 +317,12 @@ static int get_numbers(json_t *root, struct order *o, struct order_error *err)
         if (!json_is_integer(max))
             return refuse_type(err, "max_affected", "an integer");
         if (json_integer_value(max) < 0)
-            return refuse(err, "max_affected", "max_affected: must be 0 or more");
+            return order_refuse(err, "max_affected", "max_affected: must be 0 or more");
         o->max_affected = (long long)json_integer_value(max);
     }
     /* A drain that did nothing, or stopped halfway, would still take the gateway out. */
     if (o->op == ORDER_OP_DRAIN && (o->dry_run || max != NULL))
-        return refuse(err, "op", "drain: dry_run and max_affected are not allowed");
+        return order_refuse(err, "op", "drain: dry_run and max_affected are not allowed");
     return 0;
 }
 
@@ -338,38 +340,39 @@ static int get_payload(json_t *root, const struct order_limits *lim, struct orde
 
     if (o->op != ORDER_OP_SEND) {
         if (v != NULL)
-            return refuse(err, "op", "%s: %s is not allowed", op_names[o->op], field);
+            return order_refuse(err, "op", "%s: %s is not allowed", op_names[o->op], field);
         return 0;
     }
     if ((text == NULL) == (bin == NULL))
-        return refuse(err, "payload", "send: exactly one of text and binary is required");
+        return order_refuse(err, "payload", "send: exactly one of text and binary is required");
     if (!json_is_string(v))
         return refuse_type(err, field, "a string");
     len = json_string_length(v);
     if (text != NULL) {
         /* jansson hands out UTF-8 only; checked again, as every text frame is. */
         if (len > lim->max_send)
-            return refuse(err, "payload", "text: %zu bytes, more than --max-send %zu", len,
-                          lim->max_send);
+            return order_refuse(err, "payload", "text: %zu bytes, more than --max-send %zu", len,
+                                lim->max_send);
         if (!utf8_is_valid((const uint8_t *)json_string_value(v), len))
-            return refuse(err, "payload", "text: must be valid UTF-8");
+            return order_refuse(err, "payload", "text: must be valid UTF-8");
         if (len > 0 && (o->payload = malloc(len)) == NULL)
-            return refuse(err, "oom", "out of memory");
+            return order_refuse(err, "oom", "out of memory");
         if (len > 0)
             memcpy(o->payload, json_string_value(v), len);
         o->payload_len = len;
         return 0;
     }
     if (BASE64_DECODED_MAX(len) > lim->max_send + 2)
-        return refuse(err, "payload", "binary: more than --max-send %zu bytes", lim->max_send);
+        return order_refuse(err, "payload", "binary: more than --max-send %zu bytes",
+                            lim->max_send);
     if (len > 0 && (o->payload = malloc(BASE64_DECODED_MAX(len))) == NULL)
-        return refuse(err, "oom", "out of memory");
+        return order_refuse(err, "oom", "out of memory");
     n = base64_decode(json_string_value(v), len, o->payload);
     if (n < 0)
-        return refuse(err, "payload", "binary: must be base64 (RFC 4648, padded)");
+        return order_refuse(err, "payload", "binary: must be base64 (RFC 4648, padded)");
     if ((size_t)n > lim->max_send)
-        return refuse(err, "payload", "binary: %ld bytes, more than --max-send %zu", n,
-                      lim->max_send);
+        return order_refuse(err, "payload", "binary: %ld bytes, more than --max-send %zu", n,
+                            lim->max_send);
     o->payload_len = (size_t)n;
     o->binary = true;
     return 0;
@@ -387,10 +390,10 @@ static int check_group(json_t *v, struct order_error *err)
     s = json_string_value(v);
     len = json_string_length(v);
     if (len == 0 || len > ORDER_NAME_MAX)
-        return refuse(err, "groups", "groups: names must be 1 to %d bytes", ORDER_NAME_MAX);
+        return order_refuse(err, "groups", "groups: names must be 1 to %d bytes", ORDER_NAME_MAX);
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-            return refuse(err, "groups", "groups: names must not contain control characters");
+            return order_refuse(err, "groups", "groups: names must not contain control characters");
     return 0;
 }
 
@@ -401,19 +404,19 @@ static int get_groups(json_t *root, struct order *o, struct order_error *err)
 
     if (!is_member_op(o->op)) {
         if (v != NULL)
-            return refuse(err, "op", "%s: groups is not allowed", op_names[o->op]);
+            return order_refuse(err, "op", "%s: groups is not allowed", op_names[o->op]);
         return 0;
     }
     if (v == NULL)
-        return refuse(err, "groups", "%s: groups is required", op_names[o->op]);
+        return order_refuse(err, "groups", "%s: groups is required", op_names[o->op]);
     if (!json_is_array(v))
         return refuse_type(err, "groups", "an array of strings");
     n = json_array_size(v);
     if (n == 0)
-        return refuse(err, "groups", "groups: must not be an empty array");
+        return order_refuse(err, "groups", "groups: must not be an empty array");
     if (n + o->nnames + o->nexcept > ORDER_MAX_TARGETS)
-        return refuse(err, "too_many", "more than %d names (targets, except and groups)",
-                      ORDER_MAX_TARGETS);
+        return order_refuse(err, "too_many", "more than %d names (targets, except and groups)",
+                            ORDER_MAX_TARGETS);
     for (size_t i = 0; i < n; i++)
         if (check_group(json_array_get(v, i), err) < 0)
             return -1;
@@ -438,7 +441,7 @@ static int get_ts(json_t *root, struct order *o, struct order_error *err)
     if (!json_is_integer(v))
         return refuse_type(err, "ts", "an integer (Unix ms)");
     if (json_integer_value(v) < 0 || json_integer_value(v) > ORDER_TS_MAX)
-        return refuse(err, "ts", "ts: must be Unix ms from 0 to %lld", ORDER_TS_MAX);
+        return order_refuse(err, "ts", "ts: must be Unix ms from 0 to %lld", ORDER_TS_MAX);
     o->ts = (long long)json_integer_value(v);
     return 0;
 }
@@ -457,21 +460,21 @@ int order_parse_with(const char *buf, size_t len, const struct order_limits *lim
 
     order_init(o);
     if (len > order_max_text(lim))
-        return refuse(err, "too_big", "order is %zu bytes, more than %zu", len,
-                      order_max_text(lim));
+        return order_refuse(err, "too_big", "order is %zu bytes, more than %zu", len,
+                            order_max_text(lim));
     /* NUL is let through the parser so the field that holds it can be named. */
     root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &jerr);
     if (root == NULL)
-        return refuse(err, "json", "not JSON: %s (line %d column %d)", jerr.text, jerr.line,
-                      jerr.column);
+        return order_refuse(err, "json", "not JSON: %s (line %d column %d)", jerr.text, jerr.line,
+                            jerr.column);
     if (!json_is_object(root)) {
-        refuse(err, "type", "order: must be a JSON object");
+        order_refuse(err, "type", "order: must be a JSON object");
         goto err_decref;
     }
     if (get_op(root, o, err) < 0)
         goto err_decref;
     if (o->op != ORDER_OP_SEND && len > ORDER_MAX_BYTES) {
-        refuse(err, "too_big", "order is %zu bytes, more than %d", len, ORDER_MAX_BYTES);
+        order_refuse(err, "too_big", "order is %zu bytes, more than %d", len, ORDER_MAX_BYTES);
         goto err_decref;
     }
     if (get_targets(root, lim, o, err) < 0 || get_code(root, o, err) < 0 ||
@@ -482,7 +485,7 @@ int order_parse_with(const char *buf, size_t len, const struct order_limits *lim
         get_string(root, "reply_to", &o->reply_to, err) < 0)
         goto err_decref;
     if (o->op == ORDER_OP_DRAIN && o->gateway == NULL) {
-        refuse(err, "gateway", "drain: gateway is required");
+        order_refuse(err, "gateway", "drain: gateway is required");
         goto err_decref;
     }
     rc = 0;
@@ -497,17 +500,17 @@ int order_check_signed(const struct order *o, long long now_ms, uint32_t max_age
                        struct order_error *err)
 {
     if (o->ts < 0)
-        return refuse(err, "ts", "ts: a signed order must carry ts (Unix ms)");
+        return order_refuse(err, "ts", "ts: a signed order must carry ts (Unix ms)");
     if (o->id == NULL)
-        return refuse(err, "id", "id: a signed order must carry an id");
+        return order_refuse(err, "id", "id: a signed order must carry an id");
     /* Both ways: an order from a clock far ahead would otherwise stay valid, and its id
      * would have to be remembered, for longer than the window. */
     if (now_ms - o->ts > (long long)max_age_ms)
-        return refuse(err, "stale", "stale: ts is %lld ms old, more than %u", now_ms - o->ts,
-                      max_age_ms);
+        return order_refuse(err, "stale", "stale: ts is %lld ms old, more than %u", now_ms - o->ts,
+                            max_age_ms);
     if (o->ts - now_ms > (long long)max_age_ms)
-        return refuse(err, "stale", "stale: ts is %lld ms in the future, more than %u",
-                      o->ts - now_ms, max_age_ms);
+        return order_refuse(err, "stale", "stale: ts is %lld ms in the future, more than %u",
+                            o->ts - now_ms, max_age_ms);
     return 0;
 }
 
@@ -572,9 +575,9 @@ char *order_to_json(const struct order *o)
         r |= set_new(obj, "spread_ms", json_integer(o->spread_ms));
     }
     if (o->op == ORDER_OP_SEND && !o->binary)
-        r |= set_new(obj, "text",
-                     json_stringn(o->payload != NULL ? (const char *)o->payload : "",
-                                  o->payload_len));
+        r |= set_new(
+            obj, "text",
+            json_stringn(o->payload != NULL ? (const char *)o->payload : "", o->payload_len));
     if (o->op == ORDER_OP_SEND && o->binary) {
         char *b64 = malloc(BASE64_ENCODED_LEN(o->payload_len) + 1);
         if (b64 != NULL)
@@ -632,7 +635,10 @@ char *order_result_json(const struct order *o, const char *gateway, int worker, 
 
     if (r == 0) {
         r |= set_new(obj, "matched", json_integer((json_int_t)matched));
-        r |= set_new(obj, send ? "sent" : o->op == ORDER_OP_JOIN ? "joined" : "left",
+        r |= set_new(obj,
+                     send                     ? "sent"
+                     : o->op == ORDER_OP_JOIN ? "joined"
+                                              : "left",
                      json_integer((json_int_t)count));
         r |= set_new(obj, send ? "dropped" : "refused", json_integer((json_int_t)other));
         if (o->dry_run)

@@ -24,12 +24,12 @@
  * one the op does not take, refuses the order.
  */
 
-#define ORDER_MAX_BYTES   (64 * 1024) /* longer order text is refused (send orders: below) */
-#define ORDER_MAX_TARGETS 10000       /* names in conn/group plus except */
-#define ORDER_NAME_MAX    128         /* bytes in one conn id or group name */
-#define ORDER_STRING_MAX  256         /* bytes in id, gateway, reply_to */
-#define ORDER_SPREAD_MAX  3600000u    /* spread_ms: one hour */
-#define ORDER_REASON_MAX  123         /* WS_CLOSE_REASON_MAX */
+#define ORDER_MAX_BYTES   (64 * 1024)       /* longer order text is refused (send orders: below) */
+#define ORDER_MAX_TARGETS 10000             /* names in conn/group plus except */
+#define ORDER_NAME_MAX    128               /* bytes in one conn id or group name */
+#define ORDER_STRING_MAX  256               /* bytes in id, gateway, reply_to */
+#define ORDER_SPREAD_MAX  3600000u          /* spread_ms: one hour */
+#define ORDER_REASON_MAX  123               /* WS_CLOSE_REASON_MAX */
 #define ORDER_TS_MAX      253402300799999LL /* ts: 9999-12-31T23:59:59.999Z */
 
 enum order_op {
@@ -107,6 +107,11 @@ struct order_error {
     const char *key;
     char text[160];
 };
+
+/* Fills err with key and a printf-formatted text; returns -1, for "return
+ * order_refuse(...)" (common/order_sig.c shares it). */
+int order_refuse(struct order_error *err, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Sets o to an empty close order with the defaults: code 1000, no limit. */
 void order_init(struct order *o);

@@ -15,18 +15,6 @@
 
 #define MAC_LEN (ORDER_SIG_HEX_LEN / 2) /* SHA-256 */
 
-__attribute__((format(printf, 3, 4))) static int refuse(struct order_error *err, const char *key,
-                                                        const char *fmt, ...)
-{
-    va_list ap;
-
-    err->key = key;
-    va_start(ap, fmt);
-    vsnprintf(err->text, sizeof(err->text), fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 /* Key ids end up in logs and counters' neighbours: a short, plain alphabet. */
 static bool is_kid(const char *s, size_t len)
 {
@@ -182,17 +170,17 @@ int order_sig_open(const struct order_sig_ring *ring, const char *text, size_t l
     *body = NULL;
     *body_len = 0;
     if (len > ORDER_SIG_MAX_BYTES)
-        return refuse(err, "too_big", "signed order is %zu bytes, more than %d", len,
-                      ORDER_SIG_MAX_BYTES);
+        return order_refuse(err, "too_big", "signed order is %zu bytes, more than %d", len,
+                            ORDER_SIG_MAX_BYTES);
     root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &jerr);
     if (root == NULL) {
         if (json_error_code(&jerr) == json_error_out_of_memory)
-            return refuse(err, "oom", "out of memory");
-        return refuse(err, "envelope", "not JSON: %s (line %d column %d)", jerr.text, jerr.line,
-                      jerr.column);
+            return order_refuse(err, "oom", "out of memory");
+        return order_refuse(err, "envelope", "not JSON: %s (line %d column %d)", jerr.text,
+                            jerr.line, jerr.column);
     }
     if (!json_is_object(root)) {
-        refuse(err, "envelope", "signed order: must be a JSON object");
+        order_refuse(err, "envelope", "signed order: must be a JSON object");
         goto out;
     }
     for (int i = 0; i < 3; i++) {
@@ -200,16 +188,16 @@ int order_sig_open(const struct order_sig_ring *ring, const char *text, size_t l
         present += v[i] != NULL;
     }
     if (present == 0) {
-        refuse(err, "unsigned", "order is not signed (no kid, sig and body)");
+        order_refuse(err, "unsigned", "order is not signed (no kid, sig and body)");
         goto out;
     }
     if (present < 3 || json_object_size(root) != 3) {
-        refuse(err, "envelope", "signed order: must have exactly kid, sig and body");
+        order_refuse(err, "envelope", "signed order: must have exactly kid, sig and body");
         goto out;
     }
     for (int i = 0; i < 3; i++) {
         if (!json_is_string(v[i])) {
-            refuse(err, "envelope", "signed order: %s must be a string", fields[i]);
+            order_refuse(err, "envelope", "signed order: %s must be a string", fields[i]);
             goto out;
         }
     }
@@ -217,32 +205,32 @@ int order_sig_open(const struct order_sig_ring *ring, const char *text, size_t l
     key = order_sig_ring_find(ring, json_string_value(v[0]), json_string_length(v[0]));
     if (key == NULL) {
         if (is_kid(json_string_value(v[0]), json_string_length(v[0])))
-            refuse(err, "kid", "kid: no key %s", json_string_value(v[0]));
+            order_refuse(err, "kid", "kid: no key %s", json_string_value(v[0]));
         else
-            refuse(err, "kid", "kid: not a key id");
+            order_refuse(err, "kid", "kid: not a key id");
         goto out;
     }
     if (!unhex(json_string_value(v[1]), json_string_length(v[1]), want)) {
-        refuse(err, "signature", "sig: must be %d hex digits", ORDER_SIG_HEX_LEN);
+        order_refuse(err, "signature", "sig: must be %d hex digits", ORDER_SIG_HEX_LEN);
         goto out;
     }
     b = json_string_value(v[2]);
     blen = json_string_length(v[2]);
     if (blen > ORDER_MAX_BYTES) {
-        refuse(err, "too_big", "body is %zu bytes, more than %d", blen, ORDER_MAX_BYTES);
+        order_refuse(err, "too_big", "body is %zu bytes, more than %d", blen, ORDER_MAX_BYTES);
         goto out;
     }
     if (mac(key, b, blen, got) < 0) {
-        refuse(err, "oom", "HMAC failed");
+        order_refuse(err, "oom", "HMAC failed");
         goto out;
     }
     if (CRYPTO_memcmp(got, want, MAC_LEN) != 0) {
-        refuse(err, "signature", "sig: does not match the body (key %s)", key->kid);
+        order_refuse(err, "signature", "sig: does not match the body (key %s)", key->kid);
         goto out;
     }
     *body = malloc(blen + 1);
     if (*body == NULL) {
-        refuse(err, "oom", "out of memory");
+        order_refuse(err, "oom", "out of memory");
         goto out;
     }
     memcpy(*body, b, blen);

@@ -17,6 +17,7 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 
+#include "common/base64.h"
 #include "common/utf8.h"
 
 #define KEY_FILE_MAX (64 * 1024)    /* a PEM public key is a few KiB at most */
@@ -280,21 +281,6 @@ static int refuse(struct token_error *err, enum refusal r, const char *why)
     return -1;
 }
 
-static int b64url_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
 /*
  * Strict base64url without padding (RFC 7515 §2): only the URL alphabet, no '=',
  * and the unused low bits of the last character zero, so each byte string has one
@@ -310,7 +296,7 @@ static ssize_t b64url_decode(const char *s, size_t len, uint8_t *out)
     if (len % 4 == 1)
         return -1;
     for (size_t i = 0; i < len; i++) {
-        int d = b64url_value((unsigned char)s[i]);
+        int d = base64_value((unsigned char)s[i], true);
         if (d < 0)
             return -1;
         acc = (acc << 6) | (uint32_t)d;

@@ -14,6 +14,7 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
+#include "common/base64.h"
 #include "common/text.h"
 
 #define WS_HS_GUID       "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" /* RFC 6455 §1.3 */
@@ -61,17 +62,6 @@ static bool is_target_char(unsigned char c)
     if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
         return true;
     return c != '\0' && strchr("-._~!$&'()*+,;=:@/?%#", c) != NULL;
-}
-
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* The 6-bit value of base64 character c (RFC 4648 §4), or -1. */
-static int b64_value(unsigned char c)
-{
-    const char *p = c != '\0' ? strchr(b64_alphabet, c) : NULL;
-
-    return p != NULL ? (int)(p - b64_alphabet) : -1;
 }
 
 /*
@@ -191,10 +181,10 @@ static bool key_is_valid(const char *key)
     if (strlen(key) != WS_HS_KEY_LEN || key[22] != '=' || key[23] != '=')
         return false;
     for (i = 0; i < 22; i++) {
-        if (b64_value((unsigned char)key[i]) < 0)
+        if (base64_value((unsigned char)key[i], false) < 0)
             return false;
     }
-    return (b64_value((unsigned char)key[21]) & 0x0f) == 0;
+    return (base64_value((unsigned char)key[21], false) & 0x0f) == 0;
 }
 
 /* Splits q on '&' into h->params; empty pieces ("a&&b", a trailing '&') are skipped. */
