@@ -222,12 +222,34 @@ static int set_id(struct config *c, const char *v, char *err, size_t errlen)
     return 0;
 }
 
+static const char *const inbound_names[] = {"drop", "echo", "publish", "stream"};
+
+const char *config_inbound_name(int mode)
+{
+    return mode >= 0 && mode <= CONFIG_INBOUND_STREAM ? inbound_names[mode] : "?";
+}
+
+/* --echo is --inbound echo; WSGATE_ECHO=0 turns only echo off. */
 static int set_echo(struct config *c, const char *v, char *err, size_t errlen)
 {
     (void)err;
     (void)errlen;
-    c->echo = v != NULL;
+    if (v != NULL)
+        c->inbound = CONFIG_INBOUND_ECHO;
+    else if (c->inbound == CONFIG_INBOUND_ECHO)
+        c->inbound = CONFIG_INBOUND_DROP;
     return 0;
+}
+
+static int set_inbound(struct config *c, const char *v, char *err, size_t errlen)
+{
+    for (int i = 0; i <= CONFIG_INBOUND_STREAM; i++) {
+        if (strcmp(v, inbound_names[i]) == 0) {
+            c->inbound = i;
+            return 0;
+        }
+    }
+    return bad(err, errlen, "inbound", v, "expected drop, echo, publish or stream");
 }
 
 static int set_query_groups(struct config *c, const char *v, char *err, size_t errlen)
@@ -678,6 +700,40 @@ static int set_max_pending(struct config *c, const char *v, char *err, size_t er
     return 0;
 }
 
+static int set_inbound_channel(struct config *c, const char *v, char *err, size_t errlen)
+{
+    return set_name("inbound-channel", v, false, c->inbound_channel, sizeof(c->inbound_channel),
+                    err, errlen);
+}
+
+static int set_inbound_stream(struct config *c, const char *v, char *err, size_t errlen)
+{
+    return set_name("inbound-stream", v, false, c->inbound_stream, sizeof(c->inbound_stream), err,
+                    errlen);
+}
+
+static int set_inbound_maxlen(struct config *c, const char *v, char *err, size_t errlen)
+{
+    long n;
+
+    if (parse_int(v, 1, 1000000000, &n) < 0)
+        return bad(err, errlen, "inbound-maxlen", v, "expected a number 1-1000000000");
+    c->inbound_maxlen = (uint64_t)n;
+    return 0;
+}
+
+/* Under 64k a few large messages would stall every client of the worker; over 1g
+ * the bound no longer protects the host. */
+static int set_inbound_max_pending(struct config *c, const char *v, char *err, size_t errlen)
+{
+    uint64_t n;
+
+    if (config_parse_size(v, &n) < 0 || n < 64 * 1024 || n > 1024ull * 1024 * 1024)
+        return bad(err, errlen, "inbound-max-pending", v, "expected a size from 64k to 1g");
+    c->inbound_max_pending = n;
+    return 0;
+}
+
 static int set_max_jobs(struct config *c, const char *v, char *err, size_t errlen)
 {
     long n;
@@ -735,6 +791,11 @@ static const struct flag flags[] = {
     {"max-outbound", F_VALUE, set_max_outbound},
     {"max-pending", F_VALUE, set_max_pending},
     {"max-jobs", F_VALUE, set_max_jobs},
+    {"inbound", F_VALUE, set_inbound},
+    {"inbound-channel", F_VALUE, set_inbound_channel},
+    {"inbound-stream", F_VALUE, set_inbound_stream},
+    {"inbound-maxlen", F_VALUE, set_inbound_maxlen},
+    {"inbound-max-pending", F_VALUE, set_inbound_max_pending},
 };
 
 #define NFLAGS (sizeof(flags) / sizeof(flags[0]))
@@ -748,7 +809,7 @@ static const char usage[] =
     "  --listen HOST:PORT       address to accept clients on (default 0.0.0.0:8080)\n"
     "  --workers N              worker processes, 1-256 (default: number of CPUs)\n"
     "  --id NAME                gateway id in connection ids, logs, orders (default: host name)\n"
-    "  --echo                   echo client messages back (tests, demos, conformance)\n"
+    "  --echo                   the same as --inbound echo\n"
     "  --max-header SIZE        largest upgrade request head (default 8k)\n"
     "  --max-message SIZE       largest client message; larger closes with 1009 (default 1m)\n"
     "  --close-timeout DUR      wait this long for the client's close reply (default 5s)\n"
@@ -830,6 +891,18 @@ static const char usage[] =
     "                           quarter of RAM shared by the workers, at most 256m)\n"
     "  --max-jobs N             close orders running at once per worker; more are refused\n"
     "                           (default 1000)\n"
+    "  --inbound MODE           what client messages become: drop (counted), echo (sent\n"
+    "                           back: tests, demos), publish (PUBLISHed on\n"
+    "                           --inbound-channel) or stream (XADDed to --inbound-stream),\n"
+    "                           as a JSON envelope (see README) (default drop)\n"
+    "  --inbound-channel NAME   channel of --inbound publish (default wsgate:in)\n"
+    "  --inbound-stream NAME    stream of --inbound stream (default wsgate:in)\n"
+    "  --inbound-maxlen N       the stream is trimmed to about N entries (MAXLEN ~)\n"
+    "                           (default 100000)\n"
+    "  --inbound-max-pending SIZE\n"
+    "                           per worker: inbound bytes Redis has not answered yet;\n"
+    "                           over half of it, or while Redis is down, the worker stops\n"
+    "                           reading from clients until it drains (default 4m)\n"
     "  --help                   this text\n"
     "  --version                the version and the git revision it was built from\n"
     "\n"
@@ -881,6 +954,11 @@ void config_defaults(struct config *c)
     c->max_outbound = 1024 * 1024;
     c->max_pending = 0; /* resolved by config_parse() once --workers is known */
     c->max_jobs = 1000;
+    c->inbound = CONFIG_INBOUND_DROP;
+    strcpy(c->inbound_channel, "wsgate:in");
+    strcpy(c->inbound_stream, "wsgate:in");
+    c->inbound_maxlen = 100000;
+    c->inbound_max_pending = 4 * 1024 * 1024;
 }
 
 bool config_query_groups(const struct config *c)

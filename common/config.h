@@ -28,7 +28,7 @@ struct config {
     uint16_t listen_port;
     int workers;
     char id[CONFIG_ID_MAX + 1];
-    bool echo;
+    int inbound; /* enum config_inbound: what becomes of client messages */
     size_t max_header;
     uint64_t max_message;
     uint32_t close_timeout_ms;
@@ -76,7 +76,22 @@ struct config {
     uint64_t max_outbound; /* output queued for one client: past it, 1013 */
     uint64_t max_pending;  /* per worker: bytes held in partly received messages */
     uint32_t max_jobs;     /* close jobs running at once per worker */
+    char inbound_channel[128];    /* --inbound publish: PUBLISHed here */
+    char inbound_stream[128];     /* --inbound stream: XADDed here */
+    uint64_t inbound_maxlen;      /* the stream is trimmed to about this many entries */
+    uint64_t inbound_max_pending; /* per worker: inbound bytes not yet answered by Redis */
 };
+
+/* --inbound: what a client's data message becomes. --echo is CONFIG_INBOUND_ECHO. */
+enum config_inbound {
+    CONFIG_INBOUND_DROP,    /* counted and dropped */
+    CONFIG_INBOUND_ECHO,    /* sent back to the client (tests, demos, conformance) */
+    CONFIG_INBOUND_PUBLISH, /* PUBLISHed on inbound_channel as an envelope */
+    CONFIG_INBOUND_STREAM,  /* XADDed to inbound_stream as an envelope */
+};
+
+/* The mode's flag value: "drop", "echo", "publish" or "stream". */
+const char *config_inbound_name(int mode);
 
 /* --max-pending when not given: a quarter of physical memory shared by the workers,
  * at most this much per worker. */

@@ -125,6 +125,42 @@ static void link_counter(struct text *t, const char *name, const char *help, uin
 static const char *const close_by_names[CLOSE_BY_COUNT] = {"order", "client", "drain", "timeout",
                                                            "error", "slow",   "busy",  "expired"};
 
+/* --inbound: client messages handed to Redis, dropped, and the backpressure. */
+static void inbound_metrics(const struct shm *s, struct text *t)
+{
+    metric_head(t, "inbound_messages_total", "counter",
+                "Client messages answered by Redis, by mode (publish: PUBLISH, stream: XADD).");
+    text_printf(t, "wsgate_inbound_messages_total{mode=\"publish\"} %llu\n",
+                (unsigned long long)SUM(inbound.published));
+    text_printf(t, "wsgate_inbound_messages_total{mode=\"stream\"} %llu\n",
+                (unsigned long long)SUM(inbound.streamed));
+    counter(t, "inbound_bytes_total", "Payload bytes of the client messages answered by Redis.",
+            SUM(inbound.bytes));
+    metric_head(t, "inbound_dropped_total", "counter",
+                "Client messages not handed to Redis, by reason: mode (--inbound drop), full "
+                "(--inbound-max-pending), lost (a publish whose link failed before the answer), "
+                "refused (an error reply), memory.");
+    for (int k = 0; inbound_drop_keys[k] != NULL; k++) {
+        uint64_t v = 0;
+        for (int i = 0; i < s->nworkers; i++)
+            v += s->w[i].inbound.dropped[k];
+        text_printf(t, "wsgate_inbound_dropped_total{reason=\"%s\"} %llu\n", inbound_drop_keys[k],
+                    (unsigned long long)v);
+    }
+    counter(t, "inbound_retried_total",
+            "Stream entries sent again after their Redis link failed before the answer.",
+            SUM(inbound.retried));
+    counter(t, "inbound_pauses_total",
+            "Times a connection stopped being read for inbound backpressure.",
+            SUM(inbound.pauses));
+    gauge(t, "inbound_paused_connections",
+          "Connections not read while their messages wait for Redis (workers running).",
+          live_sum(s, offsetof(struct shm_worker, inbound.paused)));
+    gauge(t, "inbound_pending_bytes",
+          "Inbound envelope bytes queued or awaiting Redis's answer (workers running).",
+          live_sum(s, offsetof(struct shm_worker, inbound.held)));
+}
+
 static void metrics(const struct worker *w, struct text *t)
 {
     const struct shm *s = w->shm;
@@ -265,6 +301,7 @@ static void metrics(const struct worker *w, struct text *t)
             "Events and acks dropped: Redis down and the publish queue full.",
             SUM(redis.publish_dropped));
     gauge(t, "draining", "1 while the gateway drains.", s->draining != 0);
+    inbound_metrics(s, t);
 }
 
 /* Why the gateway is not ready, or NULL when it is. */

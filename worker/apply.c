@@ -254,7 +254,7 @@ static int match(struct worker *w, const struct order *o, struct matches *m)
         }
         break;
     case ORDER_TARGET_ALL:
-        for (int l = TL_ACTIVE; l <= TL_PINGED && r == 0; l++)
+        for (int l = TL_ACTIVE; l <= TL_PAUSED && r == 0; l++)
             for (struct conn *c = w->tl[l].head; c != NULL && r == 0; c = c->tnext)
                 r = match_add(m, c);
         break;

@@ -16,6 +16,7 @@
 #include "common/ws_enc.h"
 #include "common/ws_hs.h"
 #include "worker/hooks.h"
+#include "worker/inbound.h"
 #include "worker/outq.h"
 #include "worker/worker.h"
 
@@ -430,9 +431,36 @@ static int conn_send_close(struct conn *c, unsigned code, const char *reason)
 
 static void conn_enter_closing(struct conn *c)
 {
+    bool paused = c->pause & CONN_PAUSE_INBOUND;
+
     c->state = CONN_CLOSING;
+    c->pause &= (uint8_t)~CONN_PAUSE_INBOUND; /* the client's close reply must be read */
     conn_free_msg(c);
     worker_tlist_move(c->w, c, TL_CLOSING);
+    if (paused && conn_update_events(c) < 0)
+        conn_release(c, "event error");
+}
+
+void conn_pause_inbound(struct conn *c)
+{
+    if (c->state != CONN_OPEN || (c->pause & CONN_PAUSE_INBOUND))
+        return;
+    c->pause |= CONN_PAUSE_INBOUND;
+    c->w->slot->inbound.pauses++;
+    worker_tlist_move(c->w, c, TL_PAUSED);
+    if (conn_update_events(c) < 0)
+        conn_release(c, "event error");
+}
+
+void conn_resume_inbound(struct conn *c)
+{
+    c->pause &= (uint8_t)~CONN_PAUSE_INBOUND;
+    if (c->state == CONN_OPEN)
+        worker_tlist_move(c->w, c, TL_ACTIVE);
+    else if (c->tlist == TL_PAUSED)
+        worker_tlist_remove(c->w, c);
+    if (conn_update_events(c) < 0)
+        conn_release(c, "event error");
 }
 
 int conn_close(struct conn *c, unsigned code, const char *reason, const char *by)
@@ -685,9 +713,13 @@ static void conn_on_control(struct conn *c, unsigned op, const uint8_t *p, size_
     }
 }
 
-static void conn_echo(struct conn *c, unsigned op, const uint8_t *p, size_t len)
+/* A whole data message, borrowed for the call: echoed, or handed to inbound.c. */
+static void conn_deliver(struct conn *c, unsigned op, const uint8_t *p, size_t len)
 {
-    conn_send_frame(c, op, p, len);
+    if (c->w->cfg->inbound == CONFIG_INBOUND_ECHO)
+        conn_send_frame(c, op, p, len);
+    else
+        inbound_message(c, op, p, len);
 }
 
 /*
@@ -771,10 +803,15 @@ static void conn_on_data(struct conn *c, const struct ws_dec_out *o)
     w->slot->st.bytes_in += o->len;
     if (o->msg_end)
         w->slot->st.msgs_in++;
-    if (c->state != CONN_OPEN || !w->cfg->echo)
-        return; /* counted and discarded until messages are forwarded */
+    if (c->state != CONN_OPEN)
+        return;
+    if (w->cfg->inbound == CONFIG_INBOUND_DROP) {
+        if (o->msg_end)
+            w->slot->inbound.dropped[INBOUND_DROP_MODE]++;
+        return;
+    }
     if (o->msg_end && c->msg == NULL) {
-        conn_echo(c, o->opcode, o->data, o->len);
+        conn_deliver(c, o->opcode, o->data, o->len);
         return;
     }
     if (o->len > 0) {
@@ -793,7 +830,7 @@ static void conn_on_data(struct conn *c, const struct ws_dec_out *o)
     if (o->msg_end) { /* c->msg holds the message: only empty ones ended above */
         struct msgbuf *m = c->msg;
         c->msg = NULL;
-        conn_echo(c, o->opcode, m->data, m->len);
+        conn_deliver(c, o->opcode, m->data, m->len);
         w->pending_bytes -= m->cap;
         free(m);
     }

@@ -43,9 +43,11 @@ enum conn_state {
 #define CONN_F_EXPIRES     0x2000 /* its token expires: an entry in the expiry heap (auth.c) */
 
 /* Why reading is paused (conn->pause): each reason is set and cleared on its own. */
-#define CONN_PAUSE_OUTPUT 0x01 /* output over its high mark: the client is not reading */
+#define CONN_PAUSE_OUTPUT  0x01 /* output over its high mark: the client is not reading */
+#define CONN_PAUSE_INBOUND 0x02 /* its messages wait for Redis (inbound.h): on TL_PAUSED */
 
-/* A data message being received (echo mode), counted in the worker's --max-pending. */
+/* A data message being received (echo, publish and stream modes), counted in the
+ * worker's --max-pending. */
 struct msgbuf {
     size_t len;
     size_t cap;
@@ -117,6 +119,13 @@ int conn_send_text(struct conn *c, const char *p, size_t len);
  * line) and body, then closes the connection politely. */
 void conn_http_respond(struct conn *c, const char *head, size_t hlen, const char *body,
                        size_t blen);
+
+/* Stops reading an open c until conn_resume_inbound(): it waits on the worker's
+ * TL_PAUSED list, where no keepalive runs (its pongs could not be read). */
+void conn_pause_inbound(struct conn *c);
+
+/* Reads c again: back on TL_ACTIVE, the keepalive from now. */
+void conn_resume_inbound(struct conn *c);
 
 /* Timer list expiry, called by the worker's tick for list heads. */
 void conn_on_timeout(struct conn *c);

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/redis_url.h"
 #include "worker/apply.h"
+#include "worker/inbound.h"
 #include "worker/worker.h"
 
 #define ANNOUNCE_EVERY_MS 3000
@@ -139,6 +140,7 @@ static void pub_up(struct rlink *l)
     struct wredis *r = l->owner;
 
     queue_flush(r);
+    inbound_on_up(r->w);
     on_announce(-1, 0, r); /* be listed at once, not at the next refresh */
 }
 
@@ -384,6 +386,58 @@ void wredis_publish(struct worker *w, const char *channel, const char *msg, size
     w->slot->redis.publish_dropped++;
     log_limited(LOG_WARN, NULL, "redis publisher down and its queue full: dropped a message for %s",
                 channel);
+}
+
+bool wredis_pub_is_up(const struct worker *w)
+{
+    return w->redis != NULL && w->redis->pub.up && w->redis->pub.ac != NULL;
+}
+
+/* A tracked command's answer; a NULL reply or a stale context is a lost one. */
+static void on_tracked_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rlink *l = rlink_of(ac);
+    redisReply *rep = reply;
+    struct wredis_cb *cb = priv;
+    enum wredis_status st = WREDIS_LOST;
+
+    if (l != NULL && rep != NULL) {
+        rlink_heard(l, 1);
+        st = WREDIS_OK;
+        if (rep->type == REDIS_REPLY_ERROR) {
+            st = WREDIS_REFUSED;
+            log_limited(LOG_WARN, NULL, "redis publisher: command refused: %s", rep->str);
+        }
+    }
+    cb->done(cb, st);
+}
+
+int wredis_publish_tracked(struct worker *w, const char *channel, const char *msg, size_t len,
+                           struct wredis_cb *cb)
+{
+    struct wredis *r = w->redis;
+
+    if (!wredis_pub_is_up(w) ||
+        redisAsyncCommand(r->pub.ac, on_tracked_reply, cb, "PUBLISH %s %b", channel, msg, len) !=
+            REDIS_OK)
+        return -1;
+    rlink_expect(&r->pub);
+    return 0;
+}
+
+int wredis_xadd(struct worker *w, const char *stream, uint64_t maxlen, const char *field,
+                const char *msg, size_t len, struct wredis_cb *cb)
+{
+    struct wredis *r = w->redis;
+    char cap[24];
+
+    snprintf(cap, sizeof(cap), "%" PRIu64, maxlen);
+    if (!wredis_pub_is_up(w) ||
+        redisAsyncCommand(r->pub.ac, on_tracked_reply, cb, "XADD %s MAXLEN ~ %s * %s %b", stream,
+                          cap, field, msg, len) != REDIS_OK)
+        return -1;
+    rlink_expect(&r->pub);
+    return 0;
 }
 
 void wredis_stop(struct worker *w)

@@ -40,6 +40,28 @@ bool wredis_is_subscribed(const struct worker *w);
 /* Publishes msg[0..len) on channel, or drops it (counted) while pub is down. */
 void wredis_publish(struct worker *w, const char *channel, const char *msg, size_t len);
 
+/* How a tracked command ended: answered, answered with an error, or its link failed
+ * before the answer (Redis may or may not have run it). */
+enum wredis_status { WREDIS_OK, WREDIS_REFUSED, WREDIS_LOST };
+
+/* Embedded first in the caller's record of a tracked command; done runs exactly once,
+ * inside a hiredis callback (never inside the call that sent it). */
+struct wredis_cb {
+    void (*done)(struct wredis_cb *cb, enum wredis_status status);
+};
+
+/* True while the publisher is up: tracked commands can be sent. */
+bool wredis_pub_is_up(const struct worker *w);
+
+/* PUBLISHes msg[0..len) on channel, tracked by cb (borrowed until cb->done). Returns 0,
+ * or -1 when the publisher is down or hiredis refused the command (cb is not called). */
+int wredis_publish_tracked(struct worker *w, const char *channel, const char *msg, size_t len,
+                           struct wredis_cb *cb);
+
+/* XADD stream MAXLEN ~ maxlen * field msg, tracked by cb, as wredis_publish_tracked(). */
+int wredis_xadd(struct worker *w, const char *stream, uint64_t maxlen, const char *field,
+                const char *msg, size_t len, struct wredis_cb *cb);
+
 /* Deletes the announce key (best effort) and closes both connections. */
 void wredis_stop(struct worker *w);
 

@@ -8,6 +8,7 @@
 
 #include "worker/apply.h"
 #include "worker/auth.h"
+#include "worker/inbound.h"
 #include "worker/redis.h"
 
 /*
@@ -75,6 +76,7 @@ struct shm_worker {
     struct apply_stats orders;
     struct auth_stats auth;
     struct wredis_stats redis;
+    struct inbound_stats inbound;
 };
 
 struct shm {

@@ -21,6 +21,7 @@
 #include "common/ws_hs.h"
 #include "worker/auth.h"
 #include "worker/conn.h"
+#include "worker/inbound.h"
 #include "worker/hooks.h"
 #include "worker/redis.h"
 #include "common/iplimit.h"
@@ -60,6 +61,7 @@ void worker_tlist_remove(struct worker *w, struct conn *c)
         l->tail = c->tprev;
     c->tprev = c->tnext = NULL;
     c->tlist = TL_NONE;
+    l->n--;
 }
 
 void worker_tlist_move(struct worker *w, struct conn *c, enum tlist which)
@@ -80,6 +82,7 @@ void worker_tlist_move(struct worker *w, struct conn *c, enum tlist which)
     else
         l->head = c;
     l->tail = c;
+    l->n++;
 }
 
 static long long mono_ms(void)
@@ -132,6 +135,7 @@ static void worker_on_tick(evutil_socket_t fd, short what, void *arg)
     w->slot->pending_bytes = w->pending_bytes;
     apply_tick(w);
     auth_tick(w);
+    inbound_tick(w);
     for (int i = TL_HANDSHAKE; i < TL_COUNT; i++) {
         struct tlist_head *l = &w->tl[i];
         if (l->timeout_ms == 0)
@@ -623,7 +627,7 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
         goto out;
     }
     sigprocmask(SIG_SETMASK, &none, NULL); /* a SIGTERM that waited is taken now */
-    if (auth_init(&w) < 0 || wredis_start(&w) < 0) {
+    if (auth_init(&w) < 0 || inbound_start(&w) < 0 || wredis_start(&w) < 0) {
         status = 2;
         goto out;
     }
@@ -636,9 +640,10 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
     }
     worker_now(&w);
     w.slot->listening = true;
-    log_msg(LOG_NOTICE, NULL, "worker ready listen=%s:%u pid=%d capacity=%zu%s",
+    log_msg(LOG_NOTICE, NULL, "worker ready listen=%s:%u pid=%d capacity=%zu%s%s",
             cfg->listen_host[0] ? cfg->listen_host : "0.0.0.0", cfg->listen_port, (int)getpid(),
-            w.max_conns, cfg->echo ? " echo=on" : "");
+            w.max_conns, cfg->inbound != CONFIG_INBOUND_DROP ? " inbound=" : "",
+            cfg->inbound != CONFIG_INBOUND_DROP ? config_inbound_name(cfg->inbound) : "");
     if (event_base_dispatch(w.base) < 0) {
         log_msg(LOG_ERROR, NULL, "event loop failed");
         goto out;

@@ -17,6 +17,7 @@ struct conn;
 struct wredis;
 struct job;
 struct seen;
+struct inbound;
 
 /*
  * Timer lists. Every connection sits on exactly one list whose timeout is the same
@@ -29,6 +30,7 @@ enum tlist {
     TL_HANDSHAKE, /* waiting for the upgrade request: --handshake-timeout */
     TL_ACTIVE,    /* open, heard from at stamp: ping after --ping-interval */
     TL_PINGED,    /* open, pinged at stamp: dropped after another --ping-interval */
+    TL_PAUSED,    /* open, not read for inbound backpressure (inbound.h): no timeout */
     TL_CLOSING,   /* close frame or HTTP error sent at stamp: --close-timeout */
     TL_COUNT
 };
@@ -36,6 +38,7 @@ enum tlist {
 struct tlist_head {
     struct conn *head;
     struct conn *tail;
+    size_t n; /* connections on the list */
     uint32_t timeout_ms;
 };
 
@@ -81,6 +84,7 @@ struct worker {
     struct wredis *redis; /* owned */
     struct auth *auth;    /* owned: the JWT verifier and expiries (auth.c), NULL when off */
     struct seen *seen;    /* owned: ids of signed orders, made on the first one */
+    struct inbound *inbound; /* owned: --inbound publish or stream (inbound.c), else NULL */
 
     /* What bounded memory holds now: --max-outbound, --max-pending, --max-jobs. */
     size_t out_bytes;       /* the connections' output queues */

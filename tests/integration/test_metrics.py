@@ -58,6 +58,13 @@ EXPECTED = {
     "wsgate_outbound_bytes": "gauge",
     "wsgate_pending_bytes": "gauge",
     "wsgate_order_jobs": "gauge",
+    "wsgate_inbound_messages_total": "counter",
+    "wsgate_inbound_bytes_total": "counter",
+    "wsgate_inbound_dropped_total": "counter",
+    "wsgate_inbound_retried_total": "counter",
+    "wsgate_inbound_pauses_total": "counter",
+    "wsgate_inbound_paused_connections": "gauge",
+    "wsgate_inbound_pending_bytes": "gauge",
 }
 
 

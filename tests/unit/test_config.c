@@ -47,7 +47,7 @@ static void test_config_defaults(void)
     CHECK(c.close_timeout_ms == 5000 && c.ping_interval_ms == 30000);
     CHECK(strcmp(c.channel, "wsgate:orders") == 0);
     CHECK(strcmp(c.events_channel, "wsgate:events") == 0);
-    CHECK(config_query_groups(&c) && c.max_groups == 16 && !c.echo && !c.redis_given);
+    CHECK(config_query_groups(&c) && c.max_groups == 16 && c.inbound == CONFIG_INBOUND_DROP && !c.redis_given);
     CHECK(c.stall_timeout_ms == 2000 && c.stall_kill_ms == 10000 && c.max_admin_conns == 8);
     CHECK(c.allow_origin.n == 0 && c.max_conns_per_ip == 0 && c.max_handshakes_per_ip == 0);
     CHECK(!c.proxy_protocol);
@@ -56,6 +56,33 @@ static void test_config_defaults(void)
     CHECK(c.redis_timeout_ms == 3000);
     CHECK(c.max_outbound == 1048576 && c.max_jobs == 1000);
     CHECK(c.max_pending >= 1048576 && c.max_pending <= CONFIG_MAX_PENDING_CAP);
+    CHECK(strcmp(c.inbound_channel, "wsgate:in") == 0 && strcmp(c.inbound_stream, "wsgate:in") == 0);
+    CHECK(c.inbound_maxlen == 100000 && c.inbound_max_pending == 4194304);
+}
+
+/* --inbound and its settings, their twins, and --echo as the alias of echo mode. */
+static void test_config_inbound(void)
+{
+    struct config c;
+    char *pub[] = {A("wsgate"), A("--inbound"), A("publish"), A("--inbound-channel=in:x"), NULL};
+    char *echo[] = {A("wsgate"), A("--echo"), NULL};
+    char *last[] = {A("wsgate"), A("--echo"), A("--inbound=stream"), NULL};
+    char *none[] = {A("wsgate"), NULL};
+    char *envp[] = {A("WSGATE_INBOUND=stream"), A("WSGATE_INBOUND_STREAM=s:1"),
+                    A("WSGATE_INBOUND_MAXLEN=500"), A("WSGATE_INBOUND_MAX_PENDING=1m"), NULL};
+    char *noecho[] = {A("WSGATE_INBOUND=publish"), A("WSGATE_ECHO=0"), NULL};
+
+    CHECK(parse(&c, pub, NULL) == 0 && c.inbound == CONFIG_INBOUND_PUBLISH);
+    CHECK(strcmp(c.inbound_channel, "in:x") == 0);
+    CHECK(parse(&c, echo, NULL) == 0 && c.inbound == CONFIG_INBOUND_ECHO);
+    CHECK(parse(&c, last, NULL) == 0 && c.inbound == CONFIG_INBOUND_STREAM);
+    CHECK(parse(&c, none, envp) == 0 && c.inbound == CONFIG_INBOUND_STREAM);
+    CHECK(strcmp(c.inbound_stream, "s:1") == 0 && c.inbound_maxlen == 500);
+    CHECK(c.inbound_max_pending == 1048576);
+    CHECK(parse(&c, pub, envp) == 0 && c.inbound == CONFIG_INBOUND_PUBLISH); /* flag wins */
+    CHECK(parse(&c, none, noecho) == 0 && c.inbound == CONFIG_INBOUND_PUBLISH);
+    CHECK(strcmp(config_inbound_name(CONFIG_INBOUND_STREAM), "stream") == 0);
+    CHECK(strstr(config_usage(), "--inbound-max-pending") != NULL);
 }
 
 /* --allow-origin repeats, takes lists, and replaces its twin's list when given. */
@@ -142,7 +169,7 @@ static void test_config_flags_and_env(void)
     CHECK(parse(&c, argv, envp) == 0);
     CHECK(strcmp(c.listen_host, "127.0.0.1") == 0 && c.listen_port == 9001);
     CHECK(c.workers == 3); /* the flag wins over its twin */
-    CHECK(c.echo);
+    CHECK(c.inbound == CONFIG_INBOUND_ECHO);
     CHECK(c.max_header == 16384 && c.close_timeout_ms == 500);
     CHECK(c.ping_interval_ms == 120000);
     CHECK(c.redis_given && strcmp(c.redis, "redis://h:1/2") == 0);
@@ -234,6 +261,13 @@ static void test_config_rejects_bad_values(void)
         {"--max-pending", "0", NULL},
         {"--max-pending", "lots", NULL},
         {"--max-jobs", "0", NULL},
+        {"--inbound", "kafka", NULL},
+        {"--inbound", "", NULL},
+        {"--inbound-channel", "", NULL},
+        {"--inbound-stream", "a b", NULL},
+        {"--inbound-maxlen", "0", NULL},
+        {"--inbound-max-pending", "1k", NULL},
+        {"--inbound-max-pending", "2g", NULL},
         {"--max-jobs", "1000001", NULL},
         {"--nope", NULL, NULL},
         {"--echo=1", NULL, NULL},
@@ -665,6 +699,7 @@ void suite_config(void)
     test_config_redis_timeout_from_env();
     test_config_ipv6_listen();
     test_config_memory_bounds();
+    test_config_inbound();
     test_config_rejects_bad_values();
     test_config_rejects_bad_env();
     test_config_order_keys_and_their_twin();
