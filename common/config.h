@@ -22,6 +22,7 @@
 
 #define CONFIG_ID_MAX         64
 #define CONFIG_JWT_SECRET_MAX 1024 /* bytes of an HMAC secret */
+#define CONFIG_TLS_TICKET_KEY 80   /* bytes of the session ticket key (common/tls.h) */
 
 struct config {
     char listen_host[256]; /* numeric address, "" for any */
@@ -76,6 +77,13 @@ struct config {
     uint64_t max_outbound; /* output queued for one client: past it, 1013 */
     uint64_t max_pending;  /* per worker: bytes held in partly received messages */
     uint32_t max_jobs;     /* close jobs running at once per worker */
+    /* TLS on the client listener: on when both files are given */
+    char tls_cert[1024]; /* --tls-cert: PEM certificate chain, "" when off */
+    char tls_key[1024];  /* --tls-key: its PEM private key */
+    int tls_min_version; /* TLS1_2_VERSION or TLS1_3_VERSION (OpenSSL's numbers) */
+    bool tls_min_given;
+    uint8_t tls_ticket_key[CONFIG_TLS_TICKET_KEY]; /* random, drawn by config_parse() when
+                                                      TLS is on: the workers share it */
 };
 
 /* --max-pending when not given: a quarter of physical memory shared by the workers,
@@ -103,6 +111,9 @@ bool config_query_groups(const struct config *c);
 /* True when connections must bring a JWT (--jwt-secret, --jwt-secret-file or
  * --jwt-public-key was given). */
 bool config_jwt_enabled(const struct config *c);
+
+/* True when the client listener speaks TLS (--tls-cert and --tls-key). */
+bool config_tls_enabled(const struct config *c);
 
 struct token_config;
 
