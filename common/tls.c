@@ -111,9 +111,13 @@ SSL_CTX *tls_ctx_new(const char *cert, const char *key, int min_version, const u
         goto err_free_ctx;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        snprintf(err, errlen,
-                 "--tls-key %s: not an unencrypted PEM private key for --tls-cert %s (%s)", key,
-                 cert, tls_error_reason());
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
+            snprintf(err, errlen, "--tls-key %s does not match --tls-cert %s (%s)", key, cert,
+                     tls_error_reason());
+        else
+            snprintf(err, errlen,
+                     "--tls-key %s: not an unencrypted PEM private key for --tls-cert %s (%s)", key,
+                     cert, tls_error_reason());
         goto err_free_ctx;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
