@@ -135,7 +135,7 @@ install: $(PROGS)
 DEB_BUILD := gcc make pkg-config libevent-dev libhiredis-dev libjansson-dev libssl-dev libjwt-dev \
              redis-server
 DEB_TEST  := python3 python3-websockets python3-redis chromium haproxy nginx-light procps openssl \
-             iproute2 python3-yaml clang libclang-rt-14-dev strace
+             iproute2 python3-yaml clang libclang-rt-14-dev strace libnginx-mod-stream
 # Node.js with npm may come from elsewhere than Debian (NodeSource's nodejs ships npm
 # and conflicts with Debian's npm): Debian's packages only when there is no node/npm.
 DEB_NODE  := nodejs npm

@@ -3,6 +3,7 @@
 
     /usr/bin/python3 tests/bench/tls_memory.py [--build build] [-n 5000] [--rounds 3]
                                                [--key ec|rsa] [--workers 2] [--out FILE]
+                                               [--kinds plain,tls]
 
 Each round runs plain, then TLS, each on a fresh gateway (--workers, no admin listener,
 no events) with a fresh redis-server: 200 warm-up connections opened and closed, the
@@ -134,6 +135,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--key", choices=("ec", "rsa"), default="ec")
+    ap.add_argument("--kinds", default="plain,tls", help="plain, tls or both")
     ap.add_argument("--out")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="wstls-")
@@ -141,7 +143,7 @@ def main():
     runs = []
     try:
         for rnd in range(1, args.rounds + 1):
-            for kind in ("plain", "tls"):
+            for kind in args.kinds.split(","):
                 r = one_run(args, kind, tmp, rnd, cert, key)
                 runs.append(r)
                 bench.log("%-5s round %d: %d/%d open, %.0f B/conn, %.0f us CPU/conn, %s "
@@ -155,7 +157,7 @@ def main():
     print("| | RSS per idle connection | gateway CPU per handshake | handshakes/s | latency p50 "
           "| latency p99 |")
     print("|---|---|---|---|---|---|")
-    for kind in ("plain", "tls"):
+    for kind in args.kinds.split(","):
         rs = [r for r in runs if r["kind"] == kind and r["ok"] == args.n]
         if not rs:
             print("| %s | (no complete run) | | | | |" % kind)

@@ -523,3 +523,97 @@ def test_tls_chromium_opens_wss_and_gets_the_close_code():
         browser.kill()
     run(main())
     assert metric(gw, "wsgate_tls_handshakes_total", result="ok") >= 2  # the page, the socket
+
+
+# --- deploy/: TLS terminated at the proxy, or passed through to the gateway -------------------
+
+class TLSProxies:
+    """A plain gateway and a TLS one on one redis-server, as deploy/'s TLS files expect
+    them (gw1 plain, gw3 TLS; gw2 and gw4 are absent ports, down for the proxy)."""
+
+    def __init__(self):
+        import test_deploy as D
+        self.D = D
+        self.ca = ca()
+        self.gw_cert = self.ca.issue("gateway", serial=2001)
+        self.proxy_cert = self.ca.issue("proxy", serial=3001)
+        redis = harness.start_redis()
+        flags = {"--redis": redis.url, "--log-level": "debug"}
+        self.plain = harness.Gateway(flags=dict(flags, **{"--id": "gwP"}), workers=1).start()
+        self.tls = harness.Gateway(flags=dict(flags, **{"--id": "gwT"}), workers=1,
+                                   extra=tls_flags(*self.gw_cert)).start()
+        for gw in (self.plain, self.tls):
+            lb.wait_ready(gw.admin_port)
+        self.ports = {p: harness.free_port() for p in D.HAPROXY_TLS_PORTS}
+        self.ports.update({lb.GW1: self.plain.port, lb.ADMIN1: self.plain.admin_port,
+                           D.GW3: self.tls.port, D.ADMIN3: self.tls.admin_port})
+
+    def check(self, front, serial, gw):
+        """A wss:// client through front: the certificate it sees, an echo, the gateway
+        that served it."""
+        async def main():
+            ws = await wss(front, self.ca.context())
+            assert serial_of(ws) == serial, serial_of(ws)
+            await ws.send("through %d" % front)
+            assert await ws.recv() == "through %d" % front
+            conn = ws.response_headers["X-Wsgate-Conn"]
+            await ws.close()
+            return conn
+        conn = run(main())
+        assert conn.startswith(gw.argv[gw.argv.index("--id") + 1] + "-"), conn
+
+    def wait_front(self, front, proxy):
+        def up():
+            try:
+                with tls_socket(front, self.ca.context(), timeout=1) as s:
+                    s.sendall(wsraw.request(host="localhost"))
+                    return wsraw.read_head(s, 1).status == 101
+            except (OSError, AssertionError, ssl.SSLError):
+                if proxy.proc.poll() is not None:
+                    raise AssertionError(proxy.log())
+                return False
+        harness.wait_for(up, 10, "a 101 through port %d" % front, 0.1)
+
+
+@harness.timeout(60)
+def test_tls_through_haproxy_terminated_and_passed_through():
+    t = TLSProxies()
+    D = t.D
+    d = os.path.join(harness.tmp_root(), "haproxy-tls")
+    os.makedirs(d)
+    pem = os.path.join(d, "proxy.pem")
+    with open(pem, "w") as out:
+        for part in t.proxy_cert:
+            with open(part) as f:
+                out.write(f.read())
+    cfg = os.path.join(d, "haproxy-tls.cfg")
+    D.render_tls("haproxy-tls.cfg", t.ports, cfg, {D.HAPROXY_CERT: pem})
+    hap = lb.Proxy()
+    hap.name, hap.log_path = "haproxy", os.path.join(d, "haproxy.log")
+    hap._spawn([lb.HAPROXY_BIN, "-db", "-f", cfg], d)
+    front, passthrough = t.ports[D.TLS_FRONT], t.ports[D.PASS_FRONT]
+    t.wait_front(front, hap)
+    t.wait_front(passthrough, hap)
+    t.check(front, 3001, t.plain)  # HAProxy's certificate, a plain gateway behind
+    t.check(passthrough, 2001, t.tls)  # the gateway's own certificate, through TCP
+    assert "tls handshake done" in t.tls.log() and "tls handshake" not in t.plain.log()
+
+
+@harness.timeout(60)
+def test_tls_through_nginx_terminated_and_passed_through():
+    t = TLSProxies()
+    D = t.D
+    for name, certs_, front in (
+            ("nginx-tls.conf", {D.NGINX_CERT: t.proxy_cert[0], D.NGINX_KEY: t.proxy_cert[1]},
+             D.TLS_FRONT),
+            ("nginx-stream.conf", {}, D.PASS_FRONT)):
+        prefix = os.path.join(harness.tmp_root(), "run-" + name)
+        os.makedirs(os.path.join(prefix, "temp"))
+        cfg = os.path.join(prefix, name)
+        D.render_tls(name, t.ports, cfg, certs_)
+        ng = lb.Proxy()
+        ng.name, ng.log_path = "nginx", os.path.join(prefix, "nginx.log")
+        ng._spawn(lb.nginx_argv(prefix, cfg, "daemon off;"), prefix)
+        t.wait_front(t.ports[front], ng)
+    t.check(t.ports[D.TLS_FRONT], 3001, t.plain)
+    t.check(t.ports[D.PASS_FRONT], 2001, t.tls)
