@@ -100,16 +100,16 @@ struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa, struc
         c->remote_port = ntohs(s4->sin_port);
     }
     ws_dec_init(&c->dec, w->cfg->max_message);
-    if (tls != NULL && io_tls_start(c, tls) < 0)
-        goto err_free_conn;
     if (event_assign(&c->ev, w->base, fd, EV_READ | EV_PERSIST, conn_on_event, c) < 0 ||
         event_add(&c->ev, NULL) < 0)
-        goto err_free_ssl;
+        goto err_free_conn;
+    if (tls != NULL && io_tls_start(c, tls) < 0)
+        goto err_del_event;
     w->nconns++;
     worker_tlist_move(w, c, TL_HANDSHAKE); /* --handshake-timeout covers TLS and the upgrade */
     return c;
-err_free_ssl:
-    SSL_free(c->ssl);
+err_del_event:
+    event_del(&c->ev);
 err_free_conn:
     free(c);
 err_close_fd:

@@ -42,16 +42,17 @@ err:
 static ssize_t tls_fail(struct conn *c, int ssl_err)
 {
     char id[CONN_ID_MAX];
+    int err = errno == EPIPE ? EPIPE : ECONNRESET;
 
     c->io_flags |= IO_F_FATAL;
     if (ssl_err == SSL_ERROR_SYSCALL) {
         c->io_flags |= IO_F_RESET;
-        errno = errno == EPIPE ? EPIPE : ECONNRESET;
     } else {
         log_msg(LOG_DEBUG, conn_id(c, id, sizeof(id)), "tls error why=\"%s\"", tls_error_reason());
-        errno = EPROTO;
+        err = EPROTO;
     }
     ERR_clear_error();
+    errno = err;
     return -1;
 }
 
