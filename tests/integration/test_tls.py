@@ -129,6 +129,36 @@ def s_client_fails(port, *args, timeout=10.0):
     return out.returncode, out.stdout + out.stderr
 
 
+# --- refused before anything starts -----------------------------------------------------------
+
+def test_tls_bad_files_exit_2_before_any_worker():
+    import test_cli
+    c = ca()
+    cert, key = c.issue("gw")
+    _, other_key = c.issue("other", serial=7)
+    enc = os.path.join(c.dir, "enc.key")
+    subprocess.run([certs.OPENSSL, "pkey", "-in", key, "-aes128", "-passout", "pass:x",
+                    "-out", enc], check=True, capture_output=True)
+    for extra, needle in ((["--tls-cert", cert], "give both or neither"),
+                          (["--tls-key", key], "give both or neither"),
+                          (["--tls-cert", cert, "--tls-key", other_key], "does not match"),
+                          (["--tls-cert", cert, "--tls-key", enc], "not an unencrypted"),
+                          (["--tls-cert", key, "--tls-key", key], "not a PEM certificate"),
+                          (["--tls-cert", cert, "--tls-key", "/nonexistent.key"], "No such"),
+                          (["--tls-min-version", "1.3"], "needs --tls-cert"),
+                          (["--tls-cert", cert, "--tls-key", key, "--tls-min-version", "1.1"],
+                           "expected 1.2 or 1.3")):
+        rc, _, err = test_cli.run_wsgate(test_cli.good_args() + extra)
+        assert rc == 2 and needle in err, (extra, rc, err)
+        assert "worker ready" not in err
+    # the twins count: WSGATE_TLS_CERT with --tls-key starts a TLS gateway
+    gw = harness.Gateway(flags={"--redis": "redis://127.0.0.1:1"}, workers=1,
+                         extra=["--tls-key", key], env={"WSGATE_TLS_CERT": cert}).start()
+    assert "tls=on" in gw.log()
+    with tls_socket(gw.port, c.context()) as s:
+        assert s.version() == "TLSv1.3"
+
+
 # --- Python websockets ------------------------------------------------------------------------
 
 def test_tls_websockets_echo_and_close_codes():
