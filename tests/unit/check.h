@@ -32,6 +32,7 @@ unsigned long chaos_allocations(void);
 void *chaos_json_malloc(size_t n);
 int chaos_crypto_install(void);
 void chaos_crypto(int on);
+size_t chaos_crypto_live(void); /* bytes OpenSSL's allocations hold now */
 
 /* A self-signed EC P-256 certificate for cn, valid for days from now (negative: it
  * expired that long ago), and its key, written as PEM (key_path may be NULL).
