@@ -355,8 +355,7 @@ static size_t idle_server_bytes(SSL_CTX *ctx)
     CHECK(handshake(cli, srv) == 1);
     CHECK(SSL_write(cli, "GET / HTTP/1.1\r\n\r\n", 18) == 18);
     CHECK(SSL_read(srv, buf, sizeof(buf)) == 18);
-    CHECK(SSL_read(srv, buf, sizeof(buf)) < 0 &&
-          SSL_get_error(srv, -1) == SSL_ERROR_WANT_READ);
+    CHECK(SSL_read(srv, buf, sizeof(buf)) < 0 && SSL_get_error(srv, -1) == SSL_ERROR_WANT_READ);
     CHECK(SSL_write(srv, "HTTP/1.1 101 \r\n\r\n", 18) == 18);
     CHECK(SSL_read(cli, buf, sizeof(buf)) > 0);
     SSL_set_shutdown(cli, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
