@@ -13,8 +13,10 @@
 #include "common/log.h"
 #include "common/origin.h"
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 
 #include "common/log.h"
+#include "common/tls.h"
 #include "common/token.h"
 #include "common/utf8.h"
 #include "common/ws_close.h"
@@ -744,6 +746,82 @@ static int set_max_jobs(struct config *c, const char *v, char *err, size_t errle
     return 0;
 }
 
+/* --- TLS ------------------------------------------------------------------------------------ */
+
+_Static_assert(CONFIG_TLS_TICKET_KEY == TLS_TICKET_KEY_LEN, "ticket key size");
+
+/* A PEM file the workers read again on SIGHUP; "" turns TLS off. */
+static int set_tls_path(const char *flag, const char *v, char *out, size_t cap, char *err,
+                        size_t errlen)
+{
+    size_t len = strlen(v);
+
+    if (len >= cap)
+        return bad(err, errlen, flag, v, "path too long");
+    if (len > 0 && access(v, R_OK) != 0) {
+        int e = errno;
+        return bad(err, errlen, flag, v, strerror(e));
+    }
+    memcpy(out, v, len + 1);
+    return 0;
+}
+
+static int set_tls_cert(struct config *c, const char *v, char *err, size_t errlen)
+{
+    return set_tls_path("tls-cert", v, c->tls_cert, sizeof(c->tls_cert), err, errlen);
+}
+
+static int set_tls_key(struct config *c, const char *v, char *err, size_t errlen)
+{
+    return set_tls_path("tls-key", v, c->tls_key, sizeof(c->tls_key), err, errlen);
+}
+
+static int set_tls_min_version(struct config *c, const char *v, char *err, size_t errlen)
+{
+    if (strcmp(v, "1.2") == 0)
+        c->tls_min_version = TLS_MIN_1_2;
+    else if (strcmp(v, "1.3") == 0)
+        c->tls_min_version = TLS_MIN_1_3;
+    else
+        return bad(err, errlen, "tls-min-version", v, "expected 1.2 or 1.3");
+    c->tls_min_given = true;
+    return 0;
+}
+
+bool config_tls_enabled(const struct config *c)
+{
+    return c->tls_cert[0] != '\0';
+}
+
+/* Both files or neither; the pair is loaded here into a context of the same make as
+ * the workers' (and freed), so a bad file, a key that does not match or a passphrase
+ * stops the gateway before any process starts. */
+static int check_tls(struct config *c, char *err, size_t errlen)
+{
+    SSL_CTX *ctx;
+
+    if ((c->tls_cert[0] != '\0') != (c->tls_key[0] != '\0')) {
+        snprintf(err, errlen, "--tls-cert and --tls-key go together: give both or neither");
+        return -1;
+    }
+    if (c->tls_cert[0] == '\0') {
+        if (c->tls_min_given) {
+            snprintf(err, errlen, "--tls-min-version needs --tls-cert and --tls-key");
+            return -1;
+        }
+        return 0;
+    }
+    ctx = tls_ctx_new(c->tls_cert, c->tls_key, c->tls_min_version, NULL, err, errlen);
+    if (ctx == NULL)
+        return -1;
+    SSL_CTX_free(ctx);
+    if (RAND_bytes(c->tls_ticket_key, sizeof(c->tls_ticket_key)) != 1) {
+        snprintf(err, errlen, "cannot draw a session ticket key: %s", tls_error_reason());
+        return -1;
+    }
+    return 0;
+}
+
 static const struct flag flags[] = {
     {"listen", F_VALUE, set_listen},
     {"workers", F_VALUE, set_workers},
@@ -796,6 +874,9 @@ static const struct flag flags[] = {
     {"inbound-stream", F_VALUE, set_inbound_stream},
     {"inbound-maxlen", F_VALUE, set_inbound_maxlen},
     {"inbound-max-pending", F_VALUE, set_inbound_max_pending},
+    {"tls-cert", F_VALUE, set_tls_cert},
+    {"tls-key", F_VALUE, set_tls_key},
+    {"tls-min-version", F_VALUE, set_tls_min_version},
 };
 
 #define NFLAGS (sizeof(flags) / sizeof(flags[0]))
@@ -903,6 +984,11 @@ static const char usage[] =
     "                           per worker: inbound bytes Redis has not answered yet;\n"
     "                           over half of it, or while Redis is down, the worker stops\n"
     "                           reading from clients until it drains (default 4m)\n"
+    "  --tls-cert PATH          clients connect with TLS (wss://): the server certificate,\n"
+    "                           then its chain, in PEM; needs --tls-key. SIGHUP reloads\n"
+    "                           both files without dropping connections (default: off)\n"
+    "  --tls-key PATH           the certificate's private key, PEM, not encrypted\n"
+    "  --tls-min-version V      1.2 or 1.3: the oldest TLS version accepted (default 1.2)\n"
     "  --help                   this text\n"
     "  --version                the version and the git revision it was built from\n"
     "\n"
@@ -959,6 +1045,7 @@ void config_defaults(struct config *c)
     strcpy(c->inbound_stream, "wsgate:in");
     c->inbound_maxlen = 100000;
     c->inbound_max_pending = 4 * 1024 * 1024;
+    c->tls_min_version = TLS_MIN_1_2;
 }
 
 bool config_query_groups(const struct config *c)
@@ -1185,5 +1272,7 @@ int config_parse(struct config *c, int argc, char **argv, char **envp, char *err
     }
     if (c->max_pending == 0)
         c->max_pending = default_max_pending(c->workers);
+    if (check_tls(c, err, errlen) < 0)
+        return -1;
     return check_jwt(c, err, errlen);
 }

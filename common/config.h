@@ -22,6 +22,7 @@
 
 #define CONFIG_ID_MAX         64
 #define CONFIG_JWT_SECRET_MAX 1024 /* bytes of an HMAC secret */
+#define CONFIG_TLS_TICKET_KEY 80   /* bytes of the session ticket key (common/tls.h) */
 
 struct config {
     char listen_host[256]; /* numeric address, "" for any */
@@ -80,6 +81,13 @@ struct config {
     char inbound_stream[128];     /* --inbound stream: XADDed here */
     uint64_t inbound_maxlen;      /* the stream is trimmed to about this many entries */
     uint64_t inbound_max_pending; /* per worker: inbound bytes not yet answered by Redis */
+    /* TLS on the client listener: on when both files are given */
+    char tls_cert[1024]; /* --tls-cert: PEM certificate chain, "" when off */
+    char tls_key[1024];  /* --tls-key: its PEM private key */
+    int tls_min_version; /* TLS1_2_VERSION or TLS1_3_VERSION (OpenSSL's numbers) */
+    bool tls_min_given;
+    uint8_t tls_ticket_key[CONFIG_TLS_TICKET_KEY]; /* random, drawn by config_parse() when
+                                                      TLS is on: the workers share it */
 };
 
 /* --inbound: what a client's data message becomes. --echo is CONFIG_INBOUND_ECHO. */
@@ -118,6 +126,9 @@ bool config_query_groups(const struct config *c);
 /* True when connections must bring a JWT (--jwt-secret, --jwt-secret-file or
  * --jwt-public-key was given). */
 bool config_jwt_enabled(const struct config *c);
+
+/* True when the client listener speaks TLS (--tls-cert and --tls-key). */
+bool config_tls_enabled(const struct config *c);
 
 struct token_config;
 

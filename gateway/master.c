@@ -41,6 +41,7 @@ static volatile sig_atomic_t got_term;
 static volatile sig_atomic_t got_alrm;
 static volatile sig_atomic_t got_int;
 static volatile sig_atomic_t got_usr1; /* a worker took a drain order */
+static volatile sig_atomic_t got_hup;  /* reload the TLS certificate */
 
 static void on_signal(int sig)
 {
@@ -54,6 +55,8 @@ static void on_signal(int sig)
         got_int = 1;
     else if (sig == SIGUSR1)
         got_usr1 = 1;
+    else if (sig == SIGHUP)
+        got_hup = 1;
     else
         got_term = 1;
     errno = saved;
@@ -271,6 +274,7 @@ int master_run(const struct config *cfg, int admin_fd)
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGALRM);
     sigaddset(&block, SIGUSR1);
+    sigaddset(&block, SIGHUP);
     sigprocmask(SIG_BLOCK, &block, NULL);
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -280,6 +284,7 @@ int master_run(const struct config *cfg, int admin_fd)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGALRM, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     sigemptyset(&empty);
 
@@ -326,6 +331,16 @@ int master_run(const struct config *cfg, int admin_fd)
             m.sweep_at = now_ms() + ORDER_SWEEP_MS;
         }
         got_usr1 = 0;
+        if (got_hup) {
+            /* Each worker reads the certificate and key again (a worker started later
+             * reads them anyway); while stopping there is nothing left to reload. */
+            int n;
+            got_hup = 0;
+            if (!m.stopping) {
+                n = signal_workers(&m, SIGHUP, false);
+                log_msg(LOG_NOTICE, NULL, "SIGHUP: reloading TLS in %d worker(s)", n);
+            }
+        }
         if (got_chld) {
             got_chld = 0;
             reap(&m);
@@ -384,7 +399,7 @@ int master_run(const struct config *cfg, int admin_fd)
             }
         }
         arm_alarm(next > 0 ? next : (next < 0 ? 1 : 0));
-        if (!got_chld && !got_term && !got_int && !got_usr1)
+        if (!got_chld && !got_term && !got_int && !got_usr1 && !got_hup)
             sigsuspend(&empty);
     }
     arm_alarm(0);

@@ -200,6 +200,20 @@ static void metrics(const struct worker *w, struct text *t)
                 (unsigned long long)SUM(st.refused_full));
     counter(t, "admin_refused_total", "Admin requests refused: too many at once.",
             SUM(st.admin_refused));
+    metric_head(t, "tls_handshakes_total", "counter",
+                "TLS handshakes on the client listener (--tls-cert), by result.");
+    text_printf(t, "wsgate_tls_handshakes_total{result=\"ok\"} %llu\n",
+                (unsigned long long)SUM(st.tls_handshakes_ok));
+    text_printf(t, "wsgate_tls_handshakes_total{result=\"failed\"} %llu\n",
+                (unsigned long long)SUM(st.tls_handshakes_failed));
+    text_printf(t, "wsgate_tls_handshakes_total{result=\"timeout\"} %llu\n",
+                (unsigned long long)SUM(st.tls_handshake_timeouts));
+    metric_head(t, "tls_reloads_total", "counter",
+                "Certificate reloads on SIGHUP (per worker), by result.");
+    text_printf(t, "wsgate_tls_reloads_total{result=\"ok\"} %llu\n",
+                (unsigned long long)SUM(st.tls_reloads_ok));
+    text_printf(t, "wsgate_tls_reloads_total{result=\"failed\"} %llu\n",
+                (unsigned long long)SUM(st.tls_reloads_failed));
 
     counter(t, "messages_received_total", "Data messages received from clients.", SUM(st.msgs_in));
     counter(t, "messages_sent_total", "Frames sent to clients.", SUM(st.msgs_out));

@@ -7,7 +7,6 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include "common/iplimit.h"
@@ -17,6 +16,7 @@
 #include "common/ws_hs.h"
 #include "worker/hooks.h"
 #include "worker/inbound.h"
+#include "worker/io.h"
 #include "worker/outq.h"
 #include "worker/worker.h"
 
@@ -28,6 +28,7 @@
 #define CORK_MAX       (64 * 1024)
 /* Queued segments offered to one writev. */
 #define WRITE_IOV 64
+_Static_assert(WRITE_IOV >= IO_TLS_GATHER, "a TLS retry must see its record's segments again");
 /* Reads per readiness event, so one busy client cannot starve the others. */
 #define READS_PER_EVENT 4
 /* The smallest buffer for a message received in pieces. */
@@ -59,27 +60,27 @@ const char *conn_remote(const struct conn *c, char *buf, size_t cap)
 }
 
 /* Registers the event for what the connection needs now: read unless paused, write
- * while output is pending. */
+ * while output is pending, in the directions io.c says those wait for. Input that TLS
+ * holds already is read without waiting for the socket. */
 static int conn_update_events(struct conn *c)
 {
-    short want = EV_PERSIST;
+    bool rd = c->pause == 0;
+    short want = (short)(EV_PERSIST | io_events(c, rd, c->out != NULL));
 
-    if (c->pause == 0)
-        want |= EV_READ;
-    if (c->out != NULL)
-        want |= EV_WRITE;
-    if (event_get_events(&c->ev) == want && event_pending(&c->ev, EV_READ | EV_WRITE, NULL))
-        return 0;
-    event_del(&c->ev);
-    if (event_assign(&c->ev, c->w->base, c->fd, want, conn_on_event, c) < 0 ||
-        event_add(&c->ev, NULL) < 0) {
-        log_msg(LOG_ERROR, NULL, "event_add failed fd=%d", c->fd);
-        return -1;
+    if (event_get_events(&c->ev) != want || !event_pending(&c->ev, EV_READ | EV_WRITE, NULL)) {
+        event_del(&c->ev);
+        if (event_assign(&c->ev, c->w->base, c->fd, want, conn_on_event, c) < 0 ||
+            event_add(&c->ev, NULL) < 0) {
+            log_msg(LOG_ERROR, NULL, "event_add failed fd=%d", c->fd);
+            return -1;
+        }
     }
+    if (rd && io_has_more(c))
+        event_active(&c->ev, EV_READ, 1);
     return 0;
 }
 
-struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa)
+struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa, struct ssl_ctx_st *tls)
 {
     struct conn *c = calloc(1, sizeof(*c));
 
@@ -88,7 +89,7 @@ struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa)
     c->w = w;
     c->fd = fd;
     c->seq = ++w->next_seq;
-    c->state = CONN_HANDSHAKE;
+    c->state = tls != NULL ? CONN_TLS : CONN_HANDSHAKE;
     if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
         c->remote_family = AF_INET6;
@@ -104,9 +105,13 @@ struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa)
     if (event_assign(&c->ev, w->base, fd, EV_READ | EV_PERSIST, conn_on_event, c) < 0 ||
         event_add(&c->ev, NULL) < 0)
         goto err_free_conn;
+    if (tls != NULL && io_tls_start(c, tls) < 0)
+        goto err_del_event;
     w->nconns++;
-    worker_tlist_move(w, c, TL_HANDSHAKE);
+    worker_tlist_move(w, c, TL_HANDSHAKE); /* --handshake-timeout covers TLS and the upgrade */
     return c;
+err_del_event:
+    event_del(&c->ev);
 err_free_conn:
     free(c);
 err_close_fd:
@@ -182,8 +187,7 @@ void conn_release(struct conn *c, const char *why)
     hooks_conn_closed(c, why);
     c->state = CONN_CLOSED;
     event_del(&c->ev);
-    close(c->fd);
-    c->fd = -1;
+    io_close(c);
     worker_tlist_remove(w, c);
     if (c->flags & CONN_F_ADMIN)
         w->nadmin--;
@@ -230,7 +234,7 @@ static void conn_after_flush(struct conn *c)
         /* Send FIN after the last byte and read until the client closes too, so
          * unread input does not turn our close into an RST that eats the answer. */
         c->flags &= (uint16_t) ~(CONN_F_FLUSH_CLOSE | CONN_F_LINGER);
-        shutdown(c->fd, SHUT_WR);
+        io_shutdown(c);
         return;
     }
     conn_release(c, "closed");
@@ -263,16 +267,17 @@ static void conn_slow(struct conn *c, const char *why)
 /*
  * Queues iov from byte skip on, one frame of kind. While open, a frame that would
  * take the queue past --max-outbound makes the client a slow consumer: the frame is
- * not queued, unless it has begun on the wire (skip > 0), which is finished before
- * the close frame. Returns -1 when c was released.
+ * not queued, unless it has begun on the wire (skip > 0, or begun: its first bytes
+ * are in a TLS record waiting to be retried), which is finished before the close
+ * frame. Returns -1 when c was released.
  */
 static int conn_queue(struct conn *c, const struct iovec *iov, int iovcnt, size_t skip,
-                      size_t total, unsigned kind)
+                      size_t total, unsigned kind, bool begun)
 {
     size_t before = outq_bytes(c->out);
     bool over = c->state == CONN_OPEN && before + outq_cost(total - skip) > c->w->cfg->max_outbound;
 
-    if (over && skip == 0) {
+    if (over && skip == 0 && !begun) {
         conn_slow(c, "output over --max-outbound");
         return c->state == CONN_CLOSED ? -1 : 0;
     }
@@ -282,6 +287,8 @@ static int conn_queue(struct conn *c, const struct iovec *iov, int iovcnt, size_
         conn_release(c, "out of memory");
         return -1;
     }
+    if (begun)
+        outq_pin(c->out, outq_pending(c->out)); /* it is the tail: all of it */
     out_track(c, before);
     if (over)
         conn_slow(c, "output over --max-outbound");
@@ -316,7 +323,7 @@ static int conn_after_write(struct conn *c)
 static int conn_write(struct conn *c, const struct iovec *iov, int iovcnt, unsigned kind)
 {
     struct iovec v[WRITE_IOV + 2];
-    size_t queued = 0, total = 0, done = 0;
+    size_t queued = 0, total = 0, done = 0, pin = 0, ahead;
     bool all;
     int n = outq_iov(c->out, v, WRITE_IOV, &all);
 
@@ -328,13 +335,12 @@ static int conn_write(struct conn *c, const struct iovec *iov, int iovcnt, unsig
             v[n++] = iov[i];
     }
     if (n > 0) {
-        ssize_t r;
-        do {
-            r = writev(c->fd, v, n);
-        } while (r < 0 && errno == EINTR);
+        ssize_t r = io_writev(c, v, n, &pin);
         if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
             int err = errno;
-            conn_release(c, err == EPIPE || err == ECONNRESET ? "reset by peer" : "write error");
+            conn_release(c, err == EPIPE || err == ECONNRESET ? "reset by peer"
+                            : err == EPROTO                   ? "tls error"
+                                                              : "write error");
             return -1;
         }
         done = r > 0 ? (size_t)r : 0;
@@ -345,8 +351,13 @@ static int conn_write(struct conn *c, const struct iovec *iov, int iovcnt, unsig
         outq_consume(&c->out, done < queued ? done : queued);
         out_track(c, before);
     }
-    done = done > queued ? done - queued : 0; /* of iov, which was only offered if all */
-    if (iovcnt > 0 && done < total && conn_queue(c, iov, iovcnt, done, total, kind) < 0)
+    /* A TLS record waiting to be retried holds the next pin bytes: they stay first,
+     * and when they reach into iov, iov is queued as begun. */
+    outq_pin(c->out, pin);
+    ahead = done < queued ? queued - done : 0; /* queued bytes still ahead of iov */
+    done = done > queued ? done - queued : 0;  /* of iov, which was only offered if all */
+    if (iovcnt > 0 && done < total &&
+        conn_queue(c, iov, iovcnt, done, total, kind, all && pin > ahead) < 0)
         return -1;
     return conn_after_write(c);
 }
@@ -374,11 +385,11 @@ static int conn_send(struct conn *c, const struct iovec *iov, int iovcnt, unsign
     if (c->flags & CONN_F_CORK) {
         size_t room = out_high_mark(c->w) < CORK_MAX ? out_high_mark(c->w) : CORK_MAX;
         if (total <= CORK_FRAME_MAX && outq_bytes(c->out) + outq_cost(total) <= room)
-            return conn_queue(c, iov, iovcnt, 0, total, kind);
+            return conn_queue(c, iov, iovcnt, 0, total, kind, false);
         return conn_write(c, iov, iovcnt, kind);
     }
     if (c->out != NULL) /* the kernel is full: wait behind the rest */
-        return conn_queue(c, iov, iovcnt, 0, total, kind) < 0 ? -1 : conn_after_write(c);
+        return conn_queue(c, iov, iovcnt, 0, total, kind, false) < 0 ? -1 : conn_after_write(c);
     return conn_write(c, iov, iovcnt, kind);
 }
 
@@ -906,15 +917,16 @@ static void conn_process(struct conn *c, uint8_t *buf, size_t len)
 static void conn_read(struct conn *c)
 {
     struct worker *w = c->w;
+    int i;
 
     if (c->out == NULL)
         c->flags |= CONN_F_CORK; /* the answers to this input leave together */
-    for (int i = 0; i < READS_PER_EVENT && c->state != CONN_CLOSED && c->pause == 0; i++) {
-        ssize_t n = read(c->fd, w->rbuf, w->rbuf_cap);
+    for (i = 0; i < READS_PER_EVENT && c->state != CONN_CLOSED && c->pause == 0; i++) {
+        ssize_t n = io_read(c, w->rbuf, w->rbuf_cap);
 
         if (n > 0) {
             conn_process(c, w->rbuf, (size_t)n);
-            if ((size_t)n < w->rbuf_cap)
+            if ((size_t)n < w->rbuf_cap && !io_has_more(c))
                 break;
             continue;
         }
@@ -925,10 +937,43 @@ static void conn_read(struct conn *c)
         if (errno == EINTR)
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
-            conn_release(c, "read error");
+            conn_release(c, errno == EPROTO ? "tls error" : "read error");
         break;
     }
     conn_uncork(c);
+    /* Input left inside OpenSSL wakes no event: come back for it after the others. */
+    if (i == READS_PER_EVENT && c->state != CONN_CLOSED && io_has_more(c))
+        event_active(&c->ev, EV_READ, 1);
+}
+
+/* The TLS handshake, before the upgrade request; --handshake-timeout runs from accept. */
+static void conn_tls(struct conn *c)
+{
+    struct worker *w = c->w;
+    char id[CONN_ID_MAX], remote[CONN_REMOTE_MAX], info[128];
+    const char *why = "?";
+    int r = io_handshake(c, &why);
+
+    if (r < 0) {
+        w->slot->st.tls_handshakes_failed++;
+        log_limited(LOG_INFO, conn_id(c, id, sizeof(id)),
+                    "tls handshake failed remote=%s why=\"%s\"",
+                    conn_remote(c, remote, sizeof(remote)), why);
+        conn_release(c, "tls handshake failed");
+        return;
+    }
+    if (r > 0) {
+        w->slot->st.tls_handshakes_ok++;
+        c->state = CONN_HANDSHAKE;
+        log_msg(LOG_DEBUG, conn_id(c, id, sizeof(id)), "tls handshake done %s",
+                io_tls_info(c, info, sizeof(info)));
+    }
+    if (conn_update_events(c) < 0) {
+        conn_release(c, "event error");
+        return;
+    }
+    if (r > 0)
+        conn_read(c); /* the request may have come with the handshake's last flight */
 }
 
 static void conn_on_event(evutil_socket_t fd, short what, void *arg)
@@ -936,6 +981,12 @@ static void conn_on_event(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
 
     (void)fd;
+    what = io_ready(c, what);
+    if (c->state == CONN_TLS) {
+        if (what & EV_READ)
+            conn_tls(c);
+        return;
+    }
     if ((what & EV_WRITE) && conn_flush(c) < 0)
         return;
     if ((what & EV_READ) && c->state != CONN_CLOSED)
@@ -950,7 +1001,10 @@ void conn_on_timeout(struct conn *c)
     switch (c->tlist) {
     case TL_HANDSHAKE:
         w->slot->st.handshake_timeouts++;
-        log_limited(LOG_INFO, conn_id(c, id, sizeof(id)), "handshake timeout");
+        if (c->state == CONN_TLS)
+            w->slot->st.tls_handshake_timeouts++;
+        log_limited(LOG_INFO, conn_id(c, id, sizeof(id)), "%shandshake timeout",
+                    c->state == CONN_TLS ? "tls " : "");
         if (c->hs != NULL && ws_hs_has_request_line(c->hs)) {
             /* A request began and stalled (slowloris): say so (RFC 9110 §15.5.9).
              * A connection that sent no request line gets no answer. */

@@ -14,7 +14,7 @@ struct worker;
 struct ws_hs;
 
 /*
- * One client connection, RFC 6455 §4-§7: HANDSHAKE → OPEN → CLOSING → CLOSED.
+ * One client connection, RFC 6455 §4-§7: (TLS →) HANDSHAKE → OPEN → CLOSING → CLOSED.
  * Idle, it holds this struct and its embedded read event only: input goes through
  * the worker's scratch buffer, and buffers are allocated while bytes are pending
  * (a partial message, unsent output, a handshake in progress) and freed after.
@@ -23,6 +23,7 @@ struct ws_hs;
  */
 
 enum conn_state {
+    CONN_TLS, /* the TLS handshake, before the upgrade request (wss://) */
     CONN_HANDSHAKE,
     CONN_OPEN,
     CONN_CLOSING, /* our close frame or HTTP error is queued or sent; no data delivered */
@@ -55,6 +56,8 @@ struct msgbuf {
 };
 
 struct outq;
+struct ssl_st;
+struct ssl_ctx_st;
 
 /* What only JWT and the per-address limits need, allocated only when they are on. */
 struct conn_sec {
@@ -87,12 +90,15 @@ struct conn {
     uint8_t remote_family; /* AF_INET or AF_INET6 */
     uint8_t pause;         /* CONN_PAUSE_* reasons; reading waits while any is set */
     uint16_t ngroups;      /* up to --max-groups (1024) */
+    uint8_t io_flags;      /* IO_F_* (io.h) */
     uint16_t remote_port;
     uint8_t remote_addr[16];
+    struct ssl_st *ssl; /* owned by io.c on a TLS connection, else NULL */
 };
 
-/* Takes ownership of fd: on failure fd is closed. Returns NULL when memory runs out. */
-struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa);
+/* Takes ownership of fd: on failure fd is closed. tls (borrowed) makes it a TLS
+ * connection, NULL a plain one. Returns NULL when memory runs out. */
+struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa, struct ssl_ctx_st *tls);
 
 /*
  * Starts the server's close: sends a close frame with code and reason (cut to

@@ -188,6 +188,14 @@ void outq_consume(struct outq **pq, size_t n)
     }
 }
 
+void outq_pin(struct outq *q, size_t n)
+{
+    for (struct seg *s = q != NULL ? q->head : NULL; s != NULL && n > 0; s = s->next) {
+        s->kind |= SEG_STARTED;
+        n -= n < s->len ? n : s->len;
+    }
+}
+
 size_t outq_drop_data(struct outq **pq)
 {
     struct outq *q = *pq;

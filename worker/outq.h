@@ -75,6 +75,11 @@ int outq_iov(const struct outq *q, struct iovec *iov, int max, bool *all);
  * done, and the queue when it is empty (*pq becomes NULL). */
 void outq_consume(struct outq **pq, size_t n);
 
+/* Marks the segments holding the first n pending bytes as started, so they are never
+ * dropped: bytes that a TLS record holds while its write waits to be retried count as
+ * begun on the wire (worker/io.h). NULL does nothing. */
+void outq_pin(struct outq *q, size_t n);
+
 /* Drops every data segment that has not started on the wire; the segment partly
  * written, and everything else, stays in order. Returns the bytes dropped. */
 size_t outq_drop_data(struct outq **pq);

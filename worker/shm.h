@@ -56,6 +56,11 @@ struct worker_stats {
     uint64_t events_published;
     uint64_t slow_closes;    /* closed with 1013 as slow consumers */
     uint64_t pending_closes; /* closed with 1013: --max-pending budget full */
+    uint64_t tls_handshakes_ok;
+    uint64_t tls_handshakes_failed;  /* refused or broken: version, cipher, not TLS, EOF */
+    uint64_t tls_handshake_timeouts; /* still in TLS at --handshake-timeout */
+    uint64_t tls_reloads_ok;         /* SIGHUP: new connections get the new certificate */
+    uint64_t tls_reloads_failed;     /* SIGHUP: the files did not load; the old ones stay */
     uint64_t closes_by[CLOSE_BY_COUNT];
     uint64_t close_codes[SHM_CLOSE_CODES];
 };

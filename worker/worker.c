@@ -17,12 +17,14 @@
 #include <sys/socket.h>
 
 #include "common/log.h"
+#include "common/tls.h"
 #include "common/ws_close.h"
 #include "common/ws_hs.h"
 #include "worker/auth.h"
 #include "worker/conn.h"
 #include "worker/inbound.h"
 #include "worker/hooks.h"
+#include "worker/io.h"
 #include "worker/redis.h"
 #include "common/iplimit.h"
 #include "common/order.h"
@@ -213,15 +215,18 @@ int worker_check_listen(const struct config *cfg, char *err, size_t errlen)
     return 0;
 }
 
-/* At the file limit a client still gets an answer, not a hang or an RST. */
+/* At the file limit a client still gets an answer, not a hang or an RST; a TLS client
+ * gets its connection closed (an answer in clear would not reach it either). */
 static void refuse_full(struct worker *w, int fd, bool admin)
 {
     char resp[256];
     size_t n = ws_hs_response_error(503, admin ? "too many admin requests" : "gateway at capacity",
                                     resp, sizeof(resp));
-    ssize_t r = write(fd, resp, n);
 
-    (void)r;
+    if (admin || w->tls == NULL) {
+        ssize_t r = write(fd, resp, n);
+        (void)r;
+    }
     if (admin) {
         w->slot->st.admin_refused++;
         log_limited(LOG_WARN, NULL, "refused an admin request: %zu in progress", w->nadmin);
@@ -321,7 +326,7 @@ static void accept_batch(struct worker *w, int lfd, bool admin, int max)
             (ticket = admit_address(w, fd, (struct sockaddr *)&ss)) < 0)
             continue;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        c = conn_new(w, fd, (struct sockaddr *)&ss);
+        c = conn_new(w, fd, (struct sockaddr *)&ss, admin ? NULL : w->tls);
         if (c == NULL || (ticket > 0 && conn_keep_ticket(c, (uint32_t)ticket) < 0)) {
             if (c == NULL)
                 iplimit_release(w->shm->ipl, (uint32_t)(w->num - 1), (uint32_t)ticket);
@@ -512,6 +517,49 @@ static void worker_on_signal(evutil_socket_t sig, short what, void *arg)
         worker_hurry(w);
 }
 
+/* TLS ------------------------------------------------------------------------------ */
+
+/* Makes the context new TLS connections get, from the files as they are now. */
+static int worker_load_tls(struct worker *w, const char *what)
+{
+    const struct config *cfg = w->cfg;
+    char err[512], desc[512];
+    SSL_CTX *ctx = tls_ctx_new(cfg->tls_cert, cfg->tls_key, cfg->tls_min_version,
+                               cfg->tls_ticket_key, err, sizeof(err));
+
+    if (ctx == NULL) {
+        log_msg(LOG_ERROR, NULL, "tls %s failed%s: %s", what,
+                w->tls != NULL ? " (the certificate loaded before stays)" : "", err);
+        return -1;
+    }
+    /* Connections keep the context they were made with: SSL_new() took a reference. */
+    SSL_CTX_free(w->tls);
+    w->tls = ctx;
+    log_msg(tls_ctx_expired(ctx) ? LOG_WARN : LOG_NOTICE, NULL, "tls %s cert=%s %s%s", what,
+            cfg->tls_cert, tls_ctx_describe(ctx, desc, sizeof(desc)),
+            tls_ctx_expired(ctx) ? " (expired)" : "");
+    return 0;
+}
+
+/* SIGHUP: the certificate and key are read again. New connections get them; open
+ * ones keep theirs; if the files do not load, everything stays as it was. */
+static void worker_on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    (void)sig;
+    (void)what;
+    if (w->tls == NULL) {
+        log_msg(LOG_NOTICE, NULL, "got SIGHUP: no TLS, nothing to reload");
+        return;
+    }
+    if (worker_load_tls(w, "reload") < 0) {
+        w->slot->st.tls_reloads_failed++;
+        return;
+    }
+    w->slot->st.tls_reloads_ok++;
+}
+
 /* Setup ---------------------------------------------------------------------------- */
 
 static size_t raise_nofile(void)
@@ -539,8 +587,8 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
     int status = 1;
     sigset_t none, stops;
 
-    /* The master's handlers are reset before anything is unblocked, and SIGTERM and
-     * SIGINT stay blocked until the loop's own handlers are in place: a signal sent
+    /* The master's handlers are reset before anything is unblocked, and SIGTERM,
+     * SIGINT and SIGHUP stay blocked until the loop's own handlers are in place: a signal sent
      * while the worker sets up waits for them, instead of running the master's
      * handler in this process (lost) or killing the worker mid-setup. */
     signal(SIGPIPE, SIG_IGN);
@@ -549,10 +597,12 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
     signal(SIGCHLD, SIG_DFL);
     signal(SIGALRM, SIG_DFL);
     signal(SIGUSR1, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
     sigemptyset(&none);
     sigemptyset(&stops);
     sigaddset(&stops, SIGTERM);
     sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGHUP);
     sigprocmask(SIG_SETMASK, &stops, NULL);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     snprintf(tag, sizeof(tag), "w%d", num);
@@ -593,6 +643,13 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
         log_msg(LOG_ERROR, NULL, "cannot create the event loop");
         goto out;
     }
+    if (config_tls_enabled(cfg)) {
+        w.tls_wbuf = malloc(IO_TLS_RECORD);
+        if (w.tls_wbuf == NULL || worker_load_tls(&w, "loaded") < 0) {
+            status = 2; /* the files were good a moment ago in the master: not a flake */
+            goto out;
+        }
+    }
     w.listen_fd = listen_socket(cfg->listen_host, cfg->listen_port, true);
     if (w.listen_fd < 0) {
         log_msg(LOG_ERROR, NULL, "listen %s:%u: %s", cfg->listen_host, cfg->listen_port,
@@ -609,6 +666,7 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
     w.reaper = event_new(w.base, -1, 0, worker_on_reap, &w);
     w.sig_term = evsignal_new(w.base, SIGTERM, worker_on_signal, &w);
     w.sig_int = evsignal_new(w.base, SIGINT, worker_on_signal, &w);
+    w.sig_hup = evsignal_new(w.base, SIGHUP, worker_on_hup, &w);
     w.exit_timer = evtimer_new(w.base, worker_on_exit_timer, &w);
     w.drain_timer = evtimer_new(w.base, worker_on_drain_delay, &w);
     w.drain_check = event_new(w.base, -1, 0, worker_on_drain_check, &w);
@@ -620,9 +678,10 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
         }
     }
     if (w.listen_ev == NULL || w.accept_retry == NULL || w.tick == NULL || w.reaper == NULL ||
-        w.sig_term == NULL || w.sig_int == NULL || w.exit_timer == NULL || w.drain_timer == NULL ||
-        w.drain_check == NULL || event_add(w.listen_ev, NULL) < 0 || event_add(w.tick, &tick) < 0 ||
-        event_add(w.sig_term, NULL) < 0 || event_add(w.sig_int, NULL) < 0) {
+        w.sig_term == NULL || w.sig_int == NULL || w.sig_hup == NULL || w.exit_timer == NULL ||
+        w.drain_timer == NULL || w.drain_check == NULL || event_add(w.listen_ev, NULL) < 0 ||
+        event_add(w.tick, &tick) < 0 || event_add(w.sig_term, NULL) < 0 ||
+        event_add(w.sig_int, NULL) < 0 || event_add(w.sig_hup, NULL) < 0) {
         log_msg(LOG_ERROR, NULL, "cannot set up worker events");
         goto out;
     }
@@ -640,10 +699,11 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
     }
     worker_now(&w);
     w.slot->listening = true;
-    log_msg(LOG_NOTICE, NULL, "worker ready listen=%s:%u pid=%d capacity=%zu%s%s",
+    log_msg(LOG_NOTICE, NULL, "worker ready listen=%s:%u pid=%d capacity=%zu%s%s%s",
             cfg->listen_host[0] ? cfg->listen_host : "0.0.0.0", cfg->listen_port, (int)getpid(),
             w.max_conns, cfg->inbound != CONFIG_INBOUND_DROP ? " inbound=" : "",
-            cfg->inbound != CONFIG_INBOUND_DROP ? config_inbound_name(cfg->inbound) : "");
+            cfg->inbound != CONFIG_INBOUND_DROP ? config_inbound_name(cfg->inbound) : "",
+            w.tls != NULL ? " tls=on" : "");
     if (event_base_dispatch(w.base) < 0) {
         log_msg(LOG_ERROR, NULL, "event loop failed");
         goto out;

@@ -14,6 +14,7 @@
 #include "worker/shm.h"
 
 struct conn;
+struct ssl_ctx_st;
 struct wredis;
 struct job;
 struct seen;
@@ -57,6 +58,9 @@ struct worker {
     struct event *reaper; /* frees dead connections outside their call chains */
     struct event *sig_term;
     struct event *sig_int;
+    struct event *sig_hup;  /* reloads the TLS certificate */
+    struct ssl_ctx_st *tls; /* owned: new TLS connections' context, NULL when TLS is off */
+    uint8_t *tls_wbuf;      /* owned: a record's plaintext gathered (io.c), with TLS */
     struct event *exit_timer;
     struct tlist_head tl[TL_COUNT];
     struct conn *dead; /* released, waiting for the reaper */

@@ -17,6 +17,10 @@
  * payload or unsent output is partial. One periodic timer per process does the
  * timeouts; there are no per-connection timers.
  *
+ * With --tls every connection runs a full TLS handshake (no resumption, the server's
+ * certificate is not checked) before its upgrade request, and its bytes go through
+ * SSL_read/SSL_write on the same events.
+ *
  * Strictness: the 101 answer must carry Upgrade: websocket, a Connection header with
  * the upgrade token, exactly one correct Sec-WebSocket-Accept and no extension or
  * subprotocol we did not ask for (RFC 6455 §4.1). Server frames must be unmasked,
@@ -50,6 +54,8 @@
 
 #include <event2/event.h>
 #include <openssl/evp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "common/ws_close.h"
 #include "common/ws_dec.h"
@@ -120,11 +126,13 @@ struct wl_opts {
     unsigned long settle_ms;
     bool reply_close;
     bool samples;
+    bool tls;
 };
 
 enum wl_state {
     WL_NEW,        /* not started */
     WL_CONNECTING, /* connect() in progress */
+    WL_TLS,        /* --tls: the TLS handshake */
     WL_HANDSHAKE,  /* request sent, waiting for the 101 */
     WL_OPEN,
     WL_CLOSING, /* close frame received (and answered): waiting for the server's FIN */
@@ -146,6 +154,7 @@ enum wl_state {
 /* One per connection, in the child's array; lives until the child exits. */
 struct wl_conn {
     struct event *ev;   /* owned while fd is open */
+    SSL *ssl;           /* owned while fd is open, with --tls */
     uint8_t *in;        /* owned, lazily: a partial response head or control payload */
     uint8_t *out;       /* owned, lazily: bytes not written yet */
     char *id;           /* owned: the X-Wsgate-Conn value, or NULL */
@@ -217,6 +226,7 @@ struct wl_proc {
     const uint8_t *ctl_ptr; /* control payload inside the read buffer, during one feed */
     uint8_t *rbuf;          /* owned, WL_READ_MAX */
     uint8_t *sbuf;          /* owned, one echo frame */
+    SSL_CTX *tls;           /* with --tls */
 };
 
 /* A growable report message. */
@@ -305,7 +315,7 @@ static const char wl_usage[] =
     "              | [--signal PID:SIG]\n"
     "              [--expect-closed C] [--expect-code X] [--expect-reason TEXT]\n"
     "              [--close-timeout MS] [--settle-ms MS] [--reply-close | --no-reply-close]\n"
-    "              [--samples]\n"
+    "              [--samples] [--tls]\n"
     "\n"
     "  --host, --port      gateway address; only 127.0.0.0/8 is accepted\n"
     "  --path              request target (default /); {i} and {i%M} become the global\n"
@@ -334,6 +344,8 @@ static const char wl_usage[] =
     "  --no-reply-close    do not answer: the server's close timeout must end the socket\n"
     "  --samples           add every close frame's and TCP close's latency (ms, sorted)\n"
     "                      to the JSON as close.frame_samples and close.tcp_samples\n"
+    "  --tls               connect with TLS (wss://): a full handshake per connection, the\n"
+    "                      certificate not checked; the handshake counts in the latency\n"
     "The close watch runs after --publish or --signal, or when an --expect-* flag is given.\n"
     "Exit status: 0 when the run completed (the JSON tells how the server behaved), 1 on a\n"
     "usage or setup error.\n";
@@ -632,6 +644,11 @@ static void wl_conn_close(struct wl_conn *c)
     if (c->ev != NULL)
         event_free(c->ev);
     c->ev = NULL;
+    if (c->ssl != NULL) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+        ERR_clear_error();
+    }
     close(c->fd);
     c->fd = -1;
     free(c->in);
@@ -714,7 +731,7 @@ static void wl_echo_end(struct wl_conn *c, bool mismatch)
 /* The server closed TCP (err 0: EOF) or the socket failed. */
 static void wl_conn_lost(struct wl_conn *c, int err, uint64_t now)
 {
-    if (c->state == WL_CONNECTING || c->state == WL_HANDSHAKE) {
+    if (c->state == WL_CONNECTING || c->state == WL_TLS || c->state == WL_HANDSHAKE) {
         if (err == 0)
             wl_hs_fail(c, "closed before 101");
         else
@@ -728,6 +745,62 @@ static void wl_conn_lost(struct wl_conn *c, int err, uint64_t now)
     c->state = WL_ENDED;
 }
 
+/* send() or SSL_write(): bytes written, or -1 with errno (EAGAIN: later). A TLS write
+ * that must wait is retried from c->out, which begins with the same bytes. */
+static ssize_t wl_write(struct wl_conn *c, const uint8_t *buf, size_t len)
+{
+    int n;
+
+    if (c->ssl == NULL)
+        return send(c->fd, buf, len, MSG_NOSIGNAL);
+    ERR_clear_error();
+    n = SSL_write(c->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
+    if (n > 0)
+        return n;
+    switch (SSL_get_error(c->ssl, n)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        errno = EAGAIN;
+        break;
+    case SSL_ERROR_SYSCALL:
+        if (errno == 0)
+            errno = ECONNRESET;
+        break;
+    default:
+        errno = EPROTO;
+        break;
+    }
+    return -1;
+}
+
+/* recv() or SSL_read(): bytes, 0 at EOF, or -1 with errno (EAGAIN: later). */
+static ssize_t wl_read(struct wl_conn *c, uint8_t *buf, size_t len)
+{
+    int n;
+
+    if (c->ssl == NULL)
+        return recv(c->fd, buf, len, 0);
+    ERR_clear_error();
+    n = SSL_read(c->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
+    if (n > 0)
+        return n;
+    switch (SSL_get_error(c->ssl, n)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        if (errno == 0)
+            return 0; /* EOF without close_notify */
+        return -1;
+    default:
+        errno = EPROTO;
+        return -1;
+    }
+}
+
 /* Writes buf now or queues it; returns 0, or -1 with errno when the socket failed. */
 static int wl_send(struct wl_conn *c, const uint8_t *buf, size_t len)
 {
@@ -735,7 +808,7 @@ static int wl_send(struct wl_conn *c, const uint8_t *buf, size_t len)
     size_t keep;
 
     if (c->out == NULL) {
-        ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+        ssize_t n = wl_write(c, buf, len);
 
         if (n < 0) {
             if (errno != EAGAIN && errno != EINTR)
@@ -776,7 +849,7 @@ static int wl_send(struct wl_conn *c, const uint8_t *buf, size_t len)
 static int wl_flush(struct wl_conn *c)
 {
     while (c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        ssize_t n = wl_write(c, c->out + c->out_off, c->out_len - c->out_off);
 
         if (n < 0) {
             if (errno == EAGAIN)
@@ -1202,19 +1275,13 @@ static void wl_hs_read(struct wl_conn *c, const uint8_t *buf, size_t len, uint64
     wl_hs_done(now);
 }
 
-static void wl_on_connected(struct wl_conn *c)
+/* The upgrade request, once TCP (and TLS) is up. */
+static void wl_send_request(struct wl_conn *c)
 {
     char req[WL_PATH_MAX + 512], path[WL_PATH_MAX + 64], key[25];
     uint64_t r[2];
-    socklen_t sl = sizeof(int);
-    int err = 0, n;
+    int n;
 
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &sl) < 0)
-        err = errno;
-    if (err != 0) {
-        wl_hs_fail_errno(c, "connect", err);
-        return;
-    }
     r[0] = wl_rand();
     r[1] = wl_rand();
     memcpy(c->key, r, sizeof(c->key));
@@ -1240,24 +1307,81 @@ static void wl_on_connected(struct wl_conn *c)
         wl_hs_fail_errno(c, "write", errno);
 }
 
+/* --tls: one step of the handshake; the request goes as soon as it is done. */
+static void wl_tls_step(struct wl_conn *c)
+{
+    char why[WL_REASON_LEN];
+    int r, e;
+
+    ERR_clear_error();
+    r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        wl_send_request(c);
+        return;
+    }
+    e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        if (wl_arm(c, e == SSL_ERROR_WANT_READ ? EV_READ | EV_PERSIST
+                                               : EV_READ | EV_WRITE | EV_PERSIST) < 0)
+            wl_hs_fail(c, "event_add failed");
+        return;
+    }
+    if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+        wl_hs_fail_errno(c, "tls", errno != 0 ? errno : ECONNRESET);
+        return;
+    }
+    snprintf(why, sizeof(why), "tls: %s", ERR_reason_error_string(ERR_peek_error()) != NULL
+                                              ? ERR_reason_error_string(ERR_peek_error())
+                                              : "handshake failed");
+    wl_hs_fail(c, why);
+}
+
+static void wl_on_connected(struct wl_conn *c)
+{
+    socklen_t sl = sizeof(int);
+    int err = 0;
+
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &sl) < 0)
+        err = errno;
+    if (err != 0) {
+        wl_hs_fail_errno(c, "connect", err);
+        return;
+    }
+    if (wl_p.tls == NULL) {
+        wl_send_request(c);
+        return;
+    }
+    c->ssl = SSL_new(wl_p.tls);
+    if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1) {
+        wl_hs_fail(c, "tls: out of memory");
+        return;
+    }
+    SSL_set_connect_state(c->ssl);
+    c->state = WL_TLS;
+    wl_tls_step(c);
+}
+
 static void wl_on_read(struct wl_conn *c)
 {
-    ssize_t n = recv(c->fd, wl_p.rbuf, WL_READ_MAX, 0);
-    uint64_t now = wl_now();
+    /* TLS: records OpenSSL already holds wake no event, so read until it wants more. */
+    do {
+        ssize_t n = wl_read(c, wl_p.rbuf, WL_READ_MAX);
+        uint64_t now = wl_now();
 
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EINTR)
-            wl_conn_lost(c, errno, now);
-        return;
-    }
-    if (n == 0) {
-        wl_conn_lost(c, 0, now);
-        return;
-    }
-    if (c->state == WL_HANDSHAKE)
-        wl_hs_read(c, wl_p.rbuf, (size_t)n, now);
-    else
-        (void)wl_feed(c, wl_p.rbuf, (size_t)n, now);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EINTR)
+                wl_conn_lost(c, errno, now);
+            return;
+        }
+        if (n == 0) {
+            wl_conn_lost(c, 0, now);
+            return;
+        }
+        if (c->state == WL_HANDSHAKE)
+            wl_hs_read(c, wl_p.rbuf, (size_t)n, now);
+        else
+            (void)wl_feed(c, wl_p.rbuf, (size_t)n, now);
+    } while (c->ssl != NULL && c->fd >= 0);
 }
 
 static void wl_on_event(evutil_socket_t fd, short what, void *arg)
@@ -1267,6 +1391,10 @@ static void wl_on_event(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     if (c->state == WL_CONNECTING) {
         wl_on_connected(c);
+        return;
+    }
+    if (c->state == WL_TLS) {
+        wl_tls_step(c);
         return;
     }
     if ((what & EV_WRITE) && wl_flush(c) < 0) {
@@ -1384,7 +1512,7 @@ static void wl_ramp_tick(uint64_t now)
     for (i = wl_p.scan; i < wl_p.next; i++) {
         struct wl_conn *c = &wl_p.conns[i];
 
-        if (c->state != WL_CONNECTING && c->state != WL_HANDSHAKE)
+        if (c->state != WL_CONNECTING && c->state != WL_TLS && c->state != WL_HANDSHAKE)
             continue;
         if (over)
             wl_hs_fail(c, "ramp timeout");
@@ -2231,6 +2359,7 @@ static int wl_parse(int argc, char **argv)
         WL_O_REPLY,
         WL_O_NO_REPLY,
         WL_O_SAMPLES,
+        WL_O_TLS,
         WL_O_HELP,
     };
     static const struct option lo[] = {
@@ -2260,6 +2389,7 @@ static int wl_parse(int argc, char **argv)
         {"reply-close", no_argument, NULL, WL_O_REPLY},
         {"no-reply-close", no_argument, NULL, WL_O_NO_REPLY},
         {"samples", no_argument, NULL, WL_O_SAMPLES},
+        {"tls", no_argument, NULL, WL_O_TLS},
         {"help", no_argument, NULL, WL_O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -2370,6 +2500,9 @@ static int wl_parse(int argc, char **argv)
             break;
         case WL_O_SAMPLES:
             wl_opt.samples = true;
+            break;
+        case WL_O_TLS:
+            wl_opt.tls = true;
             break;
         case 'h':
         case WL_O_HELP:
@@ -2602,6 +2735,19 @@ int main(int argc, char **argv)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    if (wl_opt.tls) {
+        /* Made before the fork, used by every child. No certificate check: the server's
+         * cost is measured, not its identity. */
+        wl_p.tls = SSL_CTX_new(TLS_client_method());
+        if (wl_p.tls == NULL) {
+            fprintf(stderr, "wsload: SSL_CTX_new failed\n");
+            return 1;
+        }
+        SSL_CTX_set_mode(wl_p.tls, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                       SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        SSL_CTX_set_session_cache_mode(wl_p.tls, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_alpn_protos(wl_p.tls, (const unsigned char *)"\x08http/1.1", 9);
+    }
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         if (setrlimit(RLIMIT_NOFILE, &rl) < 0)

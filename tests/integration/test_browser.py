@@ -44,7 +44,7 @@ RECORD_CLOSES = """
 class Chromium:
     """Headless Chromium in its own process group, killed (group and pid) in cleanup."""
 
-    def __init__(self):
+    def __init__(self, extra_args=()):
         self.dir = os.path.join(harness.tmp_root(), "chromium-profile")
         os.makedirs(self.dir)
         self.log_path = os.path.join(harness.tmp_root(), "chromium.log")
@@ -54,8 +54,8 @@ class Chromium:
              "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--disable-extensions",
              "--no-proxy-server", "--disable-dev-shm-usage", "--user-data-dir=" + self.dir,
-             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-             "about:blank"],
+             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0"]
+            + list(extra_args) + ["about:blank"],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True)
         harness._live.append(self)

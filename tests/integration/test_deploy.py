@@ -345,3 +345,106 @@ def test_nginx_config_is_valid_and_proxies_websockets():
                          timeout=10)
     assert out.returncode == 0, "nginx -t: %s%s" % (out.stdout, out.stderr)
     assert "test is successful" in out.stderr, out.stderr
+
+
+# --- wss:// (deploy/haproxy-tls.cfg, nginx-tls.conf, nginx-stream.conf) ----------------------
+
+# Placeholders of the TLS files, beside those of haproxy.cfg and nginx.conf.
+TLS_FRONT, PASS_FRONT, GW3, ADMIN3, GW4, ADMIN4 = 8443, 9443, 8444, 9092, 8445, 9093
+HAPROXY_TLS_PORTS = (TLS_FRONT, PASS_FRONT, lb.STATS, lb.GW1, lb.ADMIN1, lb.GW2, lb.ADMIN2, GW3,
+                     ADMIN3, GW4, ADMIN4)
+HAPROXY_CERT = "/etc/haproxy/certs/wsgate.pem"
+NGINX_CERT, NGINX_KEY = "/etc/nginx/certs/wsgate.pem", "/etc/nginx/certs/wsgate.key"
+TLS12_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                 "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                 "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
+
+
+def render_tls(name, ports, dest, certs_):
+    """A TLS deploy file on test ports, with its certificate paths replaced:
+    certs_ is {path in the file: path of a throwaway file}."""
+    with open(os.path.join(DEPLOY, name)) as f:
+        text = lb.render(f.read(), ports)
+    for old, new in certs_.items():
+        assert old in text, "%s does not name %s" % (name, old)
+        text = text.replace(old, new)
+    with open(dest, "w") as f:
+        f.write(text)
+    return text
+
+
+def haproxy_pem(dir):
+    """A throwaway certificate, its key appended: what HAProxy's crt takes."""
+    import certs
+    cert, key = certs.self_signed(dir)
+    pem = os.path.join(dir, "haproxy.pem")
+    with open(pem, "w") as out, open(cert) as c, open(key) as k:
+        out.write(c.read() + k.read())
+    return cert, key, pem
+
+
+def test_tls_deploy_files_name_the_gateways_own_ciphers():
+    """The proxies offer what wsgate accepts (common/tls.c), no more, no less."""
+    with open(os.path.join(harness.REPO, "common", "tls.c")) as f:
+        src = f.read()
+    m = re.search(r"#define TLS12_CIPHERS((?:.*\\\n)*.*)\n", src)
+    assert m, "common/tls.c has no TLS12_CIPHERS"
+    assert "".join(re.findall(r'"([^"]*)"', m.group(1))) == TLS12_CIPHERS
+
+
+def test_haproxy_tls_config_is_valid_both_ways():
+    lb.need(lb.HAPROXY_BIN)
+    cfg = read("haproxy-tls.cfg")
+    for must in (r"bind \*:8443 ssl crt %s alpn http/1\.1" % re.escape(HAPROXY_CERT),
+                 r"mode tcp", r"bind \*:9443", r"balance\s+leastconn", r"timeout\s+tunnel\s+1h",
+                 r"server gw3 127\.0\.0\.1:8444 check port 9092", r"ssl-min-ver TLSv1\.2",
+                 re.escape(TLS12_CIPHERS), r"X-Forwarded-Proto https", r"/readyz",
+                 r"wsgate --tls-cert"):
+        assert re.search(must, cfg), "haproxy-tls.cfg lacks /%s/" % must
+    for port in HAPROXY_TLS_PORTS:
+        assert re.search(r"^#.*\b%d\b" % port, cfg, re.M), \
+            "placeholder port %d is not documented in the header comment" % port
+    d = os.path.join(harness.tmp_root(), "haproxy-tls")
+    os.makedirs(d)
+    _, _, pem = haproxy_pem(d)
+    ports = {p: harness.free_port() for p in HAPROXY_TLS_PORTS}
+    path = os.path.join(d, "haproxy-tls.cfg")
+    text = render_tls("haproxy-tls.cfg", ports, path, {HAPROXY_CERT: pem})
+    for p in ports:
+        assert not re.search(r"(?<![\d.])%d(?![\d.])" % p, text), "port %d left in" % p
+    out = subprocess.run([lb.HAPROXY_BIN, "-c", "-f", path], capture_output=True, text=True,
+                         timeout=10)
+    assert out.returncode == 0, "haproxy -c: %s%s" % (out.stdout, out.stderr)
+
+
+def nginx_check(name, ports, certs_):
+    prefix = os.path.join(harness.tmp_root(), "nginx-" + name)
+    os.makedirs(os.path.join(prefix, "temp"))
+    path = os.path.join(prefix, name)
+    render_tls(name, ports, path, certs_)
+    out = subprocess.run(lb.nginx_argv(prefix, path) + ["-t"], capture_output=True, text=True,
+                         timeout=10)
+    assert out.returncode == 0, "nginx -t %s: %s%s" % (name, out.stdout, out.stderr)
+    assert "test is successful" in out.stderr, out.stderr
+
+
+def test_nginx_tls_configs_are_valid_both_ways():
+    lb.need(lb.NGINX_BIN)
+    import certs
+    cert, key = certs.self_signed(os.path.join(harness.tmp_root(), "nginx-certs"))
+    cfg = read("nginx-tls.conf")
+    for must in (r"listen \*:8443 ssl;", r"ssl_protocols TLSv1\.2 TLSv1\.3;",
+                 re.escape(TLS12_CIPHERS), r"proxy_set_header Upgrade \$http_upgrade;",
+                 r"proxy_set_header Connection \$connection_upgrade;", r"proxy_read_timeout 1h;",
+                 r"server 127\.0\.0\.1:8080\b", r"X-Forwarded-Proto https"):
+        assert re.search(must, cfg), "nginx-tls.conf lacks /%s/" % must
+    nginx_check("nginx-tls.conf", {p: harness.free_port() for p in (TLS_FRONT, lb.GW1, lb.GW2)},
+                {NGINX_CERT: cert, NGINX_KEY: key})
+    cfg = read("nginx-stream.conf")
+    for must in (r"(?m)^stream \{", r"listen \*:9443;", r"proxy_timeout 1h;",
+                 r"server 127\.0\.0\.1:8444\b", r"least_conn;", r"libnginx-mod-stream",
+                 r"wsgate --tls-cert"):
+        assert re.search(must, cfg), "nginx-stream.conf lacks /%s/" % must
+    assert "ssl_certificate" not in cfg, "the pass-through holds no certificate"
+    nginx_check("nginx-stream.conf",
+                {p: harness.free_port() for p in (PASS_FRONT, GW3, GW4)}, {})

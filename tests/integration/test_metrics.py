@@ -65,6 +65,8 @@ EXPECTED = {
     "wsgate_inbound_pauses_total": "counter",
     "wsgate_inbound_paused_connections": "gauge",
     "wsgate_inbound_pending_bytes": "gauge",
+    "wsgate_tls_handshakes_total": "counter",
+    "wsgate_tls_reloads_total": "counter",
 }
 
 
@@ -156,6 +158,9 @@ def test_metrics_text_is_strict_prometheus_with_every_documented_metric():
     assert not extra, "undocumented metrics: %r" % sorted(extra)
     for r in ("ok", "refused", "timeout", "full"):
         assert value(fams, "wsgate_handshakes_total", result=r) == 0
+    for r in ("ok", "failed", "timeout"):  # present, at 0, without TLS too
+        assert ({"result": r} in [dict(k) for k in fams["wsgate_tls_handshakes_total"]["samples"]])
+        assert value(fams, "wsgate_tls_handshakes_total", result=r) == 0
     for i in ("order", "client", "drain", "timeout", "error", "slow", "busy"):
         assert value(fams, "wsgate_closes_total", initiator=i) == 0
     eq(fams, 2, "wsgate_workers")

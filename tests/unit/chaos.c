@@ -5,6 +5,7 @@
  * allocation from now on fail, once.
  */
 
+#include <malloc.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,28 +78,46 @@ void *chaos_json_malloc(size_t n)
     return __wrap_malloc(n);
 }
 
-/* OpenSSL's allocator: counted and failed like the rest while chaos_crypto(true). */
+/* OpenSSL's allocator: counted and failed like the rest while chaos_crypto(true); the
+ * bytes it holds are summed (chaos_crypto_live). */
 static int chaos_crypto_on;
+static size_t chaos_crypto_bytes;
 
 static void *crypto_malloc(size_t n, const char *file, int line)
 {
+    void *p = chaos_crypto_on ? __wrap_malloc(n) : __real_malloc(n);
+
     (void)file;
     (void)line;
-    return chaos_crypto_on ? __wrap_malloc(n) : __real_malloc(n);
+    if (p != NULL)
+        chaos_crypto_bytes += malloc_usable_size(p);
+    return p;
 }
 
 static void *crypto_realloc(void *p, size_t n, const char *file, int line)
 {
+    size_t old = p != NULL ? malloc_usable_size(p) : 0;
+    void *q = chaos_crypto_on ? __wrap_realloc(p, n) : __real_realloc(p, n);
+
     (void)file;
     (void)line;
-    return chaos_crypto_on ? __wrap_realloc(p, n) : __real_realloc(p, n);
+    if (q != NULL)
+        chaos_crypto_bytes += malloc_usable_size(q) - old;
+    return q;
 }
 
 static void crypto_free(void *p, const char *file, int line)
 {
     (void)file;
     (void)line;
+    if (p != NULL)
+        chaos_crypto_bytes -= malloc_usable_size(p);
     free(p);
+}
+
+size_t chaos_crypto_live(void)
+{
+    return chaos_crypto_bytes;
 }
 
 int chaos_crypto_install(void)

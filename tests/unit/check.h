@@ -32,6 +32,13 @@ unsigned long chaos_allocations(void);
 void *chaos_json_malloc(size_t n);
 int chaos_crypto_install(void);
 void chaos_crypto(int on);
+size_t chaos_crypto_live(void); /* bytes OpenSSL's allocations hold now */
+
+/* A self-signed EC P-256 certificate for cn, valid for days from now (negative: it
+ * expired that long ago), and its key, written as PEM (key_path may be NULL).
+ * Returns 0 or -1. */
+int check_make_cert(const char *cn, long serial, int days, const char *cert_path,
+                    const char *key_path);
 
 /* One suite per common/ module (and worker/outq, pure too), each in
  * tests/unit/test_<module>.c. */
@@ -55,6 +62,7 @@ SUITE(origin);
 SUITE(proxy_proto);
 SUITE(iplimit);
 SUITE(outq);
+SUITE(tls);
 #undef SUITE
 
 #endif /* WSGATE_TESTS_UNIT_CHECK_H */

@@ -690,6 +690,87 @@ static void test_config_jwt_rejects_bad_values(void)
     }
 }
 
+/* --tls-cert and --tls-key: both or neither, loaded and matched before any process
+ * starts; their twins; --tls-min-version only with them; a ticket key drawn. */
+static void test_config_tls(void)
+{
+    char cert[] = "/tmp/wsgate-crt-XXXXXX", key[] = "/tmp/wsgate-key-XXXXXX";
+    char cert2[] = "/tmp/wsgate-crt-XXXXXX", key2[] = "/tmp/wsgate-key-XXXXXX";
+    char err[512], env_cert[64], env_key[64];
+    static const uint8_t zero[CONFIG_TLS_TICKET_KEY];
+    struct config c;
+
+    write_temp(cert, "", 0);
+    write_temp(key, "", 0);
+    write_temp(cert2, "", 0);
+    write_temp(key2, "", 0);
+    if (check_make_cert("localhost", 1, 30, cert, key) < 0 ||
+        check_make_cert("other", 2, 30, cert2, key2) < 0)
+        exit(1);
+    {
+        char *argv[] = {A("wsgate"), A("--tls-cert"), cert, A("--tls-key"), key, NULL};
+        CHECK(parse(&c, argv, NULL) == 0 && config_tls_enabled(&c));
+        CHECK(c.tls_min_version == 0x0303 && strcmp(c.tls_key, key) == 0);
+        CHECK(memcmp(c.tls_ticket_key, zero, sizeof(zero)) != 0);
+    }
+    {
+        char *argv[] = {A("wsgate"), NULL};
+        CHECK(parse(&c, argv, NULL) == 0 && !config_tls_enabled(&c));
+        CHECK(memcmp(c.tls_ticket_key, zero, sizeof(zero)) == 0);
+    }
+    {
+        char *argv[] = {A("wsgate"), A("--tls-min-version"), A("1.3"), NULL};
+        char *env[] = {env_cert, env_key, NULL};
+        snprintf(env_cert, sizeof(env_cert), "WSGATE_TLS_CERT=%s", cert);
+        snprintf(env_key, sizeof(env_key), "WSGATE_TLS_KEY=%s", key);
+        CHECK(parse(&c, argv, env) == 0 && config_tls_enabled(&c) && c.tls_min_version == 0x0304);
+    }
+    {
+        char *argv[] = {A("wsgate"), A("--tls-key"), A(""), NULL}; /* "" turns it off */
+        char *env[] = {env_cert, env_key, NULL};
+        CHECK(parse_err(&c, argv, env, err, sizeof(err)) == -1 &&
+              strstr(err, "give both or neither") != NULL);
+    }
+    {
+        static const struct {
+            const char *flag1, *v1, *flag2, *v2, *needle;
+        } t[] = {
+            {"--tls-cert", "@cert", NULL, NULL, "give both or neither"},
+            {"--tls-key", "@key", NULL, NULL, "give both or neither"},
+            {"--tls-min-version", "1.2", NULL, NULL, "needs --tls-cert"},
+            {"--tls-cert", "@cert", "--tls-key", "@key2", "does not match"},
+            {"--tls-cert", "@cert", "--tls-key", "/nonexistent/k.pem", "No such file"},
+            {"--tls-cert", "/nonexistent/c.pem", "--tls-key", "@key", "No such file"},
+            {"--tls-cert", "@key", "--tls-key", "@key", "not a PEM certificate"},
+            {"--tls-min-version", "1.1", NULL, NULL, "expected 1.2 or 1.3"},
+            {"--tls-min-version", "1.0", NULL, NULL, "expected 1.2 or 1.3"},
+        };
+        for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+            const char *v1 = t[i].v1, *v2 = t[i].v2;
+            char *argv[6] = {A("wsgate")};
+            int n = 1;
+            v1 = strcmp(v1, "@cert") == 0 ? cert : strcmp(v1, "@key") == 0 ? key : v1;
+            if (v2 != NULL)
+                v2 = strcmp(v2, "@key") == 0 ? key : strcmp(v2, "@key2") == 0 ? key2 : v2;
+            argv[n++] = A(t[i].flag1);
+            argv[n++] = A(v1);
+            if (t[i].flag2 != NULL) {
+                argv[n++] = A(t[i].flag2);
+                argv[n++] = A(v2);
+            }
+            argv[n] = NULL;
+            CHECK(parse_err(&c, argv, NULL, err, sizeof(err)) == -1 &&
+                  strstr(err, t[i].needle) != NULL);
+            if (strstr(err, t[i].needle) == NULL)
+                fprintf(stderr, "  case %zu: %s\n", i, err);
+        }
+    }
+    unlink(cert);
+    unlink(key);
+    unlink(cert2);
+    unlink(key2);
+}
+
 void suite_config(void)
 {
     test_config_defaults();
@@ -714,4 +795,5 @@ void suite_config(void)
     test_config_jwt_public_key();
     test_config_jwt_conflicts();
     test_config_jwt_rejects_bad_values();
+    test_config_tls();
 }

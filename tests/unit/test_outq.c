@@ -107,6 +107,34 @@ static void test_outq_drop_keeps_started_and_control(void)
     CHECK(outq_drop_data(&q) == 6 && q == NULL);
 }
 
+/* A TLS record waiting for its retry holds the first bytes: every segment it reaches
+ * stays, whole, however the record cuts them; the rest may go. */
+static void test_outq_pin_keeps_what_a_record_holds(void)
+{
+    struct outq *q = NULL;
+    char buf[64];
+
+    push(&q, OUTQ_DATA, "one");
+    push(&q, OUTQ_DATA, "two");
+    push(&q, OUTQ_DATA, "three");
+    outq_pin(q, 4); /* "one" and the "t" of "two" */
+    CHECK(outq_drop_data(&q) == 5);
+    CHECK(strcmp(flat(q, buf, sizeof(buf)), "onetwo") == 0);
+    outq_pin(q, 0);
+    outq_pin(q, 100); /* more than it holds: all of it */
+    CHECK(outq_drop_data(&q) == 0);
+    outq_consume(&q, 6);
+    CHECK(q == NULL);
+    outq_pin(NULL, 10);
+
+    push(&q, OUTQ_DATA, "abc");
+    outq_pin(q, 3); /* exactly one segment */
+    push(&q, OUTQ_DATA, "def");
+    CHECK(outq_drop_data(&q) == 3);
+    CHECK(strcmp(flat(q, buf, sizeof(buf)), "abc") == 0);
+    outq_free(q);
+}
+
 /* A write that stopped inside a frame: the rest is queued as started. */
 static void test_outq_push_with_skip_is_started(void)
 {
@@ -184,6 +212,7 @@ void suite_outq(void)
     test_outq_iov_says_when_it_holds_only_part();
     test_outq_drop_keeps_started_and_control();
     test_outq_push_with_skip_is_started();
+    test_outq_pin_keeps_what_a_record_holds();
     test_outq_shared_frame_is_counted();
     test_outq_every_allocation_fails_cleanly();
 }
