@@ -258,6 +258,8 @@ static void metrics(const struct worker *w, struct text *t)
     counter(t, "ip_untracked_total",
             "Clients admitted without per-address limits: the address table was full.",
             SUM(st.ip_untracked));
+    counter(t, "proxy_protocol_errors_total",
+            "Connections closed for a missing or bad PROXY protocol header.", SUM(st.proxy_errors));
     counter(t, "origin_refused_total", "Upgrades refused with 403: Origin not allowed.",
             SUM(auth.origin_refused));
 

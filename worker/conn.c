@@ -11,6 +11,7 @@
 
 #include "common/iplimit.h"
 #include "common/log.h"
+#include "common/proxy_proto.h"
 #include "common/ws_close.h"
 #include "common/ws_enc.h"
 #include "common/ws_hs.h"
@@ -42,6 +43,7 @@ _Static_assert(WRITE_IOV >= IO_TLS_GATHER, "a TLS retry must see its record's se
 static void conn_on_event(evutil_socket_t fd, short what, void *arg);
 static void conn_process(struct conn *c, uint8_t *buf, size_t len);
 static void conn_enter_closing(struct conn *c);
+static void conn_http_answer(struct conn *c, int status, const char *why, uint32_t retry_after_s);
 static int conn_send_close(struct conn *c, unsigned code, const char *reason);
 
 const char *conn_id(const struct conn *c, char *buf, size_t cap)
@@ -158,22 +160,152 @@ void conn_free(struct conn *c)
     c->w->out_bytes -= outq_bytes(c->out);
     outq_free(c->out);
     conn_free_pending(c);
+    if (c->sec != NULL)
+        free(c->sec->proxy);
     free(c->sec);
     free(c);
 }
 
+/* c->sec, made when a feature first needs it: ident "\0\0" (no token yet). */
+static struct conn_sec *conn_sec(struct conn *c)
+{
+    if (c->sec == NULL)
+        c->sec = calloc(1, sizeof(*c->sec) + 2);
+    return c->sec;
+}
+
 int conn_keep_ticket(struct conn *c, uint32_t ticket)
 {
-    struct conn_sec *sec = calloc(1, sizeof(*sec) + 2); /* ident "\0\0": no token yet */
-
-    if (sec == NULL) {
+    if (conn_sec(c) == NULL) {
         iplimit_release(c->w->shm->ipl, (uint32_t)(c->w->num - 1), ticket);
         conn_release(c, "out of memory");
         return -1;
     }
-    sec->ip_ticket = ticket;
-    c->sec = sec;
+    c->sec->ip_ticket = ticket;
     return 0;
+}
+
+void conn_expect_proxy(struct conn *c)
+{
+    c->state = CONN_PROXY;
+}
+
+static void conn_set_remote(struct conn *c, const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+        c->remote_family = AF_INET6;
+        memcpy(c->remote_addr, &s6->sin6_addr, 16);
+        c->remote_port = ntohs(s6->sin6_port);
+    } else if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+        c->remote_family = AF_INET;
+        memcpy(c->remote_addr, &s4->sin_addr, 4);
+        c->remote_port = ntohs(s4->sin_port);
+    }
+}
+
+/* The client's address is known (from the header or the socket): per-address limits,
+ * then TLS or the upgrade. A refusal is a 429 on a plain listener; on a TLS one no
+ * HTTP can be said before TLS, so the connection is closed. */
+static void conn_proxy_done(struct conn *c, const struct proxy_proto *p)
+{
+    struct worker *w = c->w;
+    struct ssl_ctx_st *tls = w->tls; /* the current one: a reload since accept counts */
+
+    if (!p->local)
+        conn_set_remote(c, &p->src);
+    if (w->shm->ipl != NULL) {
+        struct sockaddr_storage ss;
+        uint32_t ticket = 0, retry = 0;
+        const char *why = NULL;
+
+        memset(&ss, 0, sizeof(ss));
+        if (c->remote_family == AF_INET6) {
+            struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+            s6->sin6_family = AF_INET6;
+            memcpy(&s6->sin6_addr, c->remote_addr, 16);
+        } else {
+            struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+            s4->sin_family = AF_INET;
+            memcpy(&s4->sin_addr, c->remote_addr, 4);
+        }
+        if (worker_admit_address(w, (struct sockaddr *)&ss, &ticket, &retry, &why) < 0) {
+            if (tls != NULL) {
+                conn_release(c, why);
+                return;
+            }
+            c->state = CONN_HANDSHAKE;
+            conn_http_answer(c, 429, why, retry);
+            return;
+        }
+        if (ticket > 0 && conn_keep_ticket(c, ticket) < 0)
+            return;
+    }
+    if (tls != NULL) {
+        if (io_tls_start(c, tls) < 0) {
+            conn_release(c, "out of memory");
+            return;
+        }
+        c->state = CONN_TLS;
+    } else {
+        c->state = CONN_HANDSHAKE;
+    }
+}
+
+/*
+ * The PROXY header (v1 or v2), read exactly: the bytes are peeked, the parser says how
+ * many of them are the header's, and only those are taken from the socket, so nothing
+ * after it (the upgrade request, a TLS ClientHello) is read before its turn. A header
+ * that arrives whole is parsed on the stack; one in pieces keeps its parser in c->sec.
+ */
+static void conn_proxy(struct conn *c)
+{
+    struct worker *w = c->w;
+    struct proxy_proto first, *p = c->sec != NULL ? c->sec->proxy : NULL;
+    uint8_t *buf = w->rbuf;
+    ssize_t got, n;
+    char id[CONN_ID_MAX];
+
+    if (p == NULL) {
+        proxy_proto_init(&first);
+        p = &first;
+    }
+    do {
+        got = recv(c->fd, buf, w->rbuf_cap < PROXY_PROTO_V2_MAX ? w->rbuf_cap : PROXY_PROTO_V2_MAX,
+                   MSG_PEEK);
+    } while (got < 0 && errno == EINTR);
+    if (got <= 0) {
+        if (got == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+            conn_release(c, got == 0 ? "eof in the proxy header" : "read error");
+        return;
+    }
+    n = proxy_proto_feed(p, buf, (size_t)got);
+    if (n < 0) {
+        w->slot->st.proxy_errors++;
+        log_limited(LOG_INFO, conn_id(c, id, sizeof(id)), "bad proxy header: %s", p->why);
+        conn_release(c, "bad proxy header");
+        return;
+    }
+    if (n > 0 && read(c->fd, buf, (size_t)n) != n) { /* the bytes just peeked */
+        conn_release(c, "read error");
+        return;
+    }
+    if (!proxy_proto_is_done(p)) {
+        if (p == &first) {
+            if (conn_sec(c) == NULL || (c->sec->proxy = malloc(sizeof(first))) == NULL) {
+                conn_release(c, "out of memory");
+                return;
+            }
+            *c->sec->proxy = first;
+        }
+        return;
+    }
+    conn_proxy_done(c, p);
+    if (c->sec != NULL && c->sec->proxy != NULL) {
+        free(c->sec->proxy);
+        c->sec->proxy = NULL;
+    }
 }
 
 void conn_release(struct conn *c, const char *why)
@@ -491,11 +623,12 @@ int conn_close(struct conn *c, unsigned code, const char *reason, const char *by
 }
 
 /* An HTTP answer that ends the connection: flush it, then close politely. */
-static void conn_http_answer(struct conn *c, int status, const char *why)
+static void conn_http_answer(struct conn *c, int status, const char *why, uint32_t retry_after_s)
 {
     char resp[512];
     struct iovec iov;
-    size_t n = ws_hs_response_error(status, why, resp, sizeof(resp));
+    size_t n = retry_after_s > 0 ? ws_hs_response_retry(status, retry_after_s, why, resp, sizeof(resp))
+                                 : ws_hs_response_error(status, why, resp, sizeof(resp));
 
     conn_enter_closing(c);
     c->flags |= CONN_F_FLUSH_CLOSE | CONN_F_LINGER | CONN_F_DISCARD;
@@ -512,7 +645,7 @@ static void conn_http_answer(struct conn *c, int status, const char *why)
 static void conn_http_error(struct conn *c, int status, const char *why)
 {
     c->w->slot->st.handshakes_failed++;
-    conn_http_answer(c, status, why);
+    conn_http_answer(c, status, why, 0);
 }
 
 void conn_http_respond(struct conn *c, const char *head, size_t hlen, const char *body, size_t blen)
@@ -981,6 +1114,11 @@ static void conn_on_event(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
 
     (void)fd;
+    if (c->state == CONN_PROXY) {
+        if (what & EV_READ)
+            conn_proxy(c);
+        return;
+    }
     what = io_ready(c, what);
     if (c->state == CONN_TLS) {
         if (what & EV_READ)
@@ -1009,7 +1147,7 @@ void conn_on_timeout(struct conn *c)
             /* A request began and stalled (slowloris): say so (RFC 9110 §15.5.9).
              * A connection that sent no request line gets no answer. */
             conn_hs_free(c);
-            conn_http_answer(c, 408, "request timeout");
+            conn_http_answer(c, 408, "request timeout", 0);
         } else {
             conn_release(c, "handshake timeout");
         }

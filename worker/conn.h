@@ -23,7 +23,8 @@ struct ws_hs;
  */
 
 enum conn_state {
-    CONN_TLS, /* the TLS handshake, before the upgrade request (wss://) */
+    CONN_PROXY, /* the PROXY protocol header, before anything else (--proxy-protocol) */
+    CONN_TLS,   /* the TLS handshake, before the upgrade request (wss://) */
     CONN_HANDSHAKE,
     CONN_OPEN,
     CONN_CLOSING, /* our close frame or HTTP error is queued or sent; no data delivered */
@@ -61,6 +62,7 @@ struct ssl_ctx_st;
 
 /* What only JWT and the per-address limits need, allocated only when they are on. */
 struct conn_sec {
+    struct proxy_proto *proxy; /* owned: a PROXY header that came in pieces, while it does */
     uint32_t ip_ticket; /* its count in the per-address table (iplimit.h), 0 when none */
     char ident[];       /* "sub\0jti\0" of its token (auth.c), or "\0\0" without JWT */
 };
@@ -110,6 +112,11 @@ int conn_close(struct conn *c, unsigned code, const char *reason, const char *by
 
 /* Closes TCP at once and hands c to the reaper. Safe to call twice. */
 void conn_release(struct conn *c, const char *why);
+
+/* The connection starts with a PROXY protocol header (--proxy-protocol): its client
+ * address, the per-address limits, then TLS when the worker has it, then the upgrade.
+ * Call right after conn_new() with no TLS context. */
+void conn_expect_proxy(struct conn *c);
 
 /* Keeps the per-address ticket of a new connection (given back at release). Returns 0,
  * or -1 when memory runs out: then c was released and the ticket given back. */

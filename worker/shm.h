@@ -41,6 +41,7 @@ struct worker_stats {
     uint64_t ip_refused_conns; /* 429: --max-conns-per-ip */
     uint64_t ip_refused_rate;  /* 429: --max-handshakes-per-ip */
     uint64_t ip_untracked;     /* admitted unlimited: the address table was full */
+    uint64_t proxy_errors;     /* connections closed for a bad PROXY protocol header */
     uint64_t handshakes_ok;
     uint64_t handshakes_failed; /* answered with an HTTP error */
     uint64_t handshake_timeouts;

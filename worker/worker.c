@@ -238,24 +238,14 @@ static void refuse_full(struct worker *w, int fd, bool admin)
     close(fd);
 }
 
-/*
- * Per-address limits (--max-conns-per-ip, --max-handshakes-per-ip), counted across the
- * gateway's workers in the master's shared table: over either, 429 with Retry-After,
- * written at once like the 503 at capacity. Returns the ticket to keep (0: none), or
- * -1 when the client was refused.
- */
-static long admit_address(struct worker *w, int fd, const struct sockaddr *sa)
+int worker_admit_address(struct worker *w, const struct sockaddr *sa, uint32_t *ticket,
+                         uint32_t *retry_after_s, const char **why)
 {
-    uint32_t ticket = 0, retry = 0;
     enum iplimit_verdict v = iplimit_acquire(w->shm->ipl, (uint32_t)(w->num - 1), sa,
-                                             (uint64_t)mono_ms(), &ticket, &retry);
-    char resp[300];
-    const char *why;
-    size_t n;
-    ssize_t r;
+                                             (uint64_t)mono_ms(), ticket, retry_after_s);
 
     if (v == IPLIMIT_OK)
-        return ticket;
+        return 0;
     if (v == IPLIMIT_UNTRACKED) {
         w->slot->st.ip_untracked++;
         log_limited(LOG_WARN, NULL, "per-address table full: a client admitted without limits");
@@ -263,12 +253,27 @@ static long admit_address(struct worker *w, int fd, const struct sockaddr *sa)
     }
     if (v == IPLIMIT_TOO_MANY_CONNS) {
         w->slot->st.ip_refused_conns++;
-        why = "too many connections from this address";
+        *why = "too many connections from this address";
     } else {
         w->slot->st.ip_refused_rate++;
-        why = "too many handshakes from this address";
+        *why = "too many handshakes from this address";
     }
-    log_limited(LOG_INFO, NULL, "refused a client: %s", why);
+    log_limited(LOG_INFO, NULL, "refused a client: %s", *why);
+    return -1;
+}
+
+/* At accept: 429 with Retry-After, written at once like the 503 at capacity. Returns
+ * the ticket to keep (0: none), or -1 when the client was refused. */
+static long admit_address(struct worker *w, int fd, const struct sockaddr *sa)
+{
+    uint32_t ticket = 0, retry = 0;
+    const char *why = NULL;
+    char resp[300];
+    size_t n;
+    ssize_t r;
+
+    if (worker_admit_address(w, sa, &ticket, &retry, &why) == 0)
+        return ticket;
     n = ws_hs_response_retry(429, retry, why, resp, sizeof(resp));
     r = write(fd, resp, n);
     (void)r;
@@ -287,6 +292,7 @@ static void accept_batch(struct worker *w, int lfd, bool admin, int max)
         int fd = accept4(lfd, (struct sockaddr *)&ss, &slen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         struct conn *c;
         long ticket = 0;
+        bool proxied;
         int one = 1;
 
         if (fd < 0) {
@@ -326,7 +332,8 @@ static void accept_batch(struct worker *w, int lfd, bool admin, int max)
             (ticket = admit_address(w, fd, (struct sockaddr *)&ss)) < 0)
             continue;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        c = conn_new(w, fd, (struct sockaddr *)&ss, admin ? NULL : w->tls);
+        proxied = !admin && w->cfg->proxy_protocol;
+        c = conn_new(w, fd, (struct sockaddr *)&ss, admin || proxied ? NULL : w->tls);
         if (c == NULL || (ticket > 0 && conn_keep_ticket(c, (uint32_t)ticket) < 0)) {
             if (c == NULL)
                 iplimit_release(w->shm->ipl, (uint32_t)(w->num - 1), (uint32_t)ticket);
@@ -337,6 +344,8 @@ static void accept_batch(struct worker *w, int lfd, bool admin, int max)
             c->flags |= CONN_F_ADMIN;
             w->nadmin++;
         }
+        if (proxied)
+            conn_expect_proxy(c);
     }
 }
 

@@ -133,6 +133,15 @@ uint32_t worker_now(struct worker *w);
 void worker_tlist_move(struct worker *w, struct conn *c, enum tlist l);
 void worker_tlist_remove(struct worker *w, struct conn *c);
 
+/*
+ * The per-address limits (--max-conns-per-ip, --max-handshakes-per-ip) for a client at
+ * sa, counted across the gateway's workers (common/iplimit.h). Returns 0 (with the
+ * ticket to give back when the connection ends, 0 when none), or -1 for a refusal:
+ * 429 with Retry-After retry_after_s and why; counted and logged here.
+ */
+int worker_admit_address(struct worker *w, const struct sockaddr *sa, uint32_t *ticket,
+                         uint32_t *retry_after_s, const char **why);
+
 /* Makes the reaper run after this loop turn. */
 void worker_schedule_reap(struct worker *w);
 

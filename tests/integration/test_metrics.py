@@ -30,6 +30,7 @@ EXPECTED = {
     "wsgate_origin_refused_total": "counter",
     "wsgate_ip_refused_total": "counter",
     "wsgate_ip_untracked_total": "counter",
+    "wsgate_proxy_protocol_errors_total": "counter",
     "wsgate_connections_open": "gauge",
     "wsgate_connections_accepted_total": "counter",
     "wsgate_handshakes_total": "counter",
