@@ -177,8 +177,10 @@ static int ident_set(struct conn *c, const struct token_claims *cl)
 
     if (sec == NULL)
         return -1;
-    if (c->sec == NULL)
+    if (c->sec == NULL) { /* new: nothing else of it is in use */
+        sec->proxy = NULL;
         sec->ip_ticket = 0;
+    }
     c->sec = sec;
     memcpy(sec->ident, cl->sub, ls + 1);
     if (lj > 0)
