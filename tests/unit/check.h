@@ -33,7 +33,7 @@ void *chaos_json_malloc(size_t n);
 int chaos_crypto_install(void);
 void chaos_crypto(int on);
 
-/* One suite per common/ module (and worker/outq, pure too), each in
+/* One suite per common/ module (and worker/outq and worker/registry, pure too), each in
  * tests/unit/test_<module>.c. */
 /* Weak, so a runner built from some modules only still links: a suite that is
  * missing counts as a failure. */
@@ -55,6 +55,7 @@ SUITE(origin);
 SUITE(proxy_proto);
 SUITE(iplimit);
 SUITE(outq);
+SUITE(registry);
 #undef SUITE
 
 #endif /* WSGATE_TESTS_UNIT_CHECK_H */

@@ -40,6 +40,7 @@ static const struct {
     {"iplimit", suite_iplimit},
     {"token", suite_token},
     {"outq", suite_outq},
+    {"registry", suite_registry},
     {"chaos", suite_chaos},
 };
 
