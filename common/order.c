@@ -223,6 +223,7 @@ static int get_targets(json_t *root, const struct order_limits *lim, struct orde
             return refuse(err, "too_many", "more than %d targets (names plus except)",
                           ORDER_MAX_TARGETS);
         o->target = ORDER_TARGET_GROUP;
+        o->group_named = g != NULL;
         o->names = calloc(1, sizeof(*o->names));
         if (o->names == NULL || (o->names[0] = strdup(lim->group)) == NULL)
             return refuse(err, "oom", "out of memory");

@@ -78,7 +78,8 @@ struct order {
     enum order_target target;
     char **names; /* owned: conn ids or group names, NULL for all and drain */
     size_t nnames;
-    char **except; /* owned: conn ids spared, NULL when none */
+    bool group_named; /* on a group channel: the text named the group itself */
+    char **except;    /* owned: conn ids spared, NULL when none */
     size_t nexcept;
     char *gateway;                     /* owned, NULL = every gateway */
     unsigned code;                     /* sendable close code; 1001 for drain */

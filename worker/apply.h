@@ -68,6 +68,11 @@ void apply_job_hurry(struct job *j);
  * is answered on its reply_to with the error. */
 void apply_order_text(struct worker *w, const char *text, size_t len);
 
+/* The same for a message on the group channel of group (<channel>:group:NAME): the
+ * order targets that group (common/order.h, struct order_limits). A signed one must
+ * name the group in its signed text, since the signature does not cover the channel. */
+void apply_group_order_text(struct worker *w, const char *group, const char *text, size_t len);
+
 /* From the worker's tick: once connections have closed, drops them from the jobs that
  * still hold them (APPLY_SWEEP entries a tick at most), freeing what they held and
  * ending the jobs left with none. */
