@@ -556,8 +556,11 @@ char *order_to_json(const struct order *o)
     if (o->ts >= 0)
         r |= set_new(obj, "ts", json_integer(o->ts));
     r |= set_new(obj, "op", json_string(op_names[o->op]));
+    /* One group as a plain string: the form a group channel's order may carry. */
     if (o->target == ORDER_TARGET_CONN)
         r |= set_new(obj, "conn", names_json(o->names, o->nnames));
+    else if (o->target == ORDER_TARGET_GROUP && o->nnames == 1)
+        r |= set_new(obj, "group", json_string(o->names[0]));
     else if (o->target == ORDER_TARGET_GROUP)
         r |= set_new(obj, "group", names_json(o->names, o->nnames));
     else if (o->target == ORDER_TARGET_ALL)

@@ -145,7 +145,8 @@ void order_cleanup(struct order *o);
 
 /*
  * Compact JSON text of o that order_parse() reads back to the same order (with
- * reason_cut false). Returns malloc'd text, or NULL when out of memory.
+ * reason_cut false); a single group is written as a string, as the group's channel
+ * takes it. Returns malloc'd text, or NULL when out of memory.
  */
 char *order_to_json(const struct order *o);
 
