@@ -14,6 +14,8 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
+import subprocess
 import time
 import uuid
 
@@ -384,4 +386,35 @@ def test_signed_group_channel_order_must_name_its_group():
         named = order(group="sg:a")
         assert fl.publish(seal(named), GROUP + "sg:a") == 1
         await assert_closed_with(a, 4051, "")
+    run(main())
+
+
+# --- the README ----------------------------------------------------------------------------
+
+@harness.timeout(60)
+def test_readme_join_and_group_channel_snippets():
+    """The two redis-cli blocks of README's membership and group channel sections, run as
+    written: alice's connections join room:7, then room:7's channel closes them."""
+    from test_snippets import snippet
+    fl = Fleet()
+    env = dict(os.environ, WSGATE_REDIS=fl.redis.url)
+
+    def sh(name):
+        return subprocess.run(["sh", "-c", snippet(name, "sh")], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, env=env, timeout=30)
+
+    async def main():
+        alice = await open_clients(fl, [("gwA", [], "alice"), ("gwB", [], "alice")])
+        bob = await open_clients(fl, [("gwA", [], "bob"), ("gwB", ["room:8"], "bob")])
+        p = await asyncio.get_running_loop().run_in_executor(None, sh, "join-redis-cli")
+        assert p.returncode == 0 and p.stdout.strip() == str(fl.workers), p
+        hold = holders(fl, alice)
+        await until_numsub(fl, "room:7", len(hold))
+        p = await asyncio.get_running_loop().run_in_executor(None, sh, "group-channel-redis-cli")
+        assert p.returncode == 0 and p.stdout.strip() == str(len(hold)), p
+        await assert_closed_with(alice, 4001, "room closed")
+        await assert_open(bob)
+        ev = await close_events(fl, alice)
+        assert all(sorted(e["groups"]) == ["room:7", "user:alice"] and e["by"] == "order:kick-7"
+                   for e in ev.values()), ev
     run(main())
