@@ -9,7 +9,9 @@ struct worker;
 /*
  * Orders from Redis: parse and check (common/order.c), match against this worker's
  * indexes, then close the matches in batches of at most APPLY_BATCH per loop turn, at
- * random moments across spread_ms, and acknowledge on reply_to when done. At most
+ * random moments across spread_ms, and acknowledge on reply_to when done. Join and
+ * leave orders match the same way and change the matches' groups (registry.h), in
+ * batches of APPLY_BATCH too. At most
  * --max-jobs orders run at once (the drain's own job is never refused); a job whose
  * connections are gone (closed by a later order, say) shrinks, and ends early when
  * none is left.

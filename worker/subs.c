@@ -295,6 +295,8 @@ static void flush(struct subs *s)
     if (s->idle.head != NULL && !event_pending(s->linger, EV_TIMEOUT, NULL)) {
         long long wait = s->idle.head->since_ms + SUBS_LINGER_MS - now;
         struct timeval tv;
+        if (wait < 1 && s->link->ac != NULL && s->inflight >= SUBS_INFLIGHT)
+            return; /* due, waiting for room: the next confirmation flushes again */
         if (wait < 1)
             wait = 1;
         tv.tv_sec = (time_t)(wait / 1000);
@@ -363,8 +365,8 @@ bool subs_confirmed(struct subs *s, const char *channel, size_t len, bool subscr
     }
     if (s->inflight > 0)
         s->inflight--;
-    if (s->pending.head != NULL && s->inflight < SUBS_INFLIGHT)
-        schedule(s);
+    if ((s->pending.head != NULL || s->idle.head != NULL) && s->inflight < SUBS_INFLIGHT)
+        schedule(s); /* at most once a turn: what waited for room goes out */
     return true;
 }
 
