@@ -226,8 +226,10 @@ void subs_unref(struct subs *s, const char *group)
 
 /* Sends one command of argv[0] and up to SUBS_BATCH channels taken from the head of
  * from: SUBSCRIBE moves them to SENT, UNSUBSCRIBE to UNSUBBING. With unsubscribe, only
- * channels idle since before cutoff are taken. Returns how many channels were sent,
- * 0 when none was due or the command could not be queued (they stay). */
+ * channels idle since before cutoff are taken. A batch waits until the confirmations
+ * awaited leave room for all of it, so commands stay whole while Redis catches up.
+ * Returns how many channels were sent, 0 when none was due, there was no room, or the
+ * command could not be queued (they stay). */
 static size_t send_batch(struct subs *s, struct sub_list *from, bool subscribe, long long cutoff)
 {
     const char *argv[SUBS_BATCH + 1];
@@ -239,14 +241,14 @@ static size_t send_batch(struct subs *s, struct sub_list *from, bool subscribe, 
 
     argv[0] = subscribe ? "SUBSCRIBE" : "UNSUBSCRIBE";
     argvlen[0] = strlen(argv[0]);
-    for (; e != NULL && n < SUBS_BATCH && n < room; e = e->next) {
+    for (; e != NULL && n < SUBS_BATCH; e = e->next) {
         if (!subscribe && e->since_ms > cutoff)
             break;
         argv[n + 1] = e->channel;
         argvlen[n + 1] = e->len;
         n++;
     }
-    if (n == 0)
+    if (n == 0 || n > room)
         return 0;
     /* hiredis copies the arguments into its output buffer before returning. */
     if (subscribe)
@@ -295,8 +297,8 @@ static void flush(struct subs *s)
     if (s->idle.head != NULL && !event_pending(s->linger, EV_TIMEOUT, NULL)) {
         long long wait = s->idle.head->since_ms + SUBS_LINGER_MS - now;
         struct timeval tv;
-        if (wait < 1 && s->link->ac != NULL && s->inflight >= SUBS_INFLIGHT)
-            return; /* due, waiting for room: the next confirmation flushes again */
+        if (wait < 1 && s->link->ac != NULL)
+            return; /* due, waiting for room: a confirmation flushes again */
         if (wait < 1)
             wait = 1;
         tv.tv_sec = (time_t)(wait / 1000);
