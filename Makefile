@@ -114,8 +114,8 @@ build/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(wildcard common/*.h)
 # The unit runner wraps the allocator, so tests can fail any allocation (chaos.c).
 CHAOS_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup
 
-# worker/outq is pure code too: its unit tests link it alone.
-$(BUILD)/unit_tests: $(UNIT_OBJ) $(COMMON_OBJ) $(BUILD)/worker/outq.o
+# worker/outq and worker/registry are pure code too: their unit tests link them alone.
+$(BUILD)/unit_tests: $(UNIT_OBJ) $(COMMON_OBJ) $(BUILD)/worker/outq.o $(BUILD)/worker/registry.o
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) $(CHAOS_WRAP) -o $@ $^ $(PKG_LIBS)
 

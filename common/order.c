@@ -225,6 +225,7 @@ static int get_targets(json_t *root, const struct order_limits *lim, struct orde
             return order_refuse(err, "too_many", "more than %d targets (names plus except)",
                                 ORDER_MAX_TARGETS);
         o->target = ORDER_TARGET_GROUP;
+        o->group_named = g != NULL;
         o->names = calloc(1, sizeof(*o->names));
         if (o->names == NULL || (o->names[0] = strdup(lim->group)) == NULL)
             return order_refuse(err, "oom", "out of memory");
@@ -558,8 +559,11 @@ char *order_to_json(const struct order *o)
     if (o->ts >= 0)
         r |= set_new(obj, "ts", json_integer(o->ts));
     r |= set_new(obj, "op", json_string(op_names[o->op]));
+    /* One group as a plain string: the form a group channel's order may carry. */
     if (o->target == ORDER_TARGET_CONN)
         r |= set_new(obj, "conn", names_json(o->names, o->nnames));
+    else if (o->target == ORDER_TARGET_GROUP && o->nnames == 1)
+        r |= set_new(obj, "group", json_string(o->names[0]));
     else if (o->target == ORDER_TARGET_GROUP)
         r |= set_new(obj, "group", names_json(o->names, o->nnames));
     else if (o->target == ORDER_TARGET_ALL)

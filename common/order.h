@@ -78,7 +78,8 @@ struct order {
     enum order_target target;
     char **names; /* owned: conn ids or group names, NULL for all and drain */
     size_t nnames;
-    char **except; /* owned: conn ids spared, NULL when none */
+    bool group_named; /* on a group channel: the text named the group itself */
+    char **except;    /* owned: conn ids spared, NULL when none */
     size_t nexcept;
     char *gateway;                     /* owned, NULL = every gateway */
     unsigned code;                     /* sendable close code; 1001 for drain */
@@ -149,7 +150,8 @@ void order_cleanup(struct order *o);
 
 /*
  * Compact JSON text of o that order_parse() reads back to the same order (with
- * reason_cut false). Returns malloc'd text, or NULL when out of memory.
+ * reason_cut false); a single group is written as a string, as the group's channel
+ * takes it. Returns malloc'd text, or NULL when out of memory.
  */
 char *order_to_json(const struct order *o);
 

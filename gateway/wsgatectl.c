@@ -79,7 +79,9 @@ static const char usage_close[] =
     "                       [--redis URL] [--channel NAME]\n"
     "\n"
     "  --conn ID         a connection id (repeatable)\n"
-    "  --group NAME      every connection in a group (repeatable)\n"
+    "  --group NAME      every connection in a group (repeatable); a single group goes to its\n"
+    "                    group channel CHANNEL:group:NAME, which only the workers holding\n"
+    "                    members receive; several go to CHANNEL\n"
     "  --all             every connection\n"
     "  --except ID       spare this connection (repeatable)\n"
     "  --gateway ID      only this gateway applies the order\n"
@@ -88,7 +90,8 @@ static const char usage_close[] =
     "  --spread MS       spread the closes over MS milliseconds (0-3600000)\n"
     "  --dry-run         count the connections, close nothing\n"
     "  --max-affected N  refuse to close more than N connections per worker\n"
-    "  --wait MS         wait up to MS milliseconds for every live worker to answer\n"
+    "  --wait MS         wait up to MS milliseconds for every live worker to answer (on a\n"
+    "                    group channel: every worker the order reached)\n"
     "  --json            print each acknowledgement as received, one per line\n"
     "\n"
     "Prints the order id; with --wait, a summary of the answers.\n";
@@ -810,7 +813,7 @@ static bool gateway_is_new(const struct worker_list *l, size_t i)
 
 /* Prints what the workers said. Returns the exit status: 0, or 1 on refusals or silence. */
 static int acks_report(const struct worker_list *l, const struct order *o, long long receivers,
-                       long long wait_ms, bool json)
+                       long long wait_ms, bool json, bool group_channel)
 {
     FILE *out = json ? stderr : stdout;
     long long matched = 0, closed = 0, expected = 0, answered = 0;
@@ -852,8 +855,9 @@ static int acks_report(const struct worker_list *l, const struct order *o, long 
             fprintf(stderr, "no answer from %s worker %lld\n", w->gateway, w->number);
     }
     if (expected == 0 && answered < receivers) {
-        fprintf(stderr, "no answer from %lld of %lld subscriber%s (no heartbeats found)\n",
-                receivers - answered, receivers, plural(receivers));
+        fprintf(stderr, "no answer from %lld of %lld subscriber%s%s\n", receivers - answered,
+                receivers, plural(receivers),
+                group_channel ? " of the group channel" : " (no heartbeats found)");
         status = EXIT_FAILED;
     }
     if (o->gateway != NULL && expected == 0 && answered == 0) {
@@ -875,27 +879,64 @@ static int acks_report(const struct worker_list *l, const struct order *o, long 
 /* --- orders ------------------------------------------------------------------------------ */
 
 /*
+ * Where an order is published, as a malloc'd channel name (NULL: out of memory):
+ *   - with a gateway, that gateway's channel CHANNEL:ID (as before group channels);
+ *   - an order for exactly one group, the group's channel CHANNEL:group:NAME: only the
+ *     workers that hold members are subscribed there, so Redis sends it to those and
+ *     no others, and PUBLISH's count of receivers is the number of answers to expect;
+ *   - anything else, CHANNEL, which every worker receives. An order for several groups
+ *     goes there as one order rather than one per group channel: a connection in two
+ *     of the groups is matched once, as a close or send to it must be.
+ * *group is set to the group of a group channel, else NULL.
+ */
+static char *order_channel(const struct options *opt, const struct order *o, const char **group)
+{
+    char *channel = NULL;
+    int n;
+
+    *group = NULL;
+    if (o->gateway != NULL) {
+        n = asprintf(&channel, "%s:%s", opt->channel, o->gateway);
+    } else if (o->op != ORDER_OP_DRAIN && o->target == ORDER_TARGET_GROUP && o->nnames == 1) {
+        *group = o->names[0];
+        n = asprintf(&channel, "%s:group:%s", opt->channel, o->names[0]);
+    } else {
+        n = asprintf(&channel, "%s", opt->channel);
+    }
+    return n < 0 ? NULL : channel;
+}
+
+/*
  * Checks o (built from the command line, strings borrowed) exactly as a gateway would,
- * publishes it, and with --wait collects the answers. Returns the exit status.
+ * on the channel it goes to, publishes it, and with --wait collects the answers.
+ * Returns the exit status.
  */
 static int order_send(const struct options *opt, const struct order *o)
 {
     struct worker_list workers = {0};
     struct order_error oerr;
     struct order checked;
+    struct order_limits lim = {ORDER_SEND_MAX_DEFAULT, NULL};
     struct redis_url url;
     redisContext *c = NULL, *sub = NULL;
     redisReply *r;
     char *text, *target = NULL, uerr[256];
+    const char *group;
     long long receivers;
     int status = EXIT_REDIS;
 
+    order_init(&checked);
+    target = order_channel(opt, o, &group);
     text = order_to_json(o);
-    if (text == NULL) {
+    if (text == NULL || target == NULL) {
+        free(target);
+        free(text);
         warn("out of memory");
         return EXIT_FAILED;
     }
-    if (order_parse(text, strlen(text), &checked, &oerr) < 0) {
+    lim.group = group;
+    if (order_parse_with(text, strlen(text), &lim, &checked, &oerr) < 0) {
+        free(target);
         free(text);
         warn("order refused (%s): %s", oerr.key, oerr.text);
         return EXIT_USAGE;
@@ -918,13 +959,6 @@ static int order_send(const struct options *opt, const struct order *o)
         status = usage_error(opt->usage, "%s", uerr);
         goto out_free_order;
     }
-    if (asprintf(&target, "%s%s%s", opt->channel, o->gateway ? ":" : "",
-                 o->gateway ? o->gateway : "") < 0) {
-        target = NULL;
-        warn("out of memory");
-        status = EXIT_FAILED;
-        goto out_free_url;
-    }
     c = redis_open(&url);
     if (c == NULL)
         goto out_free_url;
@@ -938,7 +972,9 @@ static int order_send(const struct options *opt, const struct order *o)
         if (r == NULL)
             goto out_free_redis;
         freeReplyObject(r);
-        if (workers_scan(c, opt->channel, o->gateway, &workers) < 0)
+        /* On a group channel the receivers are the workers holding members, which no
+         * heartbeat says: PUBLISH's count is what to wait for. */
+        if (group == NULL && workers_scan(c, opt->channel, o->gateway, &workers) < 0)
             goto out_free_redis;
     }
     r = redisCommand(c, "PUBLISH %s %s", target, text);
@@ -953,23 +989,26 @@ static int order_send(const struct options *opt, const struct order *o)
     else if (!opt->json)
         printf("%s\n", o->id);
     fflush(stdout);
-    if (receivers == 0)
+    if (receivers == 0 && group != NULL)
+        warn("no worker holds a member of group %s (nobody is subscribed to %s)", group, target);
+    else if (receivers == 0)
         warn("nobody is subscribed to %s: no gateway got the order", target);
     status = EXIT_DONE;
     if (opt->wait_ms > 0) {
         if (acks_collect(sub, o->id, &workers, opt->wait_ms, receivers, opt->json) < 0)
             status = EXIT_REDIS;
         else
-            status = acks_report(&workers, &checked, receivers, opt->wait_ms, opt->json);
+            status = acks_report(&workers, &checked, receivers, opt->wait_ms, opt->json,
+                                 group != NULL);
     }
 out_free_redis:
     if (sub != NULL)
         redisFree(sub);
     redisFree(c);
 out_free_url:
-    free(target);
     redis_url_cleanup(&url);
 out_free_order:
+    free(target);
     workers_cleanup(&workers);
     order_cleanup(&checked);
     free(text);

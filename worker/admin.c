@@ -293,6 +293,32 @@ static void metrics(const struct worker *w, struct text *t)
     gauge(t, "order_jobs", "Close orders running (workers running).",
           live_sum(s, offsetof(struct shm_worker, orders.jobs)));
 
+    counter(t, "order_member_orders_total", "Join and leave orders applied (per worker).",
+            SUM(members.orders));
+    counter(t, "order_joined_total", "Connections that joined groups by join orders.",
+            SUM(members.joined));
+    counter(t, "order_left_total", "Connections that left groups by leave orders.",
+            SUM(members.left));
+    counter(t, "order_join_refused_total",
+            "Connections a join order left out: at --max-groups (or out of memory).",
+            SUM(members.refused));
+    gauge(t, "groups", "Groups with members, counted once per worker that holds members.",
+          live_sum(s, offsetof(struct shm_worker, groups)));
+    gauge(t, "group_channels",
+          "Group channels (<channel>:group:NAME) the workers' subscribers hold, as confirmed by "
+          "Redis.",
+          live_sum(s, offsetof(struct shm_worker, subs.channels)));
+    counter(t, "group_subscribe_commands_total",
+            "SUBSCRIBE commands sent for group channels (up to 1024 channels each).",
+            SUM(subs.subscribes));
+    counter(t, "group_unsubscribe_commands_total",
+            "UNSUBSCRIBE commands sent for group channels (up to 1024 channels each).",
+            SUM(subs.unsubscribes));
+    counter(t, "group_channel_orders_total", "Orders received on group channels (per worker).",
+            SUM(subs.orders));
+    counter(t, "group_channel_oom_total",
+            "Groups whose channel could not be tracked: out of memory.", SUM(subs.oom));
+
     gauge(t, "redis_connected",
           "1 when every running worker's Redis links are up and answering within "
           "--redis-timeout.",

@@ -445,6 +445,244 @@ void apply_job_hurry(struct job *j)
     evtimer_add(j->ev, &now);
 }
 
+/* Join and leave orders ---------------------------------------------------------- */
+
+/* A join or leave of more than APPLY_BATCH connections: carried out APPLY_BATCH a loop
+ * turn, at the priority of close jobs, and counted with them against --max-jobs (it
+ * holds its matches until it ends). Connections closed meanwhile are skipped. */
+struct member_job {
+    struct worker *w;
+    struct event *ev;
+    enum order_op op;
+    char **groups; /* owned: distinct names, each owned */
+    size_t ngroups;
+    char *id;       /* owned, NULL when the order had none */
+    char *reply_to; /* owned or NULL */
+    size_t matched;
+    size_t count;   /* joined or left */
+    size_t refused; /* joins refused: at --max-groups */
+    size_t n;       /* entries in seqs */
+    size_t next;
+    uint64_t *seqs; /* owned */
+    uint32_t start;
+};
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The distinct names of groups[0..n) in *out (borrowed strings, sorted), or -1 when
+ * memory runs out. Returns how many. */
+static long distinct_groups(char *const *groups, size_t n, char ***out)
+{
+    char **v = malloc(n * sizeof(*v));
+    size_t k = 0;
+
+    if (v == NULL)
+        return -1;
+    memcpy(v, groups, n * sizeof(*v));
+    qsort(v, n, sizeof(*v), name_cmp);
+    for (size_t i = 0; i < n; i++)
+        if (k == 0 || strcmp(v[k - 1], v[i]) != 0)
+            v[k++] = v[i];
+    *out = v;
+    return (long)k;
+}
+
+/* Joins c to groups or takes it out of them, counting it in *count or *refused. */
+static void member_apply(struct worker *w, struct conn *c, enum order_op op, char *const *groups,
+                         size_t n, size_t *count, size_t *refused)
+{
+    int r;
+
+    if (op == ORDER_OP_LEAVE) {
+        *count += registry_leave(&w->reg, c, groups, n) > 0;
+        return;
+    }
+    r = registry_join(&w->reg, c, groups, n, (size_t)w->cfg->max_groups);
+    if (r > 0) {
+        (*count)++;
+    } else if (r < 0) {
+        (*refused)++;
+        if (r != REGISTRY_FULL)
+            log_limited(LOG_WARN, NULL, "out of memory joining a connection to its groups");
+    }
+}
+
+static void member_done(struct worker *w, const struct order *o, size_t matched, size_t count,
+                        size_t refused, uint32_t start)
+{
+    bool join = o->op == ORDER_OP_JOIN;
+
+    w->slot->members.orders++;
+    if (join)
+        w->slot->members.joined += count;
+    else
+        w->slot->members.left += count;
+    w->slot->members.refused += refused;
+    log_msg(count > 0 ? LOG_NOTICE : LOG_INFO, NULL,
+            "order done id=%s op=%s matched=%zu %s=%zu refused=%zu ms=%u%s", o->id ? o->id : "-",
+            join ? "join" : "leave", matched, join ? "joined" : "left", count, refused,
+            worker_now(w) - start, o->dry_run ? " dry_run" : "");
+    if (o->reply_to != NULL)
+        publish_owned(w, o->reply_to,
+                      order_result_json(o, w->cfg->id, w->num, matched, count, refused));
+}
+
+static void member_job_free(struct member_job *j)
+{
+    struct worker *w = j->w;
+
+    w->jobs.n--;
+    w->slot->orders.jobs = w->jobs.n;
+    if (j->ev != NULL)
+        event_free(j->ev);
+    for (size_t i = 0; i < j->ngroups; i++)
+        free(j->groups[i]);
+    free(j->groups);
+    free(j->id);
+    free(j->reply_to);
+    free(j->seqs);
+    free(j);
+}
+
+static void member_job_run(evutil_socket_t fd, short what, void *arg)
+{
+    struct member_job *j = arg;
+    struct worker *w = j->w;
+    struct timeval now = {0, 0};
+
+    (void)fd;
+    (void)what;
+    for (size_t batch = 0; j->next < j->n && batch < APPLY_BATCH; batch++) {
+        struct conn *c = registry_find_seq(&w->reg, j->seqs[j->next++]);
+        if (c != NULL && c->state == CONN_OPEN)
+            member_apply(w, c, j->op, j->groups, j->ngroups, &j->count, &j->refused);
+    }
+    if (j->next < j->n) {
+        evtimer_add(j->ev, &now);
+        return;
+    }
+    {
+        struct order o;
+        order_init(&o);
+        o.op = j->op;
+        o.id = j->id;
+        o.reply_to = j->reply_to;
+        member_done(w, &o, j->matched, j->count, j->refused, j->start);
+    }
+    member_job_free(j);
+}
+
+/* Takes m->v's connections (by counter) and copies of groups into a job. Returns 0, or
+ * -1 when memory runs out (nothing applied). */
+static int member_job_start(struct worker *w, const struct order *o, const struct matches *m,
+                            char *const *groups, size_t n)
+{
+    struct member_job *j = calloc(1, sizeof(*j));
+    struct timeval now = {0, 0};
+
+    if (j == NULL)
+        return -1;
+    j->w = w;
+    w->jobs.n++; /* counted from here: member_job_free() gives it back */
+    w->slot->orders.jobs = w->jobs.n;
+    j->op = o->op;
+    j->matched = j->n = m->n;
+    j->start = worker_now(w);
+    j->id = dup_or_null(o->id);
+    j->reply_to = dup_or_null(o->reply_to);
+    j->seqs = malloc(m->n * sizeof(*j->seqs));
+    j->groups = calloc(n, sizeof(*j->groups));
+    j->ev = evtimer_new(w->base, member_job_run, j);
+    if ((o->id != NULL && j->id == NULL) || (o->reply_to != NULL && j->reply_to == NULL) ||
+        j->seqs == NULL || j->groups == NULL || j->ev == NULL)
+        goto err_free;
+    for (; j->ngroups < n; j->ngroups++)
+        if ((j->groups[j->ngroups] = strdup(groups[j->ngroups])) == NULL)
+            goto err_free;
+    for (size_t i = 0; i < m->n; i++)
+        j->seqs[i] = m->v[i]->seq;
+    event_priority_set(j->ev, WORKER_PRIO_JOBS);
+    evtimer_add(j->ev, &now);
+    return 0;
+err_free:
+    member_job_free(j);
+    return -1;
+}
+
+/* An order answered with an error, matching nothing. */
+static void member_refuse(struct worker *w, const struct order *o, const char *key,
+                          const char *text)
+{
+    if (key != NULL)
+        count_refusal(w, key);
+    log_limited(LOG_WARN, NULL, "order refused id=%s: %s", o->id ? o->id : "-", text);
+    if (o->reply_to != NULL)
+        publish_owned(w, o->reply_to, order_nack_json(o->id, w->cfg->id, w->num, text));
+}
+
+/*
+ * A join or leave order: matched like a close order (targets, except, max_affected),
+ * then each match joins or leaves the order's groups: at once for up to APPLY_BATCH
+ * matches, in a job beyond. A join is all or nothing per connection: one that would
+ * pass --max-groups joins none of them and is counted as refused.
+ */
+static void apply_member_order(struct worker *w, const struct order *o)
+{
+    struct matches m = {NULL, 0, 0};
+    char **groups = NULL;
+    long n = distinct_groups(o->groups, o->ngroups, &groups);
+    size_t count = 0, refused = 0;
+    char text[128];
+
+    if (n < 0 || match(w, o, &m) < 0) {
+        member_refuse(w, o, "oom", "out of memory while matching");
+        goto out;
+    }
+    w->slot->orders.matched += m.n;
+    if (o->max_affected >= 0 && (long long)m.n > o->max_affected) {
+        snprintf(text, sizeof(text), "max_affected exceeded: %zu matched, limit %lld", m.n,
+                 o->max_affected);
+        w->slot->orders.rejected_max_affected++;
+        member_refuse(w, o, NULL, text);
+        goto out;
+    }
+    if (!o->dry_run && m.n > APPLY_BATCH) {
+        if (w->jobs.n >= w->cfg->max_jobs) {
+            snprintf(text, sizeof(text), "too many jobs: %zu running, limit %u (--max-jobs)",
+                     w->jobs.n, w->cfg->max_jobs);
+            member_refuse(w, o, "jobs", text);
+        } else if (member_job_start(w, o, &m, groups, (size_t)n) < 0) {
+            member_refuse(w, o, "oom", "out of memory for the job");
+        } else {
+            w->slot->orders.applied++;
+        }
+        goto out;
+    }
+    w->slot->orders.applied++;
+    for (size_t i = 0; i < m.n && !o->dry_run; i++)
+        member_apply(w, m.v[i], o->op, groups, (size_t)n, &count, &refused);
+    member_done(w, o, m.n, count, refused, worker_now(w));
+out:
+    free(groups);
+    free(m.v);
+}
+
+/* A signed order on a group channel names its group in the signed text: else one
+ * published for room:1 could be published again on room:2's channel, to workers that
+ * never saw its id. Returns 0, or -1 with err filled. */
+static int check_channel_group(const struct order *o, const char *group, struct order_error *err)
+{
+    if (group == NULL || o->group_named)
+        return 0;
+    err->key = "target";
+    snprintf(err->text, sizeof(err->text),
+             "a signed order on a group channel must name its group (group: \"%.64s\")", group);
+    return -1;
+}
+
 /* Unix ms: the clock of a signed order's ts. */
 static long long unix_ms(void)
 {
@@ -493,12 +731,14 @@ static int check_signed(struct worker *w, const struct order *o, struct order_er
     return r == SEEN_NEW ? 0 : -1;
 }
 
-static void apply_text(struct worker *w, const char *text, size_t len, bool verified)
+static void apply_text(struct worker *w, const char *text, size_t len, bool verified,
+                       const char *group)
 {
+    struct order_limits lim = {ORDER_SEND_MAX_DEFAULT, group};
     struct order o;
     struct order_error err;
 
-    if (order_parse(text, len, &o, &err) < 0) {
+    if (order_parse_with(text, len, &lim, &o, &err) < 0) {
         refuse(w, text, len, &err);
         return;
     }
@@ -507,13 +747,18 @@ static void apply_text(struct worker *w, const char *text, size_t len, bool veri
         order_cleanup(&o);
         return;
     }
-    if (verified && check_signed(w, &o, &err) < 0) {
+    if (verified && (check_signed(w, &o, &err) < 0 || check_channel_group(&o, group, &err) < 0)) {
         refuse(w, text, len, &err);
         order_cleanup(&o);
         return;
     }
     if (o.op == ORDER_OP_DRAIN) {
         worker_drain(w, true, o.reason_len > 0 ? o.reason : NULL, o.spread_ms, o.id, o.reply_to);
+        order_cleanup(&o);
+        return;
+    }
+    if (o.op == ORDER_OP_JOIN || o.op == ORDER_OP_LEAVE) {
+        apply_member_order(w, &o);
         order_cleanup(&o);
         return;
     }
@@ -533,7 +778,7 @@ static void apply_text(struct worker *w, const char *text, size_t len, bool veri
     order_cleanup(&o);
 }
 
-void apply_order_text(struct worker *w, const char *text, size_t len)
+static void apply_channel_text(struct worker *w, const char *group, const char *text, size_t len)
 {
     struct order_error err;
     char *body;
@@ -542,13 +787,23 @@ void apply_order_text(struct worker *w, const char *text, size_t len)
     w->slot->orders.received++;
     worker_now(w);
     if (w->cfg->order_keys.n == 0) {
-        apply_text(w, text, len, false);
+        apply_text(w, text, len, false, group);
         return;
     }
     if (order_sig_open(&w->cfg->order_keys, text, len, &body, &body_len, &err) < 0) {
         refuse_unverified(w, &err);
         return;
     }
-    apply_text(w, body, body_len, true);
+    apply_text(w, body, body_len, true, group);
     free(body);
+}
+
+void apply_order_text(struct worker *w, const char *text, size_t len)
+{
+    apply_channel_text(w, NULL, text, len);
+}
+
+void apply_group_order_text(struct worker *w, const char *group, const char *text, size_t len)
+{
+    apply_channel_text(w, group, text, len);
 }

@@ -9,7 +9,9 @@ struct worker;
 /*
  * Orders from Redis: parse and check (common/order.c), match against this worker's
  * indexes, then close the matches in batches of at most APPLY_BATCH per loop turn, at
- * random moments across spread_ms, and acknowledge on reply_to when done. At most
+ * random moments across spread_ms, and acknowledge on reply_to when done. Join and
+ * leave orders match the same way and change the matches' groups (registry.h), in
+ * batches of APPLY_BATCH too. At most
  * --max-jobs orders run at once (the drain's own job is never refused); a job whose
  * connections are gone (closed by a later order, say) shrinks, and ends early when
  * none is left.
@@ -67,6 +69,11 @@ void apply_job_hurry(struct job *j);
  * never answered; a verified order that is stale, lacks ts or id, or was seen already
  * is answered on its reply_to with the error. */
 void apply_order_text(struct worker *w, const char *text, size_t len);
+
+/* The same for a message on the group channel of group (<channel>:group:NAME): the
+ * order targets that group (common/order.h, struct order_limits). A signed one must
+ * name the group in its signed text, since the signature does not cover the channel. */
+void apply_group_order_text(struct worker *w, const char *group, const char *text, size_t len);
 
 /* From the worker's tick: once connections have closed, drops them from the jobs that
  * still hold them (APPLY_SWEEP entries a tick at most), freeing what they held and

@@ -73,7 +73,7 @@ struct conn {
     struct conn *tprev; /* timer list links (worker.h) */
     struct conn *tnext;
     struct conn *hnext;    /* id index chain (registry.h) */
-    struct member *groups; /* owned: ngroups memberships, NULL when none */
+    struct member *groups; /* owned: ngroups memberships in gcap nodes, NULL when none */
     struct ws_hs *hs;      /* a partial request head: owned; the worker's while judged */
     struct outq *out;      /* owned while output is pending (outq.h) */
     struct msgbuf *msg;    /* owned while a data message is partly received */
@@ -91,8 +91,9 @@ struct conn {
     uint8_t ctrl_len;
     uint8_t remote_family; /* AF_INET or AF_INET6 */
     uint8_t pause;         /* CONN_PAUSE_* reasons; reading waits while any is set */
-    uint16_t ngroups;      /* up to --max-groups (1024) */
     uint8_t io_flags;      /* IO_F_* (io.h) */
+    uint16_t ngroups;      /* up to --max-groups (1024) */
+    uint16_t gcap;         /* member nodes allocated in groups (registry.c) */
     uint16_t remote_port;
     uint8_t remote_addr[16];
     struct ssl_st *ssl; /* owned by io.c on a TLS connection, else NULL */

@@ -16,6 +16,7 @@
 #include "common/redis_url.h"
 #include "worker/apply.h"
 #include "worker/inbound.h"
+#include "worker/subs.h"
 #include "worker/worker.h"
 
 #define ANNOUNCE_EVERY_MS 3000
@@ -40,6 +41,7 @@ struct wredis {
     struct rlink pub;
     struct event *announce;
     struct event *beat;
+    struct subs *subs; /* owned: group channels */
     char fleet_channel[160];
     char gw_channel[256];
     char hb_channel[320];
@@ -162,51 +164,15 @@ static void sub_confirmed(struct rlink *l)
         rlink_set_up(l);
 }
 
-/* Common to both subscription callbacks: NULL when the reply is not a live message or
- * confirmation for l (and then it has been dealt with). */
-static const redisReply *sub_reply(struct rlink *l, redisReply *rep)
-{
-    if (l == NULL || rep == NULL)
-        return NULL;
-    if (rep->type == REDIS_REPLY_ERROR) {
-        rlink_fail(l, RLINK_REFUSED, rep->str);
-        return NULL;
-    }
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
-        rep->element[0]->type != REDIS_REPLY_STRING)
-        return NULL;
-    if (strcmp(rep->element[0]->str, "subscribe") == 0) {
-        sub_confirmed(l);
-        return NULL;
-    }
-    if (strcmp(rep->element[0]->str, "message") != 0 || rep->element[2]->type != REDIS_REPLY_STRING)
-        return NULL;
-    return rep->element[2];
-}
-
-static void on_order(redisAsyncContext *ac, void *reply, void *priv)
-{
-    struct rlink *l = rlink_of(ac);
-    const redisReply *msg = sub_reply(l, reply);
-
-    (void)priv;
-    if (msg != NULL)
-        apply_order_text(((struct wredis *)l->owner)->w, msg->str, msg->len);
-}
-
 /* A heartbeat is back: it and every one before it went through Redis. */
-static void on_heartbeat(redisAsyncContext *ac, void *reply, void *priv)
+static void heartbeat(struct rlink *l, const redisReply *msg)
 {
-    struct rlink *l = rlink_of(ac);
-    const redisReply *msg = sub_reply(l, reply);
-    struct wredis *r;
+    struct wredis *r = l->owner;
     uint64_t seq;
     char *end;
 
-    (void)priv;
-    if (msg == NULL || !l->up)
+    if (!l->up)
         return;
-    r = l->owner;
     seq = strtoull(msg->str, &end, 10);
     if (end == msg->str || *end != '\0' || seq <= r->hb_seen || seq > r->hb_sent)
         return;
@@ -214,17 +180,74 @@ static void on_heartbeat(redisAsyncContext *ac, void *reply, void *priv)
     r->hb_seen = seq;
 }
 
+static bool is_channel(const redisReply *chan, const char *name)
+{
+    return strlen(name) == chan->len && memcmp(chan->str, name, chan->len) == 0;
+}
+
+/* Every message goes by its channel: the heartbeat stays here, the fleet's and the
+ * gateway's channels carry orders, a group channel orders for that group. */
+static void route(struct rlink *l, const redisReply *chan, const redisReply *msg)
+{
+    struct wredis *r = l->owner;
+    const char *group;
+
+    if (is_channel(chan, r->hb_channel)) {
+        heartbeat(l, msg);
+    } else if (is_channel(chan, r->fleet_channel) || is_channel(chan, r->gw_channel)) {
+        apply_order_text(r->w, msg->str, msg->len);
+    } else if ((group = subs_group_of(r->subs, chan->str, chan->len)) != NULL) {
+        r->w->slot->subs.orders++;
+        apply_group_order_text(r->w, group, msg->str, msg->len);
+    }
+}
+
+/* The callback of every subscription: messages and the confirmations, which Redis
+ * sends one per channel. Those of the order and heartbeat channels make the link up;
+ * those of group channels are subs.c's. */
+static void on_message(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rlink *l = rlink_of(ac);
+    redisReply *rep = reply;
+    const redisReply *kind, *chan;
+    struct wredis *r;
+
+    (void)priv;
+    if (l == NULL || rep == NULL)
+        return;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        rlink_fail(l, RLINK_REFUSED, rep->str);
+        return;
+    }
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
+        rep->element[0]->type != REDIS_REPLY_STRING || rep->element[1]->type != REDIS_REPLY_STRING)
+        return;
+    r = l->owner;
+    kind = rep->element[0];
+    chan = rep->element[1];
+    if (strcmp(kind->str, "message") == 0) {
+        if (rep->element[2]->type == REDIS_REPLY_STRING)
+            route(l, chan, rep->element[2]);
+    } else if (strcmp(kind->str, "subscribe") == 0) {
+        if (!subs_confirmed(r->subs, chan->str, chan->len, true))
+            sub_confirmed(l);
+    } else if (strcmp(kind->str, "unsubscribe") == 0) {
+        subs_confirmed(r->subs, chan->str, chan->len, false);
+    }
+}
+
+/* The order and heartbeat channels, then every group channel still wanted: one
+ * pipeline, answered in that order. */
 static int sub_setup(struct rlink *l)
 {
     struct wredis *r = l->owner;
-    redisAsyncContext *ac = l->ac;
-    int rc;
 
     r->subscribed = 0;
-    rc = redisAsyncCommand(ac, on_order, NULL, "SUBSCRIBE %s %s", r->fleet_channel, r->gw_channel);
-    if (rc == REDIS_OK)
-        rc = redisAsyncCommand(ac, on_heartbeat, NULL, "SUBSCRIBE %s", r->hb_channel);
-    return rc == REDIS_OK ? 0 : -1;
+    if (redisAsyncCommand(l->ac, on_message, NULL, "SUBSCRIBE %s %s %s", r->fleet_channel,
+                          r->gw_channel, r->hb_channel) != REDIS_OK)
+        return -1;
+    subs_link_new(r->subs);
+    return 0;
 }
 
 /* A draining worker takes no more orders: it does not resubscribe. */
@@ -242,6 +265,12 @@ static void sub_changed(struct rlink *l)
     on_announce(-1, 0, r);
 }
 
+static void sub_down(struct rlink *l)
+{
+    subs_link_down(((struct wredis *)l->owner)->subs);
+    sub_changed(l);
+}
+
 static const struct rlink_ops sub_ops = {
     .name = "subscriber",
     .up_note = " (subscribed)",
@@ -249,8 +278,19 @@ static const struct rlink_ops sub_ops = {
     .setup = sub_setup,
     .wanted = sub_wanted,
     .up = sub_changed,
-    .down = sub_changed,
+    .down = sub_down,
 };
+
+/* The registry's hooks: a group's channel is wanted while it has members here. */
+static void group_first(void *arg, const char *name)
+{
+    subs_ref(arg, name);
+}
+
+static void group_last(void *arg, const char *name)
+{
+    subs_unref(arg, name);
+}
 
 /* Timers ---------------------------------------------------------------------------- */
 
@@ -301,7 +341,7 @@ int wredis_start(struct worker *w)
     struct timeval every = {ANNOUNCE_EVERY_MS / 1000, 0};
     struct timeval beat = {beat_ms / 1000, (beat_ms % 1000) * 1000};
     uint32_t nonce;
-    char err[256];
+    char err[256], prefix[sizeof(w->cfg->channel) + 8];
 
     if (r == NULL)
         return -1;
@@ -323,12 +363,19 @@ int wredis_start(struct worker *w)
         goto err_free_url;
     if (rlink_init(&r->pub, &pub_ops, r, w->base, &r->url, timeout, &w->slot->redis.pub) < 0)
         goto err_free_url;
+    snprintf(prefix, sizeof(prefix), "%s:group:", w->cfg->channel);
+    r->subs = subs_new(w->base, &r->sub, prefix, on_message, NULL, &w->slot->subs);
+    if (r->subs == NULL)
+        goto err_free_url;
     r->announce = event_new(w->base, -1, EV_PERSIST, on_announce, r);
     r->beat = event_new(w->base, -1, EV_PERSIST, on_beat, r);
     if (r->announce == NULL || r->beat == NULL || event_add(r->announce, &every) < 0 ||
         event_add(r->beat, &beat) < 0)
         goto err_free_url;
     w->redis = r;
+    w->reg.on_first = group_first;
+    w->reg.on_last = group_last;
+    w->reg.hook_arg = r->subs;
     rlink_start(&r->sub);
     rlink_start(&r->pub);
     return 0;

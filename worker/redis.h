@@ -12,7 +12,9 @@ struct worker;
 /*
  * The worker's two Redis links (rlink.c), on its own event_base:
  *   sub  SUBSCRIBEs to <channel> and <channel>:<gateway id>, where each message is an
- *        order, and to its own heartbeat channel <channel>:hb:<gateway id>:<worker>:<nonce>
+ *        order, and to its own heartbeat channel <channel>:hb:<gateway id>:<worker>:<nonce>;
+ *        also, while this worker holds members of group NAME, to the group channel
+ *        <channel>:group:NAME (subs.c), whose messages are orders for that group
  *   pub  PUBLISHes acknowledgements, events and, about every second, a heartbeat on
  *        that channel; keeps this worker's announce key <channel>:gw:<gateway id>:<worker>
  *        (EX 10, refreshed every 3 s)
@@ -30,10 +32,12 @@ struct wredis_stats {
     struct rlink_stats pub;
 };
 
-/* Starts connecting; returns 0, or -1 when the URL is bad or memory runs out. */
+/* Starts connecting, and hooks the group channels to the registry's first and last
+ * members; returns 0, or -1 when the URL is bad or memory runs out. */
 int wredis_start(struct worker *w);
 
-/* True while both links are up and answering: subscribed to every channel, heartbeats
+/* True while both links are up and answering: subscribed to the order and heartbeat
+ * channels (group channels may still be on their way), heartbeats
  * coming back, the publisher's replies too. The readiness check's Redis part. */
 bool wredis_is_subscribed(const struct worker *w);
 

@@ -121,12 +121,57 @@ static struct group *group_get(struct registry *r, const char *name)
     g->head = NULL;
     g->count = 0;
     g->hash = hash_str(r->seed, name);
+    g->mark = 0;
     memcpy(g->name, name, len + 1);
     g->hnext = r->groups[g->hash & (r->groups_cap - 1)];
     r->groups[g->hash & (r->groups_cap - 1)] = g;
     if (++r->groups_count > r->groups_cap)
         groups_grow(r);
+    if (r->on_first != NULL)
+        r->on_first(r->hook_arg, g->name);
     return g;
+}
+
+static void member_link(struct member *m, struct conn *c, struct group *g)
+{
+    m->conn = c;
+    m->group = g;
+    m->prev = NULL;
+    m->next = g->head;
+    if (g->head != NULL)
+        g->head->prev = m;
+    g->head = m;
+    g->count++;
+}
+
+/* m was copied to where it is now: its neighbours, which are other connections' nodes
+ * (a connection is in a group once), and its group's head still point at the old copy. */
+static void member_relink(struct member *m)
+{
+    if (m->prev != NULL)
+        m->prev->next = m;
+    else
+        m->group->head = m;
+    if (m->next != NULL)
+        m->next->prev = m;
+}
+
+/* Moves c's nodes to an array of cap (>= c->ngroups) nodes. Returns 0 or -1 (out of
+ * memory: nothing moved). */
+static int members_move(struct conn *c, size_t cap)
+{
+    struct member *v = malloc(cap * sizeof(*v));
+
+    if (v == NULL)
+        return -1;
+    if (c->ngroups > 0)
+        memcpy(v, c->groups, c->ngroups * sizeof(*v));
+    for (size_t i = 0; i < c->ngroups; i++)
+        member_relink(&v[i]);
+    free(c->groups);
+    c->groups = v;
+    c->gcap = (uint16_t)cap;
+    return 0;
 }
 
 /* An empty group is freed at once: groups held cost only while they have members. */
@@ -142,6 +187,8 @@ static void group_leave(struct registry *r, struct member *m)
         m->next->prev = m->prev;
     if (--g->count > 0)
         return;
+    if (r->on_last != NULL)
+        r->on_last(r->hook_arg, g->name);
     for (struct group **pp = &r->groups[g->hash & (r->groups_cap - 1)]; *pp != NULL;
          pp = &(*pp)->hnext) {
         if (*pp == g) {
@@ -171,16 +218,10 @@ int registry_add(struct registry *r, struct conn *c, char **names, size_t n)
                 c->groups = NULL;
                 return -1;
             }
-            m->conn = c;
-            m->group = g;
-            m->prev = NULL;
-            m->next = g->head;
-            if (g->head != NULL)
-                g->head->prev = m;
-            g->head = m;
-            g->count++;
+            member_link(m, c, g);
         }
         c->ngroups = (uint16_t)n;
+        c->gcap = (uint16_t)n; /* exactly: most connections never join at runtime */
     }
     b = hash_seq(c->seq) & (r->ids_cap - 1);
     c->hnext = r->ids[b];
@@ -209,6 +250,84 @@ void registry_remove(struct registry *r, struct conn *c)
     free(c->groups);
     c->groups = NULL;
     c->ngroups = 0;
+    c->gcap = 0;
+}
+
+int registry_join(struct registry *r, struct conn *c, char *const *names, size_t n, size_t max)
+{
+    uint64_t epoch = ++r->epoch;
+    size_t add = 0, old = c->ngroups;
+
+    /* Marked, c's groups answer "already a member?" in one comparison each. */
+    for (size_t i = 0; i < old; i++)
+        c->groups[i].group->mark = epoch;
+    for (size_t i = 0; i < n; i++) {
+        struct group *g = registry_group(r, names[i]);
+        add += g == NULL || g->mark != epoch;
+    }
+    if (add == 0)
+        return 0;
+    if (old + add > max || old + add > UINT16_MAX)
+        return REGISTRY_FULL;
+    if (old + add > c->gcap) {
+        size_t cap = c->gcap < 2 ? 4 : (size_t)c->gcap * 2;
+        if (cap < old + add)
+            cap = old + add;
+        if (cap > max)
+            cap = max;
+        if (members_move(c, cap) < 0)
+            return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct group *g = registry_group(r, names[i]);
+        if (g != NULL && g->mark == epoch)
+            continue;
+        g = group_get(r, names[i]);
+        if (g == NULL) {
+            while (c->ngroups > old) /* the last ones are the ones just joined */
+                group_leave(r, &c->groups[--c->ngroups]);
+            return -1;
+        }
+        g->mark = epoch;
+        member_link(&c->groups[c->ngroups++], c, g);
+    }
+    return (int)(c->ngroups - old);
+}
+
+size_t registry_leave(struct registry *r, struct conn *c, char *const *names, size_t n)
+{
+    uint64_t epoch = ++r->epoch;
+    size_t left = 0;
+    bool any = false;
+
+    for (size_t i = 0; i < n; i++) {
+        struct group *g = registry_group(r, names[i]);
+        if (g != NULL) {
+            g->mark = epoch;
+            any = true;
+        }
+    }
+    if (!any)
+        return 0;
+    /* From the end: the node moved into a hole was looked at already. */
+    for (size_t i = c->ngroups; i-- > 0;) {
+        if (c->groups[i].group->mark != epoch)
+            continue;
+        group_leave(r, &c->groups[i]); /* may free that group, and only that one */
+        left++;
+        if (i != --c->ngroups) {
+            c->groups[i] = c->groups[c->ngroups];
+            member_relink(&c->groups[i]);
+        }
+    }
+    if (c->ngroups == 0) {
+        free(c->groups);
+        c->groups = NULL;
+        c->gcap = 0;
+    } else if (c->ngroups <= c->gcap / 4) {
+        members_move(c, (size_t)c->ngroups * 2); /* a shrink that fails keeps the array */
+    }
+    return left;
 }
 
 struct conn *registry_find(struct registry *r, const struct worker *w, const char *id)

@@ -10,6 +10,7 @@
 #include "worker/auth.h"
 #include "worker/inbound.h"
 #include "worker/redis.h"
+#include "worker/subs.h"
 
 /*
  * Counters and states every process of one gateway can read: a MAP_SHARED region the
@@ -66,12 +67,21 @@ struct worker_stats {
     uint64_t close_codes[SHM_CLOSE_CODES];
 };
 
+/* Join and leave orders (apply.c): connections, as in their acknowledgements. */
+struct member_stats {
+    uint64_t orders;  /* join and leave orders applied (dry runs included) */
+    uint64_t joined;  /* connections that joined at least one group */
+    uint64_t left;    /* connections that left at least one group */
+    uint64_t refused; /* connections a join left out: at --max-groups, or out of memory */
+};
+
 struct shm_worker {
     pid_t pid;                       /* 0 while not running */
     uint64_t restarts;               /* written by the master */
     uint64_t stall_kills;            /* written by the master: killed for not ticking */
     volatile long long last_tick_ms; /* CLOCK_MONOTONIC ms of the loop's last tick */
     uint64_t conns;                  /* open connections (gauge) */
+    uint64_t groups;                 /* groups with members here (gauge) */
     bool listening;
     bool subscribed;
     bool draining;
@@ -83,6 +93,8 @@ struct shm_worker {
     struct auth_stats auth;
     struct wredis_stats redis;
     struct inbound_stats inbound;
+    struct member_stats members;
+    struct subs_stats subs;
 };
 
 struct shm {

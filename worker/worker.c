@@ -131,6 +131,7 @@ static void worker_on_tick(evutil_socket_t fd, short what, void *arg)
     now = worker_now(w);
     w->slot->last_tick_ms = mono_ms(); /* the watchdog's heartbeat (master.c, admin.c) */
     w->slot->conns = w->reg.ids_count;
+    w->slot->groups = w->reg.groups_count;
     w->slot->at_capacity = clients(w) >= w->max_conns;
     w->slot->subscribed = wredis_is_subscribed(w);
     w->slot->out_bytes = w->out_bytes;

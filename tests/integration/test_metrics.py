@@ -68,6 +68,16 @@ EXPECTED = {
     "wsgate_inbound_pending_bytes": "gauge",
     "wsgate_tls_handshakes_total": "counter",
     "wsgate_tls_reloads_total": "counter",
+    "wsgate_order_member_orders_total": "counter",
+    "wsgate_order_joined_total": "counter",
+    "wsgate_order_left_total": "counter",
+    "wsgate_order_join_refused_total": "counter",
+    "wsgate_groups": "gauge",
+    "wsgate_group_channels": "gauge",
+    "wsgate_group_subscribe_commands_total": "counter",
+    "wsgate_group_unsubscribe_commands_total": "counter",
+    "wsgate_group_channel_orders_total": "counter",
+    "wsgate_group_channel_oom_total": "counter",
 }
 
 

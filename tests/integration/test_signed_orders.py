@@ -249,10 +249,11 @@ def test_wsgatectl_signs_with_flag_or_env():
         assert p.returncode == 0 and "closed 1 of 1" in p.stdout, (p.stdout, p.stderr)
         await assert_closed_with([clients[0]], 4001, "")
         await assert_closed_with([clients[1]], 4002, "")
-        # Unsigned: the gateway refuses without a word, so wsgatectl hears nothing.
+        # Unsigned: the gateway refuses without a word, so wsgatectl hears nothing. On
+        # room:3's group channel only the worker holding its member gets the order.
         p = await ctl(*url, "close", "--group", "room:3", "--wait", "1000")
         assert p.returncode == 1 and "no answer" in p.stderr, (p.returncode, p.stderr)
-        await until_refused(gw, {"unsigned": 2})
+        await until_refused(gw, {"unsigned": 1})
         await assert_open([clients[2]])
         # What it publishes verifies the same way in Python: HMAC over the body's bytes.
         p = await ctl(*url, "--order-key", K2, "drain", "--gateway", "elsewhere", "--json",
@@ -341,7 +342,7 @@ def test_signing_snippet_node():
 # --- Redis ACL -------------------------------------------------------------------------------
 
 # What each kind of client may do: gateways SUBSCRIBE to the orders channels meant for
-# them and to their own heartbeat channels (a worker PUBLISHes there and hears itself: the
+# them (the group channels included) and to their own heartbeat channels (a worker PUBLISHes there and hears itself: the
 # liveness of both links), PUBLISH events and acknowledgements, SET and DEL their own
 # announce keys, PING (the publisher's setup); a
 # backend only PUBLISHes orders; wsgatectl also SUBSCRIBEs to acknowledgements and reads
@@ -350,6 +351,7 @@ def test_signing_snippet_node():
 ACL = [
     "user gateway-gwA on >gw-pw resetchannels resetkeys -@all +ping"
     " +subscribe &wsgate:orders &wsgate:orders:gwA &wsgate:orders:hb:gwA:*"
+    " &wsgate:orders:group:*"
     " +set +del ~wsgate:orders:gw:gwA:*"
     " (+publish resetchannels &wsgate:events &wsgate:orders:ack:* &wsgate:orders:hb:gwA:*)",
     "user backend on >be-pw resetchannels resetkeys -@all"

@@ -40,7 +40,7 @@ size_t chaos_crypto_live(void); /* bytes OpenSSL's allocations hold now */
 int check_make_cert(const char *cn, long serial, int days, const char *cert_path,
                     const char *key_path);
 
-/* One suite per common/ module (and worker/outq, pure too), each in
+/* One suite per common/ module (and worker/outq and worker/registry, pure too), each in
  * tests/unit/test_<module>.c. */
 /* Weak, so a runner built from some modules only still links: a suite that is
  * missing counts as a failure. */
@@ -63,6 +63,7 @@ SUITE(proxy_proto);
 SUITE(iplimit);
 SUITE(outq);
 SUITE(tls);
+SUITE(registry);
 #undef SUITE
 
 #endif /* WSGATE_TESTS_UNIT_CHECK_H */

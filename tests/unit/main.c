@@ -41,6 +41,7 @@ static const struct {
     {"token", suite_token},
     {"outq", suite_outq},
     {"tls", suite_tls},
+    {"registry", suite_registry},
     {"chaos", suite_chaos},
 };
 

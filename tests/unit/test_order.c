@@ -535,6 +535,21 @@ static void test_order_to_json_of_built_order(void)
     CHECK(json != NULL && parse(json, strlen(json), &back, &err) == -1);
     CHECK(strcmp(err.key, "code") == 0 && strstr(err.text, "1005") != NULL);
     free(json);
+
+    /* One group is a string, which the group's own channel takes too. */
+    o.code = 4000;
+    o.target = ORDER_TARGET_GROUP;
+    o.nnames = 1;
+    json = order_to_json(&o);
+    CHECK(json != NULL && strstr(json, "\"group\":\"c1\",") != NULL);
+    {
+        struct order_limits lim = {ORDER_SEND_MAX_DEFAULT, "c1"};
+        CHECK(json != NULL && order_parse_with(json, strlen(json), &lim, &back, &err) == 0);
+        check_same(&o, &back);
+        CHECK(back.group_named);
+        order_cleanup(&back);
+    }
+    free(json);
 }
 
 static void test_order_acks(void)
@@ -694,6 +709,8 @@ static void test_order_on_a_group_channel(void)
         if (cases[i].key == NULL) {
             CHECK(r == 0 && o.target == ORDER_TARGET_GROUP && o.nnames == 1 &&
                   strcmp(o.names[0], "room:1") == 0);
+            /* A signature covers the text, not the channel: say whether the text named it. */
+            CHECK(r != 0 || o.group_named == (strstr(cases[i].text, "\"group\"") != NULL));
             if (r == 0)
                 order_cleanup(&o);
         } else {
