@@ -688,6 +688,18 @@ static int set_max_jobs(struct config *c, const char *v, char *err, size_t errle
     return 0;
 }
 
+/* Up to 16m: a worker's Redis subscriber must take the whole order in one message, and
+ * Redis cuts a subscriber whose output passes its pubsub buffer limit (32mb by default). */
+static int set_max_send(struct config *c, const char *v, char *err, size_t errlen)
+{
+    uint64_t n;
+
+    if (config_parse_size(v, &n) < 0 || n < 1 || n > 16ull * 1024 * 1024)
+        return bad(err, errlen, "max-send", v, "expected a size from 1 to 16m");
+    c->max_send = n;
+    return 0;
+}
+
 static const struct flag flags[] = {
     {"listen", F_VALUE, set_listen},
     {"workers", F_VALUE, set_workers},
@@ -735,6 +747,7 @@ static const struct flag flags[] = {
     {"max-outbound", F_VALUE, set_max_outbound},
     {"max-pending", F_VALUE, set_max_pending},
     {"max-jobs", F_VALUE, set_max_jobs},
+    {"max-send", F_VALUE, set_max_send},
 };
 
 #define NFLAGS (sizeof(flags) / sizeof(flags[0]))
@@ -828,8 +841,10 @@ static const char usage[] =
     "  --max-pending SIZE       per worker: bytes held in partly received messages; a\n"
     "                           message that would pass it closes with 1013 (default: a\n"
     "                           quarter of RAM shared by the workers, at most 256m)\n"
-    "  --max-jobs N             close orders running at once per worker; more are refused\n"
-    "                           (default 1000)\n"
+    "  --max-jobs N             close and send orders running or waiting at once per\n"
+    "                           worker; more are refused (default 1000)\n"
+    "  --max-send SIZE          largest message a send order may push, counted after\n"
+    "                           base64 decoding; larger is refused (default 1m, at most 16m)\n"
     "  --help                   this text\n"
     "  --version                the version and the git revision it was built from\n"
     "\n"
@@ -881,6 +896,7 @@ void config_defaults(struct config *c)
     c->max_outbound = 1024 * 1024;
     c->max_pending = 0; /* resolved by config_parse() once --workers is known */
     c->max_jobs = 1000;
+    c->max_send = 1024 * 1024;
 }
 
 bool config_query_groups(const struct config *c)

@@ -75,7 +75,8 @@ struct config {
     unsigned jwt_flags;       /* which --jwt-* flags were given (config.c's business) */
     uint64_t max_outbound; /* output queued for one client: past it, 1013 */
     uint64_t max_pending;  /* per worker: bytes held in partly received messages */
-    uint32_t max_jobs;     /* close jobs running at once per worker */
+    uint32_t max_jobs;     /* close and send jobs running or waiting at once per worker */
+    uint64_t max_send;     /* largest send order payload, in bytes after base64 decoding */
 };
 
 /* --max-pending when not given: a quarter of physical memory shared by the workers,
