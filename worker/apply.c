@@ -116,8 +116,7 @@ static void refuse(struct worker *w, const char *text, size_t len, const struct 
 
 /* A checked order refused after all (out of memory, max_affected, too many jobs):
  * counted under key (NULL: counted by the caller), logged, answered on reply_to. */
-static void refuse_order(struct worker *w, const struct order *o, const char *key,
-                         const char *why)
+static void refuse_order(struct worker *w, const struct order *o, const char *key, const char *why)
 {
     if (key != NULL)
         count_refusal(w, key);
@@ -394,8 +393,8 @@ static int match(struct worker *w, const struct order *o, struct matches *m)
 static struct outq_frame *send_frame(struct job *j)
 {
     uint8_t hdr[WS_FRAME_HDR_MAX];
-    size_t hlen = ws_enc_header(hdr, j->o.binary ? WS_OP_BINARY : WS_OP_TEXT, true,
-                                j->o.payload_len);
+    size_t hlen =
+        ws_enc_header(hdr, j->o.binary ? WS_OP_BINARY : WS_OP_TEXT, true, j->o.payload_len);
     struct outq_frame *f = outq_frame_new(hlen + j->o.payload_len);
 
     if (f == NULL)
@@ -832,8 +831,8 @@ void apply_order_text(struct worker *w, const char *text, size_t len)
         apply_text(w, text, len, false, t0);
         return;
     }
-    if (order_sig_open_with(&w->cfg->order_keys, text, len, order_max_text(&lim), &body,
-                            &body_len, &err) < 0) {
+    if (order_sig_open_with(&w->cfg->order_keys, text, len, order_max_text(&lim), &body, &body_len,
+                            &err) < 0) {
         refuse_unverified(w, &err);
         return;
     }

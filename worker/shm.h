@@ -67,10 +67,10 @@ struct worker_stats {
  * cumulative); their upper bounds are SHM_PUSH_BOUNDS_US, the last bucket is +Inf.
  */
 #define SHM_PUSH_BUCKETS 17
-#define SHM_PUSH_BOUNDS_US                                                                    \
-    {                                                                                         \
-        100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000,   \
-            2500000, 5000000, 10000000                                                        \
+#define SHM_PUSH_BOUNDS_US                                                                     \
+    {                                                                                          \
+        100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, \
+            2500000, 5000000, 10000000                                                         \
     }
 
 struct push_stats {

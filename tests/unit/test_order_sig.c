@@ -324,7 +324,8 @@ static void test_order_sig_open_with_a_send_body(void)
     CHECK(body != NULL);
     if (body == NULL)
         return;
-    blen = (size_t)sprintf(body, "{\"id\":\"s1\",\"ts\":1,\"op\":\"send\",\"all\":true,\"text\":\"");
+    blen =
+        (size_t)sprintf(body, "{\"id\":\"s1\",\"ts\":1,\"op\":\"send\",\"all\":true,\"text\":\"");
     memset(body + blen, 'x', n);
     blen += n;
     blen += (size_t)sprintf(body + blen, "\"}");
