@@ -1200,14 +1200,18 @@ static int send_payload(const struct options *opt, size_t max, uint8_t **payload
         warn("%s: %zu bytes, more than %zu (the gateways' --max-send; set WSGATE_MAX_SEND when "
              "theirs is larger)",
              opt->text != NULL ? "--text" : name, *len, max);
-        return EXIT_USAGE;
+        goto err_free;
     }
     if (!*binary && *len > 0 && !utf8_is_valid(*payload, *len)) {
         warn("%s: not valid UTF-8 (send bytes with --binary-file)",
              opt->text != NULL ? "--text" : name);
-        return EXIT_USAGE;
+        goto err_free;
     }
     return 0;
+err_free:
+    free(*payload);
+    *payload = NULL;
+    return EXIT_USAGE;
 }
 
 static int cmd_send(const struct options *opt)
