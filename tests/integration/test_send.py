@@ -425,7 +425,10 @@ def test_slow_reader_is_closed_1013_while_1000_members_keep_receiving():
     it, its event says by "slow"), having received a prefix of the messages in order; every
     member receives all 80 in order; the workers' memory stays flat. Prints the delivery
     latency to the group (publish to the last member's receipt, and the histogram's)."""
-    fl = Fleet(flags={"--max-outbound": "128k", "--log-level": "notice"})
+    # The stuck client reads its close only after the 80 rounds: --close-timeout must
+    # not cut it first.
+    fl = Fleet(flags={"--max-outbound": "128k", "--log-level": "notice",
+                      "--close-timeout": "30s"})
     gwa = fl.gateways["gwA"]
     n, count, size = 1000, 80, 4 * KB
 
