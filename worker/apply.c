@@ -465,6 +465,10 @@ static int job_start(struct job *j)
         goto out_oom;
     for (size_t i = 0; i < m.n; i++)
         j->seqs[i] = m.v[i]->seq;
+    if (send) { /* the frame holds the message now; payload_len stays for the counters */
+        free(o->payload);
+        o->payload = NULL;
+    }
     if (!send && o->spread_ms > 0) {
         /* One random moment in each of n equal slices of the window: spread evenly,
          * with jitter, so the reconnects are as flat as the window allows. Who gets
