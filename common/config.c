@@ -822,6 +822,18 @@ static int check_tls(struct config *c, char *err, size_t errlen)
     return 0;
 }
 
+/* Up to 16m: a worker's Redis subscriber must take the whole order in one message, and
+ * Redis cuts a subscriber whose output passes its pubsub buffer limit (32mb by default). */
+static int set_max_send(struct config *c, const char *v, char *err, size_t errlen)
+{
+    uint64_t n;
+
+    if (config_parse_size(v, &n) < 0 || n < 1 || n > 16ull * 1024 * 1024)
+        return bad(err, errlen, "max-send", v, "expected a size from 1 to 16m");
+    c->max_send = n;
+    return 0;
+}
+
 static const struct flag flags[] = {
     {"listen", F_VALUE, set_listen},
     {"workers", F_VALUE, set_workers},
@@ -877,6 +889,7 @@ static const struct flag flags[] = {
     {"tls-cert", F_VALUE, set_tls_cert},
     {"tls-key", F_VALUE, set_tls_key},
     {"tls-min-version", F_VALUE, set_tls_min_version},
+    {"max-send", F_VALUE, set_max_send},
 };
 
 #define NFLAGS (sizeof(flags) / sizeof(flags[0]))
@@ -989,6 +1002,8 @@ static const char usage[] =
     "                           both files without dropping connections (default: off)\n"
     "  --tls-key PATH           the certificate's private key, PEM, not encrypted\n"
     "  --tls-min-version V      1.2 or 1.3: the oldest TLS version accepted (default 1.2)\n"
+    "  --max-send SIZE          largest message a send order may push, counted after\n"
+    "                           base64 decoding; larger is refused (default 1m, at most 16m)\n"
     "  --help                   this text\n"
     "  --version                the version and the git revision it was built from\n"
     "\n"
@@ -1046,6 +1061,7 @@ void config_defaults(struct config *c)
     c->inbound_maxlen = 100000;
     c->inbound_max_pending = 4 * 1024 * 1024;
     c->tls_min_version = TLS_MIN_1_2;
+    c->max_send = 1024 * 1024;
 }
 
 bool config_query_groups(const struct config *c)

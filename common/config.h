@@ -76,7 +76,8 @@ struct config {
     unsigned jwt_flags;       /* which --jwt-* flags were given (config.c's business) */
     uint64_t max_outbound; /* output queued for one client: past it, 1013 */
     uint64_t max_pending;  /* per worker: bytes held in partly received messages */
-    uint32_t max_jobs;     /* close jobs running at once per worker */
+    uint32_t max_jobs;     /* close and send jobs running or waiting at once per worker */
+    uint64_t max_send;     /* largest send order payload, in bytes after base64 decoding */
     char inbound_channel[128];    /* --inbound publish: PUBLISHed here */
     char inbound_stream[128];     /* --inbound stream: XADDed here */
     uint64_t inbound_maxlen;      /* the stream is trimmed to about this many entries */

@@ -155,8 +155,21 @@ static bool unhex(const char *s, size_t len, unsigned char out[MAC_LEN])
     return true;
 }
 
+size_t order_sig_max_text(size_t max_body)
+{
+    if (max_body > (SIZE_MAX - 1024) / 6)
+        return SIZE_MAX;
+    return 6 * max_body + 1024;
+}
+
 int order_sig_open(const struct order_sig_ring *ring, const char *text, size_t len, char **body,
                    size_t *body_len, struct order_error *err)
+{
+    return order_sig_open_with(ring, text, len, ORDER_MAX_BYTES, body, body_len, err);
+}
+
+int order_sig_open_with(const struct order_sig_ring *ring, const char *text, size_t len,
+                        size_t max_body, char **body, size_t *body_len, struct order_error *err)
 {
     static const char *const fields[3] = {"kid", "sig", "body"};
     json_t *root, *v[3];
@@ -169,9 +182,9 @@ int order_sig_open(const struct order_sig_ring *ring, const char *text, size_t l
 
     *body = NULL;
     *body_len = 0;
-    if (len > ORDER_SIG_MAX_BYTES)
-        return order_refuse(err, "too_big", "signed order is %zu bytes, more than %d", len,
-                            ORDER_SIG_MAX_BYTES);
+    if (len > order_sig_max_text(max_body))
+        return order_refuse(err, "too_big", "signed order is %zu bytes, more than %zu", len,
+                      order_sig_max_text(max_body));
     root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &jerr);
     if (root == NULL) {
         if (json_error_code(&jerr) == json_error_out_of_memory)
@@ -216,8 +229,8 @@ int order_sig_open(const struct order_sig_ring *ring, const char *text, size_t l
     }
     b = json_string_value(v[2]);
     blen = json_string_length(v[2]);
-    if (blen > ORDER_MAX_BYTES) {
-        order_refuse(err, "too_big", "body is %zu bytes, more than %d", blen, ORDER_MAX_BYTES);
+    if (blen > max_body) {
+        order_refuse(err, "too_big", "body is %zu bytes, more than %zu", blen, max_body);
         goto out;
     }
     if (mac(key, b, blen, got) < 0) {

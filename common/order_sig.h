@@ -79,6 +79,18 @@ int order_sig_open(const struct order_sig_ring *ring, const char *text, size_t l
                    size_t *body_len, struct order_error *err);
 
 /*
+ * order_sig_open() for bodies of up to max_body bytes (order_max_text() of the worker's
+ * limits: a send order's body may be larger than ORDER_MAX_BYTES). The envelope may then
+ * be as long as order_sig_max_text(max_body).
+ */
+int order_sig_open_with(const struct order_sig_ring *ring, const char *text, size_t len,
+                        size_t max_body, char **body, size_t *body_len, struct order_error *err);
+
+/* The longest envelope order_sig_open_with() reads for bodies of max_body bytes: every
+ * byte of the body written as a six-byte \u escape, and the rest. */
+size_t order_sig_max_text(size_t max_body);
+
+/*
  * The envelope of body[0..len) signed with key: compact JSON text with the fields in
  * the order kid, sig (lower case), body. Returns malloc'd text, or NULL when body is
  * not valid UTF-8 or memory runs out.

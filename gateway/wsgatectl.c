@@ -1,5 +1,5 @@
 /*
- * wsgatectl: sends close and drain orders to the gateways over Redis, collects
+ * wsgatectl: sends close, send and drain orders to the gateways over Redis, collects
  * their acknowledgements, and lists the live gateways from their heartbeats.
  *
  * An order is checked here by the same code the gateways run (common/order.c):
@@ -31,9 +31,11 @@
 
 #include "version.h"
 
+#include "common/config.h"
 #include "common/order.h"
 #include "common/order_sig.h"
 #include "common/redis_url.h"
+#include "common/utf8.h"
 
 enum {
     EXIT_DONE = 0,
@@ -56,6 +58,7 @@ static const char usage_main[] =
     "\n"
     "commands:\n"
     "  close     close client connections on the gateways\n"
+    "  send      push a message to client connections\n"
     "  drain     close every connection of one gateway, with 1001\n"
     "  gateways  list the live gateways\n"
     "\n"
@@ -96,6 +99,29 @@ static const char usage_close[] =
     "\n"
     "Prints the order id; with --wait, a summary of the answers.\n";
 
+static const char usage_send[] =
+    "usage: wsgatectl send (--conn ID... | --group NAME... | --all)\n"
+    "                      (--text TEXT | --binary-file FILE | --stdin) [--except ID...]\n"
+    "                      [--gateway ID] [--dry-run] [--max-affected N] [--wait MS] [--json]\n"
+    "                      [--redis URL] [--channel NAME]\n"
+    "\n"
+    "  --conn ID           a connection id (repeatable)\n"
+    "  --group NAME        every connection in a group (repeatable)\n"
+    "  --all               every connection\n"
+    "  --text TEXT         send TEXT (UTF-8) as a text message\n"
+    "  --binary-file FILE  send the bytes of FILE as a binary message ('-': standard input)\n"
+    "  --stdin             send standard input (UTF-8) as a text message\n"
+    "  --except ID         spare this connection (repeatable)\n"
+    "  --gateway ID        only this gateway applies the order\n"
+    "  --dry-run           count the connections, send nothing\n"
+    "  --max-affected N    refuse to send to more than N connections per worker\n"
+    "  --wait MS           wait up to MS milliseconds for every live worker to answer\n"
+    "  --json              print each acknowledgement as received, one per line\n"
+    "\n"
+    "The message may be as large as the gateways' --max-send; WSGATE_MAX_SEND (default\n"
+    "1m) says how large they take. Prints the order id; with --wait, a summary of the\n"
+    "answers: matched, sent, and dropped (slow consumers closed with 1013).\n";
+
 static const char usage_drain[] =
     "usage: wsgatectl drain --gateway ID [--reason TEXT] [--spread MS] [--wait MS] [--json]\n"
     "                       [--redis URL] [--channel NAME]\n"
@@ -114,6 +140,7 @@ static const char usage_gateways[] =
 
 enum cmd {
     CMD_CLOSE,
+    CMD_SEND,
     CMD_DRAIN,
     CMD_GATEWAYS,
 };
@@ -134,6 +161,9 @@ enum opt_id {
     OPT_REDIS,
     OPT_CHANNEL,
     OPT_ORDER_KEY,
+    OPT_TEXT,
+    OPT_BINARY_FILE,
+    OPT_STDIN,
 };
 
 #define OPT_BIT(id) (1u << ((id)-OPT_CONN))
@@ -145,6 +175,11 @@ enum opt_id {
 #define OPTS_CLOSE                                                            \
     (OPTS_DRAIN | OPT_BIT(OPT_CONN) | OPT_BIT(OPT_GROUP) | OPT_BIT(OPT_ALL) | \
      OPT_BIT(OPT_EXCEPT) | OPT_BIT(OPT_CODE) | OPT_BIT(OPT_DRY_RUN) | OPT_BIT(OPT_MAX_AFFECTED))
+#define OPTS_SEND                                                                         \
+    (OPTS_COMMON | OPT_BIT(OPT_GATEWAY) | OPT_BIT(OPT_WAIT) | OPT_BIT(OPT_CONN) |         \
+     OPT_BIT(OPT_GROUP) | OPT_BIT(OPT_ALL) | OPT_BIT(OPT_EXCEPT) | OPT_BIT(OPT_DRY_RUN) | \
+     OPT_BIT(OPT_MAX_AFFECTED) | OPT_BIT(OPT_TEXT) | OPT_BIT(OPT_BINARY_FILE) |           \
+     OPT_BIT(OPT_STDIN))
 
 static const struct option long_options[] = {
     {"conn", required_argument, NULL, OPT_CONN},
@@ -162,6 +197,9 @@ static const struct option long_options[] = {
     {"redis", required_argument, NULL, OPT_REDIS},
     {"channel", required_argument, NULL, OPT_CHANNEL},
     {"order-key", required_argument, NULL, OPT_ORDER_KEY},
+    {"text", required_argument, NULL, OPT_TEXT},
+    {"binary-file", required_argument, NULL, OPT_BINARY_FILE},
+    {"stdin", no_argument, NULL, OPT_STDIN},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -175,6 +213,9 @@ struct options {
     const char *order_key; /* KEYID:SECRET list, or NULL: orders go unsigned */
     const char *gateway;
     const char *reason;
+    const char *text;        /* send: --text */
+    const char *binary_file; /* send: --binary-file ("-": standard input) */
+    bool from_stdin;         /* send: --stdin */
     char **conns; /* owned array, borrowed strings */
     size_t nconns;
     char **groups; /* owned array, borrowed strings */
@@ -202,7 +243,8 @@ struct worker {
     bool expected; /* had a live heartbeat when the order went out */
     bool answered;
     long long matched;
-    long long closed;
+    long long closed;  /* closed, or sent (send orders) */
+    long long dropped; /* send: slow consumers */
     char *error; /* owned: the refusal it answered with, or NULL */
 };
 
@@ -308,6 +350,7 @@ static void options_cleanup(struct options *o)
 static int parse_options(int argc, char **argv, struct options *o)
 {
     unsigned allowed = o->cmd == CMD_CLOSE   ? OPTS_CLOSE
+                       : o->cmd == CMD_SEND  ? OPTS_SEND
                        : o->cmd == CMD_DRAIN ? OPTS_DRAIN
                                              : OPTS_COMMON;
     size_t max = (size_t)argc;
@@ -383,6 +426,15 @@ static int parse_options(int argc, char **argv, struct options *o)
             break;
         case OPT_ORDER_KEY:
             o->order_key = optarg;
+            break;
+        case OPT_TEXT:
+            o->text = optarg;
+            break;
+        case OPT_BINARY_FILE:
+            o->binary_file = optarg;
+            break;
+        case OPT_STDIN:
+            o->from_stdin = true;
             break;
         default:
             return usage_error(o->usage, "%s: unknown option %s", argv[0], arg);
@@ -729,7 +781,8 @@ static int ack_take(struct worker_list *l, const char *id, const redisReply *msg
         rc = w->error == NULL ? -1 : 0;
     }
     w->matched = json_int_or(ack, "matched", 0);
-    w->closed = json_int_or(ack, "closed", 0);
+    w->closed = json_int_or(ack, "closed", json_int_or(ack, "sent", 0));
+    w->dropped = json_int_or(ack, "dropped", 0);
 out:
     json_decref(ack);
     return rc;
@@ -816,7 +869,7 @@ static int acks_report(const struct worker_list *l, const struct order *o, long 
                        long long wait_ms, bool json, bool group_channel)
 {
     FILE *out = json ? stderr : stdout;
-    long long matched = 0, closed = 0, expected = 0, answered = 0;
+    long long matched = 0, closed = 0, dropped = 0, expected = 0, answered = 0;
     size_t gateways = 0;
     int status = EXIT_DONE;
     time_t now = time(NULL);
@@ -835,6 +888,7 @@ static int acks_report(const struct worker_list *l, const struct order *o, long 
         }
         matched += w->matched;
         closed += o->dry_run ? w->matched : w->closed; /* a dry run closes nothing */
+        dropped += w->dropped;
         gateways += gateway_is_new(l, i);
     }
     if (!acks_complete(l, receivers))
@@ -867,6 +921,13 @@ static int acks_report(const struct worker_list *l, const struct order *o, long 
     if (o->op == ORDER_OP_DRAIN)
         fprintf(out, "drain of %s: %lld connection%s, %lld closed (%lld worker%s answered)\n",
                 o->gateway, matched, plural(matched), closed, answered, plural(answered));
+    else if (o->op == ORDER_OP_SEND)
+        fprintf(out,
+                "%s %lld of %lld matched connection%s on %zu gateway%s (%lld worker%s "
+                "answered), %lld dropped (slow consumer%s)\n",
+                o->dry_run ? "would send to" : "sent to", closed, matched, plural(matched),
+                gateways, plural((long long)gateways), answered, plural(answered), dropped,
+                plural(dropped));
     else
         fprintf(out,
                 "%s %lld of %lld matched connection%s on %zu gateway%s (%lld worker%s "
@@ -911,12 +972,12 @@ static char *order_channel(const struct options *opt, const struct order *o, con
  * on the channel it goes to, publishes it, and with --wait collects the answers.
  * Returns the exit status.
  */
-static int order_send(const struct options *opt, const struct order *o)
+static int order_send(const struct options *opt, const struct order *o, size_t max_send)
 {
+    struct order_limits lim = {max_send, NULL};
     struct worker_list workers = {0};
     struct order_error oerr;
     struct order checked;
-    struct order_limits lim = {ORDER_SEND_MAX_DEFAULT, NULL};
     struct redis_url url;
     redisContext *c = NULL, *sub = NULL;
     redisReply *r;
@@ -1035,7 +1096,7 @@ static int order_common(const struct options *opt, struct order *o, char *id, si
         warn("order refused (%s): %s", oerr.key, oerr.text);
         return EXIT_USAGE;
     }
-    if (o->op == ORDER_OP_CLOSE || opt->wait_ms > 0) {
+    if (o->op == ORDER_OP_CLOSE || o->op == ORDER_OP_SEND || opt->wait_ms > 0) {
         if (asprintf(reply_to, "%s:ack:%s", opt->channel, id) < 0) {
             *reply_to = NULL;
             warn("out of memory");
@@ -1076,9 +1137,167 @@ static int cmd_close(const struct options *opt)
     o.max_affected = opt->max_affected;
     status = order_common(opt, &o, id, sizeof(id), &reply_to);
     if (status == 0)
-        status = order_send(opt, &o);
+        status = order_send(opt, &o, ORDER_SEND_MAX_DEFAULT);
     free(reply_to);
     return status; /* o borrows everything: nothing else to free */
+}
+
+/* --max-send of the gateways, as far as this side knows: WSGATE_MAX_SEND, or the
+ * default. Returns 0, or the exit status of a bad value. */
+static int max_send_of_env(size_t *max)
+{
+    const char *v = getenv("WSGATE_MAX_SEND");
+    uint64_t n;
+
+    *max = ORDER_SEND_MAX_DEFAULT;
+    if (v == NULL || v[0] == '\0')
+        return 0;
+    if (config_parse_size(v, &n) < 0 || n < 1 || n > SIZE_MAX / 8)
+        return usage_error(usage_send, "WSGATE_MAX_SEND: not a size: %s", v);
+    *max = (size_t)n;
+    return 0;
+}
+
+/* Reads all of f, at most max bytes, into *buf (malloc'd, NULL when empty). Returns 0,
+ * or the exit status after saying why. */
+static int read_payload(FILE *f, const char *name, size_t max, uint8_t **buf, size_t *len)
+{
+    size_t cap = 0, n = 0, got;
+    uint8_t *p = NULL;
+
+    do {
+        if (n == cap) {
+            size_t ncap = cap > 0 ? cap * 2 : 64 * 1024;
+            uint8_t *np;
+
+            if (cap > max) { /* max + 1 bytes read: too many */
+                free(p);
+                warn("%s: more than %zu bytes (the gateways' --max-send; set WSGATE_MAX_SEND "
+                     "when theirs is larger)",
+                     name, max);
+                return EXIT_USAGE;
+            }
+            np = realloc(p, ncap < max + 1 ? ncap : max + 1);
+            if (np == NULL) {
+                free(p);
+                warn("out of memory");
+                return EXIT_FAILED;
+            }
+            p = np;
+            cap = ncap < max + 1 ? ncap : max + 1;
+        }
+        got = fread(p + n, 1, cap - n, f);
+        n += got;
+    } while (got > 0);
+    if (ferror(f)) {
+        warn("%s: %s", name, strerror(errno));
+        free(p);
+        return EXIT_USAGE;
+    }
+    *buf = p;
+    *len = n;
+    return 0;
+}
+
+/* The message of a send, from --text, --binary-file or --stdin, checked against max
+ * (and UTF-8 for text): *payload is malloc'd, or NULL. Returns 0 or the exit status. */
+static int send_payload(const struct options *opt, size_t max, uint8_t **payload, size_t *len,
+                        bool *binary)
+{
+    FILE *f = stdin;
+    const char *name = "standard input";
+    int status;
+
+    *payload = NULL;
+    *len = 0;
+    *binary = opt->binary_file != NULL;
+    if (opt->text != NULL) {
+        *len = strlen(opt->text);
+        *payload = malloc(*len + 1);
+        if (*payload == NULL) {
+            warn("out of memory");
+            return EXIT_FAILED;
+        }
+        memcpy(*payload, opt->text, *len + 1);
+    } else {
+        if (opt->binary_file != NULL && strcmp(opt->binary_file, "-") != 0) {
+            name = opt->binary_file;
+            f = fopen(name, "rb");
+            if (f == NULL) {
+                warn("%s: %s", name, strerror(errno));
+                return EXIT_USAGE;
+            }
+        }
+        status = read_payload(f, name, max, payload, len);
+        if (f != stdin)
+            fclose(f);
+        if (status != 0)
+            return status;
+    }
+    if (*len > max) {
+        warn("%s: %zu bytes, more than %zu (the gateways' --max-send; set WSGATE_MAX_SEND when "
+             "theirs is larger)",
+             opt->text != NULL ? "--text" : name, *len, max);
+        goto err_free;
+    }
+    if (!*binary && *len > 0 && !utf8_is_valid(*payload, *len)) {
+        warn("%s: not valid UTF-8 (send bytes with --binary-file)",
+             opt->text != NULL ? "--text" : name);
+        goto err_free;
+    }
+    return 0;
+err_free:
+    free(*payload);
+    *payload = NULL;
+    return EXIT_USAGE;
+}
+
+static int cmd_send(const struct options *opt)
+{
+    char id[64], *reply_to = NULL;
+    struct order o;
+    int forms = (opt->nconns > 0) + (opt->ngroups > 0) + opt->all;
+    int sources = (opt->text != NULL) + (opt->binary_file != NULL) + opt->from_stdin;
+    uint8_t *payload = NULL;
+    size_t max, len;
+    bool binary;
+    int status;
+
+    if (forms != 1)
+        return usage_error(opt->usage, "send: give exactly one of --conn, --group, --all");
+    if (sources != 1)
+        return usage_error(opt->usage, "send: give exactly one of --text, --binary-file, --stdin");
+    status = max_send_of_env(&max);
+    if (status == 0)
+        status = send_payload(opt, max, &payload, &len, &binary);
+    if (status != 0)
+        return status;
+    order_init(&o);
+    o.op = ORDER_OP_SEND;
+    if (opt->all) {
+        o.target = ORDER_TARGET_ALL;
+    } else if (opt->nconns > 0) {
+        o.target = ORDER_TARGET_CONN;
+        o.names = opt->conns;
+        o.nnames = opt->nconns;
+    } else {
+        o.target = ORDER_TARGET_GROUP;
+        o.names = opt->groups;
+        o.nnames = opt->ngroups;
+    }
+    o.except = opt->nexcepts > 0 ? opt->excepts : NULL;
+    o.nexcept = opt->nexcepts;
+    o.payload = payload;
+    o.payload_len = len;
+    o.binary = binary;
+    o.dry_run = opt->dry_run;
+    o.max_affected = opt->max_affected;
+    status = order_common(opt, &o, id, sizeof(id), &reply_to);
+    if (status == 0)
+        status = order_send(opt, &o, max);
+    free(reply_to);
+    free(payload);
+    return status;
 }
 
 static int cmd_drain(const struct options *opt)
@@ -1094,7 +1313,7 @@ static int cmd_drain(const struct options *opt)
     o.code = 1001;
     status = order_common(opt, &o, id, sizeof(id), &reply_to);
     if (status == 0)
-        status = order_send(opt, &o);
+        status = order_send(opt, &o, ORDER_SEND_MAX_DEFAULT);
     free(reply_to);
     return status;
 }
@@ -1228,6 +1447,9 @@ int main(int argc, char **argv)
     if (strcmp(argv[i], "close") == 0) {
         opt.cmd = CMD_CLOSE;
         opt.usage = usage_close;
+    } else if (strcmp(argv[i], "send") == 0) {
+        opt.cmd = CMD_SEND;
+        opt.usage = usage_send;
     } else if (strcmp(argv[i], "drain") == 0) {
         opt.cmd = CMD_DRAIN;
         opt.usage = usage_drain;
@@ -1248,6 +1470,8 @@ int main(int argc, char **argv)
     if (status == 0) {
         if (opt.cmd == CMD_CLOSE)
             status = cmd_close(&opt);
+        else if (opt.cmd == CMD_SEND)
+            status = cmd_send(&opt);
         else if (opt.cmd == CMD_DRAIN)
             status = cmd_drain(&opt);
         else

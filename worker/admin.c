@@ -122,6 +122,33 @@ static void link_counter(struct text *t, const char *name, const char *help, uin
     text_printf(t, "wsgate_%s{link=\"publisher\"} %llu\n", name, (unsigned long long)pub);
 }
 
+/* The delivery histogram of send orders, summed over the workers: cumulative buckets
+ * in seconds, then _sum and _count, as Prometheus wants them. */
+static void push_histogram(const struct shm *s, struct text *t)
+{
+    static const uint64_t bounds[] = SHM_PUSH_BOUNDS_US;
+    uint64_t count = 0, sum_us = 0;
+
+    metric_head(t, "push_delivery_seconds", "histogram",
+                "Send orders: time from the order's arrival at a worker until the last copy of "
+                "its message was written to a socket (or dropped with its connection), one "
+                "sample per order and worker that sent it.");
+    for (size_t b = 0; b < SHM_PUSH_BUCKETS; b++) {
+        for (int i = 0; i < s->nworkers; i++)
+            count += s->w[i].push.latency[b];
+        if (b < sizeof(bounds) / sizeof(bounds[0]))
+            text_printf(t, "wsgate_push_delivery_seconds_bucket{le=\"%g\"} %llu\n",
+                        (double)bounds[b] / 1e6, (unsigned long long)count);
+        else
+            text_printf(t, "wsgate_push_delivery_seconds_bucket{le=\"+Inf\"} %llu\n",
+                        (unsigned long long)count);
+    }
+    for (int i = 0; i < s->nworkers; i++)
+        sum_us += s->w[i].push.latency_sum_us;
+    text_printf(t, "wsgate_push_delivery_seconds_sum %.6f\n", (double)sum_us / 1e6);
+    text_printf(t, "wsgate_push_delivery_seconds_count %llu\n", (unsigned long long)count);
+}
+
 static const char *const close_by_names[CLOSE_BY_COUNT] = {"order", "client", "drain", "timeout",
                                                            "error", "slow",   "busy",  "expired"};
 
@@ -279,6 +306,15 @@ static void metrics(const struct worker *w, struct text *t)
                 (unsigned long long)SUM(orders.rejected_max_affected));
     counter(t, "order_connections_closed_total", "Connections closed by orders.",
             SUM(orders.closed));
+    counter(t, "pushed_messages_total",
+            "Messages of send orders written or queued to clients, one per recipient.",
+            SUM(push.messages));
+    counter(t, "pushed_bytes_total", "Payload bytes of those messages.", SUM(push.bytes));
+    counter(t, "push_dropped_total",
+            "Recipients of send orders closed with 1013 as slow consumers: the message would "
+            "have taken their output past --max-outbound.",
+            SUM(push.dropped));
+    push_histogram(s, t);
     counter(t, "slow_consumer_closes_total",
             "Connections closed with 1013: output over --max-outbound, or still queued at the "
             "keepalive timeout.",
@@ -290,7 +326,7 @@ static void metrics(const struct worker *w, struct text *t)
           live_sum(s, offsetof(struct shm_worker, out_bytes)));
     gauge(t, "pending_bytes", "Memory held by partly received messages (workers running).",
           live_sum(s, offsetof(struct shm_worker, pending_bytes)));
-    gauge(t, "order_jobs", "Close orders running (workers running).",
+    gauge(t, "order_jobs", "Close and send orders running or waiting their turn (workers running).",
           live_sum(s, offsetof(struct shm_worker, orders.jobs)));
 
     counter(t, "order_member_orders_total", "Join and leave orders applied (per worker).",

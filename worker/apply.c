@@ -10,7 +10,9 @@
 #include "common/order.h"
 #include "common/order_sig.h"
 #include "common/seen.h"
+#include "common/ws_enc.h"
 #include "worker/conn.h"
+#include "worker/outq.h"
 #include "worker/redis.h"
 #include "worker/worker.h"
 
@@ -25,24 +27,27 @@ const char *const apply_refuse_keys[] = {
  * may be gone by the time its turn comes), in order of their due moments. */
 struct job {
     struct worker *w;
-    struct job *prev; /* in w->jobs */
+    struct job *prev; /* in w->jobs: every job, for the sweep */
     struct job *next_job;
-    struct event *ev;
-    char *id;       /* owned, NULL when the order had none */
-    char *reply_to; /* owned or NULL */
+    struct job *fifo_next; /* in w->jobs' FIFO */
+    struct event *ev;      /* the head's next batch, or a spread job's next due moment */
+    struct order o;        /* owned: targets, id, reply_to, code and reason, payload */
     char by[ORDER_STRING_MAX + 8];
-    unsigned code;
-    char reason[ORDER_REASON_MAX + 1];
-    size_t matched; /* for the acknowledgement */
-    size_t n;       /* entries in seqs and due */
-    size_t cap;     /* entries allocated */
+    bool in_fifo; /* waiting for its turn, or the FIFO's head running it */
+    bool started; /* matched: seqs hold its connections */
+    size_t matched;
+    size_t n;   /* entries in seqs and due */
+    size_t cap; /* entries allocated */
     size_t next;
-    size_t closed;
+    size_t done;        /* connections closed (close), or frames sent (send) */
+    size_t dropped;     /* send: recipients closed as slow consumers */
     uint64_t mark;      /* connections closed (close events) when it was last compacted */
     uint64_t *seqs;     /* owned */
     uint32_t *due;      /* owned: ms offsets from start, ascending; NULL when not spread */
-    uint32_t start;     /* worker_now() when applied */
-    struct job **owner; /* cleared when the job ends */
+    uint32_t start;     /* worker_now() when it started */
+    uint64_t t0_us;     /* when the order arrived (mono_us), for the delivery histogram */
+    struct outq_frame *frame; /* send: the message as it goes on the wire, one reference */
+    struct job **owner;       /* cleared when the job ends */
 };
 
 static uint64_t rng_state;
@@ -56,6 +61,14 @@ static uint64_t rng_next(void)
     rng_state ^= rng_state >> 7;
     rng_state ^= rng_state << 17;
     return rng_state;
+}
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
 static void count_refusal(struct worker *w, const char *key)
@@ -101,6 +114,17 @@ static void refuse(struct worker *w, const char *text, size_t len, const struct 
     order_peek_cleanup(&p);
 }
 
+/* A checked order refused after all (out of memory, max_affected, too many jobs):
+ * counted under key (NULL: counted by the caller), logged, answered on reply_to. */
+static void refuse_order(struct worker *w, const struct order *o, const char *key, const char *why)
+{
+    if (key != NULL)
+        count_refusal(w, key);
+    log_limited(LOG_WARN, NULL, "order refused id=%s: %s", o->id != NULL ? o->id : "-", why);
+    if (o->reply_to != NULL)
+        publish_owned(w, o->reply_to, order_nack_json(o->id, w->cfg->id, w->num, why));
+}
+
 /* Opened connections that have left the open state so far: each has one close event.
  * Only its changes matter (the slot outlives the worker). */
 static uint64_t conns_closed(const struct worker *w)
@@ -141,8 +165,46 @@ static void job_unlink(struct job *j)
     j->w->slot->orders.jobs = js->n;
 }
 
+static void fifo_push(struct job *j)
+{
+    struct apply_jobs *js = &j->w->jobs;
+
+    j->fifo_next = NULL;
+    j->in_fifo = true;
+    if (js->fifo_tail != NULL)
+        js->fifo_tail->fifo_next = j;
+    else
+        js->fifo = j;
+    js->fifo_tail = j;
+}
+
+/* Takes j out of the FIFO; only its head ever leaves before its turn ends, so the walk
+ * is for safety, not for speed. The next head's first batch is due at once. */
+static void fifo_remove(struct job *j)
+{
+    struct apply_jobs *js = &j->w->jobs;
+    struct job **link = &js->fifo, *prev = NULL;
+    struct timeval now = {0, 0};
+
+    while (*link != NULL && *link != j) {
+        prev = *link;
+        link = &(*link)->fifo_next;
+    }
+    if (*link == NULL)
+        return;
+    *link = j->fifo_next;
+    if (js->fifo_tail == j)
+        js->fifo_tail = prev;
+    j->in_fifo = false;
+    j->fifo_next = NULL;
+    if (js->fifo != NULL && prev == NULL)
+        evtimer_add(js->fifo->ev, &now);
+}
+
 static void job_free(struct job *j)
 {
+    if (j->in_fifo)
+        fifo_remove(j);
     job_unlink(j);
     if (j->owner != NULL) {
         *j->owner = NULL;
@@ -150,51 +212,106 @@ static void job_free(struct job *j)
     }
     if (j->ev != NULL)
         event_free(j->ev);
-    free(j->id);
-    free(j->reply_to);
+    outq_frame_unref(j->frame);
+    order_cleanup(&j->o);
     free(j->seqs);
     free(j->due);
     free(j);
 }
 
+/* The last copy of a pushed message has left the output queues (outq_frame done). */
+static void push_delivered(struct outq_frame *f)
+{
+    static const uint64_t bounds[] = SHM_PUSH_BOUNDS_US;
+    struct push_stats *ps = &((struct worker *)f->arg)->slot->push;
+    uint64_t us = mono_us() - f->stamp;
+    size_t b = 0;
+
+    while (b < sizeof(bounds) / sizeof(bounds[0]) && us > bounds[b])
+        b++;
+    ps->latency[b]++;
+    ps->latency_sum_us += us;
+}
+
 static void job_done(struct job *j)
 {
     struct worker *w = j->w;
+    const char *id = j->o.id != NULL ? j->o.id : "-";
+    char *ack;
 
-    w->slot->orders.closed += j->closed;
-    log_msg(LOG_INFO, NULL, "order done id=%s matched=%zu closed=%zu ms=%u", j->id ? j->id : "-",
-            j->matched, j->closed, worker_now(w) - j->start);
-    if (j->reply_to != NULL)
-        publish_owned(w, j->reply_to,
-                      order_ack_json(j->id, w->cfg->id, w->num, j->matched, j->closed, false));
-    job_free(j);
+    if (j->o.op == ORDER_OP_SEND) {
+        w->slot->push.messages += j->done;
+        w->slot->push.bytes += (uint64_t)j->done * j->o.payload_len;
+        w->slot->push.dropped += j->dropped;
+        if (j->frame != NULL && j->done == 0)
+            j->frame->done = NULL; /* nobody got it: no delivery to time */
+        log_msg(LOG_INFO, NULL, "order done id=%s op=send matched=%zu sent=%zu dropped=%zu ms=%u",
+                id, j->matched, j->done, j->dropped, worker_now(w) - j->start);
+        ack = order_result_json(&j->o, w->cfg->id, w->num, j->matched, j->done, j->dropped);
+    } else {
+        w->slot->orders.closed += j->done;
+        log_msg(LOG_INFO, NULL, "order done id=%s matched=%zu closed=%zu ms=%u", id, j->matched,
+                j->done, worker_now(w) - j->start);
+        ack = order_ack_json(j->o.id, w->cfg->id, w->num, j->matched, j->done, false);
+    }
+    if (j->o.reply_to != NULL)
+        publish_owned(w, j->o.reply_to, ack);
+    else
+        free(ack);
+    job_free(j); /* the frame's last reference may go here: then it was all written */
 }
 
-/* Closes the due connections, at most APPLY_BATCH, then yields to the loop: a big
- * order never stalls the worker's other clients. */
-static void job_run(evutil_socket_t fd, short what, void *arg)
+/*
+ * Applies j to its due connections from j->next on, at most limit of them (a gone
+ * connection counts too), and returns how many it took: each open one is closed, or
+ * gets the frame. A spread job stops at the first connection not due yet.
+ */
+static size_t job_batch(struct job *j, size_t limit)
 {
-    struct job *j = arg;
     struct worker *w = j->w;
-    uint32_t now = worker_now(w), elapsed = now - j->start;
+    uint32_t elapsed = worker_now(w) - j->start;
     size_t batch = 0;
-    struct timeval tv = {0, 0};
 
-    (void)fd;
-    (void)what;
-    while (j->next < j->n && batch < APPLY_BATCH) {
+    while (j->next < j->n && batch < limit) {
         struct conn *c = registry_find_seq(&w->reg, j->seqs[j->next]);
         if (c != NULL && j->due != NULL && j->due[j->next] > elapsed)
             break; /* not due yet; a gone connection is skipped at once */
         j->next++;
         batch++;
-        if (c != NULL && c->state == CONN_OPEN && conn_close(c, j->code, j->reason, j->by) == 0)
-            j->closed++;
+        if (c == NULL || c->state != CONN_OPEN)
+            continue;
+        if (j->o.op == ORDER_OP_CLOSE) {
+            if (conn_close(c, j->o.code, j->o.reason, j->by) == 0)
+                j->done++;
+            continue;
+        }
+        switch (conn_send_shared(c, j->frame)) {
+        case CONN_PUSH_SENT:
+            j->done++;
+            break;
+        case CONN_PUSH_SLOW:
+            j->dropped++;
+            break;
+        default:
+            break;
+        }
     }
+    return batch;
+}
+
+/* A spread job, out of the FIFO: closes what is due, then sleeps until the next due
+ * moment (at most APPLY_BATCH a loop turn). */
+static void job_run_spread(struct job *j)
+{
+    struct timeval tv = {0, 0};
+    uint32_t elapsed;
+
+    job_batch(j, APPLY_BATCH);
     if (j->next == j->n) {
         job_done(j);
         return;
     }
+    elapsed = worker_now(j->w) - j->start;
     if (j->due != NULL && j->due[j->next] > elapsed) {
         uint32_t wait = j->due[j->next] - elapsed;
         tv.tv_sec = wait / 1000;
@@ -271,86 +388,94 @@ static int match(struct worker *w, const struct order *o, struct matches *m)
     return r;
 }
 
-static char *dup_or_null(const char *s)
+/* The message of a send order as it goes on the wire, header and payload, once for
+ * every recipient; its last reference times the delivery. NULL when memory runs out. */
+static struct outq_frame *send_frame(struct job *j)
 {
-    return s != NULL ? strdup(s) : NULL;
+    uint8_t hdr[WS_FRAME_HDR_MAX];
+    size_t hlen =
+        ws_enc_header(hdr, j->o.binary ? WS_OP_BINARY : WS_OP_TEXT, true, j->o.payload_len);
+    struct outq_frame *f = outq_frame_new(hlen + j->o.payload_len);
+
+    if (f == NULL)
+        return NULL;
+    memcpy(f->data, hdr, hlen);
+    if (j->o.payload_len > 0)
+        memcpy(f->data + hlen, j->o.payload, j->o.payload_len);
+    f->done = push_delivered;
+    f->arg = j->w;
+    f->stamp = j->t0_us;
+    return f;
 }
 
-void apply_close_order(struct worker *w, const struct order *o, const char *by, struct job **owner)
+/*
+ * The job's turn: matches its order against the connections open now. Returns 0 when
+ * it has connections to work on, or -1 when it is over (answered: nothing matched, a
+ * dry run, max_affected exceeded, out of memory) and freed.
+ */
+static int job_start(struct job *j)
 {
+    struct worker *w = j->w;
+    struct order *o = &j->o;
     struct matches m = {NULL, 0, 0};
-    struct job *j;
     const char *id = o->id != NULL ? o->id : "-";
+    bool send = o->op == ORDER_OP_SEND;
+    char why[128];
 
+    j->started = true;
+    j->start = worker_now(w);
     if (match(w, o, &m) < 0) {
-        struct order_error err = {"oom", "out of memory while matching"};
-        free(m.v);
-        count_refusal(w, err.key);
-        log_msg(LOG_WARN, NULL, "order refused id=%s: %s", id, err.text);
-        if (o->reply_to != NULL)
-            publish_owned(w, o->reply_to, order_nack_json(o->id, w->cfg->id, w->num, err.text));
-        return;
+        refuse_order(w, o, "oom", "out of memory while matching");
+        goto out_end;
     }
     w->slot->orders.matched += m.n;
     if (o->max_affected >= 0 && (long long)m.n > o->max_affected) {
-        char text[128];
-        snprintf(text, sizeof(text), "max_affected exceeded: %zu matched, limit %lld", m.n,
+        snprintf(why, sizeof(why), "max_affected exceeded: %zu matched, limit %lld", m.n,
                  o->max_affected);
         w->slot->orders.rejected_max_affected++;
-        log_msg(LOG_WARN, NULL, "order refused id=%s: %s", id, text);
-        if (o->reply_to != NULL)
-            publish_owned(w, o->reply_to, order_nack_json(o->id, w->cfg->id, w->num, text));
-        free(m.v);
-        return;
+        refuse_order(w, o, NULL, why);
+        goto out_end;
     }
     w->slot->orders.applied++;
-    if (o->reason_cut) {
+    if (!send && o->reason_cut) {
         w->slot->orders.reasons_cut++;
         log_msg(LOG_NOTICE, NULL, "order id=%s: reason cut to %zu bytes", id, o->reason_len);
     }
-    log_msg(m.n > 0 ? LOG_NOTICE : LOG_INFO, NULL,
-            "order id=%s op=close matched=%zu code=%u spread_ms=%u%s", id, m.n, o->code,
-            o->spread_ms, o->dry_run ? " dry_run" : "");
-    if (o->dry_run || m.n == 0) {
-        if (o->reply_to != NULL)
-            publish_owned(w, o->reply_to,
-                          order_ack_json(o->id, w->cfg->id, w->num, m.n, 0, o->dry_run));
-        free(m.v);
-        return;
-    }
-    j = calloc(1, sizeof(*j));
-    if (j == NULL)
-        goto oom;
-    j->w = w;
-    job_link(j);
-    j->matched = j->n = j->cap = m.n;
-    j->mark = conns_closed(w);
-    j->code = o->code;
-    memcpy(j->reason, o->reason, o->reason_len + 1);
-    if (by != NULL)
-        snprintf(j->by, sizeof(j->by), "%s", by);
+    if (send)
+        log_msg(LOG_INFO, NULL, "order id=%s op=send matched=%zu bytes=%zu%s%s", id, m.n,
+                o->payload_len, o->binary ? " binary" : "", o->dry_run ? " dry_run" : "");
     else
-        snprintf(j->by, sizeof(j->by), o->id != NULL ? "order:%s" : "order", o->id);
-    j->id = dup_or_null(o->id);
-    j->reply_to = dup_or_null(o->reply_to);
+        log_msg(m.n > 0 ? LOG_NOTICE : LOG_INFO, NULL,
+                "order id=%s op=close matched=%zu code=%u spread_ms=%u%s", id, m.n, o->code,
+                o->spread_ms, o->dry_run ? " dry_run" : "");
+    j->matched = m.n;
+    if (o->dry_run || m.n == 0) {
+        char *ack = send ? order_result_json(o, w->cfg->id, w->num, m.n, 0, 0)
+                         : order_ack_json(o->id, w->cfg->id, w->num, m.n, 0, o->dry_run);
+        if (o->reply_to != NULL)
+            publish_owned(w, o->reply_to, ack);
+        else
+            free(ack);
+        goto out_end;
+    }
+    j->n = j->cap = m.n;
+    j->mark = conns_closed(w);
     j->seqs = malloc(m.n * sizeof(*j->seqs));
-    j->ev = evtimer_new(w->base, job_run, j);
-    /* Close frames go out before replies to earlier ones are read: the job runs at a
-     * higher priority than connection I/O, one batch per loop turn. */
-    if (j->ev != NULL)
-        event_priority_set(j->ev, WORKER_PRIO_JOBS);
-    if ((o->id != NULL && j->id == NULL) || (o->reply_to != NULL && j->reply_to == NULL) ||
-        j->seqs == NULL || j->ev == NULL)
-        goto oom;
+    if (j->seqs == NULL || (send && (j->frame = send_frame(j)) == NULL))
+        goto out_oom;
     for (size_t i = 0; i < m.n; i++)
         j->seqs[i] = m.v[i]->seq;
-    if (o->spread_ms > 0) {
+    if (send) { /* the frame holds the message now; payload_len stays for the counters */
+        free(o->payload);
+        o->payload = NULL;
+    }
+    if (!send && o->spread_ms > 0) {
         /* One random moment in each of n equal slices of the window: spread evenly,
          * with jitter, so the reconnects are as flat as the window allows. Who gets
          * which slice is shuffled, since matches arrive in index order. */
         j->due = malloc(m.n * sizeof(*j->due));
         if (j->due == NULL)
-            goto oom;
+            goto out_oom;
         for (size_t i = 0; i < m.n; i++)
             j->due[i] = (uint32_t)(((uint64_t)i * o->spread_ms + rng_next() % o->spread_ms) / m.n);
         for (size_t i = m.n - 1; i > 0; i--) {
@@ -361,18 +486,166 @@ void apply_close_order(struct worker *w, const struct order *o, const char *by, 
         }
     }
     free(m.v);
-    j->start = worker_now(w);
+    return 0;
+out_oom:
+    refuse_order(w, o, "oom", "out of memory");
+out_end:
+    free(m.v);
+    job_free(j);
+    return -1;
+}
+
+/*
+ * Runs the FIFO for one loop turn: the head starts (matches) when it has not, and takes
+ * a batch of at most APPLY_BATCH connections; jobs that end within the budget let the
+ * next one go on in the same turn. A spread close leaves the FIFO once started. While
+ * jobs remain, the head's timer brings the next turn.
+ */
+static void fifo_run(struct worker *w)
+{
+    size_t budget = APPLY_BATCH;
+    struct job *j;
+    struct timeval now = {0, 0};
+
+    while ((j = w->jobs.fifo) != NULL && budget > 0) {
+        if (!j->started) {
+            budget--;
+            if (job_start(j) < 0)
+                continue;
+            if (j->due != NULL) {
+                fifo_remove(j);
+                job_run_spread(j);
+                continue;
+            }
+        }
+        budget -= job_batch(j, budget);
+        if (j->next < j->n)
+            break;
+        job_done(j);
+    }
+    if (w->jobs.fifo != NULL)
+        evtimer_add(w->jobs.fifo->ev, &now);
+}
+
+/* The head's next batch, or a spread job's next due moment. Job timers run at a
+ * higher priority than connection I/O: close frames and messages go out before
+ * replies to earlier ones are read. */
+static void job_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct job *j = arg;
+
+    (void)fd;
+    (void)what;
+    if (j->in_fifo)
+        fifo_run(j->w);
+    else
+        job_run_spread(j);
+}
+
+static char *dup_or_null(const char *s, bool *failed)
+{
+    char *d = s != NULL ? strdup(s) : NULL;
+
+    if (s != NULL && d == NULL)
+        *failed = true;
+    return d;
+}
+
+static char **dup_names(char *const *names, size_t n, bool *failed)
+{
+    char **d;
+
+    if (names == NULL || n == 0)
+        return NULL;
+    d = calloc(n, sizeof(*d));
+    if (d == NULL) {
+        *failed = true;
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        d[i] = dup_or_null(names[i], failed);
+    return d;
+}
+
+/* A copy of src in dst for a job (what matching, closing, sending and answering need).
+ * Returns 0, or -1 when memory runs out (dst is then ready for order_cleanup()). */
+static int order_copy(struct order *dst, const struct order *src)
+{
+    bool failed = false;
+
+    *dst = *src;
+    dst->id = dup_or_null(src->id, &failed);
+    dst->gateway = NULL;
+    dst->reply_to = dup_or_null(src->reply_to, &failed);
+    dst->names = dup_names(src->names, src->nnames, &failed);
+    dst->nnames = dst->names != NULL ? src->nnames : 0;
+    dst->except = dup_names(src->except, src->nexcept, &failed);
+    dst->nexcept = dst->except != NULL ? src->nexcept : 0;
+    dst->payload = NULL;
+    dst->payload_len = 0;
+    if (src->payload_len > 0 && (dst->payload = malloc(src->payload_len)) == NULL)
+        failed = true;
+    if (dst->payload != NULL) {
+        memcpy(dst->payload, src->payload, src->payload_len);
+        dst->payload_len = src->payload_len;
+    }
+    dst->groups = NULL;
+    dst->ngroups = 0;
+    return failed ? -1 : 0;
+}
+
+/*
+ * Queues o (a close or send order) as a job in the FIFO, taking it over (steal: o is
+ * left empty) or copying it, and runs the FIFO at once when the job is its head: an
+ * order that finds nothing ahead of it and fits in one batch is done before this
+ * returns. t0 is when the order arrived (mono_us).
+ */
+static void apply_order(struct worker *w, struct order *o, bool steal, const char *by,
+                        struct job **owner, uint64_t t0)
+{
+    struct job *j = calloc(1, sizeof(*j));
+
+    if (j == NULL)
+        goto err_oom;
+    j->w = w;
+    job_link(j);
+    if (steal) {
+        j->o = *o;
+        order_init(o);
+    } else if (order_copy(&j->o, o) < 0) {
+        goto err_free_job;
+    }
+    if (by != NULL)
+        snprintf(j->by, sizeof(j->by), "%s", by);
+    else
+        snprintf(j->by, sizeof(j->by), j->o.id != NULL ? "order:%s" : "order", j->o.id);
+    j->t0_us = t0;
+    j->ev = evtimer_new(w->base, job_on_timer, j);
+    if (j->ev == NULL)
+        goto err_free_job;
+    event_priority_set(j->ev, WORKER_PRIO_JOBS);
     if (owner != NULL) {
         j->owner = owner;
         *owner = j;
     }
-    job_run(-1, 0, j);
+    fifo_push(j);
+    if (w->jobs.fifo == j)
+        fifo_run(w);
     return;
-oom:
-    free(m.v);
-    if (j != NULL)
-        job_free(j);
-    log_msg(LOG_WARN, NULL, "order id=%s: out of memory", id);
+err_free_job:
+    if (steal)
+        *o = j->o; /* the caller keeps what it had */
+    else
+        order_cleanup(&j->o);
+    order_init(&j->o);
+    job_free(j);
+err_oom:
+    refuse_order(w, o, "oom", "out of memory");
+}
+
+void apply_close_order(struct worker *w, const struct order *o, const char *by, struct job **owner)
+{
+    apply_order(w, (struct order *)(uintptr_t)o, false, by, owner, mono_us());
 }
 
 /* Drops the entries of connections no longer open, and shrinks the arrays when that
@@ -428,8 +701,9 @@ void apply_tick(struct worker *w)
 
         js->cursor = j->next_job;
         /* Only when enough connections closed since its last look that half of its
-         * own may be gone: each entry is checked a bounded number of times. */
-        if ((closed - j->mark) * 2 < live)
+         * own may be gone: each entry is checked a bounded number of times. A job
+         * waiting for its turn holds no connections yet. */
+        if (!j->started || (closed - j->mark) * 2 < live)
             continue;
         budget -= live < budget ? live : budget;
         job_compact(j, closed);
@@ -440,9 +714,11 @@ void apply_job_hurry(struct job *j)
 {
     struct timeval now = {0, 0};
 
+    j->o.spread_ms = 0; /* still waiting: it will not spread */
     free(j->due);
     j->due = NULL;
-    evtimer_add(j->ev, &now);
+    if (j->started && !j->in_fifo)
+        evtimer_add(j->ev, &now);
 }
 
 /* Join and leave orders ---------------------------------------------------------- */
@@ -591,8 +867,11 @@ static int member_job_start(struct worker *w, const struct order *o, const struc
     j->op = o->op;
     j->matched = j->n = m->n;
     j->start = worker_now(w);
-    j->id = dup_or_null(o->id);
-    j->reply_to = dup_or_null(o->reply_to);
+    {
+        bool failed = false; /* checked below, with the others */
+        j->id = dup_or_null(o->id, &failed);
+        j->reply_to = dup_or_null(o->reply_to, &failed);
+    }
     j->seqs = malloc(m->n * sizeof(*j->seqs));
     j->groups = calloc(n, sizeof(*j->groups));
     j->ev = evtimer_new(w->base, member_job_run, j);
@@ -731,10 +1010,19 @@ static int check_signed(struct worker *w, const struct order *o, struct order_er
     return r == SEEN_NEW ? 0 : -1;
 }
 
-static void apply_text(struct worker *w, const char *text, size_t len, bool verified,
-                       const char *group)
+/* What this worker's orders may be: send payloads up to --max-send; on a group
+ * channel, orders for that group. */
+static struct order_limits limits(const struct worker *w, const char *group)
 {
-    struct order_limits lim = {ORDER_SEND_MAX_DEFAULT, group};
+    struct order_limits lim = {(size_t)w->cfg->max_send, group};
+
+    return lim;
+}
+
+static void apply_text(struct worker *w, const char *text, size_t len, bool verified,
+                       const char *group, uint64_t t0)
+{
+    struct order_limits lim = limits(w, group);
     struct order o;
     struct order_error err;
 
@@ -762,24 +1050,29 @@ static void apply_text(struct worker *w, const char *text, size_t len, bool veri
         order_cleanup(&o);
         return;
     }
-    if (!o.dry_run && w->jobs.n >= w->cfg->max_jobs) {
-        /* Each job holds its matches until its spread ends: bounded, refused past it. */
-        char why[128];
-        snprintf(why, sizeof(why), "too many jobs: %zu running, limit %u (--max-jobs)", w->jobs.n,
-                 w->cfg->max_jobs);
-        count_refusal(w, "jobs");
-        log_limited(LOG_WARN, NULL, "order refused id=%s key=jobs: %s", o.id ? o.id : "-", why);
-        if (o.reply_to != NULL)
-            publish_owned(w, o.reply_to, order_nack_json(o.id, w->cfg->id, w->num, why));
+    if (o.op != ORDER_OP_CLOSE && o.op != ORDER_OP_SEND) {
+        refuse_order(w, &o, "op", "op: not supported by this gateway");
         order_cleanup(&o);
         return;
     }
-    apply_close_order(w, &o, NULL, NULL);
-    order_cleanup(&o);
+    if (!o.dry_run && w->jobs.n >= w->cfg->max_jobs) {
+        /* Each job holds its order while it waits and its matches until it ends:
+         * bounded, refused past it. */
+        char why[128];
+        snprintf(why, sizeof(why), "too many jobs: %zu running, limit %u (--max-jobs)", w->jobs.n,
+                 w->cfg->max_jobs);
+        refuse_order(w, &o, "jobs", why);
+        order_cleanup(&o);
+        return;
+    }
+    apply_order(w, &o, true, NULL, NULL, t0);
+    order_cleanup(&o); /* nothing left when the job took it over */
 }
 
 static void apply_channel_text(struct worker *w, const char *group, const char *text, size_t len)
 {
+    struct order_limits lim = limits(w, group);
+    uint64_t t0 = mono_us(); /* the order's arrival: deliveries are timed from here */
     struct order_error err;
     char *body;
     size_t body_len;
@@ -787,14 +1080,15 @@ static void apply_channel_text(struct worker *w, const char *group, const char *
     w->slot->orders.received++;
     worker_now(w);
     if (w->cfg->order_keys.n == 0) {
-        apply_text(w, text, len, false, group);
+        apply_text(w, text, len, false, group, t0);
         return;
     }
-    if (order_sig_open(&w->cfg->order_keys, text, len, &body, &body_len, &err) < 0) {
+    if (order_sig_open_with(&w->cfg->order_keys, text, len, order_max_text(&lim), &body, &body_len,
+                            &err) < 0) {
         refuse_unverified(w, &err);
         return;
     }
-    apply_text(w, body, body_len, true, group);
+    apply_text(w, body, body_len, true, group, t0);
     free(body);
 }
 

@@ -8,13 +8,21 @@ struct worker;
 
 /*
  * Orders from Redis: parse and check (common/order.c), match against this worker's
- * indexes, then close the matches in batches of at most APPLY_BATCH per loop turn, at
- * random moments across spread_ms, and acknowledge on reply_to when done. Join and
- * leave orders match the same way and change the matches' groups (registry.h), in
- * batches of APPLY_BATCH too. At most
- * --max-jobs orders run at once (the drain's own job is never refused); a job whose
- * connections are gone (closed by a later order, say) shrinks, and ends early when
- * none is left.
+ * indexes, then close the matches (close orders) or push one shared frame to them
+ * (send orders) in batches of at most APPLY_BATCH per loop turn, and acknowledge on
+ * reply_to when done.
+ *
+ * Order per connection: orders become jobs that run one after the other, in the order
+ * the worker received them (a FIFO). Only the head job runs; the next one is matched
+ * when its turn comes, so a send never overtakes an earlier close still running its
+ * batches, nor a close an earlier send. A close with spread_ms also waits for its turn,
+ * then leaves the FIFO and closes each match at its own moment across the window (a
+ * close scheduled for later, by design: what is sent meanwhile goes before it). An
+ * order that finds the FIFO empty and fits in one batch is done before the call
+ * returns. At most --max-jobs jobs run or wait at once (the drain's own job is never
+ * refused); a job whose connections are gone (closed by a later order, say) shrinks,
+ * and ends early when none is left. Join and leave orders match the same way and
+ * change the matches' groups (registry.h), in batches of APPLY_BATCH too.
  */
 
 #define APPLY_BATCH 1024
@@ -35,15 +43,17 @@ struct apply_stats {
     uint64_t reasons_cut;
     uint64_t matched;
     uint64_t closed;
-    uint64_t jobs; /* gauge: close jobs running */
+    uint64_t jobs; /* gauge: jobs running or waiting */
 };
 
 struct job;
 
-/* The close jobs running in one worker (embedded in struct worker, zeroed at start). */
+/* The jobs of one worker (embedded in struct worker, zeroed at start). */
 struct apply_jobs {
-    struct job *head;   /* running jobs */
-    struct job *cursor; /* the next job the sweep looks at, or NULL between sweeps */
+    struct job *head;      /* every job, running or waiting */
+    struct job *cursor;    /* the next job the sweep looks at, or NULL between sweeps */
+    struct job *fifo;      /* jobs in their turn: the head runs, the others wait */
+    struct job *fifo_tail; /* the last of them, NULL when none */
     size_t n;
     uint64_t swept; /* connections closed (close events) when the last sweep began */
 };
@@ -53,15 +63,14 @@ extern const char *const apply_refuse_keys[];
 
 struct order;
 
-/* Matches and closes per o (a close order, or an "all" order built by the drain);
- * by names the closer in logs and events ("order:<id>" when NULL). */
-struct job;
-
-/* When owner is not NULL, *owner points to the job while it runs and is set to NULL
- * when it ends. */
+/* Matches and closes per o (a close order, or an "all" order built by the drain), in
+ * its turn; o is copied (its strings may be borrowed). by names the closer in logs and
+ * events ("order:<id>" when NULL). When owner is not NULL, *owner points to the job
+ * while it waits or runs and is set to NULL when it ends. */
 void apply_close_order(struct worker *w, const struct order *o, const char *by, struct job **owner);
 
-/* Makes every remaining close of j due now (still at most APPLY_BATCH a loop turn). */
+/* Makes every remaining close of j due now (still at most APPLY_BATCH a loop turn); a
+ * job still waiting for its turn will not spread. */
 void apply_job_hurry(struct job *j);
 
 /* Handles one message from the orders channels. With --order-key, the message must be

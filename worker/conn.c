@@ -397,23 +397,31 @@ static void conn_slow(struct conn *c, const char *why)
 }
 
 /*
- * Queues iov from byte skip on, one frame of kind. While open, a frame that would
- * take the queue past --max-outbound makes the client a slow consumer: the frame is
- * not queued, unless it has begun on the wire (skip > 0, or begun: its first bytes
- * are in a TLS record waiting to be retried), which is finished before the close
- * frame. Returns -1 when c was released.
+ * Queues iov from byte skip on, one frame of kind: a copy, or a reference to f when f
+ * is not NULL (then iov is f's bytes). While open, a frame that would take the queue
+ * past --max-outbound makes the client a slow consumer: the frame is not queued,
+ * unless it has begun on the wire (skip > 0, or begun: its first bytes are in a TLS
+ * record waiting to be retried), which is finished before the close frame. A shared
+ * frame (a pushed message) is never too big for an empty queue: the client took all
+ * its output so far, and the frame's memory is not its own. Returns -1 when c was
+ * released.
  */
 static int conn_queue(struct conn *c, const struct iovec *iov, int iovcnt, size_t skip,
-                      size_t total, unsigned kind, bool begun)
+                      size_t total, unsigned kind, bool begun, struct outq_frame *f)
 {
     size_t before = outq_bytes(c->out);
-    bool over = c->state == CONN_OPEN && before + outq_cost(total - skip) > c->w->cfg->max_outbound;
+    size_t cost = f != NULL ? outq_cost(f->len) : outq_cost(total - skip);
+    bool over = c->state == CONN_OPEN && before + cost > c->w->cfg->max_outbound &&
+                (f == NULL || before > 0);
+    int r;
 
     if (over && skip == 0 && !begun) {
         conn_slow(c, "output over --max-outbound");
         return c->state == CONN_CLOSED ? -1 : 0;
     }
-    if (outq_push(&c->out, kind, iov, iovcnt, skip) < 0) {
+    r = f != NULL ? outq_push_frame(&c->out, kind, f, skip)
+                  : outq_push(&c->out, kind, iov, iovcnt, skip);
+    if (r < 0) {
         char id[CONN_ID_MAX];
         log_msg(LOG_WARN, conn_id(c, id, sizeof(id)), "out of memory for output");
         conn_release(c, "out of memory");
@@ -450,9 +458,11 @@ static int conn_after_write(struct conn *c)
 
 /*
  * Writes what is queued and then iov (one frame of kind, or nothing), in one writev;
- * what the kernel does not take is queued. Returns -1 when c was released.
+ * what the kernel does not take is queued (by reference when iov is shared frame f's
+ * bytes). Returns -1 when c was released.
  */
-static int conn_write(struct conn *c, const struct iovec *iov, int iovcnt, unsigned kind)
+static int conn_write(struct conn *c, const struct iovec *iov, int iovcnt, unsigned kind,
+                      struct outq_frame *f)
 {
     struct iovec v[WRITE_IOV + 2];
     size_t queued = 0, total = 0, done = 0, pin = 0, ahead;
@@ -489,7 +499,7 @@ static int conn_write(struct conn *c, const struct iovec *iov, int iovcnt, unsig
     ahead = done < queued ? queued - done : 0; /* queued bytes still ahead of iov */
     done = done > queued ? done - queued : 0;  /* of iov, which was only offered if all */
     if (iovcnt > 0 && done < total &&
-        conn_queue(c, iov, iovcnt, done, total, kind, all && pin > ahead) < 0)
+        conn_queue(c, iov, iovcnt, done, total, kind, all && pin > ahead, f) < 0)
         return -1;
     return conn_after_write(c);
 }
@@ -497,16 +507,18 @@ static int conn_write(struct conn *c, const struct iovec *iov, int iovcnt, unsig
 /* The socket is writable again. Returns -1 when c was released. */
 static int conn_flush(struct conn *c)
 {
-    return conn_write(c, NULL, 0, OUTQ_CTRL);
+    return conn_write(c, NULL, 0, OUTQ_CTRL, NULL);
 }
 
 /*
  * Sends one frame (or HTTP answer) of kind: written at once when nothing waits,
- * queued behind what does. While input is being handled (CONN_F_CORK), small frames
- * are queued so that they leave together when it is done. Nothing is ever sent after
- * our close frame. Returns -1 when the connection was released.
+ * queued behind what does (a shared frame f, whose bytes iov holds, by reference).
+ * While input is being handled (CONN_F_CORK), small frames are queued so that they
+ * leave together when it is done. Nothing is ever sent after our close frame. Returns
+ * -1 when the connection was released.
  */
-static int conn_send(struct conn *c, const struct iovec *iov, int iovcnt, unsigned kind)
+static int conn_send_ref(struct conn *c, const struct iovec *iov, int iovcnt, unsigned kind,
+                         struct outq_frame *f)
 {
     size_t total = 0;
 
@@ -517,12 +529,35 @@ static int conn_send(struct conn *c, const struct iovec *iov, int iovcnt, unsign
     if (c->flags & CONN_F_CORK) {
         size_t room = out_high_mark(c->w) < CORK_MAX ? out_high_mark(c->w) : CORK_MAX;
         if (total <= CORK_FRAME_MAX && outq_bytes(c->out) + outq_cost(total) <= room)
-            return conn_queue(c, iov, iovcnt, 0, total, kind, false);
-        return conn_write(c, iov, iovcnt, kind);
+            return conn_queue(c, iov, iovcnt, 0, total, kind, false, f);
+        return conn_write(c, iov, iovcnt, kind, f);
     }
     if (c->out != NULL) /* the kernel is full: wait behind the rest */
-        return conn_queue(c, iov, iovcnt, 0, total, kind, false) < 0 ? -1 : conn_after_write(c);
-    return conn_write(c, iov, iovcnt, kind);
+        return conn_queue(c, iov, iovcnt, 0, total, kind, false, f) < 0 ? -1 : conn_after_write(c);
+    return conn_write(c, iov, iovcnt, kind, f);
+}
+
+static int conn_send(struct conn *c, const struct iovec *iov, int iovcnt, unsigned kind)
+{
+    return conn_send_ref(c, iov, iovcnt, kind, NULL);
+}
+
+int conn_send_shared(struct conn *c, struct outq_frame *f)
+{
+    struct iovec iov;
+
+    if (c->state != CONN_OPEN || (c->flags & CONN_F_CLOSE_SENT))
+        return CONN_PUSH_SKIPPED;
+    iov.iov_base = f->data;
+    iov.iov_len = f->len;
+    conn_send_ref(c, &iov, 1, OUTQ_DATA, f);
+    if (c->state == CONN_OPEN) {
+        c->w->slot->st.msgs_out++;
+        return CONN_PUSH_SENT;
+    }
+    /* Only a slow consumer's close (1013, the frame not queued) or a failed write left
+     * the open state here. */
+    return c->close_code == WS_CLOSE_TRY_AGAIN_LATER ? CONN_PUSH_SLOW : CONN_PUSH_GONE;
 }
 
 /* Input is handled: what it queued leaves now, in one writev. */
@@ -532,7 +567,7 @@ static void conn_uncork(struct conn *c)
         return;
     c->flags &= (uint16_t)~CONN_F_CORK;
     if (c->state != CONN_CLOSED && c->out != NULL)
-        conn_write(c, NULL, 0, OUTQ_CTRL);
+        conn_write(c, NULL, 0, OUTQ_CTRL, NULL);
 }
 
 static int conn_send_frame(struct conn *c, unsigned opcode, const uint8_t *p, size_t len)

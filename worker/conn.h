@@ -129,6 +129,26 @@ void conn_free(struct conn *c);
 /* Sends a text message to an open connection. Returns -1 when c was released. */
 int conn_send_text(struct conn *c, const char *p, size_t len);
 
+struct outq_frame;
+
+/* What conn_send_shared() did with a frame. */
+enum conn_push {
+    CONN_PUSH_SENT,    /* written, or queued (by reference) behind earlier output */
+    CONN_PUSH_SKIPPED, /* not open, or our close frame is queued: nothing may follow */
+    CONN_PUSH_SLOW,    /* it would have taken the queue past --max-outbound: not queued,
+                          the connection is closing with 1013 as a slow consumer */
+    CONN_PUSH_GONE,    /* the write failed or memory ran out: c was released */
+};
+
+/*
+ * Sends the whole frame f (header and payload, built once for many connections) to an
+ * open connection: written at once when nothing waits for the socket, else a counted
+ * reference to f is queued (never a copy), so a connection with nothing pending still
+ * holds no buffer afterwards unless the kernel left part of f. A reference is taken
+ * only when queued; the caller keeps its own. Returns an enum conn_push.
+ */
+int conn_send_shared(struct conn *c, struct outq_frame *f);
+
 /* Answers a plain HTTP request with head (status line and headers, ending in a blank
  * line) and body, then closes the connection politely. */
 void conn_http_respond(struct conn *c, const char *head, size_t hlen, const char *body,

@@ -30,6 +30,9 @@ struct outq_frame *outq_frame_new(size_t len)
         return NULL;
     f->refcnt = 1;
     f->len = len;
+    f->done = NULL;
+    f->arg = NULL;
+    f->stamp = 0;
     return f;
 }
 
@@ -41,8 +44,11 @@ struct outq_frame *outq_frame_ref(struct outq_frame *f)
 
 void outq_frame_unref(struct outq_frame *f)
 {
-    if (f != NULL && --f->refcnt == 0)
-        free(f);
+    if (f == NULL || --f->refcnt > 0)
+        return;
+    if (f->done != NULL)
+        f->done(f);
+    free(f);
 }
 
 size_t outq_cost(size_t len)

@@ -19,20 +19,28 @@
  */
 
 /* A frame shared by several queues: created with one reference, freed by the last
- * outq_frame_unref(). Its bytes are what goes on the wire, never changed once queued. */
+ * outq_frame_unref(). Its bytes are what goes on the wire, never changed once queued.
+ * The last reference goes when every queue has written (or dropped) its copy: done,
+ * when set, is called then, just before the free, with arg and stamp as the caller
+ * left them (apply.c times deliveries so). */
 struct outq_frame {
     uint32_t refcnt;
     size_t len;
+    void (*done)(struct outq_frame *f); /* NULL: nothing to call */
+    void *arg;                          /* the caller's, for done */
+    uint64_t stamp;                     /* the caller's, for done */
     uint8_t data[];
 };
 
-/* A frame of len bytes (data not initialised), one reference; NULL when memory runs out. */
+/* A frame of len bytes (data not initialised), one reference, no done callback; NULL
+ * when memory runs out. */
 struct outq_frame *outq_frame_new(size_t len);
 
 /* Takes another reference to f; returns f. */
 struct outq_frame *outq_frame_ref(struct outq_frame *f);
 
-/* Drops a reference; the last one frees f. NULL does nothing. */
+/* Drops a reference; the last one calls f->done (when set) and frees f. NULL does
+ * nothing. */
 void outq_frame_unref(struct outq_frame *f);
 
 /* Segment kinds. A data frame that has not started on the wire may be dropped

@@ -75,6 +75,28 @@ struct member_stats {
     uint64_t refused; /* connections a join left out: at --max-groups, or out of memory */
 };
 
+/*
+ * Send orders (apply.c). The delivery histogram counts one sample per send order that
+ * reached at least one connection of this worker: the time from the order's arrival at
+ * the worker until the last copy of its message left the output queues (written to a
+ * socket, or dropped with its connection). Buckets hold their own counts (not
+ * cumulative); their upper bounds are SHM_PUSH_BOUNDS_US, the last bucket is +Inf.
+ */
+#define SHM_PUSH_BUCKETS 17
+#define SHM_PUSH_BOUNDS_US                                                                     \
+    {                                                                                          \
+        100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, \
+            2500000, 5000000, 10000000                                                         \
+    }
+
+struct push_stats {
+    uint64_t messages; /* frames written or queued by send orders, one per recipient */
+    uint64_t bytes;    /* their payload bytes */
+    uint64_t dropped;  /* recipients closed as slow consumers (1013) by a send */
+    uint64_t latency[SHM_PUSH_BUCKETS];
+    uint64_t latency_sum_us;
+};
+
 struct shm_worker {
     pid_t pid;                       /* 0 while not running */
     uint64_t restarts;               /* written by the master */
@@ -90,6 +112,7 @@ struct shm_worker {
     uint64_t pending_bytes; /* gauge: memory held by partly received messages */
     struct worker_stats st;
     struct apply_stats orders;
+    struct push_stats push;
     struct auth_stats auth;
     struct wredis_stats redis;
     struct inbound_stats inbound;

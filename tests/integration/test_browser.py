@@ -202,3 +202,57 @@ def test_browser_page_sees_close_code_and_reason_of_group_order():
         await cdp.close()
         browser.kill()
     run(main())
+
+
+@harness.timeout(90)
+def test_browser_page_shows_pushed_text_and_binary_messages():
+    """The demo page receives messages pushed with send orders: text with multi-byte UTF-8
+    as it was sent, binary as its length and bytes; a second member of the group on the
+    other gateway gets the same."""
+    assert os.path.exists(CHROMIUM), \
+        "%s is missing: the integration tests need Debian's chromium (make deps-test)" % CHROMIUM
+    fl = Fleet()
+    gw = fl.gateways["gwA"]
+
+    async def main():
+        (peer,) = await F.open_clients(fl, [("gwB", ["room:7"], None)])
+        browser = Chromium()
+        cdp = await CDP.connect(browser.devtools_url())
+        target = (await cdp.send("Target.createTarget", {"url": "about:blank"}))["targetId"]
+        session = (await cdp.send("Target.attachToTarget",
+                                  {"targetId": target, "flatten": True}))["sessionId"]
+        await cdp.send("Page.enable", session=session)
+        await cdp.send("Page.navigate",
+                       {"url": "http://127.0.0.1:%d/?group=room:7&reconnect=0" % gw.port},
+                       session)
+
+        async def wait_text(element_id, pred, timeout, what):
+            expr = "(document.getElementById(%s) || {}).textContent" % json.dumps(element_id)
+            deadline = time.monotonic() + timeout
+            while True:
+                v = await cdp.evaluate(session, expr)
+                if pred(v):
+                    return v
+                if time.monotonic() > deadline:
+                    log = await cdp.evaluate(session, "document.getElementById('log').textContent")
+                    raise AssertionError("timed out waiting for %s; last %r; page log: %r"
+                                         % (what, v, log))
+                await asyncio.sleep(0.05)
+
+        conn = await wait_text("conn", lambda v: v and v != "-", 20, "the connection id")
+        await until(lambda: fl.listener.events("open", conn), 5, "open event of " + conn)
+        text = "pushed to the browser ✓ 😀 服务"
+        oid, acks = await fl.order({"op": "send", "group": "room:7", "text": text})
+        assert sum(a["sent"] for a in acks) == 2, acks
+        assert await wait_text("message", lambda v: v == text, 10, "the text") == text
+        assert await wait_text("count", lambda v: v == "1", 5, "count 1") == "1"
+        oid, acks = await fl.order({"op": "send", "conn": conn, "binary": "AAEC/w=="})
+        assert sum(a["sent"] for a in acks) == 1, acks
+        want = "binary 4 bytes: 00 01 02 ff"
+        assert await wait_text("message", lambda v: v == want, 10, "the binary") == want
+        assert await wait_text("count", lambda v: v == "2", 5, "count 2") == "2"
+        assert await asyncio.wait_for(peer.messages.get(), 5) == text
+        await F.assert_open([peer], "beside the browser")
+        await cdp.close()
+        browser.kill()
+    run(main())

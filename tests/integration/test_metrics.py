@@ -78,6 +78,10 @@ EXPECTED = {
     "wsgate_group_unsubscribe_commands_total": "counter",
     "wsgate_group_channel_orders_total": "counter",
     "wsgate_group_channel_oom_total": "counter",
+    "wsgate_pushed_messages_total": "counter",
+    "wsgate_pushed_bytes_total": "counter",
+    "wsgate_push_dropped_total": "counter",
+    "wsgate_push_delivery_seconds": "histogram",
 }
 
 
@@ -108,7 +112,13 @@ async def until_metric(gw, name, want, timeout=5.0, **labels):
 
 GOOD = ("# HELP wsgate_x_total Things.\n# TYPE wsgate_x_total counter\n"
         'wsgate_x_total{a="1",b="q\\"x\\\\y"} 3\nwsgate_x_total{a="2"} 1e3\n'
-        "# HELP wsgate_g A gauge.\n# TYPE wsgate_g gauge\nwsgate_g -0.5\n")
+        "# HELP wsgate_g A gauge.\n# TYPE wsgate_g gauge\nwsgate_g -0.5\n"
+        "# HELP wsgate_h_seconds A histogram.\n# TYPE wsgate_h_seconds histogram\n"
+        'wsgate_h_seconds_bucket{le="0.1"} 1\nwsgate_h_seconds_bucket{le="1"} 3\n'
+        'wsgate_h_seconds_bucket{le="+Inf"} 4\nwsgate_h_seconds_sum 7.25\n'
+        "wsgate_h_seconds_count 4\n")
+
+HIST = "# HELP wsgate_h h\n# TYPE wsgate_h histogram\n"
 
 BAD = [
     ("no newline at the end", GOOD[:-1]),
@@ -136,6 +146,23 @@ BAD = [
                      "# HELP wsgate_b b\n# TYPE wsgate_b gauge\nwsgate_b 1\n"
                      "wsgate_a{x=\"2\"} 1\n"),
     ("HELP without TYPE", "# HELP wsgate_g g\n"),
+    ("histogram without +Inf", HIST + 'wsgate_h_bucket{le="1"} 1\nwsgate_h_sum 1\n'
+                               "wsgate_h_count 1\n"),
+    ("histogram not cumulative", HIST + 'wsgate_h_bucket{le="1"} 2\n'
+                                 'wsgate_h_bucket{le="+Inf"} 1\nwsgate_h_sum 1\n'
+                                 "wsgate_h_count 1\n"),
+    ("histogram count not +Inf", HIST + 'wsgate_h_bucket{le="+Inf"} 2\nwsgate_h_sum 1\n'
+                                 "wsgate_h_count 1\n"),
+    ("histogram without _sum", HIST + 'wsgate_h_bucket{le="+Inf"} 1\nwsgate_h_count 1\n'),
+    ("histogram bucket without le", HIST + "wsgate_h_bucket 1\nwsgate_h_sum 1\n"
+                                    "wsgate_h_count 1\n"),
+    ("histogram bad le", HIST + 'wsgate_h_bucket{le="x"} 1\nwsgate_h_bucket{le="+Inf"} 1\n'
+                         "wsgate_h_sum 1\nwsgate_h_count 1\n"),
+    ("histogram bare sample", HIST + "wsgate_h 1\n"),
+    ("histogram sample elsewhere", HIST + 'wsgate_h_bucket{le="+Inf"} 1\nwsgate_h_sum 1\n'
+                                   "# HELP wsgate_g g\n# TYPE wsgate_g gauge\nwsgate_g 1\n"
+                                   "wsgate_h_count 1\n"),
+    ("bucket of a gauge", "# HELP wsgate_g g\n# TYPE wsgate_g gauge\nwsgate_g_bucket 1\n"),
 ]
 
 
@@ -144,6 +171,11 @@ def test_parser_accepts_good_text_and_rejects_each_bad_case():
     eq(fams, 3, "wsgate_x_total", a="1", b='q"x\\y')
     eq(fams, 1000, "wsgate_x_total", a="2")
     eq(fams, -0.5, "wsgate_g")
+    eq(fams, 4, "wsgate_h_seconds_count")
+    eq(fams, 7.25, "wsgate_h_seconds_sum")
+    eq(fams, 3, "wsgate_h_seconds_bucket", le="1")
+    assert lb.histogram(fams, "wsgate_h_seconds") == ([(0.1, 1), (1.0, 3), (float("inf"), 4)],
+                                                      7.25, 4)
     for why, text in BAD:
         try:
             parse_metrics(text)

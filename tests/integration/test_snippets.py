@@ -1,14 +1,19 @@
 """The README's publish snippets, run exactly as written.
 
-README.md has three fenced blocks, each right after a marker line
+README.md has fenced blocks, each right after a marker line
 `<!-- snippet: publish-redis-cli -->` (sh), `<!-- snippet: publish-python -->` (python) and
 `<!-- snippet: publish-node -->` (js). Each reads the Redis address from WSGATE_REDIS and
 publishes a close order for group room:1 with code 4001. A test per block runs it against
 a fleet (gwA and gwB, 2 workers each) and checks that clients in room:1 on both gateways
 get 4001 and the snippet's reason while clients in room:2 stay open.
+
+The blocks `send-redis-cli`, `send-python` and `send-node` publish a send order with a
+text for room:1 the same way: clients in room:1 on both gateways receive exactly that
+text, once, and clients in room:2 nothing.
 """
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -91,3 +96,50 @@ def test_readme_snippet_node():
     assert os.path.isdir(os.path.join(HERE, "node_modules", "ioredis")), \
         "ioredis is not installed: cd tests/integration && npm install"
     check_snippet("publish-node", "js", lambda code: ["node", "-e", code])
+
+
+def check_send_snippet(name, lang, argv_of):
+    code_text = snippet(name, lang)
+    m = re.search(r'"?text"?\s*:\s*("(?:[^"\\]|\\.)*")', code_text)
+    assert m, "no text in the snippet:\n" + code_text
+    assert re.search(r'"?op"?\s*:\s*"send"', code_text), "no op send:\n" + code_text
+    assert re.search(r'"?group"?\s*:\s*"room:1"', code_text), "no group room:1:\n" + code_text
+    text = json.loads(m.group(1))
+    fl = Fleet()
+    env = dict(os.environ, WSGATE_REDIS=fl.redis.url,
+               NODE_PATH=os.path.join(HERE, "node_modules"))
+
+    async def main():
+        room1 = await open_clients(fl, [(g, ["room:1"], None) for g in ("gwA", "gwB")] * 2)
+        room2 = await open_clients(fl, [(g, ["room:2"], None) for g in ("gwA", "gwB")] * 2)
+
+        def call():
+            return subprocess.run(argv_of(code_text), stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True, env=env, cwd=HERE, timeout=30)
+        p = await asyncio.get_running_loop().run_in_executor(None, call)
+        assert p.returncode == 0, "%s exited %d\nstdout: %s\nstderr: %s" % (
+            name, p.returncode, p.stdout, p.stderr)
+        assert re.search(r"\b4\b", p.stdout), \
+            "%s did not report 4 receivers: %r" % (name, p.stdout)
+        for c in room1:
+            got = await asyncio.wait_for(c.messages.get(), 5)
+            assert got == text, "%r got %r, expected %r" % (c, got, text)
+        await assert_open(room1 + room2, name)  # nothing else came before the echo
+    run(main())
+
+
+@harness.timeout(60)
+def test_readme_send_snippet_redis_cli():
+    check_send_snippet("send-redis-cli", "sh", lambda code: ["bash", "-c", code])
+
+
+@harness.timeout(60)
+def test_readme_send_snippet_python():
+    check_send_snippet("send-python", "python", lambda code: ["/usr/bin/python3", "-c", code])
+
+
+@harness.timeout(60)
+def test_readme_send_snippet_node():
+    assert os.path.isdir(os.path.join(HERE, "node_modules", "ioredis")), \
+        "ioredis is not installed: cd tests/integration && npm install"
+    check_send_snippet("send-node", "js", lambda code: ["node", "-e", code])

@@ -181,15 +181,67 @@ def _labels(text, lineno):
             raise MetricsError("line %d: expected , or } at %r" % (lineno, text[i:]))
 
 
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def _family_of(fams, name):
+    """(family name, suffix) of a sample name: a histogram's samples are <name>_bucket,
+    <name>_sum and <name>_count; every other sample carries its family's own name."""
+    for suffix in HISTOGRAM_SUFFIXES:
+        base = name[:-len(suffix)]
+        if name.endswith(suffix) and fams.get(base, {}).get("type") == "histogram":
+            return base, suffix
+    return name, ""
+
+
+def _check_histogram(name, fam):
+    """A histogram's series per label set (le aside): buckets with increasing le ending at
+    +Inf, cumulative counts that never decrease, +Inf equal to _count, _sum present."""
+    series = {}
+    for key, v in fam["samples"].items():
+        labels = dict(key)
+        suffix = labels.pop("__suffix__")
+        le = labels.pop("le", None)
+        if (le is None) != (suffix != "_bucket"):
+            raise MetricsError("%s%s: le belongs on buckets only" % (name, suffix))
+        ser = series.setdefault(frozenset(labels.items()), {"buckets": [], "sum": None,
+                                                            "count": None})
+        if suffix == "_bucket":
+            if not FLOAT.match(le) or le == "NaN":
+                raise MetricsError("%s_bucket: le=%r is not a bound" % (name, le))
+            ser["buckets"].append((float(le), v))
+        else:
+            ser[suffix[1:]] = v
+    if not series:
+        raise MetricsError("histogram %s has no samples" % name)
+    for labels, ser in series.items():
+        b = sorted(ser["buckets"])
+        if not b or b[-1][0] != math.inf:
+            raise MetricsError("histogram %s%r: no +Inf bucket" % (name, dict(labels)))
+        if any(v < 0 or math.isnan(v) for _, v in b) or \
+                any(b[i][1] > b[i + 1][1] for i in range(len(b) - 1)):
+            raise MetricsError("histogram %s%r: buckets are not cumulative: %r"
+                               % (name, dict(labels), b))
+        if ser["count"] is None or ser["sum"] is None:
+            raise MetricsError("histogram %s%r: _sum or _count missing" % (name, dict(labels)))
+        if ser["count"] != b[-1][1]:
+            raise MetricsError("histogram %s%r: _count %r is not the +Inf bucket %r"
+                               % (name, dict(labels), ser["count"], b[-1][1]))
+
+
 def parse_metrics(text):
     """Strict parse of Prometheus text format as wsgate writes it. Returns
     {name: {"help": str, "type": str, "samples": {frozenset(labels.items()): float}}}.
+    A histogram's samples are keyed with their labels and a "__suffix__" label
+    ("_bucket", "_sum" or "_count"); value() and histogram() read them.
 
     Rules: the body ends with a newline; every line is a comment '# HELP name text',
     '# TYPE name type' or a sample 'name{labels} value'; HELP and TYPE come once per name,
     before its samples, and all samples of a name are together; names match
     ^wsgate_[a-z_]+$; a counter's name ends in _total; values are floats; no sample
-    (name + labels) twice; no timestamps; no blank lines."""
+    (name + labels) twice; no timestamps; no blank lines. A histogram's samples are
+    <name>_bucket{le="..."} (cumulative, increasing le, ending at +Inf), <name>_sum and
+    <name>_count (equal to the +Inf bucket), together under its HELP and TYPE."""
     if not text.endswith("\n"):
         raise MetricsError("body does not end with a newline")
     fams = {}
@@ -233,7 +285,7 @@ def parse_metrics(text):
         m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)", line)
         if not m:
             raise MetricsError("line %d: not a sample: %r" % (lineno, line))
-        name = m.group(1)
+        name, suffix = _family_of(fams, m.group(1))
         rest = line[m.end():]
         if not METRIC_NAME.match(name):
             raise MetricsError("line %d: bad metric name %r" % (lineno, name))
@@ -257,6 +309,13 @@ def parse_metrics(text):
         v = float(value)
         if fam["type"] == "counter" and (math.isnan(v) or v < 0):
             raise MetricsError("line %d: counter %s is %r" % (lineno, name, value))
+        if fam["type"] == "histogram":
+            if not suffix:
+                raise MetricsError("line %d: histogram sample %s without _bucket, _sum or "
+                                   "_count" % (lineno, name))
+            if "__suffix__" in labels:
+                raise MetricsError("line %d: reserved label __suffix__" % lineno)
+            labels["__suffix__"] = suffix
         key = frozenset(labels.items())
         if key in fam["samples"]:
             raise MetricsError("line %d: sample %s%r twice" % (lineno, name, labels))
@@ -264,12 +323,19 @@ def parse_metrics(text):
     for name, fam in fams.items():
         if fam["help"] is None or fam["type"] is None:
             raise MetricsError("%s lacks HELP or TYPE" % name)
+        if fam["type"] == "histogram":
+            _check_histogram(name, fam)
     return fams
 
 
 def value(fams, name, **labels):
     """The sample of name with exactly these labels; 0 for a labelled counter sample that
-    is absent (a code nobody sent yet), an AssertionError for an unknown name."""
+    is absent (a code nobody sent yet), an AssertionError for an unknown name. A
+    histogram's samples are named as written: value(fams, "wsgate_x_count")."""
+    base, suffix = _family_of(fams, name)
+    if suffix:
+        name = base
+        labels["__suffix__"] = suffix
     assert name in fams, "no metric %s; have %s" % (name, sorted(fams))
     key = frozenset(labels.items())
     if key in fams[name]["samples"]:
@@ -278,6 +344,20 @@ def value(fams, name, **labels):
         return 0.0
     raise AssertionError("no sample %s%r; have %r" % (name, labels,
                                                     list(fams[name]["samples"])))
+
+
+def histogram(fams, name, **labels):
+    """A histogram's series with these labels: ([(le, cumulative count)...], sum, count)."""
+    assert fams.get(name, {}).get("type") == "histogram", "no histogram %s" % name
+    buckets = []
+    for key, v in fams[name]["samples"].items():
+        d = dict(key)
+        if d.pop("__suffix__") == "_bucket":
+            le = float(d.pop("le"))
+            if d == labels:
+                buckets.append((le, v))
+    return (sorted(buckets), value(fams, name + "_sum", **labels),
+            value(fams, name + "_count", **labels))
 
 
 # --- HAProxy and nginx ---------------------------------------------------------------------

@@ -54,7 +54,7 @@ static void test_config_defaults(void)
     CHECK(!config_jwt_enabled(&c) && c.jwt_leeway_ms == 5000 && c.jwt_expiry_code == 4001);
     CHECK(!c.jwt_allow_no_exp && c.jwt_cookie[0] == '\0' && c.jwt_issuer[0] == '\0');
     CHECK(c.redis_timeout_ms == 3000);
-    CHECK(c.max_outbound == 1048576 && c.max_jobs == 1000);
+    CHECK(c.max_outbound == 1048576 && c.max_jobs == 1000 && c.max_send == 1048576);
     CHECK(c.max_pending >= 1048576 && c.max_pending <= CONFIG_MAX_PENDING_CAP);
     CHECK(strcmp(c.inbound_channel, "wsgate:in") == 0 && strcmp(c.inbound_stream, "wsgate:in") == 0);
     CHECK(c.inbound_maxlen == 100000 && c.inbound_max_pending == 4194304);
@@ -143,6 +143,21 @@ static void test_config_memory_bounds(void)
     CHECK(c.max_outbound == 65536 && c.max_pending == 4194304 && c.max_jobs == 20);
     CHECK(parse(&one, argv1, NULL) == 0 && parse(&many, argv256, NULL) == 0);
     CHECK(many.max_pending <= one.max_pending && many.max_pending >= 1048576);
+}
+
+/* --max-send bounds a send order's payload (after base64); its twin is WSGATE_MAX_SEND. */
+static void test_config_max_send(void)
+{
+    struct config c;
+    char *argv[] = {A("wsgate"), A("--max-send"), A("64k"), NULL};
+    char *one[] = {A("wsgate"), A("--max-send=1"), NULL};
+    char *none[] = {A("wsgate"), NULL};
+    char *envp[] = {A("WSGATE_MAX_SEND=16m"), NULL};
+
+    CHECK(parse(&c, argv, envp) == 0 && c.max_send == 65536); /* the flag wins */
+    CHECK(parse(&c, none, envp) == 0 && c.max_send == 16777216);
+    CHECK(parse(&c, one, NULL) == 0 && c.max_send == 1);
+    CHECK(strstr(config_usage(), "--max-send") != NULL);
 }
 
 static void test_config_flags_and_env(void)
@@ -269,6 +284,9 @@ static void test_config_rejects_bad_values(void)
         {"--inbound-max-pending", "1k", NULL},
         {"--inbound-max-pending", "2g", NULL},
         {"--max-jobs", "1000001", NULL},
+        {"--max-send", "0", NULL},
+        {"--max-send", "17m", NULL},
+        {"--max-send", "big", NULL},
         {"--nope", NULL, NULL},
         {"--echo=1", NULL, NULL},
         {"positional", NULL, NULL},
@@ -781,6 +799,7 @@ void suite_config(void)
     test_config_ipv6_listen();
     test_config_memory_bounds();
     test_config_inbound();
+    test_config_max_send();
     test_config_rejects_bad_values();
     test_config_rejects_bad_env();
     test_config_order_keys_and_their_twin();

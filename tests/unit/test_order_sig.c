@@ -307,6 +307,50 @@ static void test_order_sig_size_limits(void)
     free(big);
 }
 
+/* A signed send order may be as large as its payload needs: order_sig_open_with() takes
+ * the body limit of the worker's order_max_text(), and a send of 200 KiB of text then
+ * opens and parses; order_sig_open() keeps the 64 KiB limit. */
+static void test_order_sig_open_with_a_send_body(void)
+{
+    struct order_limits lim = {256 * 1024, NULL};
+    struct order_sig_ring ring;
+    struct order_error err;
+    struct order o;
+    size_t n = 200 * 1024, blen, glen;
+    char *body = malloc(n + 64), *env, *got = NULL;
+    uint8_t *buf;
+
+    ring_of(&ring, "k1:" SECRET1);
+    CHECK(body != NULL);
+    if (body == NULL)
+        return;
+    blen =
+        (size_t)sprintf(body, "{\"id\":\"s1\",\"ts\":1,\"op\":\"send\",\"all\":true,\"text\":\"");
+    memset(body + blen, 'x', n);
+    blen += n;
+    blen += (size_t)sprintf(body + blen, "\"}");
+    env = order_sig_seal(&ring.keys[0], body, blen);
+    CHECK(env != NULL);
+    buf = check_dup_exact(env, strlen(env));
+    CHECK(order_sig_open(&ring, (const char *)buf, strlen(env), &got, &glen, &err) == -1);
+    CHECK(strcmp(err.key, "too_big") == 0);
+    CHECK(order_sig_open_with(&ring, (const char *)buf, strlen(env), order_max_text(&lim), &got,
+                              &glen, &err) == 0);
+    CHECK(glen == blen && got != NULL && memcmp(got, body, blen) == 0);
+    CHECK(got != NULL && order_parse_with(got, glen, &lim, &o, &err) == 0);
+    CHECK(o.op == ORDER_OP_SEND && o.payload_len == n && !o.binary);
+    order_cleanup(&o);
+    /* Over the body limit: refused before the signature is checked. */
+    free(got);
+    CHECK(order_sig_open_with(&ring, (const char *)buf, strlen(env), blen - 1, &got, &glen, &err) ==
+          -1);
+    CHECK(strcmp(err.key, "too_big") == 0 && got == NULL);
+    CHECK(order_sig_max_text(SIZE_MAX) == SIZE_MAX && order_sig_max_text(0) == 1024);
+    free(buf);
+    free(env);
+    free(body);
+}
+
 /* The rules of a verified order: ts and id, not older nor further ahead than max age. */
 static void test_order_check_signed_table(void)
 {
@@ -431,6 +475,7 @@ void suite_order_sig(void)
     test_order_sig_open_table();
     test_order_sig_signs_the_unescaped_utf8_bytes();
     test_order_sig_size_limits();
+    test_order_sig_open_with_a_send_body();
     test_order_check_signed_table();
     test_order_ts_is_parsed_and_written();
     test_order_sig_every_allocation_fails_cleanly();

@@ -176,6 +176,39 @@ static void test_outq_shared_frame_is_counted(void)
     outq_frame_unref(NULL);
 }
 
+static int done_calls;
+
+static void count_done(struct outq_frame *f)
+{
+    CHECK(f->refcnt == 0 && f->arg == &done_calls && f->stamp == 42);
+    done_calls++;
+}
+
+/* done runs once, when the last queue let go of the frame, whichever way: written,
+ * dropped as a slow consumer's, or freed with its connection. */
+static void test_outq_frame_done_runs_at_the_last_reference(void)
+{
+    struct outq_frame *f = outq_frame_new(3);
+    struct outq *a = NULL, *b = NULL, *c = NULL;
+
+    CHECK(f != NULL && f->done == NULL);
+    if (f == NULL)
+        return;
+    memcpy(f->data, "msg", 3);
+    f->done = count_done;
+    f->arg = &done_calls;
+    f->stamp = 42;
+    CHECK(outq_push_frame(&a, OUTQ_DATA, f, 0) == 0);
+    CHECK(outq_push_frame(&b, OUTQ_DATA, f, 0) == 0);
+    CHECK(outq_push_frame(&c, OUTQ_DATA, f, 1) == 0);
+    outq_frame_unref(f); /* the sender's */
+    outq_consume(&a, 3);
+    CHECK(done_calls == 0 && outq_drop_data(&b) == 3 && b == NULL);
+    CHECK(done_calls == 0);
+    outq_free(c);
+    CHECK(done_calls == 1);
+}
+
 static void test_outq_every_allocation_fails_cleanly(void)
 {
     for (unsigned long n = 1;; n++) {
@@ -214,5 +247,6 @@ void suite_outq(void)
     test_outq_push_with_skip_is_started();
     test_outq_pin_keeps_what_a_record_holds();
     test_outq_shared_frame_is_counted();
+    test_outq_frame_done_runs_at_the_last_reference();
     test_outq_every_allocation_fails_cleanly();
 }
