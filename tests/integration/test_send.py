@@ -614,9 +614,10 @@ def test_wsgatectl_send_text_binary_file_stdin_wait_json():
         p = await actl("send", "--group", "ctl", "--text", "héllo ✓", "--wait", "5000",
                        "--redis", url)
         assert p.returncode == 0, p
-        want = "sent to 4 of 4 matched connections on 2 gateways (4 workers answered), " \
-               "0 dropped (slow consumers)"
-        assert want in p.stdout.decode(), p.stdout
+        # One group: the order goes on its group channel, so only the workers holding
+        # members (PUBLISH's receivers) answer.
+        assert re.search(r"sent to 4 of 4 matched connections on 2 gateways \([1-4] workers? "
+                         r"answered\), 0 dropped \(slow consumers\)", p.stdout.decode()), p.stdout
         for c in cs:
             assert await received(c, 1) == ["héllo ✓"]
         blob = os.urandom(200 * KB)
@@ -628,7 +629,8 @@ def test_wsgatectl_send_text_binary_file_stdin_wait_json():
         assert p.returncode == 0, p
         acks = [json.loads(line) for line in p.stdout.decode().splitlines()
                 if line.startswith("{")]
-        assert len(acks) == 4 and sums(acks) == (3, 3, 0), acks
+        # only the workers holding members of the group answer (its group channel)
+        assert 1 <= len(acks) <= 4 and sums(acks) == (3, 3, 0), acks
         for c in cs[1:]:
             assert await received(c, 1) == [blob]
         p = await actl("send", "--conn", cs[0].conn, "--stdin", "--wait", "5000",
