@@ -139,9 +139,13 @@ def test_sigterm_drains_2000_clients_evenly_readyz_first_and_exits_0():
         assert rel[0] < 0.2 * window, "first close late: " + summary
         assert rel[-1] > 0.8 * window, "closes bunched early: " + summary
         assert rel[-1] < window + 2.0, "last close late: " + summary
-        share = n / 10
-        assert max(counts) <= 3 * share, "a slice holds > 3x its share: " + summary
-        assert min(counts) >= share / 4, "a slice nearly empty: " + summary
+        # Even across the window: the share of closes seen by time t stays near t/window
+        # (a Kolmogorov-Smirnov distance). It tolerates what a loaded machine does to the
+        # observer (one asyncio loop receiving 2000 closes, descheduled for a few hundred
+        # ms, sees them late and in a bunch) but not a spread that is not there: closing
+        # everything at once, or in the first half, is a distance of 0.5 or more.
+        ks = max(abs((i + 1) / n - min(r, window) / window) for i, r in enumerate(rel))
+        assert ks < 0.2, "closes not spread evenly (distance %.2f): %s" % (ks, summary)
         # /readyz: 503 right after the signal, and never 200 once a client was closed
         first503 = poller.first(503)
         assert first503 is not None, "never saw 503: %r" % poller.polls[-5:]
