@@ -1107,6 +1107,25 @@ static int order_common(const struct options *opt, struct order *o, char *id, si
     return 0;
 }
 
+/* --conn, --group or --all, and --except: the targets of a close or send order (the
+ * names are borrowed from opt). */
+static void order_set_targets(const struct options *opt, struct order *o)
+{
+    if (opt->all) {
+        o->target = ORDER_TARGET_ALL;
+    } else if (opt->nconns > 0) {
+        o->target = ORDER_TARGET_CONN;
+        o->names = opt->conns;
+        o->nnames = opt->nconns;
+    } else {
+        o->target = ORDER_TARGET_GROUP;
+        o->names = opt->groups;
+        o->nnames = opt->ngroups;
+    }
+    o->except = opt->nexcepts > 0 ? opt->excepts : NULL;
+    o->nexcept = opt->nexcepts;
+}
+
 static int cmd_close(const struct options *opt)
 {
     char id[64], *reply_to = NULL;
@@ -1118,19 +1137,7 @@ static int cmd_close(const struct options *opt)
         return usage_error(opt->usage, "close: give exactly one of --conn, --group, --all");
     order_init(&o);
     o.op = ORDER_OP_CLOSE;
-    if (opt->all) {
-        o.target = ORDER_TARGET_ALL;
-    } else if (opt->nconns > 0) {
-        o.target = ORDER_TARGET_CONN;
-        o.names = opt->conns;
-        o.nnames = opt->nconns;
-    } else {
-        o.target = ORDER_TARGET_GROUP;
-        o.names = opt->groups;
-        o.nnames = opt->ngroups;
-    }
-    o.except = opt->nexcepts > 0 ? opt->excepts : NULL;
-    o.nexcept = opt->nexcepts;
+    order_set_targets(opt, &o);
     if (opt->code >= 0)
         o.code = (unsigned)opt->code;
     o.dry_run = opt->dry_run;
@@ -1274,19 +1281,7 @@ static int cmd_send(const struct options *opt)
         return status;
     order_init(&o);
     o.op = ORDER_OP_SEND;
-    if (opt->all) {
-        o.target = ORDER_TARGET_ALL;
-    } else if (opt->nconns > 0) {
-        o.target = ORDER_TARGET_CONN;
-        o.names = opt->conns;
-        o.nnames = opt->nconns;
-    } else {
-        o.target = ORDER_TARGET_GROUP;
-        o.names = opt->groups;
-        o.nnames = opt->ngroups;
-    }
-    o.except = opt->nexcepts > 0 ? opt->excepts : NULL;
-    o.nexcept = opt->nexcepts;
+    order_set_targets(opt, &o);
     o.payload = payload;
     o.payload_len = len;
     o.binary = binary;
