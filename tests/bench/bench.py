@@ -239,6 +239,23 @@ def status_kb(pid, field):
     return 0
 
 
+def cpu_ns(pids):
+    """CPU time in ns of every thread of pids (/proc/PID/task/TID/schedstat, first field)."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+
+
 def tree_rss(root):
     """Summed VmRSS in bytes of root and all its descendants."""
     children = {}
@@ -680,9 +697,11 @@ def sc_growth(ctx):
 
 
 def fanout(ctx, size, binary, peak):
-    """N connections in group "fan"; one send order of size bytes to the group. With peak,
-    each server process's peak RSS (VmHWM, reset through clear_refs once the connections
-    are idle) is read after the last delivery: the sum of the peaks over the sum of the
+    """N connections in group "fan"; one send order of size bytes to the group. The
+    server's CPU time (all threads of all its processes) is read once the connections are
+    idle and again when wsload's watch ended (its --done-file, connections still open).
+    With peak, each server process's peak RSS (VmHWM, reset through clear_refs once the
+    connections are idle) is read then too: the sum of the peaks over the sum of the
     resident sizes before PUBLISH."""
     n = ctx.cfg.n
     redis, srv = with_server(ctx)
@@ -693,29 +712,36 @@ def fanout(ctx, size, binary, peak):
     else:
         order["text"] = body.decode()
     base = {}
+    ramp_ms, to = timeouts(n)
+    ready, done = ctx.ready(), ctx.ready("done")
 
     def on_ready():
         time.sleep(0.5)
-        base["pids"] = tree_pids(srv.proc.pid)
-        for pid in base["pids"]:
-            try:
-                with open(f"/proc/{pid}/clear_refs", "w") as f:
-                    f.write("5")  # reset VmHWM to the current RSS
-            except OSError as e:
-                raise BenchError(f"clear_refs of {pid}: {e}")
-        base["rss"] = sum(status_kb(pid, "VmRSS") for pid in base["pids"])
+        base["pids"] = pids = tree_pids(srv.proc.pid)
+        if peak:
+            for pid in pids:
+                try:
+                    with open(f"/proc/{pid}/clear_refs", "w") as f:
+                        f.write("5")  # reset VmHWM to the current RSS
+                except OSError as e:
+                    raise BenchError(f"clear_refs of {pid}: {e}")
+        base["rss"] = sum(status_kb(pid, "VmRSS") for pid in pids)
+        base["cpu"] = cpu_ns(pids)
+        deadline = time.monotonic() + 90
+        while not os.path.exists(done):
+            if time.monotonic() > deadline:
+                raise BenchError("wsload's watch did not end in time")
+            time.sleep(0.005)
+        base["cpu_after"] = cpu_ns(pids)
+        base["hwm"] = sum(status_kb(pid, "VmHWM") for pid in pids)
 
     try:
-        ramp_ms, to = timeouts(n)
-        ready = ctx.ready()
         res, _ = ctx.wsload(wsload_cmd(ctx.cfg, srv, redis, n, path="/?group=fan", ready=ready,
-                                       hold_ms=2000 if peak else 1000, publish=order,
-                                       close_timeout=60000,
+                                       hold_ms=1500, publish=order, close_timeout=60000,
                                        extra=["--ramp-timeout", str(ramp_ms), "--expect-messages",
-                                              str(n), "--expect-size", str(size)]),
-                            to + 90, ready=ready, on_ready=on_ready if peak else None,
-                            ready_timeout=to)
-        hwm = sum(status_kb(pid, "VmHWM") for pid in base["pids"]) if peak else None
+                                              str(n), "--expect-size", str(size),
+                                              "--done-file", done]),
+                            to + 90, ready=ready, on_ready=on_ready, ready_timeout=to)
     finally:
         srv.stop()
         redis.stop()
@@ -727,9 +753,12 @@ def fanout(ctx, size, binary, peak):
         out[k] = m.get(k)
     out["close_frames"] = get(res, "close", "frames")
     out["timed_out"] = get(res, "close", "timed_out")
+    cpu = base["cpu_after"] - base["cpu"]
+    out["cpu_ms"] = cpu / 1e6
+    out["cpu_us_per_msg"] = cpu / 1e3 / out["delivered"] if out["delivered"] else None
     if peak:
-        out["rss_before"], out["rss_peak"] = base["rss"], hwm
-        out["rss_peak_increase"] = hwm - base["rss"]
+        out["rss_before"], out["rss_peak"] = base["rss"], base["hwm"]
+        out["rss_peak_increase"] = base["hwm"] - base["rss"]
     out["wsload"] = res
     return out
 
@@ -905,10 +934,12 @@ ROWS = [
     ("fanout", "delivery p50", "lat_p50", "ms", "", None),
     ("fanout", "delivery p99", "lat_p99", "ms", "", None),
     ("fanout", "messages delivered/s", "rate", "/s", "≥ 3× peer", lambda w, p, r, runs: r is not None and r >= 3),
+    ("fanout", "server CPU per delivered message", "cpu_us_per_msg", "µs", "≤ 0.38× peer", lambda w, p, r, runs: r is not None and r <= 0.38),
     ("fanout", "messages delivered, each connection once", "delivered", "", "= N", lambda w, p, r, runs: all(fanout_once(x) for x in runs)),
     ("fanout64k", "peak RSS increase, server processes", "rss_peak_increase", "B", "< 4 MiB", lambda w, p, r, runs: w is not None and w < 4 << 20),
     ("fanout64k", "PUBLISH to last delivery", "lat_max", "ms", "", None),
     ("fanout64k", "messages delivered/s", "rate", "/s", "", None),
+    ("fanout64k", "server CPU per delivered message", "cpu_us_per_msg", "µs", "", None),
     ("fanout64k", "messages delivered, each connection once", "delivered", "", "= N", lambda w, p, r, runs: all(fanout_once(x) for x in runs)),
 ]
 
@@ -1080,7 +1111,10 @@ SCENARIO_NOTES = """\
    message per connection (`--expect-messages {n} --expect-size 128`) and times each
    connection's first one from right before PUBLISH; "PUBLISH to last delivery" is the
    latest of those, messages/s = {n} / that time. Every connection must get the message
-   exactly once, of the right size and type, and no close frame.
+   exactly once, of the right size and type, and no close frame. Server CPU: every thread
+   of every server process (`/proc/PID/task/TID/schedstat`), read once the connections are
+   idle (0.5 s after wsload's ready file) and when wsload's watch ended (`--done-file`,
+   connections still open), over the messages delivered.
 9. **Fan-out, 64 KiB**: as 8 with one 64 KiB binary message (base64 in the order). Once the
    connections are idle, bench.py resets each server process's peak RSS (`5` into
    `/proc/PID/clear_refs`) and reads its VmRSS; after the last delivery it reads VmHWM: the

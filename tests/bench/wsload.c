@@ -81,6 +81,7 @@
 #define WL_REASON_LEN     80u
 #define WL_REPORT_WAIT_MS 15000u /* how long the parent waits for a child's report */
 #define WL_LOG_MAX        5u     /* protocol errors logged per child */
+#define WL_DONE_LINGER_MS 1000u  /* connections kept after --done-file is written */
 
 /* Commands, parent to child (one byte each). */
 #define WL_CMD_ECHO  'e' /* start the echo phase */
@@ -106,6 +107,7 @@ struct wl_opts {
     unsigned long ramp_timeout_ms;
     const char *ready_file;
     const char *ids_file;
+    const char *done_file;
     unsigned long hold_ms;
     unsigned long echo_m; /* 0: no echo phase */
     unsigned long echo_size;
@@ -327,7 +329,7 @@ static uint64_t wl_rng = 0x9e3779b97f4a7c15ull;
 static const char wl_usage[] =
     "usage: wsload --host 127.0.0.1 --port P [--path '/?group=g{i%100}'] -n N [--inflight 500]\n"
     "              [--sources 20] [--procs K] [--ramp-timeout MS]\n"
-    "              [--ready-file F] [--ids-file F] [--hold-ms MS]\n"
+    "              [--ready-file F] [--ids-file F] [--hold-ms MS] [--done-file F]\n"
     "              [--echo M --size B] [--echo-timeout MS]\n"
     "              [--publish JSON [--redis-host H] [--redis-port P] [--channel CH]]\n"
     "              | [--signal PID:SIG]\n"
@@ -347,6 +349,8 @@ static const char wl_usage[] =
     "  --ready-file F      after the ramp, write the ramp JSON to F (via F.tmp + rename)\n"
     "  --ids-file F        after the ramp, write \"i<TAB>X-Wsgate-Conn\" lines to F\n"
     "  --hold-ms MS        keep the connections open this long after the ramp (0)\n"
+    "  --done-file F       when the watch ends, write F (via F.tmp + rename) and keep the\n"
+    "                      connections 1 s more, so a caller can read the server meanwhile\n"
     "  --echo M --size B   each connection sends M masked binary messages of B bytes (128),\n"
     "                      one at a time, and checks every echoed byte\n"
     "  --echo-timeout MS   bound of the echo phase (60000)\n"
@@ -2420,6 +2424,7 @@ static int wl_parse(int argc, char **argv)
         WL_O_READY,
         WL_O_IDS,
         WL_O_HOLD,
+        WL_O_DONE,
         WL_O_ECHO,
         WL_O_SIZE,
         WL_O_ECHO_TIMEOUT,
@@ -2452,6 +2457,7 @@ static int wl_parse(int argc, char **argv)
         {"ready-file", required_argument, NULL, WL_O_READY},
         {"ids-file", required_argument, NULL, WL_O_IDS},
         {"hold-ms", required_argument, NULL, WL_O_HOLD},
+        {"done-file", required_argument, NULL, WL_O_DONE},
         {"echo", required_argument, NULL, WL_O_ECHO},
         {"size", required_argument, NULL, WL_O_SIZE},
         {"echo-timeout", required_argument, NULL, WL_O_ECHO_TIMEOUT},
@@ -2525,6 +2531,9 @@ static int wl_parse(int argc, char **argv)
             break;
         case WL_O_IDS:
             wl_opt.ids_file = optarg;
+            break;
+        case WL_O_DONE:
+            wl_opt.done_file = optarg;
             break;
         case WL_O_HOLD:
             rc = wl_num("--hold-ms", optarg, 0, 86400000, &wl_opt.hold_ms);
@@ -3017,6 +3026,17 @@ int main(int argc, char **argv)
             }
         }
         close_end = wl_now();
+        if (wl_opt.done_file != NULL) {
+            if (wl_write_file(wl_opt.done_file, "done\n", 5) < 0) {
+                fprintf(stderr, "wsload: --done-file %s: %s\n", wl_opt.done_file, strerror(errno));
+                goto err_kill;
+            }
+            deadline = wl_now() + WL_DONE_LINGER_MS * WL_NS_PER_MS;
+            while (wl_now() < deadline) {
+                if (wl_pump(r, wl_ms_until(deadline)) < 0)
+                    goto err_kill;
+            }
+        }
     }
     wl_tell(r, WL_CMD_END);
     if (wl_wait(r, WL_WANT_CLOSE, wl_now() + WL_REPORT_WAIT_MS * WL_NS_PER_MS) != 0) {
