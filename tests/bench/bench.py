@@ -206,6 +206,56 @@ class Server:
         self.logf.close()
 
 
+def tree_pids(root):
+    """root and all its descendants."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def status_kb(pid, field):
+    """A /proc/PID/status field in bytes (VmRSS, VmHWM), or 0 when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_ns(pids):
+    """CPU time in ns of every thread of pids (/proc/PID/task/TID/schedstat, first field)."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+
+
 def tree_rss(root):
     """Summed VmRSS in bytes of root and all its descendants."""
     children = {}
@@ -646,6 +696,81 @@ def sc_growth(ctx):
     return out
 
 
+def fanout(ctx, size, binary, peak):
+    """N connections in group "fan"; one send order of size bytes to the group. The
+    server's CPU time (all threads of all its processes) is read once the connections are
+    idle and again when wsload's watch ended (its --done-file, connections still open).
+    With peak, each server process's peak RSS (VmHWM, reset through clear_refs once the
+    connections are idle) is read then too: the sum of the peaks over the sum of the
+    resident sizes before PUBLISH."""
+    n = ctx.cfg.n
+    redis, srv = with_server(ctx)
+    body = bytes(0x61 + i % 26 for i in range(size))
+    order = {"op": "send", "id": "fan", "group": "fan"}
+    if binary:
+        order["binary"] = base64.b64encode(body).decode()
+    else:
+        order["text"] = body.decode()
+    base = {}
+    ramp_ms, to = timeouts(n)
+    ready, done = ctx.ready(), ctx.ready("done")
+
+    def on_ready():
+        time.sleep(0.5)
+        base["pids"] = pids = tree_pids(srv.proc.pid)
+        if peak:
+            for pid in pids:
+                try:
+                    with open(f"/proc/{pid}/clear_refs", "w") as f:
+                        f.write("5")  # reset VmHWM to the current RSS
+                except OSError as e:
+                    raise BenchError(f"clear_refs of {pid}: {e}")
+        base["rss"] = sum(status_kb(pid, "VmRSS") for pid in pids)
+        base["cpu"] = cpu_ns(pids)
+        deadline = time.monotonic() + 90
+        while not os.path.exists(done):
+            if time.monotonic() > deadline:
+                raise BenchError("wsload's watch did not end in time")
+            time.sleep(0.005)
+        base["cpu_after"] = cpu_ns(pids)
+        base["hwm"] = sum(status_kb(pid, "VmHWM") for pid in pids)
+
+    try:
+        res, _ = ctx.wsload(wsload_cmd(ctx.cfg, srv, redis, n, path="/?group=fan", ready=ready,
+                                       hold_ms=1500, publish=order, close_timeout=60000,
+                                       extra=["--ramp-timeout", str(ramp_ms), "--expect-messages",
+                                              str(n), "--expect-size", str(size),
+                                              "--done-file", done]),
+                            to + 90, ready=ready, on_ready=on_ready, ready_timeout=to)
+    finally:
+        srv.stop()
+        redis.stop()
+    m = get(res, "messages") or {}
+    out = {"n": n, "size": size, "ramp_ok": get(res, "ramp", "ok"),
+           "receivers": get(res, "action", "receivers")}
+    for k in ("delivered", "connections", "duplicated_connections", "wrong_size", "before_t0",
+              "text", "binary", "lat_p50", "lat_p99", "lat_max", "rate"):
+        out[k] = m.get(k)
+    out["close_frames"] = get(res, "close", "frames")
+    out["timed_out"] = get(res, "close", "timed_out")
+    cpu = base["cpu_after"] - base["cpu"]
+    out["cpu_ms"] = cpu / 1e6
+    out["cpu_us_per_msg"] = cpu / 1e3 / out["delivered"] if out["delivered"] else None
+    if peak:
+        out["rss_before"], out["rss_peak"] = base["rss"], base["hwm"]
+        out["rss_peak_increase"] = base["hwm"] - base["rss"]
+    out["wsload"] = res
+    return out
+
+
+def sc_fanout(ctx):
+    return fanout(ctx, 128, False, False)
+
+
+def sc_fanout64k(ctx):
+    return fanout(ctx, 65536, True, True)
+
+
 def sc_drain(ctx):
     n = ctx.cfg.n
     redis, srv = with_server(ctx, drain=True)
@@ -694,6 +819,8 @@ SCENARIOS = [
     ("growth", sc_growth, SERVERS, "5. Growth"),
     ("drain", sc_drain, SERVERS, "6. Drain (SIGTERM)"),
     ("echo", sc_echo, SERVERS, "7. Echo"),
+    ("fanout", sc_fanout, SERVERS, "8. Fan-out, 128 B"),
+    ("fanout64k", sc_fanout64k, SERVERS, "9. Fan-out, 64 KiB"),
 ]
 
 
@@ -725,6 +852,14 @@ def sanity(scen, m, cfg):
     if scen == "growth":
         want(m.get("probes_ok"), "a growth probe missed its closes")
         want(m.get("wrong_code") == 0, f"growth wrong_code {m.get('wrong_code')}")
+    if scen in ("fanout", "fanout64k"):
+        n = m.get("n")
+        want(m.get("ramp_ok") == n, f"ramp ok {m.get('ramp_ok')} != {n}")
+        want(m.get("delivered") == n and m.get("connections") == n,
+             f"delivered {m.get('delivered')} to {m.get('connections')} connections, not {n} once each")
+        for k in ("duplicated_connections", "wrong_size", "before_t0", "close_frames"):
+            want(m.get(k) == 0, f"{k} {m.get(k)}")
+        want(m.get("text" if scen == "fanout" else "binary") == n, "wrong message type")
     if scen == "echo":
         want(m.get("messages") == m["conns"] * m["per_conn"] and not m.get("failures"),
              f"echo messages {m.get('messages')} failures {m.get('failures')}")
@@ -795,7 +930,24 @@ ROWS = [
     ("drain", "last TCP close", "tcp_max", "ms", "", None),
     ("drain", "close frames received", "frames", "", "= N", lambda w, p, r, runs: all(x["metrics"].get("frames") == x["metrics"].get("n") for x in runs)),
     ("echo", "echoed messages/s", "rate", "/s", "", None),
+    ("fanout", "PUBLISH to last delivery", "lat_max", "ms", "", None),
+    ("fanout", "delivery p50", "lat_p50", "ms", "", None),
+    ("fanout", "delivery p99", "lat_p99", "ms", "", None),
+    ("fanout", "messages delivered/s", "rate", "/s", "≥ 3× peer", lambda w, p, r, runs: r is not None and r >= 3),
+    ("fanout", "server CPU per delivered message", "cpu_us_per_msg", "µs", "≤ 0.38× peer", lambda w, p, r, runs: r is not None and r <= 0.38),
+    ("fanout", "messages delivered, each connection once", "delivered", "", "= N", lambda w, p, r, runs: all(fanout_once(x) for x in runs)),
+    ("fanout64k", "peak RSS increase, server processes", "rss_peak_increase", "B", "< 4 MiB", lambda w, p, r, runs: w is not None and w < 4 << 20),
+    ("fanout64k", "PUBLISH to last delivery", "lat_max", "ms", "", None),
+    ("fanout64k", "messages delivered/s", "rate", "/s", "", None),
+    ("fanout64k", "server CPU per delivered message", "cpu_us_per_msg", "µs", "", None),
+    ("fanout64k", "messages delivered, each connection once", "delivered", "", "= N", lambda w, p, r, runs: all(fanout_once(x) for x in runs)),
 ]
+
+
+def fanout_once(run):
+    m = run["metrics"]
+    return (m.get("delivered") == m.get("n") == m.get("connections")
+            and m.get("duplicated_connections") == 0 and m.get("wrong_size") == 0)
 
 
 def machine_info():
@@ -953,7 +1105,21 @@ SCENARIO_NOTES = """\
    "SIGTERM to process exit" runs from the moment the server logs that it got the signal
    (its stderr read by bench.py) to its exit seen by waitpid.
 7. **Echo**: {echo[0]} connections × {echo[1]} messages of {echo[2]} bytes, echoed back
-   (wsgate with `--echo`; the peer always echoes); messages/s."""
+   (wsgate with `--echo`; the peer always echoes); messages/s.
+8. **Fan-out, 128 B**: {n} connections, all in group `fan`; one send order
+   `{{"op":"send","group":"fan","text":"<128 ASCII bytes>"}}`. wsload counts every data
+   message per connection (`--expect-messages {n} --expect-size 128`) and times each
+   connection's first one from right before PUBLISH; "PUBLISH to last delivery" is the
+   latest of those, messages/s = {n} / that time. Every connection must get the message
+   exactly once, of the right size and type, and no close frame. Server CPU: every thread
+   of every server process (`/proc/PID/task/TID/schedstat`), read once the connections are
+   idle (0.5 s after wsload's ready file) and when wsload's watch ended (`--done-file`,
+   connections still open), over the messages delivered.
+9. **Fan-out, 64 KiB**: as 8 with one 64 KiB binary message (base64 in the order). Once the
+   connections are idle, bench.py resets each server process's peak RSS (`5` into
+   `/proc/PID/clear_refs`) and reads its VmRSS; after the last delivery it reads VmHWM: the
+   increase is the sum of the peaks minus the sum before PUBLISH (an upper bound of the
+   tree's simultaneous peak)."""
 
 
 def make_plots(cfg, data):
@@ -1169,7 +1335,8 @@ def main():
     if failures:
         print("bench: FAILED checks:\n  " + "\n  ".join(failures), file=sys.stderr)
     elif cfg.smoke:
-        print("bench smoke: every run opened all its connections and got every close with the right code")
+        print("bench smoke: every run opened all its connections, got every close with the right code "
+              "and every pushed message exactly once")
     # one line per run: a run passes when it completed and its sanity checks held
     print(f"bench: {good} passed, {len(data['runs']) - good + (1 if 'interrupted' in failures else 0)} failed")
     sys.exit(1 if failures else 0)

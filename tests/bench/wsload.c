@@ -2,7 +2,8 @@
  * wsload: a strict WebSocket load generator for wsgate benchmarks.
  *
  * One run goes through its phases in order: ramp (open N connections), ready file and
- * hold, echo, action (PUBLISH a close order to Redis, or send a signal), close watch.
+ * hold, echo, action (PUBLISH an order to Redis, or send a signal), watch: close frames
+ * and, with --expect-messages, pushed data messages.
  * One JSON object goes to stdout at the end; progress and errors go to stderr.
  *
  * Processes: the parent forks K children (one is enough below ~18 000 connections:
@@ -80,6 +81,7 @@
 #define WL_REASON_LEN     80u
 #define WL_REPORT_WAIT_MS 15000u /* how long the parent waits for a child's report */
 #define WL_LOG_MAX        5u     /* protocol errors logged per child */
+#define WL_DONE_LINGER_MS 1000u  /* connections kept after --done-file is written */
 
 /* Commands, parent to child (one byte each). */
 #define WL_CMD_ECHO  'e' /* start the echo phase */
@@ -105,6 +107,7 @@ struct wl_opts {
     unsigned long ramp_timeout_ms;
     const char *ready_file;
     const char *ids_file;
+    const char *done_file;
     unsigned long hold_ms;
     unsigned long echo_m; /* 0: no echo phase */
     unsigned long echo_size;
@@ -124,6 +127,10 @@ struct wl_opts {
     size_t expect_reason_len;
     unsigned long close_timeout_ms;
     unsigned long settle_ms;
+    unsigned long expect_msgs; /* --expect-messages: data messages, all connections */
+    bool expect_msgs_given;
+    unsigned long expect_size; /* --expect-size: bytes of each data message */
+    bool expect_size_given;
     bool reply_close;
     bool samples;
     bool tls;
@@ -150,6 +157,8 @@ enum wl_state {
 #define WL_F_PAYLOAD  0x0080 /* the frame decoder is inside a payload */
 #define WL_F_WRITE    0x0100 /* the event also waits for EV_WRITE */
 #define WL_F_PROTO    0x0200 /* we closed it: the server broke the protocol */
+#define WL_F_TEXT     0x0400 /* the current data message is text */
+#define WL_F_WSIZE    0x0800 /* a data message of another size than --expect-size */
 
 /* One per connection, in the child's array; lives until the child exits. */
 struct wl_conn {
@@ -162,12 +171,14 @@ struct wl_conn {
     uint64_t lat;       /* ns from t_start to the parsed 101 */
     uint64_t t_frame;   /* close frame arrival */
     uint64_t t_tcp;     /* the server closed TCP */
+    uint64_t t_msg;     /* first data message outside the echo phase, complete */
     uint64_t remaining; /* payload bytes left in the current frame */
     uint32_t idx;       /* global index */
     uint32_t out_len;
     uint32_t out_off; /* bytes of out already written */
     uint32_t msg_pos; /* bytes of the current echo message checked */
     uint32_t echoed;  /* echo messages verified */
+    uint32_t msgs;    /* data messages received outside the echo phase */
     int fd;
     uint16_t in_len;
     uint16_t flags;   /* WL_F_* */
@@ -223,6 +234,9 @@ struct wl_proc {
     uint64_t sent_frames; /* last progress reported */
     uint64_t sent_settled;
     uint64_t sent_open;
+    uint64_t msgs; /* data messages outside the echo phase */
+    uint64_t msg_text;
+    uint64_t sent_msgs;
     const uint8_t *ctl_ptr; /* control payload inside the read buffer, during one feed */
     uint8_t *rbuf;          /* owned, WL_READ_MAX */
     uint8_t *sbuf;          /* owned, one echo frame */
@@ -266,6 +280,7 @@ struct wl_child {
     uint64_t frames;
     uint64_t settled;
     uint64_t open;
+    uint64_t msgs;
     char *ids; /* owned: "i\tid\n" lines, or NULL */
     size_t ids_len;
 };
@@ -300,6 +315,11 @@ struct wl_run {
     struct wl_reason proto[WL_REASONS_MAX];
     size_t nproto;
     uint64_t nproto_total;
+    struct wl_samples msg_first; /* first pushed message per connection */
+    uint64_t msgs;
+    uint64_t msg_text;
+    uint64_t msg_dup_conns; /* connections that got more than one */
+    uint64_t msg_wrong_size;
 };
 
 static struct wl_opts wl_opt;
@@ -309,11 +329,12 @@ static uint64_t wl_rng = 0x9e3779b97f4a7c15ull;
 static const char wl_usage[] =
     "usage: wsload --host 127.0.0.1 --port P [--path '/?group=g{i%100}'] -n N [--inflight 500]\n"
     "              [--sources 20] [--procs K] [--ramp-timeout MS]\n"
-    "              [--ready-file F] [--ids-file F] [--hold-ms MS]\n"
+    "              [--ready-file F] [--ids-file F] [--hold-ms MS] [--done-file F]\n"
     "              [--echo M --size B] [--echo-timeout MS]\n"
     "              [--publish JSON [--redis-host H] [--redis-port P] [--channel CH]]\n"
     "              | [--signal PID:SIG]\n"
     "              [--expect-closed C] [--expect-code X] [--expect-reason TEXT]\n"
+    "              [--expect-messages M] [--expect-size B]\n"
     "              [--close-timeout MS] [--settle-ms MS] [--reply-close | --no-reply-close]\n"
     "              [--samples] [--tls]\n"
     "\n"
@@ -328,6 +349,8 @@ static const char wl_usage[] =
     "  --ready-file F      after the ramp, write the ramp JSON to F (via F.tmp + rename)\n"
     "  --ids-file F        after the ramp, write \"i<TAB>X-Wsgate-Conn\" lines to F\n"
     "  --hold-ms MS        keep the connections open this long after the ramp (0)\n"
+    "  --done-file F       when the watch ends, write F (via F.tmp + rename) and keep the\n"
+    "                      connections 1 s more, so a caller can read the server meanwhile\n"
     "  --echo M --size B   each connection sends M masked binary messages of B bytes (128),\n"
     "                      one at a time, and checks every echoed byte\n"
     "  --echo-timeout MS   bound of the echo phase (60000)\n"
@@ -337,16 +360,20 @@ static const char wl_usage[] =
     "  --expect-closed C   wait for C close frames (default: every connection the ramp opened)\n"
     "  --expect-code X     count close frames with another code as wrong_code\n"
     "  --expect-reason T   count close frames with another reason as wrong_reason\n"
-    "  --close-timeout MS  bound of the close watch, from t0 (10000)\n"
-    "  --settle-ms MS      once C frames came and their sockets closed, keep watching this\n"
-    "                      long for extra frames (200)\n"
+    "  --expect-messages M wait for M pushed data messages (all connections together) and\n"
+    "                      time each connection's first one from t0; without --expect-closed\n"
+    "                      no close frame is awaited\n"
+    "  --expect-size B     count pushed messages of another size than B as wrong_size\n"
+    "  --close-timeout MS  bound of the watch, from t0 (10000)\n"
+    "  --settle-ms MS      once C frames came and their sockets closed (and M messages),\n"
+    "                      keep watching this long for extra frames and messages (200)\n"
     "  --reply-close       answer a close frame with a masked close echoing its code (default)\n"
     "  --no-reply-close    do not answer: the server's close timeout must end the socket\n"
     "  --samples           add every close frame's and TCP close's latency (ms, sorted)\n"
     "                      to the JSON as close.frame_samples and close.tcp_samples\n"
     "  --tls               connect with TLS (wss://): a full handshake per connection, the\n"
     "                      certificate not checked; the handshake counts in the latency\n"
-    "The close watch runs after --publish or --signal, or when an --expect-* flag is given.\n"
+    "The watch runs after --publish or --signal, or when an --expect-* flag is given.\n"
     "Exit status: 0 when the run completed (the JSON tells how the server behaved), 1 on a\n"
     "usage or setup error.\n";
 
@@ -1000,6 +1027,10 @@ static bool wl_frame_begin(struct wl_conn *c)
         if (!fin)
             c->flags |= WL_F_MSG;
         c->msg_pos = 0;
+        if (op == WS_OP_TEXT)
+            c->flags |= WL_F_TEXT;
+        else
+            c->flags &= (uint16_t)~WL_F_TEXT;
         if ((c->flags & WL_F_ECHO) && op != WS_OP_BINARY)
             wl_echo_end(c, true);
         break;
@@ -1037,8 +1068,11 @@ static bool wl_frame_data(struct wl_conn *c, const uint8_t *buf, size_t take)
         c->in_len = (uint16_t)(c->in_len + take);
         return true;
     }
-    if (!(c->flags & WL_F_ECHO))
-        return true; /* data outside the echo phase is skipped */
+    if (!(c->flags & WL_F_ECHO)) {
+        /* data outside the echo phase: only its size is kept, saturating */
+        c->msg_pos = take > UINT32_MAX - c->msg_pos ? UINT32_MAX : c->msg_pos + (uint32_t)take;
+        return true;
+    }
     if (c->msg_pos + take > wl_opt.echo_size) {
         wl_echo_end(c, true);
         return true;
@@ -1051,6 +1085,18 @@ static bool wl_frame_data(struct wl_conn *c, const uint8_t *buf, size_t take)
     }
     c->msg_pos += (uint32_t)take;
     return true;
+}
+
+/* A whole data message outside the echo phase: a pushed message (send orders). */
+static void wl_on_message(struct wl_conn *c, uint64_t now)
+{
+    if (c->msgs++ == 0)
+        c->t_msg = now;
+    wl_p.msgs++;
+    wl_p.msg_text += (c->flags & WL_F_TEXT) != 0;
+    if (wl_opt.expect_size_given && c->msg_pos != wl_opt.expect_size)
+        c->flags |= WL_F_WSIZE;
+    c->msg_pos = 0;
 }
 
 static bool wl_frame_end(struct wl_conn *c, uint64_t now)
@@ -1072,8 +1118,12 @@ static bool wl_frame_end(struct wl_conn *c, uint64_t now)
         alive = wl_on_close_frame(c, pl, c->ctl_len, now);
         break;
     default:
-        if (!(c->hdr[0] & 0x80) || !(c->flags & WL_F_ECHO))
+        if (!(c->hdr[0] & 0x80))
             break;
+        if (!(c->flags & WL_F_ECHO)) {
+            wl_on_message(c, now);
+            break;
+        }
         if (c->msg_pos != wl_opt.echo_size) {
             wl_echo_end(c, true);
             break;
@@ -1541,10 +1591,12 @@ static void wl_send_progress(void)
     wl_msg_u64(&m, wl_p.frames);
     wl_msg_u64(&m, wl_p.settled);
     wl_msg_u64(&m, wl_p.open);
+    wl_msg_u64(&m, wl_p.msgs);
     wl_msg_send(&m);
     wl_p.sent_frames = wl_p.frames;
     wl_p.sent_settled = wl_p.settled;
     wl_p.sent_open = wl_p.open;
+    wl_p.sent_msgs = wl_p.msgs;
 }
 
 static void wl_count_open(void)
@@ -1567,7 +1619,7 @@ static void wl_on_tick(evutil_socket_t fd, short what, void *arg)
         return;
     wl_count_open();
     if (wl_p.frames != wl_p.sent_frames || wl_p.settled != wl_p.sent_settled ||
-        wl_p.open != wl_p.sent_open)
+        wl_p.open != wl_p.sent_open || wl_p.msgs != wl_p.sent_msgs)
         wl_send_progress();
 }
 
@@ -1674,6 +1726,25 @@ static void wl_close_report(void)
         wl_msg_str(&m, wl_p.proto[k].text, strlen(wl_p.proto[k].text));
         wl_msg_u64(&m, wl_p.proto[k].count);
     }
+    /* pushed data messages: first arrival per connection, then the counts */
+    n = 0;
+    for (i = 0; i < wl_p.count; i++)
+        n += wl_p.conns[i].msgs > 0;
+    wl_msg_u64(&m, n);
+    for (i = 0; i < wl_p.count; i++) {
+        if (wl_p.conns[i].msgs > 0)
+            wl_msg_u64(&m, wl_p.conns[i].t_msg);
+    }
+    wl_msg_u64(&m, wl_p.msgs);
+    wl_msg_u64(&m, wl_p.msg_text);
+    n = 0;
+    for (i = 0; i < wl_p.count; i++)
+        n += wl_p.conns[i].msgs > 1;
+    wl_msg_u64(&m, n);
+    n = 0;
+    for (i = 0; i < wl_p.count; i++)
+        n += (wl_p.conns[i].flags & WL_F_WSIZE) != 0;
+    wl_msg_u64(&m, n);
     wl_msg_send(&m);
 }
 
@@ -1918,6 +1989,7 @@ static int wl_on_report(struct wl_run *r, struct wl_child *k, uint32_t type, con
         k->frames = wl_rd_u64(&rd);
         k->settled = wl_rd_u64(&rd);
         k->open = wl_rd_u64(&rd);
+        k->msgs = wl_rd_u64(&rd);
         k->got_progress = true;
         break;
     case WL_REP_CLOSE:
@@ -1954,6 +2026,15 @@ static int wl_on_report(struct wl_run *r, struct wl_child *k, uint32_t type, con
             wl_reason_add(r->proto, &r->nproto, text, cnt);
             r->nproto_total += cnt;
         }
+        n = wl_rd_u64(&rd);
+        for (i = 0; i < n && !rd.bad; i++) {
+            if (wl_samples_push(&r->msg_first, wl_rd_u64(&rd)) < 0)
+                return -1;
+        }
+        r->msgs += wl_rd_u64(&rd);
+        r->msg_text += wl_rd_u64(&rd);
+        r->msg_dup_conns += wl_rd_u64(&rd);
+        r->msg_wrong_size += wl_rd_u64(&rd);
         k->got_close = true;
         break;
     default:
@@ -2343,6 +2424,7 @@ static int wl_parse(int argc, char **argv)
         WL_O_READY,
         WL_O_IDS,
         WL_O_HOLD,
+        WL_O_DONE,
         WL_O_ECHO,
         WL_O_SIZE,
         WL_O_ECHO_TIMEOUT,
@@ -2354,6 +2436,8 @@ static int wl_parse(int argc, char **argv)
         WL_O_EXP_CLOSED,
         WL_O_EXP_CODE,
         WL_O_EXP_REASON,
+        WL_O_EXP_MSGS,
+        WL_O_EXP_SIZE,
         WL_O_CLOSE_TIMEOUT,
         WL_O_SETTLE,
         WL_O_REPLY,
@@ -2373,6 +2457,7 @@ static int wl_parse(int argc, char **argv)
         {"ready-file", required_argument, NULL, WL_O_READY},
         {"ids-file", required_argument, NULL, WL_O_IDS},
         {"hold-ms", required_argument, NULL, WL_O_HOLD},
+        {"done-file", required_argument, NULL, WL_O_DONE},
         {"echo", required_argument, NULL, WL_O_ECHO},
         {"size", required_argument, NULL, WL_O_SIZE},
         {"echo-timeout", required_argument, NULL, WL_O_ECHO_TIMEOUT},
@@ -2384,6 +2469,8 @@ static int wl_parse(int argc, char **argv)
         {"expect-closed", required_argument, NULL, WL_O_EXP_CLOSED},
         {"expect-code", required_argument, NULL, WL_O_EXP_CODE},
         {"expect-reason", required_argument, NULL, WL_O_EXP_REASON},
+        {"expect-messages", required_argument, NULL, WL_O_EXP_MSGS},
+        {"expect-size", required_argument, NULL, WL_O_EXP_SIZE},
         {"close-timeout", required_argument, NULL, WL_O_CLOSE_TIMEOUT},
         {"settle-ms", required_argument, NULL, WL_O_SETTLE},
         {"reply-close", no_argument, NULL, WL_O_REPLY},
@@ -2445,6 +2532,9 @@ static int wl_parse(int argc, char **argv)
         case WL_O_IDS:
             wl_opt.ids_file = optarg;
             break;
+        case WL_O_DONE:
+            wl_opt.done_file = optarg;
+            break;
         case WL_O_HOLD:
             rc = wl_num("--hold-ms", optarg, 0, 86400000, &wl_opt.hold_ms);
             break;
@@ -2485,6 +2575,14 @@ static int wl_parse(int argc, char **argv)
         case WL_O_EXP_REASON:
             wl_opt.expect_reason = optarg;
             wl_opt.expect_reason_len = strlen(optarg);
+            break;
+        case WL_O_EXP_MSGS:
+            rc = wl_num("--expect-messages", optarg, 0, 4000000000ul, &wl_opt.expect_msgs);
+            wl_opt.expect_msgs_given = true;
+            break;
+        case WL_O_EXP_SIZE:
+            rc = wl_num("--expect-size", optarg, 0, WL_SIZE_MAX, &wl_opt.expect_size);
+            wl_opt.expect_size_given = true;
             break;
         case WL_O_CLOSE_TIMEOUT:
             rc = wl_num("--close-timeout", optarg, 1, 86400000, &wl_opt.close_timeout_ms);
@@ -2569,6 +2667,35 @@ static int wl_parse(int argc, char **argv)
 }
 
 /* Output ------------------------------------------------------------------------- */
+
+/*
+ * The pushed messages: latencies are each connection's first message from t0; rate is
+ * messages delivered per second from t0 to the last first arrival.
+ */
+static int wl_print_messages(FILE *f, struct wl_run *r, uint64_t t0)
+{
+    int64_t *v = wl_rel_sorted(&r->msg_first, t0);
+    uint64_t before = 0;
+    size_t i, n = r->msg_first.n;
+    double last = n > 0 ? (double)v[n - 1] / 1e9 : 0;
+
+    if (v == NULL)
+        return -1;
+    for (i = 0; i < n; i++)
+        before += v[i] < 0;
+    fprintf(f,
+            ",\"messages\":{\"expected\":%lu,\"delivered\":%" PRIu64 ",\"connections\":%zu"
+            ",\"text\":%" PRIu64 ",\"binary\":%" PRIu64 ",\"duplicated_connections\":%" PRIu64
+            ",\"wrong_size\":%" PRIu64 ",\"before_t0\":%" PRIu64,
+            wl_opt.expect_msgs, r->msgs, n, r->msg_text, r->msgs - r->msg_text, r->msg_dup_conns,
+            r->msg_wrong_size, before);
+    wl_json_ms(f, "lat_p50", v, n, 50);
+    wl_json_ms(f, "lat_p99", v, n, 99);
+    wl_json_ms(f, "lat_max", v, n, 100);
+    fprintf(f, ",\"rate\":%.1f}", last > 0 ? (double)n / last : 0);
+    free(v);
+    return 0;
+}
 
 static int wl_print(struct wl_run *r, bool echo, const char *action_err, long long receivers,
                     bool close_phase, uint64_t t0, uint64_t expect, bool timed_out,
@@ -2658,6 +2785,8 @@ static int wl_print(struct wl_run *r, bool echo, const char *action_err, long lo
         fputc('}', f);
         free(fr);
         free(tcp);
+        if (wl_print_messages(f, r, t0) < 0)
+            return -1;
     }
     fprintf(f, ",\"protocol_errors\":{\"total\":%" PRIu64 ",\"why\":", r->nproto_total);
     wl_json_reasons(f, r->proto, r->nproto);
@@ -2781,7 +2910,8 @@ int main(int argc, char **argv)
     }
     wl_seed();
     close_phase = wl_opt.publish != NULL || wl_opt.sig_pid != 0 || wl_opt.expect_closed_given ||
-                  wl_opt.expect_code_given || wl_opt.expect_reason != NULL;
+                  wl_opt.expect_code_given || wl_opt.expect_reason != NULL ||
+                  wl_opt.expect_msgs_given || wl_opt.expect_size_given;
     r->kids = calloc(nk, sizeof(*r->kids));
     if (r->kids == NULL) {
         fprintf(stderr, "wsload: out of memory\n");
@@ -2859,12 +2989,14 @@ int main(int argc, char **argv)
         else
             fprintf(stderr, "wsload: action done; watching closes\n");
         close_start = t0;
-        expect = wl_opt.expect_closed_given ? wl_opt.expect_closed : r->ramp_ok;
+        expect = wl_opt.expect_closed_given ? wl_opt.expect_closed
+                 : wl_opt.expect_msgs_given ? 0
+                                            : r->ramp_ok;
         deadline = t0 + wl_opt.close_timeout_ms * WL_NS_PER_MS;
         if (action_err != NULL)
             deadline = wl_now(); /* nothing will come: report what is there */
         for (;;) {
-            uint64_t frames = 0, settled = 0, open = 0, now;
+            uint64_t frames = 0, settled = 0, open = 0, msgs = 0, now;
             bool done, heard = true;
 
             if (wl_pump(r, wl_ms_until(deadline) < 20 ? wl_ms_until(deadline) : 20) < 0)
@@ -2873,11 +3005,13 @@ int main(int argc, char **argv)
                 frames += r->kids[i].frames;
                 settled += r->kids[i].settled;
                 open += r->kids[i].open;
+                msgs += r->kids[i].msgs;
                 heard = heard && r->kids[i].got_progress;
             }
             now = wl_now();
             /* enough frames, or no connection left that could send one */
-            done = heard && settled == frames && (frames >= expect || open == 0);
+            done = heard && settled == frames && (frames >= expect || open == 0) &&
+                   (msgs >= wl_opt.expect_msgs || open == 0);
             if (done) {
                 if (since == 0)
                     since = now;
@@ -2892,6 +3026,17 @@ int main(int argc, char **argv)
             }
         }
         close_end = wl_now();
+        if (wl_opt.done_file != NULL) {
+            if (wl_write_file(wl_opt.done_file, "done\n", 5) < 0) {
+                fprintf(stderr, "wsload: --done-file %s: %s\n", wl_opt.done_file, strerror(errno));
+                goto err_kill;
+            }
+            deadline = wl_now() + WL_DONE_LINGER_MS * WL_NS_PER_MS;
+            while (wl_now() < deadline) {
+                if (wl_pump(r, wl_ms_until(deadline)) < 0)
+                    goto err_kill;
+            }
+        }
     }
     wl_tell(r, WL_CMD_END);
     if (wl_wait(r, WL_WANT_CLOSE, wl_now() + WL_REPORT_WAIT_MS * WL_NS_PER_MS) != 0) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The benchmark peer: a typical Node.js WebSocket gateway (cluster + ws + ioredis) with the
-// same job and close-order semantics as wsgate, so the benchmarks compare like with like.
+// same job, close-order and send-order semantics as wsgate, so the benchmarks compare like
+// with like.
 // It is written the way a Node team would write it, not tuned.
 //
 //   node server.js --listen 127.0.0.1:PORT --workers N --id ID --redis redis://127.0.0.1:RPORT
@@ -18,6 +19,12 @@ const MAX_NAME = 128;
 const MAX_ORDER = 64 * 1024;
 const MAX_NAMES = 10000;
 const MAX_SPREAD = 3600000;
+const MAX_SEND = 1024 * 1024;      // wsgate's --max-send default
+const MAX_OUTBOUND = 1024 * 1024;  // wsgate's --max-outbound default
+// A send order's text may be as long as its message needs (JSON escapes, base64): bounded
+// here only against absurd input.
+const MAX_SEND_ORDER = MAX_ORDER + 8 * MAX_SEND;
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 function usage(msg) {
   if (msg) process.stderr.write(`server.js: ${msg}\n`);
@@ -200,7 +207,7 @@ function nameList(v, field) {
 
 // Check an order the way wsgate does; throws with the reason of a refusal.
 function parseOrder(buf) {
-  if (buf.length > MAX_ORDER) throw new Error('order larger than 64 KiB');
+  if (buf.length > MAX_SEND_ORDER) throw new Error('order larger than 64 KiB');
   if (!isUtf8(buf)) throw new Error('order is not UTF-8');
   let o;
   try {
@@ -215,7 +222,25 @@ function parseOrder(buf) {
   order.id = o.id;
   order.gateway = o.gateway;
   order.replyTo = o.reply_to;
-  if (o.op !== undefined && o.op !== 'close') throw new Error(`op: ${o.op} is not supported`);
+  if (o.op !== undefined && o.op !== 'close' && o.op !== 'send') throw new Error(`op: ${o.op} is not supported`);
+  order.send = o.op === 'send';
+  if (!order.send && buf.length > MAX_ORDER) throw new Error('order larger than 64 KiB');
+  if (order.send) {
+    for (const f of ['code', 'reason', 'spread_ms']) {
+      if (o[f] !== undefined) throw new Error(`${f}: not for a send`);
+    }
+    if ((o.text === undefined) === (o.binary === undefined)) throw new Error('exactly one of text, binary');
+    if (o.text !== undefined) {
+      if (typeof o.text !== 'string' || !o.text.isWellFormed()) throw new Error('text: a UTF-8 string');
+      order.payload = Buffer.from(o.text);
+      order.binary = false;
+    } else {
+      if (typeof o.binary !== 'string' || !BASE64.test(o.binary)) throw new Error('binary: padded base64');
+      order.payload = Buffer.from(o.binary, 'base64');
+      order.binary = true;
+    }
+    if (order.payload.length > MAX_SEND) throw new Error('message larger than --max-send');
+  }
   const targets = ['conn', 'group', 'all'].filter((f) => o[f] !== undefined);
   if (targets.length !== 1) throw new Error('exactly one of conn, group, all');
   let names = 0;
@@ -278,6 +303,29 @@ function ack(replyTo, { id, ...rest }) {
   if (replyTo) pub.publish(replyTo, JSON.stringify({ id, gateway: opts.id, worker: workerNum, ...rest }));
 }
 
+// One message to every match: ws frames it per connection around the one payload Buffer.
+// A message that would take a connection's queue past MAX_OUTBOUND while earlier output
+// still waits makes it a slow consumer, closed with 1013, as in wsgate.
+function sendMessage(order, targets) {
+  if (order.dryRun) {
+    ack(order.replyTo, { id: order.id, matched: targets.length, sent: 0, dropped: 0, dry_run: true });
+    return;
+  }
+  let sent = 0;
+  let dropped = 0;
+  for (const ws of targets) {
+    if (ws.readyState !== ws.OPEN) continue;
+    if (ws.bufferedAmount > 0 && ws.bufferedAmount + order.payload.length > MAX_OUTBOUND) {
+      closeConn(ws, 1013, 'slow consumer');
+      dropped++;
+      continue;
+    }
+    ws.send(order.payload, { binary: order.binary });
+    sent++;
+  }
+  ack(order.replyTo, { id: order.id, matched: targets.length, sent, dropped });
+}
+
 function applyOrder(buf) {
   let order;
   try {
@@ -296,6 +344,10 @@ function applyOrder(buf) {
   const targets = matches(order);
   if (order.maxAffected !== undefined && targets.length > order.maxAffected) {
     ack(order.replyTo, { id: order.id, error: `matched ${targets.length}, more than max_affected ${order.maxAffected}` });
+    return;
+  }
+  if (order.send) {
+    sendMessage(order, targets);
     return;
   }
   if (order.dryRun) {
