@@ -346,7 +346,10 @@ def test_spread_orders_past_max_jobs_are_refused_and_jobs_without_connections_en
         c.close()
     acks = wait_acks(listener, ids[:jobs])
     for a in acks.values():
-        assert "error" not in a and a["matched"] == n, a
+        # Jobs are matched in turn (apply.c's FIFO): a job matched after earlier spread
+        # jobs began may find the few connections their first due moments already closed
+        # (about one every 1.8 s per job on an hour-long spread of 2 000).
+        assert "error" not in a and n - 100 <= a["matched"] <= n, a
     wait_metric(gw, "wsgate_order_jobs", 0)
     peak.stop()
     peak.check(jobs * per_job, 3 * 1024 * KB, "after")
