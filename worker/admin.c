@@ -1,6 +1,7 @@
 #include "worker/admin.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,6 +91,21 @@ static uint64_t sum_at(const struct shm *s, size_t off)
 
 #define SUM(field) sum_at(s, offsetof(struct shm_worker, field))
 
+/*
+ * One sample per key of a per-worker counter array at byte offset off (keys[k] names
+ * element k): name{label="key"}, summed over the workers. Stops at n or a NULL key.
+ */
+static void keyed(struct text *t, const struct shm *s, const char *name, const char *label,
+                  const char *const *keys, size_t n, size_t off)
+{
+    for (size_t k = 0; k < n && keys[k] != NULL; k++)
+        text_printf(t, "wsgate_%s{%s=\"%s\"} %llu\n", name, label, keys[k],
+                    (unsigned long long)sum_at(s, off + k * sizeof(uint64_t)));
+}
+
+#define KEYED(name, label, keys, n, field) \
+    keyed(t, s, name, label, keys, n, offsetof(struct shm_worker, field))
+
 /* The same for a gauge: a dead worker's slot keeps its last value, so running ones only. */
 static uint64_t live_sum(const struct shm *s, size_t off)
 {
@@ -167,19 +183,12 @@ static void inbound_metrics(const struct shm *s, struct text *t)
                 "Client messages not handed to Redis, by reason: mode (--inbound drop), full "
                 "(--inbound-max-pending), lost (a publish whose link failed before the answer), "
                 "refused (an error reply), memory.");
-    for (int k = 0; inbound_drop_keys[k] != NULL; k++) {
-        uint64_t v = 0;
-        for (int i = 0; i < s->nworkers; i++)
-            v += s->w[i].inbound.dropped[k];
-        text_printf(t, "wsgate_inbound_dropped_total{reason=\"%s\"} %llu\n", inbound_drop_keys[k],
-                    (unsigned long long)v);
-    }
+    KEYED("inbound_dropped_total", "reason", inbound_drop_keys, SIZE_MAX, inbound.dropped);
     counter(t, "inbound_retried_total",
             "Stream entries sent again after their Redis link failed before the answer.",
             SUM(inbound.retried));
     counter(t, "inbound_pauses_total",
-            "Times a connection stopped being read for inbound backpressure.",
-            SUM(inbound.pauses));
+            "Times a connection stopped being read for inbound backpressure.", SUM(inbound.pauses));
     gauge(t, "inbound_paused_connections",
           "Connections not read while their messages wait for Redis (workers running).",
           live_sum(s, offsetof(struct shm_worker, inbound.paused)));
@@ -259,23 +268,11 @@ static void metrics(const struct worker *w, struct text *t)
                         (unsigned long long)v);
     }
     metric_head(t, "closes_total", "counter", "Connections closed, by who started the close.");
-    for (int b = 0; b < CLOSE_BY_COUNT; b++) {
-        uint64_t v = 0;
-        for (int i = 0; i < s->nworkers; i++)
-            v += s->w[i].st.closes_by[b];
-        text_printf(t, "wsgate_closes_total{initiator=\"%s\"} %llu\n", close_by_names[b],
-                    (unsigned long long)v);
-    }
+    KEYED("closes_total", "initiator", close_by_names, CLOSE_BY_COUNT, st.closes_by);
 
     counter(t, "auth_accepted_total", "Upgrades whose JWT was verified.", SUM(auth.accepted));
     metric_head(t, "auth_refused_total", "counter", "Upgrades refused with 401, by token problem.");
-    for (int k = 0; k < TOKEN_NERROR_KEYS; k++) {
-        uint64_t v = 0;
-        for (int i = 0; i < s->nworkers; i++)
-            v += s->w[i].auth.refused[k];
-        text_printf(t, "wsgate_auth_refused_total{reason=\"%s\"} %llu\n", token_error_keys[k],
-                    (unsigned long long)v);
-    }
+    KEYED("auth_refused_total", "reason", token_error_keys, TOKEN_NERROR_KEYS, auth.refused);
     metric_head(t, "ip_refused_total", "counter",
                 "Clients refused with 429 by the per-address limits, by limit.");
     text_printf(t, "wsgate_ip_refused_total{limit=\"conns\"} %llu\n",
@@ -295,13 +292,7 @@ static void metrics(const struct worker *w, struct text *t)
     counter(t, "orders_applied_total", "Orders applied (per worker).", SUM(orders.applied));
     counter(t, "orders_ignored_total", "Orders meant for another gateway.", SUM(orders.ignored));
     metric_head(t, "orders_refused_total", "counter", "Orders refused, by reason.");
-    for (int k = 0; apply_refuse_keys[k] != NULL; k++) {
-        uint64_t v = 0;
-        for (int i = 0; i < s->nworkers; i++)
-            v += s->w[i].orders.refused_by[k];
-        text_printf(t, "wsgate_orders_refused_total{reason=\"%s\"} %llu\n", apply_refuse_keys[k],
-                    (unsigned long long)v);
-    }
+    KEYED("orders_refused_total", "reason", apply_refuse_keys, SIZE_MAX, orders.refused_by);
     text_printf(t, "wsgate_orders_refused_total{reason=\"max_affected_exceeded\"} %llu\n",
                 (unsigned long long)SUM(orders.rejected_max_affected));
     counter(t, "order_connections_closed_total", "Connections closed by orders.",
