@@ -81,7 +81,8 @@ static const char usage_close[] =
     "                       [--dry-run] [--max-affected N] [--wait MS] [--json]\n"
     "                       [--redis URL] [--channel NAME]\n"
     "\n"
-    "  --conn ID         a connection id (repeatable)\n"
+    "  --conn ID         a connection id (repeatable); ids of one worker go to its channel\n"
+    "                    CHANNEL:worker:PREFIX, which only it receives\n"
     "  --group NAME      every connection in a group (repeatable); a single group goes to its\n"
     "                    group channel CHANNEL:group:NAME, which only the workers holding\n"
     "                    members receive; several go to CHANNEL\n"
@@ -94,7 +95,7 @@ static const char usage_close[] =
     "  --dry-run         count the connections, close nothing\n"
     "  --max-affected N  refuse to close more than N connections per worker\n"
     "  --wait MS         wait up to MS milliseconds for every live worker to answer (on a\n"
-    "                    group channel: every worker the order reached)\n"
+    "                    group's or worker's channel: every worker the order reached)\n"
     "  --json            print each acknowledgement as received, one per line\n"
     "\n"
     "Prints the order id; with --wait, a summary of the answers.\n";
@@ -866,7 +867,7 @@ static bool gateway_is_new(const struct worker_list *l, size_t i)
 
 /* Prints what the workers said. Returns the exit status: 0, or 1 on refusals or silence. */
 static int acks_report(const struct worker_list *l, const struct order *o, long long receivers,
-                       long long wait_ms, bool json, bool group_channel)
+                       long long wait_ms, bool json, bool direct)
 {
     FILE *out = json ? stderr : stdout;
     long long matched = 0, closed = 0, dropped = 0, expected = 0, answered = 0;
@@ -911,7 +912,7 @@ static int acks_report(const struct worker_list *l, const struct order *o, long 
     if (expected == 0 && answered < receivers) {
         fprintf(stderr, "no answer from %lld of %lld subscriber%s%s\n", receivers - answered,
                 receivers, plural(receivers),
-                group_channel ? " of the group channel" : " (no heartbeats found)");
+                direct ? " of the channel" : " (no heartbeats found)");
         status = EXIT_FAILED;
     }
     if (o->gateway != NULL && expected == 0 && answered == 0) {
@@ -945,22 +946,43 @@ static int acks_report(const struct worker_list *l, const struct order *o, long 
  *   - an order for exactly one group, the group's channel CHANNEL:group:NAME: only the
  *     workers that hold members are subscribed there, so Redis sends it to those and
  *     no others, and PUBLISH's count of receivers is the number of answers to expect;
+ *   - an order for connections that one worker holds (their ids share the prefix
+ *     "<gateway>-<worker>-<nonce>"), that worker's channel CHANNEL:worker:PREFIX: the
+ *     other workers of the fleet never see it, and PUBLISH counts the one receiver;
  *   - anything else, CHANNEL, which every worker receives. An order for several groups
  *     goes there as one order rather than one per group channel: a connection in two
  *     of the groups is matched once, as a close or send to it must be.
- * *group is set to the group of a group channel, else NULL.
+ * *group is set to the group of a group channel, else NULL; *direct says whether the
+ * channel reaches only the workers concerned (a group's or a worker's channel), so
+ * that PUBLISH's count of receivers is the number of answers to expect.
  */
-static char *order_channel(const struct options *opt, const struct order *o, const char **group)
+static char *order_channel(const struct options *opt, const struct order *o, const char **group,
+                           bool *direct)
 {
     char *channel = NULL;
+    size_t plen = 0;
     int n;
 
     *group = NULL;
+    *direct = false;
+    if (o->gateway == NULL && o->op != ORDER_OP_DRAIN && o->target == ORDER_TARGET_CONN &&
+        o->nnames > 0) {
+        const char *dash = strrchr(o->names[0], '-');
+        plen = dash != NULL ? (size_t)(dash - o->names[0]) : 0;
+        for (size_t i = 1; i < o->nnames && plen > 0; i++)
+            if (strncmp(o->names[i], o->names[0], plen + 1) != 0 ||
+                strchr(o->names[i] + plen + 1, '-') != NULL)
+                plen = 0;
+    }
     if (o->gateway != NULL) {
         n = asprintf(&channel, "%s:%s", opt->channel, o->gateway);
     } else if (o->op != ORDER_OP_DRAIN && o->target == ORDER_TARGET_GROUP && o->nnames == 1) {
         *group = o->names[0];
+        *direct = true;
         n = asprintf(&channel, "%s:group:%s", opt->channel, o->names[0]);
+    } else if (plen > 0) {
+        *direct = true;
+        n = asprintf(&channel, "%s:worker:%.*s", opt->channel, (int)plen, o->names[0]);
     } else {
         n = asprintf(&channel, "%s", opt->channel);
     }
@@ -983,11 +1005,12 @@ static int order_send(const struct options *opt, const struct order *o, size_t m
     redisReply *r;
     char *text, *target = NULL, uerr[256];
     const char *group;
+    bool direct;
     long long receivers;
     int status = EXIT_REDIS;
 
     order_init(&checked);
-    target = order_channel(opt, o, &group);
+    target = order_channel(opt, o, &group, &direct);
     text = order_to_json(o);
     if (text == NULL || target == NULL) {
         free(target);
@@ -1034,8 +1057,9 @@ static int order_send(const struct options *opt, const struct order *o, size_t m
             goto out_free_redis;
         freeReplyObject(r);
         /* On a group channel the receivers are the workers holding members, which no
-         * heartbeat says: PUBLISH's count is what to wait for. */
-        if (group == NULL && workers_scan(c, opt->channel, o->gateway, &workers) < 0)
+         * heartbeat says, on a worker's channel that worker: PUBLISH's count is what to
+         * wait for. */
+        if (!direct && workers_scan(c, opt->channel, o->gateway, &workers) < 0)
             goto out_free_redis;
     }
     r = redisCommand(c, "PUBLISH %s %s", target, text);
@@ -1044,6 +1068,27 @@ static int order_send(const struct options *opt, const struct order *o, size_t m
         goto out_free_redis;
     receivers = r->integer;
     freeReplyObject(r);
+    if (receivers == 0 && direct && group == NULL) {
+        /* Nobody on the worker's channel: the worker is gone, or its Redis user may not
+         * subscribe there (an ACL from before the channel). The fleet's channel reaches
+         * it in either case, and the acks to wait for are the live workers'. */
+        direct = false;
+        free(target);
+        target = strdup(opt->channel);
+        if (target == NULL) {
+            warn("out of memory");
+            status = EXIT_FAILED;
+            goto out_free_redis;
+        }
+        if (opt->wait_ms > 0 && workers_scan(c, opt->channel, o->gateway, &workers) < 0)
+            goto out_free_redis;
+        r = redisCommand(c, "PUBLISH %s %s", target, text);
+        r = redis_check(c, r, REDIS_REPLY_INTEGER, "PUBLISH");
+        if (r == NULL)
+            goto out_free_redis;
+        receivers = r->integer;
+        freeReplyObject(r);
+    }
 
     if (opt->json && opt->wait_ms < 0)
         printf("%s\n", text);
@@ -1060,7 +1105,7 @@ static int order_send(const struct options *opt, const struct order *o, size_t m
             status = EXIT_REDIS;
         else
             status = acks_report(&workers, &checked, receivers, opt->wait_ms, opt->json,
-                                 group != NULL);
+                                 direct);
     }
 out_free_redis:
     if (sub != NULL)

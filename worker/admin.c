@@ -366,6 +366,11 @@ static void metrics(const struct worker *w, struct text *t)
                  "Redis connections whose AUTH, SELECT, PING or SUBSCRIBE got an error (a wrong "
                  "password), by link.",
                  SUM(redis.sub.refused), SUM(redis.pub.refused));
+    counter(t, "redis_worker_channel_refused_total",
+            "SUBSCRIBEs of a worker's own channel (<channel>:worker:<prefix>) that Redis "
+            "refused, e.g. an ACL without it: orders for its connections then come through "
+            "<channel> only.",
+            SUM(redis.worker_channel_refused));
     counter(t, "redis_publish_dropped_total",
             "Events and acks dropped: Redis down and the publish queue full.",
             SUM(redis.publish_dropped));

@@ -28,6 +28,7 @@ struct worker;
 struct wredis_stats {
     uint64_t published;
     uint64_t publish_dropped; /* pub connection down: event or ack lost */
+    uint64_t worker_channel_refused; /* SUBSCRIBE of the worker's channel refused (ACL) */
     struct rlink_stats sub;
     struct rlink_stats pub;
 };

@@ -53,6 +53,7 @@ EXPECTED = {
     "wsgate_redis_timeouts_total": "counter",
     "wsgate_redis_refused_total": "counter",
     "wsgate_redis_publish_dropped_total": "counter",
+    "wsgate_redis_worker_channel_refused_total": "counter",
     "wsgate_draining": "gauge",
     "wsgate_slow_consumer_closes_total": "counter",
     "wsgate_pending_budget_closes_total": "counter",

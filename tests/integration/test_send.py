@@ -24,7 +24,7 @@ import time
 import harness
 import fleet as F
 import lb
-from fleet import Fleet, assert_open, open_clients, run, until
+from fleet import ACKS, Fleet, assert_open, open_clients, run, until
 from wsraw import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Client, new_key, read_head, \
     request
 
@@ -588,6 +588,58 @@ def test_send_dry_run_and_max_affected():
             assert first == ["all of them"], (c, first)
         assert got == 0
         await assert_open(cs, "after dry run and max_affected")
+    run(main())
+
+
+# --- the worker's channel -------------------------------------------------------------------
+
+@harness.timeout(60)
+def test_connection_orders_on_the_worker_channel_reach_that_worker_only():
+    """<channel>:worker:<the id without its last -N> is the channel of the worker that
+    holds the connection: only it receives an order published there (PUBLISH answers 1),
+    and wsgatectl publishes orders for connections of one worker there."""
+    fl = Fleet()
+    url = fl.redis.url
+
+    async def main():
+        cs = await open_clients(fl, [(g, ["w"], None) for g in ("gwA", "gwB")] * 3)
+        await until(lambda: len(list(fl.r.scan_iter("wsgate:orders:gw:*"))) >= 4, 10,
+                    "4 worker heartbeat keys")
+        c = cs[0]
+        channel = "wsgate:orders:worker:" + c.conn.rsplit("-", 1)[0]
+        assert fl.r.execute_command("PUBSUB", "NUMSUB", channel)[1] == 1
+        order = {"op": "send", "id": "wk-1", "conn": c.conn, "text": "to its worker",
+                 "reply_to": ACKS}
+        assert fl.r.publish(channel, json.dumps(order)) == 1
+        assert await received(c, 1) == ["to its worker"]
+        acks = await acks_of(fl, "wk-1", 1)
+        assert [(a["gateway"], a["worker"], a["matched"]) for a in acks] == \
+            [(c.gid, int(c.conn.split("-")[1]), 1)], acks
+        # Every other worker never saw it: no "order done" line in their logs.
+        logs = "".join(gw.log() for gw in fl.gateways.values())
+        assert logs.count("order done id=wk-1 ") == 1, logs
+        # wsgatectl: the connections of one worker go there; one answer.
+        same = [x.conn for x in cs if x.conn.rsplit("-", 1)[0] == c.conn.rsplit("-", 1)[0]]
+        p = await asyncio.get_running_loop().run_in_executor(None, lambda: subprocess.run(
+            [F.CTL, "send", *sum((["--conn", x] for x in same), []), "--text", "ctl",
+             "--wait", "5000", "--redis", url], capture_output=True, timeout=30))
+        out = p.stdout.decode()
+        assert p.returncode == 0 and "sent to %d of %d" % (len(same), len(same)) in out \
+            and "(1 worker answered)" in out, p
+        for x in cs:
+            if x.conn in same:
+                assert await received(x, 1) == ["ctl"]
+        # Connections of two workers: the fleet's channel, every worker answers.
+        other = next(x for x in cs if x.conn.rsplit("-", 1)[0] != c.conn.rsplit("-", 1)[0])
+        p = await asyncio.get_running_loop().run_in_executor(None, lambda: subprocess.run(
+            [F.CTL, "send", "--conn", c.conn, "--conn", other.conn, "--text", "two",
+             "--wait", "5000", "--redis", url], capture_output=True, timeout=30))
+        out = p.stdout.decode()
+        assert p.returncode == 0 and "sent to 2 of 2" in out and "(4 workers answered)" in out, p
+        assert await received(c, 1) == ["two"] and await received(other, 1) == ["two"]
+        for x in cs:  # nothing else reached anyone
+            assert x.messages.empty(), (x, x.messages.get_nowait())
+        await assert_open(cs, "after worker channel orders")
     run(main())
 
 

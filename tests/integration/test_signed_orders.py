@@ -350,8 +350,8 @@ def test_signing_snippet_node():
 # only.
 ACL = [
     "user gateway-gwA on >gw-pw resetchannels resetkeys -@all +ping"
-    " +subscribe &wsgate:orders &wsgate:orders:gwA &wsgate:orders:hb:gwA:*"
-    " &wsgate:orders:group:*"
+    " +subscribe &wsgate:orders &wsgate:orders:gwA &wsgate:orders:worker:gwA-*"
+    " &wsgate:orders:hb:gwA:* &wsgate:orders:group:*"
     " +set +del ~wsgate:orders:gw:gwA:*"
     " (+publish resetchannels &wsgate:events &wsgate:orders:ack:* &wsgate:orders:hb:gwA:*)",
     "user backend on >be-pw resetchannels resetkeys -@all"
@@ -426,7 +426,43 @@ def test_acl_confines_gateways_and_publishers():
             got = resp(port, user, pw, *cmd)
             assert got.startswith("-NOPERM"), "%s may %r: %s" % (user, cmd, got)
         assert resp(port, "publisher", "pub-pw", "PUBLISH", "wsgate:orders:gwA", "{}") == ":2"
+        # The worker's own channel is granted: subscribed, nothing refused.
+        fams = lb.metrics(gw.admin_port)
+        assert sum(fams["wsgate_redis_worker_channel_refused_total"]["samples"].values()) == 0
         # The worker's heartbeat DEL on the way out is allowed too.
         gw.stop(expect_status=0)
         assert fl.r.keys("wsgate:orders:gw:*") == [], fl.r.keys("*")
+    run(main())
+
+
+@harness.timeout(60)
+def test_acl_from_before_the_worker_channel_still_works():
+    """A gateway upgraded under the README's older ACL, which does not grant
+    <channel>:worker:*: each worker's subscriber is refused that channel once, logs it,
+    counts it and runs on without it; wsgatectl, finding nobody on the worker's channel,
+    publishes a connection's order on the fleet's channel, where it is applied."""
+    old = [ACL[0].replace(" &wsgate:orders:worker:gwA-*", "")] + ACL[1:]
+    assert old[0] != ACL[0]
+    fl = Fleet(ids=("gwA",), extra=["--order-key", K1], redis_config=old,
+               redis_url_of=lambda r, gid: "redis://gateway-%s:gw-pw@127.0.0.1:%d" % (gid, r.port))
+    gw = fl.gateways["gwA"]
+    pub = "redis://publisher:pub-pw@127.0.0.1:%d" % fl.redis.port
+
+    async def main():
+        await until(lambda: gw.log().count("redis refused SUBSCRIBE wsgate:orders:worker:") == 2,
+                    10, "both workers refused their channel")
+        await until(lambda: gw.log().count("redis subscriber up (subscribed) attempts=") == 2,
+                    10, "both subscribers back without it")
+        lb.wait_ready(gw.admin_port)
+        clients = await open_clients(fl, [("gwA", ["room:1"], None)] * 2)
+        loop = asyncio.get_running_loop()
+        p = await loop.run_in_executor(None, lambda: fl.ctl(
+            "--redis", pub, "--order-key", K1, "close", "--conn", clients[0].conn,
+            "--code", "4002", "--wait", "5000"))
+        assert p.returncode == 0 and "closed 1 of 1" in p.stdout, (p.returncode, p.stdout,
+                                                                   p.stderr)
+        await assert_closed_with(clients[:1], 4002, "")
+        await assert_open(clients[1:])
+        fams = lb.metrics(gw.admin_port)
+        assert sum(fams["wsgate_redis_worker_channel_refused_total"]["samples"].values()) == 2
     run(main())
