@@ -501,12 +501,18 @@ out_end:
  * next one go on in the same turn. A spread close leaves the FIFO once started. While
  * jobs remain, the head's timer brings the next turn.
  */
+_Static_assert(APPLY_BATCH <= CONN_BATCH_MAX, "a batch of jobs corks every connection it sends to");
+
 static void fifo_run(struct worker *w)
 {
     size_t budget = APPLY_BATCH;
     struct job *j;
     struct timeval now = {0, 0};
+    /* One job matches each connection once; several may match one several times. */
+    bool batch = w->jobs.fifo != NULL && w->jobs.fifo->fifo_next != NULL;
 
+    if (batch)
+        conn_batch_begin(w);
     while ((j = w->jobs.fifo) != NULL && budget > 0) {
         if (!j->started) {
             budget--;
@@ -523,6 +529,8 @@ static void fifo_run(struct worker *w)
             break;
         job_done(j);
     }
+    if (batch)
+        conn_batch_end(w);
     if (w->jobs.fifo != NULL)
         evtimer_add(w->jobs.fifo->ev, &now);
 }
@@ -629,8 +637,12 @@ static void apply_order(struct worker *w, struct order *o, bool steal, const cha
         *owner = j;
     }
     fifo_push(j);
-    if (w->jobs.fifo == j)
-        fifo_run(w);
+    if (w->jobs.fifo == j) {
+        /* Not at once: the orders that came with this one (one read of the subscriber)
+         * are queued behind it first, and one fifo_run() applies them together. */
+        struct timeval now = {0, 0};
+        evtimer_add(j->ev, &now);
+    }
     return;
 err_free_job:
     if (steal)

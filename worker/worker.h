@@ -94,6 +94,12 @@ struct worker {
     size_t out_bytes;       /* the connections' output queues */
     size_t pending_bytes;   /* partly received messages and control frames */
     struct apply_jobs jobs; /* close jobs running (apply.c) */
+
+    /* Connections corked while order jobs run one after the other (conn_batch_begin):
+     * what several orders queue for one connection in a loop turn leaves in one writev. */
+    uint64_t *batch_seqs; /* owned: CONN_BATCH_MAX of them, made on first use */
+    uint32_t batch_n;
+    bool batch_on;
 };
 
 /* Checks that cfg->listen can be bound (before any process starts). Returns 0 or -1

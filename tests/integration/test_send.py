@@ -308,6 +308,49 @@ def test_message_then_close_reach_the_client_in_that_order():
 
 
 @harness.timeout(60)
+def test_orders_applied_in_one_loop_turn_leave_in_one_system_call():
+    """Four orders for one connection that reach its worker together (the worker is
+    stopped while they are published, so its subscriber reads them at once) are applied
+    in one loop turn: three messages and a close frame leave in one system call, in
+    order (strace counts the worker's sends)."""
+    need = subprocess.run(["sh", "-c", "command -v strace"], capture_output=True)
+    assert need.returncode == 0, "strace is missing (make deps-test installs it)"
+    fl = Fleet(ids=("gwA",), workers=1)
+    gw = fl.gateways["gwA"]
+
+    async def main():
+        c = (await open_clients(fl, [("gwA", ["one"], None)]))[0]
+        pid = list(gw.worker_pids().values())[0]
+        trace = os.path.join(harness.tmp_root(), "sends.strace")
+        st = subprocess.Popen(["strace", "-qq", "-p", str(pid), "-o", trace, "-e",
+                               "trace=sendto,sendmsg,writev,write"])
+        try:
+            await until(lambda: os.path.exists(trace), 5, "strace attached")
+            await asyncio.sleep(0.5)  # strace writes its file before it has attached
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                for i in range(3):
+                    fl.r.publish(F.ORDERS, json.dumps(send_order({"conn": c.conn}, "m%d" % i)))
+                fl.r.publish(F.ORDERS, json.dumps({"conn": c.conn, "code": 4005,
+                                                   "reason": "last"}))
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert await received(c, 3) == ["m0", "m1", "m2"]
+            await c.wait_closed()
+            assert (c.code, c.reason) == (4005, "last"), (c.code, c.reason)
+        finally:
+            st.terminate()
+            st.wait(5)
+        frames = 3 * (2 + 2) + (2 + 2 + 4)  # three 2-byte texts, then the close frame
+        with open(trace) as f:  # hiredis writes to Redis with write(): these are the client's
+            sends = [line for line in f if line.startswith(("sendto(", "sendmsg("))]
+        assert len(sends) == 1 and sends[0].rstrip().endswith("= %d" % frames), sends
+        at = [sends[0].index(x) for x in ("m0", "m1", "m2", "last")]
+        assert at == sorted(at), sends
+    run(main())
+
+
+@harness.timeout(60)
 def test_a_close_ordered_while_data_is_queued_goes_after_that_data():
     """A client that does not read holds 4 x 64 KiB in its output queue (by reference);
     a close order then queues the close frame behind them: when the client reads again it
