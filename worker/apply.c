@@ -247,17 +247,19 @@ static void job_done(struct job *j)
             j->frame->done = NULL; /* nobody got it: no delivery to time */
         log_msg(LOG_INFO, NULL, "order done id=%s op=send matched=%zu sent=%zu dropped=%zu ms=%u",
                 id, j->matched, j->done, j->dropped, worker_now(w) - j->start);
-        ack = order_result_json(&j->o, w->cfg->id, w->num, j->matched, j->done, j->dropped);
+        if (j->o.reply_to != NULL) {
+            ack = order_result_json(&j->o, w->cfg->id, w->num, j->matched, j->done, j->dropped);
+            publish_owned(w, j->o.reply_to, ack);
+        }
     } else {
         w->slot->orders.closed += j->done;
         log_msg(LOG_INFO, NULL, "order done id=%s matched=%zu closed=%zu ms=%u", id, j->matched,
                 j->done, worker_now(w) - j->start);
-        ack = order_ack_json(j->o.id, w->cfg->id, w->num, j->matched, j->done, false);
+        if (j->o.reply_to != NULL) {
+            ack = order_ack_json(j->o.id, w->cfg->id, w->num, j->matched, j->done, false);
+            publish_owned(w, j->o.reply_to, ack);
+        }
     }
-    if (j->o.reply_to != NULL)
-        publish_owned(w, j->o.reply_to, ack);
-    else
-        free(ack);
     job_free(j); /* the frame's last reference may go here: then it was all written */
 }
 
