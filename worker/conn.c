@@ -1123,6 +1123,12 @@ static void conn_read(struct conn *c)
     struct worker *w = c->w;
     int i;
 
+    if (c->state == CONN_OPEN && !(c->flags & CONN_F_ADMIN) && inbound_blocked(w)) {
+        /* Its messages would have nowhere to go: they wait in the kernel (TCP pushes
+         * back) rather than be read and dropped. */
+        conn_pause_inbound(c);
+        return;
+    }
     if (c->out == NULL)
         c->flags |= CONN_F_CORK; /* the answers to this input leave together */
     for (i = 0; i < READS_PER_EVENT && c->state != CONN_CLOSED && c->pause == 0; i++) {
