@@ -17,6 +17,7 @@
 #include "worker/apply.h"
 #include "worker/inbound.h"
 #include "worker/subs.h"
+#include "worker/tombs.h"
 #include "worker/worker.h"
 
 #define ANNOUNCE_EVERY_MS 3000
@@ -265,6 +266,14 @@ static void sub_changed(struct rlink *l)
     on_announce(-1, 0, r);
 }
 
+/* Up again: orders may have been missed while it was down; the tombstones they set
+ * are in Redis (tombs.c). */
+static void sub_up(struct rlink *l)
+{
+    sub_changed(l);
+    tombs_resync(((struct wredis *)l->owner)->w);
+}
+
 static void sub_down(struct rlink *l)
 {
     subs_link_down(((struct wredis *)l->owner)->subs);
@@ -277,7 +286,7 @@ static const struct rlink_ops sub_ops = {
     .awaits = "heartbeats",
     .setup = sub_setup,
     .wanted = sub_wanted,
-    .up = sub_changed,
+    .up = sub_up,
     .down = sub_down,
 };
 
