@@ -10,11 +10,13 @@
 #include <hiredis/hiredis.h>
 
 #include "common/log.h"
+#include "common/order.h"
 #include "common/redis_url.h"
 #include "worker/apply.h"
 #include "worker/worker.h"
 
-#define READ_COUNT   256 /* entries per XREAD */
+#define READ_COUNT_MAX 256            /* entries per XREAD */
+#define READ_BYTES     (64u << 20)    /* ... fewer when orders may be large (send orders) */
 #define BLOCK_MIN_MS 10
 
 struct ostream {
@@ -27,6 +29,8 @@ struct ostream {
     long long start_ms; /* Unix ms (our clock) when the worker started */
     long long skew_ms;  /* Redis's clock minus ours, from the last TIME */
     uint32_t block_ms;
+    unsigned count; /* entries per XREAD: READ_COUNT_MAX, or fewer so that that many
+                       orders of the longest text taken stay within READ_BYTES */
 };
 
 static long long unix_ms(void)
@@ -46,8 +50,8 @@ static void read_next(struct ostream *s)
     if (!s->link.up || s->link.ac == NULL || s->w->draining)
         return; /* a draining worker takes no more orders */
     snprintf(from, sizeof(from), "%" PRIu64 "-%" PRIu64, s->last_ms, s->last_seq);
-    if (redisAsyncCommand(s->link.ac, on_read, NULL, "XREAD COUNT %d BLOCK %u STREAMS %s %s",
-                          READ_COUNT, s->block_ms, s->w->cfg->orders_stream, from) != REDIS_OK) {
+    if (redisAsyncCommand(s->link.ac, on_read, NULL, "XREAD COUNT %u BLOCK %u STREAMS %s %s",
+                          s->count, s->block_ms, s->w->cfg->orders_stream, from) != REDIS_OK) {
         rlink_fail(&s->link, RLINK_LOST, "cannot queue XREAD");
         return;
     }
@@ -231,6 +235,11 @@ int ostream_start(struct worker *w)
     s->w = w;
     s->start_ms = unix_ms();
     s->block_ms = t / 3 > BLOCK_MIN_MS ? t / 3 : BLOCK_MIN_MS;
+    {
+        struct order_limits lim = {(size_t)w->cfg->max_send, NULL};
+        size_t n = READ_BYTES / order_max_text(&lim);
+        s->count = n < 1 ? 1 : n > READ_COUNT_MAX ? READ_COUNT_MAX : (unsigned)n;
+    }
     if (redis_url_parse(w->cfg->redis, &s->url, err, sizeof(err)) < 0) {
         log_msg(LOG_ERROR, NULL, "--redis %s: %s", w->cfg->redis, err);
         free(s);

@@ -67,9 +67,12 @@ static void enforce(struct tombs *tb, const struct tomb *e)
     struct group *g = registry_group(&w->reg, e->name);
     struct order o;
     char *names[1];
+    size_t open = 0;
 
-    if (g == NULL || g->count == 0)
-        return;
+    for (struct member *m = g != NULL ? g->head : NULL; m != NULL; m = m->next)
+        open += m->conn->state == CONN_OPEN;
+    if (open == 0)
+        return; /* none, or closing already (by the order itself, or a load before) */
     order_init(&o);
     o.op = ORDER_OP_CLOSE;
     o.target = ORDER_TARGET_GROUP;
@@ -80,9 +83,9 @@ static void enforce(struct tombs *tb, const struct tomb *e)
     o.code = e->code;
     snprintf(o.reason, sizeof(o.reason), "%s", e->reason);
     o.reason_len = strlen(o.reason);
-    w->slot->tombs.enforced += g->count;
+    w->slot->tombs.enforced += open;
     log_msg(LOG_NOTICE, NULL, "tombstone group=%s id=%s: closing %zu open connections", e->name,
-            e->id != NULL ? e->id : "-", g->count);
+            e->id != NULL ? e->id : "-", open);
     apply_close_order(w, &o, "tombstone", NULL); /* copies o: its strings are borrowed */
 }
 
@@ -138,6 +141,8 @@ static void on_load(redisAsyncContext *ac, void *reply, void *priv)
                         f->type == REDIS_REPLY_STRING ? f->str : "?", tb->key, why);
             continue;
         }
+        if (e.until_ms > now + (long long)ORDER_TTL_MAX)
+            e.until_ms = now + (long long)ORDER_TTL_MAX; /* no more than a day from now */
         if (e.until_ms <= now) {
             if (expired != NULL && expired_len != NULL && nexpired < HDEL_MAX) {
                 expired[nexpired] = f->str;
@@ -264,7 +269,9 @@ void tombs_add(struct worker *w, const struct order *o)
 {
     struct tombs *tb = w->tombs;
     long long now = unix_ms();
-    int64_t until = (o->ts >= 0 ? o->ts : now) + (int64_t)o->ttl_ms;
+    /* From the order's ts, the same moment on every gateway; a ts ahead of our clock
+     * does not make a ban last longer than ttl_ms. */
+    int64_t until = (o->ts >= 0 && o->ts < now ? o->ts : now) + (int64_t)o->ttl_ms;
 
     if (tb == NULL || until <= now)
         return;
