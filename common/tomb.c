@@ -8,7 +8,7 @@
 #include "common/utf8.h"
 #include "common/ws_close.h"
 
-#define BUCKETS_MIN 64
+#define BUCKETS_MIN  64
 #define NAME_MAX_LEN 128 /* ORDER_NAME_MAX */
 
 struct tomb_table {
@@ -132,22 +132,42 @@ static void set_reason(struct tomb *e, const char *reason)
     e->reason[len] = '\0';
 }
 
+/* Turns e into the tombstone of an order. */
+static void set_ban(struct tomb *e, int64_t until_ms, int64_t ts_ms, unsigned code,
+                    const char *reason, char *idc)
+{
+    e->lifted = false;
+    e->until_ms = until_ms;
+    e->ts_ms = ts_ms;
+    e->code = code;
+    set_reason(e, reason);
+    free(e->id);
+    e->id = idc;
+}
+
 enum tomb_put_result tomb_put(struct tomb_table *t, const char *name, size_t len, int64_t until_ms,
-                              unsigned code, const char *reason, const char *id, int64_t now_ms)
+                              int64_t ts_ms, unsigned code, const char *reason, const char *id,
+                              int64_t now_ms)
 {
     struct tomb **link = find_link(t, name, len);
     struct tomb *e = *link;
     char *idc = NULL;
 
+    if (e != NULL && now_ms >= e->until_ms) {
+        unlink_at(t, link); /* expired: as if it was not there */
+        e = NULL;
+    }
+    if (e != NULL && e->lifted && ts_ms <= e->ts_ms)
+        return TOMB_STALE;
     if (id != NULL && (idc = strdup(id)) == NULL)
         return TOMB_NOMEM;
+    if (e != NULL && e->lifted) {
+        set_ban(e, until_ms, ts_ms, code, reason, idc);
+        return TOMB_ADDED;
+    }
     if (e != NULL) {
-        if (until_ms > e->until_ms)
-            e->until_ms = until_ms;
-        e->code = code;
-        set_reason(e, reason);
-        free(e->id);
-        e->id = idc;
+        set_ban(e, until_ms > e->until_ms ? until_ms : e->until_ms,
+                ts_ms > e->ts_ms ? ts_ms : e->ts_ms, code, reason, idc);
         return TOMB_UPDATED;
     }
     if (t->n >= t->cap && tomb_expire(t, now_ms) == 0) {
@@ -160,10 +180,7 @@ enum tomb_put_result tomb_put(struct tomb_table *t, const char *name, size_t len
         free(idc);
         return TOMB_NOMEM;
     }
-    e->id = idc;
-    e->until_ms = until_ms;
-    e->code = code;
-    set_reason(e, reason);
+    set_ban(e, until_ms, ts_ms, code, reason, idc);
     maybe_grow(t); /* may rehash: the link found above is stale from here */
     link = &t->buckets[hash_name(t, name, len) & (t->nbuckets - 1)];
     e->next = *link;
@@ -182,7 +199,45 @@ const struct tomb *tomb_find(struct tomb_table *t, const char *name, size_t len,
         unlink_at(t, link);
         return NULL;
     }
-    return *link;
+    return (*link)->lifted ? NULL : *link;
+}
+
+int tomb_lift(struct tomb_table *t, const char *name, size_t len, int64_t ts_ms,
+              int64_t keep_until_ms, int64_t now_ms)
+{
+    struct tomb **link = find_link(t, name, len);
+    struct tomb *e = *link;
+    int lifted = 0;
+
+    if (e != NULL && now_ms >= e->until_ms) {
+        unlink_at(t, link);
+        e = NULL;
+    }
+    if (e != NULL && e->ts_ms > ts_ms)
+        return 0; /* banned again after this unban was made */
+    if (e == NULL) {
+        if (t->n >= t->cap && tomb_expire(t, now_ms) == 0)
+            return -1;
+        e = calloc(1, sizeof(*e));
+        if (e == NULL || (e->name = strndup(name, len)) == NULL) {
+            free(e);
+            return -1;
+        }
+        maybe_grow(t);
+        link = &t->buckets[hash_name(t, name, len) & (t->nbuckets - 1)];
+        e->next = *link;
+        *link = e;
+        t->n++;
+    } else {
+        lifted = !e->lifted;
+    }
+    e->lifted = true;
+    e->ts_ms = ts_ms;
+    e->until_ms = keep_until_ms;
+    e->reason[0] = '\0';
+    free(e->id);
+    e->id = NULL;
+    return lifted;
 }
 
 bool tomb_del(struct tomb_table *t, const char *name, size_t len)
@@ -240,7 +295,8 @@ char *tomb_to_json(const struct tomb *tb)
     if (json_object_set_new(o, "until", json_integer((json_int_t)tb->until_ms)) == 0 &&
         json_object_set_new(o, "code", json_integer((json_int_t)tb->code)) == 0 &&
         json_object_set_new(o, "reason", json_string(tb->reason)) == 0 &&
-        json_object_set_new(o, "id", tb->id != NULL ? json_string(tb->id) : json_null()) == 0)
+        json_object_set_new(o, "id", tb->id != NULL ? json_string(tb->id) : json_null()) == 0 &&
+        json_object_set_new(o, "ts", json_integer((json_int_t)tb->ts_ms)) == 0)
         text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     return text;
@@ -250,7 +306,7 @@ int tomb_parse(const char *field, size_t flen, const char *value, size_t vlen, s
                const char **why)
 {
     size_t plen = strlen(TOMB_FIELD_PREFIX), nlen;
-    json_t *root, *until, *code, *reason, *id;
+    json_t *root, *until, *code, *reason, *id, *ts;
     int rc = -1;
 
     memset(tb, 0, sizeof(*tb));
@@ -268,8 +324,9 @@ int tomb_parse(const char *field, size_t flen, const char *value, size_t vlen, s
     code = json_object_get(root, "code");
     reason = json_object_get(root, "reason");
     id = json_object_get(root, "id");
+    ts = json_object_get(root, "ts");
     if (!json_is_object(root) || !json_is_integer(until) || !json_is_integer(code) ||
-        (reason != NULL && !json_is_string(reason)) ||
+        (ts != NULL && !json_is_integer(ts)) || (reason != NULL && !json_is_string(reason)) ||
         (id != NULL && !json_is_string(id) && !json_is_null(id))) {
         *why = "value: expected {\"until\": ms, \"code\": N, \"reason\": text, \"id\": text}";
         goto out;
@@ -279,8 +336,8 @@ int tomb_parse(const char *field, size_t flen, const char *value, size_t vlen, s
         *why = "value: code is not a close code that may be sent";
         goto out;
     }
-    if (reason != NULL && !utf8_is_valid((const uint8_t *)json_string_value(reason),
-                                         json_string_length(reason))) {
+    if (reason != NULL &&
+        !utf8_is_valid((const uint8_t *)json_string_value(reason), json_string_length(reason))) {
         *why = "value: reason is not UTF-8";
         goto out;
     }
@@ -292,6 +349,7 @@ int tomb_parse(const char *field, size_t flen, const char *value, size_t vlen, s
         goto out;
     }
     tb->until_ms = (int64_t)json_integer_value(until);
+    tb->ts_ms = ts != NULL ? (int64_t)json_integer_value(ts) : tb->until_ms;
     tb->code = (unsigned)json_integer_value(code);
     set_reason(tb, reason != NULL ? json_string_value(reason) : "");
     rc = 0;

@@ -993,9 +993,10 @@ static int acks_report(const struct worker_list *l, const struct order *o, long 
  *     workers that hold members are subscribed there, so Redis sends it to those and
  *     no others, and PUBLISH's count of receivers is the number of answers to expect;
  *   - anything else, CHANNEL, which every worker receives: tombstones (close --ttl)
- *     and unban orders too, since every worker holds tombstones, members or not. An order for several groups
- *     goes there as one order rather than one per group channel: a connection in two
- *     of the groups is matched once, as a close or send to it must be.
+ *     and unban orders too, since every worker holds tombstones, members or not. An
+ *     order for several groups goes there as one order rather than one per group
+ *     channel: a connection in two of the groups is matched once, as a close or send
+ *     to it must be.
  * *group is set to the group of a group channel, else NULL.
  */
 static char *order_channel(const struct options *opt, const struct order *o, const char **group)
@@ -1147,7 +1148,7 @@ static int order_common(const struct options *opt, struct order *o, char *id, si
     }
     o->id = id;
     /* A tombstone lasts from the order's ts, the same moment on every gateway. */
-    if (opt->keys.n > 0 || opt->ttl_ms > 0 || opt->stream != NULL)
+    if (opt->keys.n > 0 || opt->ttl_ms > 0 || opt->stream != NULL || o->op == ORDER_OP_UNBAN)
         o->ts = unix_ms();
     o->gateway = (char *)opt->gateway;
     o->spread_ms = (uint32_t)opt->spread_ms;

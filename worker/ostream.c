@@ -15,17 +15,17 @@
 #include "worker/apply.h"
 #include "worker/worker.h"
 
-#define READ_COUNT_MAX 256            /* entries per XREAD */
-#define READ_BYTES     (64u << 20)    /* ... fewer when orders may be large (send orders) */
-#define BLOCK_MIN_MS 10
+#define READ_COUNT_MAX 256         /* entries per XREAD */
+#define READ_BYTES     (64u << 20) /* ... fewer when orders may be large (send orders) */
+#define BLOCK_MIN_MS   10
 
 struct ostream {
     struct worker *w;
     struct redis_url url;
     struct rlink link;
-    uint64_t last_ms;  /* the newest entry id read: ms part */
-    uint64_t last_seq; /* and sequence part */
-    bool placed;       /* last_ms/last_seq hold a position (after the first TIME) */
+    uint64_t last_ms;   /* the newest entry id read: ms part */
+    uint64_t last_seq;  /* and sequence part */
+    bool placed;        /* last_ms/last_seq hold a position (after the first TIME) */
     long long start_ms; /* Unix ms (our clock) when the worker started */
     long long skew_ms;  /* Redis's clock minus ours, from the last TIME */
     uint32_t block_ms;
@@ -182,7 +182,8 @@ static void on_time(redisAsyncContext *ac, void *reply, void *priv)
         s->last_ms = at > 0 ? (uint64_t)at - 1 : 0;
         s->last_seq = UINT64_MAX;
         s->placed = true;
-        log_msg(LOG_INFO, NULL, "orders stream %s: reading from %" PRIu64 "-%" PRIu64 " skew_ms=%lld",
+        log_msg(LOG_INFO, NULL,
+                "orders stream %s: reading from %" PRIu64 "-%" PRIu64 " skew_ms=%lld",
                 s->w->cfg->orders_stream, s->last_ms, s->last_seq, s->skew_ms);
     }
     rlink_set_up(l);

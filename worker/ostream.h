@@ -13,8 +13,9 @@ struct worker;
  * the Redis stream NAME on a link of its own (rlink.c) with a blocking
  *   XREAD COUNT <n> BLOCK <a third of --redis-timeout> STREAMS NAME <last id>
  * where <last id> is the newest entry it has read and n is 256, or fewer when
- * --max-send lets orders be long (n orders of the longest text fit in 64 MiB). After any reconnect it reads on
- * from there, so entries added while it was away are read then. Where it starts: at
+ * --max-send lets orders be long (n orders of the longest text fit in 64 MiB). After
+ * any reconnect it reads on from there, so entries added while it was away are read
+ * then. Where it starts: at
  * the moment the worker started, on Redis's clock (TIME, asked on every connect, gives
  * the offset), so orders added while it was starting are not missed and older ones are
  * not replayed to it.

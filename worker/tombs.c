@@ -89,16 +89,22 @@ static void enforce(struct tombs *tb, const struct tomb *e)
     apply_close_order(w, &o, "tombstone", NULL); /* copies o: its strings are borrowed */
 }
 
-static void hold(struct tombs *tb, const char *name, int64_t until, unsigned code,
-                 const char *reason, const char *id, long long now)
+/* Holds a ban. Returns what came of it: TOMB_STALE for a late copy of a ban that an
+ * unban lifted; TOMB_FULL or TOMB_NOMEM when there is no room (counted, logged). */
+static enum tomb_put_result hold(struct tombs *tb, const char *name, int64_t until, int64_t ts,
+                                 unsigned code, const char *reason, const char *id, long long now)
 {
-    enum tomb_put_result r = tomb_put(tb->t, name, strlen(name), until, code, reason, id, now);
+    enum tomb_put_result r = tomb_put(tb->t, name, strlen(name), until, ts, code, reason, id, now);
 
     if (r == TOMB_FULL || r == TOMB_NOMEM) {
         tb->w->slot->tombs.full++;
         log_limited(LOG_WARN, NULL, "tombstone group=%s not held: %s", name,
                     r == TOMB_FULL ? "--max-tombstones reached" : "out of memory");
+    } else if (r == TOMB_STALE) {
+        log_msg(LOG_NOTICE, NULL, "tombstone group=%s id=%s not held: an unban came after it", name,
+                id != NULL ? id : "-");
     }
+    return r;
 }
 
 /* HGETALL's answer: [field, value, ...]. Every tombstone still holding is held and
@@ -149,10 +155,13 @@ static void on_load(redisAsyncContext *ac, void *reply, void *priv)
                 expired_len[nexpired++] = f->len;
             }
         } else {
-            hold(tb, e.name, e.until_ms, e.code, e.reason, e.id, now);
-            const struct tomb *held_now = tomb_find(tb->t, e.name, strlen(e.name), now);
-            if (held_now != NULL)
-                enforce(tb, held_now);
+            enum tomb_put_result r =
+                hold(tb, e.name, e.until_ms, e.ts_ms, e.code, e.reason, e.id, now);
+            if (r == TOMB_ADDED || r == TOMB_UPDATED) {
+                const struct tomb *held_now = tomb_find(tb->t, e.name, strlen(e.name), now);
+                if (held_now != NULL)
+                    enforce(tb, held_now);
+            }
             loaded++;
         }
         tomb_cleanup(&e);
@@ -271,7 +280,8 @@ void tombs_add(struct worker *w, const struct order *o)
     long long now = unix_ms();
     /* From the order's ts, the same moment on every gateway; a ts ahead of our clock
      * does not make a ban last longer than ttl_ms. */
-    int64_t until = (o->ts >= 0 && o->ts < now ? o->ts : now) + (int64_t)o->ttl_ms;
+    int64_t ts = o->ts >= 0 && o->ts < now ? o->ts : now;
+    int64_t until = ts + (int64_t)o->ttl_ms;
 
     if (tb == NULL || until <= now)
         return;
@@ -280,8 +290,9 @@ void tombs_add(struct worker *w, const struct order *o)
         char field[sizeof(TOMB_FIELD_PREFIX) + ORDER_NAME_MAX];
         char *json;
 
-        hold(tb, o->names[i], until, o->code, o->reason, o->id, now);
-        w->slot->tombs.added++;
+        if (hold(tb, o->names[i], until, ts, o->code, o->reason, o->id, now) == TOMB_STALE)
+            continue;           /* not stored either: a lifted ban must not come back */
+        w->slot->tombs.added++; /* one this worker has no room for is still stored */
         log_msg(LOG_NOTICE, NULL, "tombstone group=%s id=%s ttl_ms=%u code=%u", o->names[i],
                 o->id != NULL ? o->id : "-", o->ttl_ms, o->code);
         if (!tb->link.up || tb->link.ac == NULL)
@@ -289,12 +300,13 @@ void tombs_add(struct worker *w, const struct order *o)
         e.name = o->names[i];
         e.id = o->id;
         e.until_ms = until;
+        e.ts_ms = ts;
         e.code = o->code;
         snprintf(e.reason, sizeof(e.reason), "%s", o->reason);
         json = tomb_to_json(&e);
         snprintf(field, sizeof(field), "%s%s", TOMB_FIELD_PREFIX, o->names[i]);
-        if (json != NULL && redisAsyncCommand(tb->link.ac, on_write, NULL, "HSET %s %s %s",
-                                              tb->key, field, json) == REDIS_OK)
+        if (json != NULL && redisAsyncCommand(tb->link.ac, on_write, NULL, "HSET %s %s %s", tb->key,
+                                              field, json) == REDIS_OK)
             rlink_expect(&tb->link);
         free(json);
     }
@@ -320,14 +332,25 @@ static char *unban_ack(const struct worker *w, const struct order *o, size_t lif
 void tombs_unban(struct worker *w, const struct order *o)
 {
     struct tombs *tb = w->tombs;
+    long long now = unix_ms();
+    int64_t ts = o->ts >= 0 && o->ts < now ? o->ts : now;
     size_t lifted = 0;
     char *ack;
 
     w->slot->orders.applied++;
     for (size_t i = 0; tb != NULL && i < o->nnames; i++) {
         char field[sizeof(TOMB_FIELD_PREFIX) + ORDER_NAME_MAX];
+        /* A marker while a late copy of the ban may still come (from the stream). */
+        int r = tomb_lift(tb->t, o->names[i], strlen(o->names[i]), ts,
+                          now + (long long)w->cfg->orders_max_age_ms, now);
 
-        lifted += tomb_del(tb->t, o->names[i], strlen(o->names[i]));
+        if (r < 0) {
+            w->slot->tombs.full++;
+            log_limited(LOG_WARN, NULL, "unban group=%s: no room for its marker", o->names[i]);
+        }
+        lifted += r > 0;
+        if (tomb_find(tb->t, o->names[i], strlen(o->names[i]), now) != NULL)
+            continue; /* banned again after this unban was made: that ban stays */
         snprintf(field, sizeof(field), "%s%s", TOMB_FIELD_PREFIX, o->names[i]);
         if (tb->link.up && tb->link.ac != NULL &&
             redisAsyncCommand(tb->link.ac, on_write, NULL, "HDEL %s %s", tb->key, field) ==

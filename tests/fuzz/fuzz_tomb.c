@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json = tomb_to_json(&tb);
     if (json != NULL) {
         if (tomb_parse(field, flen, json, strlen(json), &again, &why) != 0 ||
-            again.until_ms != tb.until_ms || again.code != tb.code ||
+            again.until_ms != tb.until_ms || again.ts_ms != tb.ts_ms || again.code != tb.code ||
             strcmp(again.reason, tb.reason) != 0 || strcmp(again.name, tb.name) != 0 ||
             (tb.id == NULL) != (again.id == NULL) || (tb.id != NULL && strcmp(tb.id, again.id)))
             abort();
@@ -39,7 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     t = tomb_table_new(4, 1);
     if (t != NULL && tb.until_ms > INT64_MIN + 1) {
-        if (tomb_put(t, tb.name, strlen(tb.name), tb.until_ms, tb.code, tb.reason, tb.id,
+        if (tomb_put(t, tb.name, strlen(tb.name), tb.until_ms, tb.ts_ms, tb.code, tb.reason, tb.id,
                      tb.until_ms - 1) == TOMB_ADDED &&
             tomb_find(t, tb.name, strlen(tb.name), tb.until_ms - 1) == NULL)
             abort();

@@ -268,3 +268,31 @@ def test_max_tombstones_bounds_what_a_worker_holds():
         c2 = await connect(fl.url("gwA", ["cap:a"]), "gwA", ["cap:a"])
         await assert_closed_with([c2], 4012, "")
     run(main())
+
+
+@harness.timeout(60)
+def test_a_ban_that_comes_after_its_unban_is_not_held_again():
+    """A worker may read a ban late (its stream link catching up after its subscriber
+    took the unban): the ban's ts is before the unban's, so it is not held, nor stored
+    in Redis again; a ban made after the unban is."""
+    fl = Fleet(ids=("gwA",))
+
+    async def main():
+        now = int(time.time() * 1000)
+        _, acks = await fl.order({"op": "unban", "group": "late", "ts": now - 1000})
+        assert all(a.get("lifted") == 0 for a in acks), acks
+        _, acks = await fl.order({"group": "late", "ttl_ms": 60000, "code": 4020,
+                                  "reason": "late ban", "ts": now - 2000})
+        assert all("error" not in a for a in acks), acks
+        assert fl.gateways["gwA"].wait_log("tombstone group=late .*not held: an unban came after")
+        c = await connect(fl.url("gwA", ["late"]), "gwA", ["late"])
+        await assert_open([c])
+        assert not fl.r.hexists("wsgate:orders:tombs", "group:late")
+        assert metric(fl, "wsgate_tombstones_added_total") == 0
+        # A ban made after the unban holds.
+        await fl.order({"group": "late", "ttl_ms": 60000, "code": 4021, "reason": "new ban",
+                        "ts": int(time.time() * 1000)})
+        await assert_closed_with([c], 4021, "new ban")
+        c2 = await connect(fl.url("gwA", ["late"]), "gwA", ["late"])
+        await assert_closed_with([c2], 4021, "new ban")
+    run(main())

@@ -5,10 +5,9 @@
 #include "common/tomb.h"
 #include "tests/unit/check.h"
 
-static enum tomb_put_result put(struct tomb_table *t, const char *name, int64_t until,
-                                int64_t now)
+static enum tomb_put_result put(struct tomb_table *t, const char *name, int64_t until, int64_t now)
 {
-    return tomb_put(t, name, strlen(name), until, 4001, "banned", "o1", now);
+    return tomb_put(t, name, strlen(name), until, now, 4001, "banned", "o1", now);
 }
 
 static const struct tomb *find(struct tomb_table *t, const char *name, int64_t now)
@@ -44,15 +43,44 @@ static void test_tomb_refresh_keeps_the_later_moment(void)
     const struct tomb *tb;
 
     CHECK(put(t, "g", 5000, 0) == TOMB_ADDED);
-    CHECK(tomb_put(t, "g", 1, 3000, 4003, "later reason", NULL, 0) == TOMB_UPDATED);
+    CHECK(tomb_put(t, "g", 1, 3000, 0, 4003, "later reason", NULL, 0) == TOMB_UPDATED);
     tb = find(t, "g", 4000);
     CHECK(tb != NULL && tb->code == 4003 && tb->id == NULL &&
           strcmp(tb->reason, "later reason") == 0);
-    CHECK(tomb_put(t, "g", 1, 9000, 4003, "x", NULL, 0) == TOMB_UPDATED);
+    CHECK(tomb_put(t, "g", 1, 9000, 0, 4003, "x", NULL, 0) == TOMB_UPDATED);
     CHECK(find(t, "g", 8000) != NULL);
     CHECK(tomb_count(t) == 1);
     CHECK(tomb_del(t, "g", 1) && !tomb_del(t, "g", 1));
     CHECK(find(t, "g", 0) == NULL);
+    tomb_table_free(t);
+}
+
+/* An unban leaves a marker: a ban made before it and met after it (a late copy) is
+ * not held; a ban made after it is; an unban older than the ban it meets lifts
+ * nothing. Markers match no connection and end at their own moment. */
+static void test_tomb_unban_marker_stops_late_bans(void)
+{
+    struct tomb_table *t = tomb_table_new(10, 3);
+
+    CHECK(tomb_put(t, "u", 1, 100000, 1000, 4001, "r", "ban1", 1500) == TOMB_ADDED);
+    CHECK(find(t, "u", 1500) != NULL);
+    CHECK(tomb_lift(t, "u", 1, 2000, 60000, 2100) == 1);
+    CHECK(find(t, "u", 2100) == NULL && tomb_count(t) == 1);
+    /* The same ban, late (ts 1000 < unban 2000): not held. */
+    CHECK(tomb_put(t, "u", 1, 100000, 1000, 4001, "r", "ban1", 2200) == TOMB_STALE);
+    CHECK(find(t, "u", 2200) == NULL);
+    /* A new ban after the unban: held. */
+    CHECK(tomb_put(t, "u", 1, 100000, 3000, 4002, "again", "ban2", 3100) == TOMB_ADDED);
+    CHECK(find(t, "u", 3100) != NULL && find(t, "u", 3100)->code == 4002);
+    /* An unban older than that ban lifts nothing. */
+    CHECK(tomb_lift(t, "u", 1, 2500, 60000, 3200) == 0);
+    CHECK(find(t, "u", 3200) != NULL);
+    /* An unban with nothing to lift leaves a marker all the same. */
+    CHECK(tomb_lift(t, "v", 1, 5000, 9000, 5000) == 0 && tomb_count(t) == 2);
+    CHECK(tomb_put(t, "v", 1, 100000, 4000, 4001, "", NULL, 5100) == TOMB_STALE);
+    /* The marker ends: the late ban is a ban again. */
+    CHECK(tomb_put(t, "v", 1, 100000, 4000, 4001, "", NULL, 9000) == TOMB_ADDED);
+    CHECK(find(t, "v", 9000) != NULL);
     tomb_table_free(t);
 }
 
@@ -106,13 +134,14 @@ static void test_tomb_json_round_trip(void)
     src.name = name;
     src.id = id;
     src.until_ms = 1700000000123;
+    src.ts_ms = 1699999990000;
     src.code = 4403;
     strcpy(src.reason, "revoked \xc3\xa9");
     json = tomb_to_json(&src);
     CHECK(json != NULL);
     CHECK(tomb_parse("group:user:bob", 14, json, strlen(json), &got, &why) == 0);
     CHECK(strcmp(got.name, "user:bob") == 0 && strcmp(got.id, "ban-1") == 0);
-    CHECK(got.until_ms == src.until_ms && got.code == 4403 &&
+    CHECK(got.until_ms == src.until_ms && got.ts_ms == src.ts_ms && got.code == 4403 &&
           strcmp(got.reason, src.reason) == 0);
     tomb_cleanup(&got);
     free(json);
@@ -135,6 +164,7 @@ static void test_tomb_parse_refuses(void)
         {"group:x", "{\"until\":1,\"code\":4000,\"reason\":5}"},
         {"group:x", "{\"until\":1,\"code\":4000,\"id\":5}"},
         {"group:x", "{\"until\":\"1\",\"code\":4000}"},
+        {"group:x", "{\"until\":1,\"code\":4000,\"ts\":\"1\"}"},
     };
     struct tomb tb;
     const char *why;
@@ -186,6 +216,7 @@ void suite_tomb(void)
     test_tomb_new_refuses_bad_caps();
     test_tomb_holds_until_its_moment();
     test_tomb_refresh_keeps_the_later_moment();
+    test_tomb_unban_marker_stops_late_bans();
     test_tomb_cap_refuses_then_makes_room_from_expired();
     test_tomb_many_grow_and_walk();
     test_tomb_json_round_trip();
