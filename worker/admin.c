@@ -224,7 +224,8 @@ static void durable_metrics(const struct shm *s, struct text *t)
     counter(t, "stream_timeouts_total",
             "--orders-stream links dropped for missing --redis-timeout.",
             SUM(ostream.link.timeouts));
-    gauge(t, "tombstones", "Tombstones held, counted once per worker (workers running).",
+    gauge(t, "tombstones",
+          "Tombstones and unban markers held, counted once per worker (workers running).",
           live_sum(s, offsetof(struct shm_worker, tombs.held)));
     counter(t, "tombstones_added_total", "Tombstones set by close orders with ttl_ms (per worker).",
             SUM(tombs.added));

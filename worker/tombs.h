@@ -23,15 +23,17 @@ struct worker;
  *     missed meanwhile); connections already open that a loaded tombstone matches are
  *     closed then (fail-safe: a ban missed during an outage is still enforced);
  *   - a close order with ttl_ms adds its tombstone here and HSETs it in Redis (every
- *     worker that applies it does, the same value); an unban order removes it here
- *     and HDELs it. Worker 1 of each gateway HDELs expired fields it loads.
+ *     worker that applies it does, the same value); an unban order lifts it here,
+ *     leaving a marker for --orders-max-age so that a late copy of the ban is not held
+ *     again (common/tomb.h), and HDELs it. Worker 1 of each gateway HDELs expired
+ *     fields it loads.
  * While Redis has not answered yet (a worker that starts without Redis), new
  * connections are checked against what is held: nothing, at first (fail-open; said in
  * the README).
  */
 
 struct tombs_stats {
-    uint64_t held;     /* gauge: tombstones this worker holds */
+    uint64_t held;     /* gauge: tombstones and unban markers this worker holds */
     uint64_t added;    /* tombstones set by close orders with ttl_ms */
     uint64_t lifted;   /* tombstones lifted by unban orders */
     uint64_t refused;  /* new connections closed by a tombstone */
