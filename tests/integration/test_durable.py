@@ -90,12 +90,15 @@ def test_stream_refuses_orders_without_id_and_skips_stale_and_bad_entries():
     fl = stream_fleet(ids=("gwA",), flags={"--orders-max-age": "1s"})
     wait_stream_readers(fl)
     gw = fl.gateways["gwA"]
-    start = min(int(m) for m in re.findall(r"orders stream %s: reading from (\d+)-" % STREAM,
-                                            gw.log()))
+    # Each worker reads from its own start: the entry must come after the later one.
+    starts = [int(m) for m in re.findall(r"orders stream %s: reading from (\d+)-" % STREAM,
+                                         gw.log())]
+    assert len(starts) == 2, gw.log()
+    start = max(starts)
 
     async def main():
         room = await open_clients(fl, [("gwA", ["room:9"], None)] * 2)
-        # An entry stamped 100 ms after the readers' start, added once it is over a
+        # An entry stamped 100 ms after the readers' starts, added once it is over a
         # second old: skipped as stale, nothing closed.
         await until(lambda: fl.r.time()[0] * 1000 > start + 1600, 5, "1.6 s past the start")
         fl.r.xadd(STREAM, {"order": json.dumps({"id": "old", "group": "room:9"})},
