@@ -14,13 +14,14 @@
 #include "worker/conn.h"
 #include "worker/outq.h"
 #include "worker/redis.h"
+#include "worker/tombs.h"
 #include "worker/worker.h"
 
 const char *const apply_refuse_keys[] = {
     "too_big", "json",         "type", "op",      "target",   "too_many",    "code",     "reason",
     "spread",  "max_affected", "id",   "gateway", "reply_to", "oom",         "unsigned", "envelope",
     "kid",     "signature",    "ts",   "stale",   "replay",   "replay_full", "payload",  "groups",
-    "jobs",    "other",        NULL,
+    "ttl",     "jobs",         "other", NULL,
 };
 
 /* One order being carried out: the matched connections by counter (a connection
@@ -438,6 +439,8 @@ static int job_start(struct job *j)
         refuse_order(w, o, NULL, why);
         goto out_end;
     }
+    if (o->ttl_ms > 0 && !o->dry_run)
+        tombs_add(w, o); /* before the matches close: their reconnects meet it */
     w->slot->orders.applied++;
     if (!send && o->reason_cut) {
         w->slot->orders.reasons_cut++;
@@ -1033,8 +1036,41 @@ static struct order_limits limits(const struct worker *w, const char *group)
     return lim;
 }
 
+/*
+ * With --orders-stream, each order id is applied once, whichever way it came (stream,
+ * channel, or both) and however often: ids are remembered for --orders-max-age, at
+ * most --orders-dedup-max of them. Returns true when o is a duplicate (counted, not
+ * answered: the first copy was). When the memory is full or out of memory the order
+ * is applied unchecked, counted: a close applied twice finds nothing the second time,
+ * a close not applied leaves a revoked client connected.
+ */
+static bool is_duplicate(struct worker *w, const struct order *o)
+{
+    long long now = unix_ms();
+    enum seen_result r = SEEN_NOMEM;
+
+    if (w->cfg->orders_stream[0] == '\0' || o->id == NULL)
+        return false;
+    if (w->order_ids == NULL)
+        w->order_ids = seen_new(w->cfg->orders_dedup_max);
+    if (w->order_ids != NULL)
+        r = seen_check_and_add(w->order_ids, o->id, strlen(o->id), now,
+                               now + (long long)w->cfg->orders_max_age_ms);
+    if (r == SEEN_REPLAY) {
+        w->slot->ostream.duplicates++;
+        log_msg(LOG_DEBUG, NULL, "order id=%s: a duplicate, not applied again", o->id);
+        return true;
+    }
+    if (r != SEEN_NEW) {
+        w->slot->ostream.dedup_full++;
+        log_limited(LOG_WARN, NULL, "order id=%s applied without the duplicate check: %s", o->id,
+                    r == SEEN_FULL ? "--orders-dedup-max ids held" : "out of memory");
+    }
+    return false;
+}
+
 static void apply_text(struct worker *w, const char *text, size_t len, bool verified,
-                       const char *group, uint64_t t0)
+                       const char *group, uint64_t t0, bool from_stream)
 {
     struct order_limits lim = limits(w, group);
     struct order o;
@@ -1046,6 +1082,18 @@ static void apply_text(struct worker *w, const char *text, size_t len, bool veri
     }
     if (o.gateway != NULL && strcmp(o.gateway, w->cfg->id) != 0) {
         w->slot->orders.ignored++;
+        order_cleanup(&o);
+        return;
+    }
+    if (from_stream && o.id == NULL) {
+        /* Without an id, a copy on a channel could not be told from it. */
+        err.key = "id";
+        snprintf(err.text, sizeof(err.text), "id: an order on --orders-stream must carry an id");
+        refuse(w, text, len, &err);
+        order_cleanup(&o);
+        return;
+    }
+    if (is_duplicate(w, &o)) {
         order_cleanup(&o);
         return;
     }
@@ -1061,6 +1109,11 @@ static void apply_text(struct worker *w, const char *text, size_t len, bool veri
     }
     if (o.op == ORDER_OP_JOIN || o.op == ORDER_OP_LEAVE) {
         apply_member_order(w, &o);
+        order_cleanup(&o);
+        return;
+    }
+    if (o.op == ORDER_OP_UNBAN) {
+        tombs_unban(w, &o);
         order_cleanup(&o);
         return;
     }
@@ -1083,7 +1136,8 @@ static void apply_text(struct worker *w, const char *text, size_t len, bool veri
     order_cleanup(&o); /* nothing left when the job took it over */
 }
 
-static void apply_channel_text(struct worker *w, const char *group, const char *text, size_t len)
+static void apply_channel_text(struct worker *w, const char *group, const char *text, size_t len,
+                               bool from_stream)
 {
     struct order_limits lim = limits(w, group);
     uint64_t t0 = mono_us(); /* the order's arrival: deliveries are timed from here */
@@ -1094,7 +1148,7 @@ static void apply_channel_text(struct worker *w, const char *group, const char *
     w->slot->orders.received++;
     worker_now(w);
     if (w->cfg->order_keys.n == 0) {
-        apply_text(w, text, len, false, group, t0);
+        apply_text(w, text, len, false, group, t0, from_stream);
         return;
     }
     if (order_sig_open_with(&w->cfg->order_keys, text, len, order_max_text(&lim), &body, &body_len,
@@ -1102,16 +1156,21 @@ static void apply_channel_text(struct worker *w, const char *group, const char *
         refuse_unverified(w, &err);
         return;
     }
-    apply_text(w, body, body_len, true, group, t0);
+    apply_text(w, body, body_len, true, group, t0, from_stream);
     free(body);
 }
 
 void apply_order_text(struct worker *w, const char *text, size_t len)
 {
-    apply_channel_text(w, NULL, text, len);
+    apply_channel_text(w, NULL, text, len, false);
 }
 
 void apply_group_order_text(struct worker *w, const char *group, const char *text, size_t len)
 {
-    apply_channel_text(w, group, text, len);
+    apply_channel_text(w, group, text, len, false);
+}
+
+void apply_stream_order_text(struct worker *w, const char *text, size_t len)
+{
+    apply_channel_text(w, NULL, text, len, true);
 }

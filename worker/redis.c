@@ -17,6 +17,7 @@
 #include "worker/apply.h"
 #include "worker/inbound.h"
 #include "worker/subs.h"
+#include "worker/tombs.h"
 #include "worker/worker.h"
 
 #define ANNOUNCE_EVERY_MS 3000
@@ -275,6 +276,14 @@ static void sub_changed(struct rlink *l)
     on_announce(-1, 0, r);
 }
 
+/* Up again: orders may have been missed while it was down; the tombstones they set
+ * are in Redis (tombs.c). */
+static void sub_up(struct rlink *l)
+{
+    sub_changed(l);
+    tombs_resync(((struct wredis *)l->owner)->w);
+}
+
 /*
  * The worker's own channel came after the others: an ACL written before it (README)
  * does not grant it, and a gateway upgraded under such an ACL must keep working. Its
@@ -308,7 +317,7 @@ static const struct rlink_ops sub_ops = {
     .awaits = "heartbeats",
     .setup = sub_setup,
     .wanted = sub_wanted,
-    .up = sub_changed,
+    .up = sub_up,
     .down = sub_down,
 };
 

@@ -19,6 +19,8 @@ struct wredis;
 struct job;
 struct seen;
 struct inbound;
+struct ostream;
+struct tombs;
 
 /*
  * Timer lists. Every connection sits on exactly one list whose timeout is the same
@@ -89,6 +91,9 @@ struct worker {
     struct auth *auth;    /* owned: the JWT verifier and expiries (auth.c), NULL when off */
     struct seen *seen;    /* owned: ids of signed orders, made on the first one */
     struct inbound *inbound; /* owned: --inbound publish or stream (inbound.c), else NULL */
+    struct ostream *ostream; /* owned: the --orders-stream reader (ostream.c), else NULL */
+    struct tombs *tombs;     /* owned: tombstones (tombs.c), NULL with --max-tombstones 0 */
+    struct seen *order_ids;  /* owned: ids of applied orders with --orders-stream (apply.c) */
 
     /* What bounded memory holds now: --max-outbound, --max-pending, --max-jobs. */
     size_t out_bytes;       /* the connections' output queues */

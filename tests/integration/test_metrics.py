@@ -83,6 +83,23 @@ EXPECTED = {
     "wsgate_pushed_bytes_total": "counter",
     "wsgate_push_dropped_total": "counter",
     "wsgate_push_delivery_seconds": "histogram",
+    "wsgate_stream_entries_total": "counter",
+    "wsgate_stream_orders_total": "counter",
+    "wsgate_stream_skipped_stale_total": "counter",
+    "wsgate_stream_skipped_bad_total": "counter",
+    "wsgate_stream_duplicates_total": "counter",
+    "wsgate_stream_dedup_full_total": "counter",
+    "wsgate_stream_readers": "gauge",
+    "wsgate_stream_reconnects_total": "counter",
+    "wsgate_stream_timeouts_total": "counter",
+    "wsgate_tombstones": "gauge",
+    "wsgate_tombstones_added_total": "counter",
+    "wsgate_tombstones_lifted_total": "counter",
+    "wsgate_tombstone_refused_total": "counter",
+    "wsgate_tombstone_enforced_total": "counter",
+    "wsgate_tombstones_full_total": "counter",
+    "wsgate_tombstones_bad_total": "counter",
+    "wsgate_tombstone_loads_total": "counter",
 }
 
 

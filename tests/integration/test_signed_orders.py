@@ -353,13 +353,16 @@ ACL = [
     " +subscribe &wsgate:orders &wsgate:orders:gwA &wsgate:orders:worker:gwA-*"
     " &wsgate:orders:hb:gwA:* &wsgate:orders:group:*"
     " +set +del ~wsgate:orders:gw:gwA:*"
-    " (+publish resetchannels &wsgate:events &wsgate:orders:ack:* &wsgate:orders:hb:gwA:*)",
+    " (+publish resetchannels &wsgate:events &wsgate:orders:ack:* &wsgate:orders:hb:gwA:*)"
+    " +time (+hgetall +hset +hdel resetkeys ~wsgate:orders:tombs)"
+    " (+xread resetkeys %R~wsgate:orders:log)",
     "user backend on >be-pw resetchannels resetkeys -@all"
     " +publish &wsgate:orders &wsgate:orders:*",
     "user publisher on >pub-pw resetchannels resetkeys -@all"
     " +publish &wsgate:orders &wsgate:orders:*"
     " (+subscribe resetchannels &wsgate:orders:ack:*)"
-    " (+scan +get %R~wsgate:orders:gw:*)",
+    " (+scan +get %R~wsgate:orders:gw:*)"
+    " (+hgetall resetkeys %R~wsgate:orders:tombs) (+xadd resetkeys %W~wsgate:orders:log)",
 ]
 
 
@@ -378,7 +381,8 @@ def resp(port, user, password, *cmd):
 
 @harness.timeout(60)
 def test_acl_confines_gateways_and_publishers():
-    fl = Fleet(ids=("gwA",), extra=["--order-key", K1], redis_config=ACL,
+    fl = Fleet(ids=("gwA",), extra=["--order-key", K1, "--orders-stream", "wsgate:orders:log"],
+               redis_config=ACL,
                redis_url_of=lambda r, gid: "redis://gateway-%s:gw-pw@127.0.0.1:%d" % (gid, r.port))
     gw = fl.gateways["gwA"]
     pub = "redis://publisher:pub-pw@127.0.0.1:%d" % fl.redis.port
@@ -391,11 +395,14 @@ def test_acl_confines_gateways_and_publishers():
             return loop.run_in_executor(None, lambda: fl.ctl("--redis", pub, *args))
         p = await ctl("gateways")  # SCAN and GET of the heartbeats (SET by the workers)
         assert p.returncode == 0 and "gwA  workers=2" in p.stdout, (p.stdout, p.stderr)
-        p = await ctl("--order-key", K1, "close", "--group", "room:1", "--code", "4001",
-                      "--wait", "5000")
+        # A ban through the stream: XADD, XREAD, HSET and HGETALL within the rules.
+        p = await ctl("--order-key", K1, "--orders-stream", "wsgate:orders:log", "close",
+                      "--group", "room:1", "--code", "4001", "--ttl", "60000", "--wait", "5000")
         assert p.returncode == 0 and "closed 2 of 2" in p.stdout, (p.returncode, p.stdout,
                                                                    p.stderr)
         await assert_closed_with(clients, 4001, "")
+        p = await ctl("tombstones")
+        assert p.returncode == 0 and "group=room:1" in p.stdout, (p.stdout, p.stderr)
         import redis
         backend = redis.Redis(host="127.0.0.1", port=fl.redis.port, username="backend",
                               password="be-pw", socket_timeout=5)
@@ -421,6 +428,10 @@ def test_acl_confines_gateways_and_publishers():
             ("gateway-gwA", "gw-pw", "SUBSCRIBE", "wsgate:events"),
             ("gateway-gwA", "gw-pw", "SET", "wsgate:orders:gw:gwB:1", "{}"),
             ("gateway-gwA", "gw-pw", "GET", "wsgate:orders:gw:gwA:1"),
+            ("gateway-gwA", "gw-pw", "HSET", "elsewhere", "f", "v"),
+            ("gateway-gwA", "gw-pw", "SET", "wsgate:orders:tombs", "v"),
+            ("gateway-gwA", "gw-pw", "XADD", "wsgate:orders:log", "*", "order", "{}"),
+            ("publisher", "pub-pw", "HSET", "wsgate:orders:tombs", "group:x", "{}"),
         ]
         for user, pw, *cmd in denied:
             got = resp(port, user, pw, *cmd)

@@ -42,6 +42,7 @@ static const struct {
     {"outq", suite_outq},
     {"tls", suite_tls},
     {"registry", suite_registry},
+    {"tomb", suite_tomb},
     {"chaos", suite_chaos},
 };
 
