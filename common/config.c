@@ -834,6 +834,26 @@ static int set_max_send(struct config *c, const char *v, char *err, size_t errle
     return 0;
 }
 
+static int set_deflate(struct config *c, const char *v, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    c->deflate = v != NULL;
+    return 0;
+}
+
+/* 0 compresses everything; a message under the size goes uncompressed (RSV1 clear),
+ * which RFC 7692 §6 allows: deflate costs more than it saves on a few bytes. */
+static int set_deflate_min_size(struct config *c, const char *v, char *err, size_t errlen)
+{
+    uint64_t n;
+
+    if (config_parse_size(v, &n) < 0 || n > 16ull * 1024 * 1024)
+        return bad(err, errlen, "deflate-min-size", v, "expected a size from 0 to 16m");
+    c->deflate_min_size = n;
+    return 0;
+}
+
 static const struct flag flags[] = {
     {"listen", F_VALUE, set_listen},
     {"workers", F_VALUE, set_workers},
@@ -890,6 +910,8 @@ static const struct flag flags[] = {
     {"tls-key", F_VALUE, set_tls_key},
     {"tls-min-version", F_VALUE, set_tls_min_version},
     {"max-send", F_VALUE, set_max_send},
+    {"deflate", F_BOOL, set_deflate},
+    {"deflate-min-size", F_VALUE, set_deflate_min_size},
 };
 
 #define NFLAGS (sizeof(flags) / sizeof(flags[0]))
@@ -1004,6 +1026,10 @@ static const char usage[] =
     "  --tls-min-version V      1.2 or 1.3: the oldest TLS version accepted (default 1.2)\n"
     "  --max-send SIZE          largest message a send order may push, counted after\n"
     "                           base64 decoding; larger is refused (default 1m, at most 16m)\n"
+    "  --deflate                permessage-deflate (RFC 7692) for clients that offer it:\n"
+    "                           a pushed message is compressed once for all of them\n"
+    "                           (default: off)\n"
+    "  --deflate-min-size SIZE  messages under this go uncompressed (default 256)\n"
     "  --help                   this text\n"
     "  --version                the version and the git revision it was built from\n"
     "\n"
@@ -1062,6 +1088,8 @@ void config_defaults(struct config *c)
     c->inbound_max_pending = 4 * 1024 * 1024;
     c->tls_min_version = TLS_MIN_1_2;
     c->max_send = 1024 * 1024;
+    c->deflate = false;
+    c->deflate_min_size = 256;
 }
 
 bool config_query_groups(const struct config *c)

@@ -8,6 +8,7 @@
 
 #include "worker/apply.h"
 #include "worker/auth.h"
+#include "worker/deflate.h"
 #include "worker/inbound.h"
 #include "worker/redis.h"
 #include "worker/subs.h"
@@ -118,6 +119,7 @@ struct shm_worker {
     struct inbound_stats inbound;
     struct member_stats members;
     struct subs_stats subs;
+    struct deflate_stats deflate;
 };
 
 struct shm {

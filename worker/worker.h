@@ -19,6 +19,7 @@ struct wredis;
 struct job;
 struct seen;
 struct inbound;
+struct deflate;
 
 /*
  * Timer lists. Every connection sits on exactly one list whose timeout is the same
@@ -89,6 +90,7 @@ struct worker {
     struct auth *auth;    /* owned: the JWT verifier and expiries (auth.c), NULL when off */
     struct seen *seen;    /* owned: ids of signed orders, made on the first one */
     struct inbound *inbound; /* owned: --inbound publish or stream (inbound.c), else NULL */
+    struct deflate *deflate; /* owned: compressors and buffers (deflate.c), made on first use */
 
     /* What bounded memory holds now: --max-outbound, --max-pending, --max-jobs. */
     size_t out_bytes;       /* the connections' output queues */
