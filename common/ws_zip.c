@@ -29,6 +29,7 @@ struct ws_unzip {
     bool in_tail;       /* zlib is reading our 00 00 ff ff, not the peer's bytes */
     bool tail_given;
     bool ended;         /* a block with BFINAL set ended the stream */
+    bool more;          /* the last piece filled up: zlib may hold more output */
 };
 
 /* RFC 7692 §7.2.2: the receiver appends this to the message's payload. */
@@ -186,7 +187,8 @@ ssize_t ws_unzip_output(struct ws_unzip *u, uint8_t *out, size_t cap)
     if (u->code != 0)
         return -1;
     for (;;) {
-        if (u->zs.avail_in == 0 && !refill(u)) {
+        /* a long match may leave output inside zlib with all input read: ask for it */
+        if (u->zs.avail_in == 0 && !u->more && !refill(u)) {
             if (u->last && u->text && u->utf8 != UTF8_ACCEPT)
                 return fail(u, 1007, "text message ends inside a code point");
             return 0;
@@ -201,12 +203,14 @@ ssize_t ws_unzip_output(struct ws_unzip *u, uint8_t *out, size_t cap)
         u->zs.avail_out = room;
         r = inflate(&u->zs, Z_SYNC_FLUSH);
         n = room - u->zs.avail_out;
+        u->more = u->zs.avail_out == 0;
         switch (r) {
         case Z_OK:
         case Z_BUF_ERROR: /* no progress: more input is needed */
             break;
         case Z_STREAM_END:
             u->ended = true;
+            u->more = false;
             break;
         case Z_MEM_ERROR:
             return fail(u, 1011, "out of memory while inflating");
