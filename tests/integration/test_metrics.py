@@ -326,7 +326,9 @@ def test_protocol_error_is_counted():
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         fams = fetch(gw)
-        if value(fams, "wsgate_protocol_errors_total") == 1:
+        # the worker counts the error, then the close frame: wait for both, not one
+        if value(fams, "wsgate_protocol_errors_total") == 1 and \
+                value(fams, "wsgate_close_frames_sent_total", code="1002") == 1:
             break
         time.sleep(0.02)  # poll interval
     eq(fams, 1, "wsgate_protocol_errors_total")
