@@ -613,3 +613,27 @@ def test_send_to_a_group_of_deflate_and_plain_members():
     # 2 big messages x at most (4 workers x 2 windows); 12 deflate members each got 2
     assert sent == 2 * 12, sent
     assert 2 * 2 <= compressed <= 2 * 4 * 2, compressed
+
+
+@harness.timeout(45)
+def test_compressed_messages_over_tls():
+    """wss:// with permessage-deflate: compressed frames go through TLS records both ways
+    (many records for the large ones)."""
+    import test_tls
+    c = test_tls.ca()
+    cert, key = c.issue("gw")
+    gw = test_tls.tls_gateway(cert, key, flags={"--max-message": "4m"},
+                              extra=["--deflate"], workers=1)
+    ctx = c.context()
+
+    async def main():
+        ws = await test_tls.wss(gw.port, ctx)
+        assert ws.response_headers["Sec-WebSocket-Extensions"] == ANSWER
+        for m in (json_text(300), json_text(3 * MIB), os.urandom(200000), "κόσμε " * 5000):
+            await ws.send(m)
+            assert await ws.recv() == m
+        await ws.close()
+    F.run(main())
+    fams = lb.metrics(gw.admin_port)
+    assert value(fams, "wsgate_deflate_inflated_messages_total") == 4
+    assert value(fams, "wsgate_deflate_sent_total") == 3  # not the random bytes
