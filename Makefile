@@ -9,7 +9,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 BUILD   ?= build
 
-PKGS_LIBS := libevent hiredis jansson openssl libjwt
+PKGS_LIBS := libevent hiredis jansson openssl libjwt zlib
 
 # --version prints these: the release and the git revision the binary was built from.
 VERSION := 0.4.0
@@ -132,7 +132,7 @@ install: $(PROGS)
 # --- packages -------------------------------------------------------------------------------
 # Debian packages the build needs, and the ones the tests add. A missing one is installed with
 # apt-get when we are root; otherwise the exact command to run is printed and make stops.
-DEB_BUILD := gcc make pkg-config libevent-dev libhiredis-dev libjansson-dev libssl-dev libjwt-dev \
+DEB_BUILD := gcc make pkg-config libevent-dev libhiredis-dev libjansson-dev libssl-dev libjwt-dev zlib1g-dev \
              redis-server
 DEB_TEST  := python3 python3-websockets python3-redis chromium haproxy nginx-light procps openssl \
              iproute2 python3-yaml clang libclang-rt-14-dev strace libnginx-mod-stream python3-jwt \

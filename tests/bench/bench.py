@@ -142,6 +142,7 @@ class Server:
         else:
             self.cmd = ["node", os.path.join(PEER_DIR, "server.js"), "--listen", listen,
                         "--workers", str(workers), "--id", "peer", "--redis", redis.url()]
+            self.cmd += list(extra)
             self.markers = {"worker ready": workers}
             self.term_marker = "shutting down"
         self.counts = {m: 0 for m in self.markers}
@@ -237,6 +238,20 @@ def status_kb(pid, field):
     except OSError:
         pass
     return 0
+
+
+def wchar(pids):
+    """Bytes written by pids (/proc/PID/io wchar: sockets, pipes and files alike)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/io") as f:
+                for line in f:
+                    if line.startswith("wchar:"):
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+    return total
 
 
 def cpu_ns(pids):
@@ -418,10 +433,11 @@ class Ctx:
         return run_wsload(cmd, timeout, self.log("wsload"), **kw)
 
 
-def with_server(ctx, workers=2, echo=False, drain=False):
+def with_server(ctx, workers=2, echo=False, drain=False, extra=()):
     redis = Redis(ctx.logdir)
     try:
-        srv = Server(ctx.kind, ctx.cfg, redis, workers, ctx.log("server"), echo=echo, drain=drain)
+        srv = Server(ctx.kind, ctx.cfg, redis, workers, ctx.log("server"), echo=echo, drain=drain,
+                     extra=extra)
     except Exception:
         redis.stop()
         raise
@@ -696,16 +712,19 @@ def sc_growth(ctx):
     return out
 
 
-def fanout(ctx, size, binary, peak):
+def fanout(ctx, size, binary, peak, body=None, deflate=False, tag=""):
     """N connections in group "fan"; one send order of size bytes to the group. The
-    server's CPU time (all threads of all its processes) is read once the connections are
-    idle and again when wsload's watch ended (its --done-file, connections still open).
-    With peak, each server process's peak RSS (VmHWM, reset through clear_refs once the
-    connections are idle) is read then too: the sum of the peaks over the sum of the
-    resident sizes before PUBLISH."""
+    server's CPU time (all threads of all its processes) and bytes written (wchar) are
+    read once the connections are idle and again when wsload's watch ended (its
+    --done-file, connections still open), and its RSS then too. With peak, each server
+    process's peak RSS (VmHWM, reset through clear_refs once the connections are idle) is
+    read then too: the sum of the peaks over the sum of the resident sizes before
+    PUBLISH. body: the message (default: size letters); deflate: the server compresses
+    (wsgate --deflate, the peer's perMessageDeflate) and wsload offers it."""
     n = ctx.cfg.n
-    redis, srv = with_server(ctx)
-    body = bytes(0x61 + i % 26 for i in range(size))
+    extra = (["--deflate"] if ctx.kind == "wsgate" else ["--deflate", "1"]) if deflate else []
+    redis, srv = with_server(ctx, extra=extra)
+    body = body if body is not None else bytes(0x61 + i % 26 for i in range(size))
     order = {"op": "send", "id": "fan", "group": "fan"}
     if binary:
         order["binary"] = base64.b64encode(body).decode()
@@ -713,7 +732,7 @@ def fanout(ctx, size, binary, peak):
         order["text"] = body.decode()
     base = {}
     ramp_ms, to = timeouts(n)
-    ready, done = ctx.ready(), ctx.ready("done")
+    ready, done = ctx.ready("ready" + tag), ctx.ready("done" + tag)
 
     def on_ready():
         time.sleep(0.5)
@@ -727,20 +746,24 @@ def fanout(ctx, size, binary, peak):
                     raise BenchError(f"clear_refs of {pid}: {e}")
         base["rss"] = sum(status_kb(pid, "VmRSS") for pid in pids)
         base["cpu"] = cpu_ns(pids)
+        base["wchar"] = wchar(pids)
         deadline = time.monotonic() + 90
         while not os.path.exists(done):
             if time.monotonic() > deadline:
                 raise BenchError("wsload's watch did not end in time")
             time.sleep(0.005)
         base["cpu_after"] = cpu_ns(pids)
+        base["wchar_after"] = wchar(pids)
         base["hwm"] = sum(status_kb(pid, "VmHWM") for pid in pids)
+        base["rss_after"] = sum(status_kb(pid, "VmRSS") for pid in pids)
 
     try:
         res, _ = ctx.wsload(wsload_cmd(ctx.cfg, srv, redis, n, path="/?group=fan", ready=ready,
                                        hold_ms=1500, publish=order, close_timeout=60000,
                                        extra=["--ramp-timeout", str(ramp_ms), "--expect-messages",
                                               str(n), "--expect-size", str(size),
-                                              "--done-file", done]),
+                                              "--done-file", done]
+                                       + (["--deflate"] if deflate else [])),
                             to + 90, ready=ready, on_ready=on_ready, ready_timeout=to)
     finally:
         srv.stop()
@@ -749,13 +772,19 @@ def fanout(ctx, size, binary, peak):
     out = {"n": n, "size": size, "ramp_ok": get(res, "ramp", "ok"),
            "receivers": get(res, "action", "receivers")}
     for k in ("delivered", "connections", "duplicated_connections", "wrong_size", "before_t0",
-              "text", "binary", "lat_p50", "lat_p99", "lat_max", "rate"):
+              "text", "binary", "lat_p50", "lat_p99", "lat_max", "rate", "compressed",
+              "wire_bytes"):
         out[k] = m.get(k)
     out["close_frames"] = get(res, "close", "frames")
     out["timed_out"] = get(res, "close", "timed_out")
     cpu = base["cpu_after"] - base["cpu"]
     out["cpu_ms"] = cpu / 1e6
     out["cpu_us_per_msg"] = cpu / 1e3 / out["delivered"] if out["delivered"] else None
+    out["written_per_msg"] = ((base["wchar_after"] - base["wchar"]) / out["delivered"]
+                              if out["delivered"] else None)
+    out["payload_per_msg"] = (out["wire_bytes"] / out["delivered"]
+                              if out["delivered"] and out["wire_bytes"] is not None else None)
+    out["rss_growth"] = base["rss_after"] - base["rss"]
     if peak:
         out["rss_before"], out["rss_peak"] = base["rss"], base["hwm"]
         out["rss_peak_increase"] = base["hwm"] - base["rss"]
@@ -769,6 +798,40 @@ def sc_fanout(ctx):
 
 def sc_fanout64k(ctx):
     return fanout(ctx, 65536, True, True)
+
+
+def json_message(size):
+    """size bytes of JSON (ASCII), the kind of message pushed to browsers."""
+    items, total, i = [], 2, 0
+    while total < size:
+        item = json.dumps({"id": i, "user": f"user{i % 37}", "event": "price.update",
+                           "price": round(100 + i * 0.37, 2), "qty": (i * 7919) % 1000,
+                           "ts": 1764892800000 + i * 17})
+        items.append(item)
+        total += len(item) + 1
+        i += 1
+    return ("[" + ",".join(items) + "]")[:size].encode()
+
+
+DEFLATE_KEYS = ("delivered", "connections", "wrong_size", "duplicated_connections", "before_t0",
+                "close_frames", "compressed", "written_per_msg", "payload_per_msg",
+                "cpu_us_per_msg", "rate", "lat_max", "rss_growth")
+
+
+def sc_deflate(ctx):
+    """Fan-out of a 2 KiB JSON message to N, without and with permessage-deflate (wsload
+    offers it; wsgate --deflate compresses once per worker, the peer's ws once per
+    connection): bytes written per delivered message, CPU per delivered message, and
+    the RSS the server holds once the message went out."""
+    out = {"n": ctx.cfg.n, "size": 2048}
+    body = json_message(2048)
+    for mode in ("plain", "deflate"):
+        m = fanout(ctx, 2048, False, False, body=body, deflate=mode == "deflate", tag=mode)
+        kill_all()
+        for k in DEFLATE_KEYS:
+            out[f"{mode}_{k}"] = m.get(k)
+        out[f"{mode}_wsload"] = m["wsload"]
+    return out
 
 
 def sc_drain(ctx):
@@ -845,6 +908,7 @@ SCENARIOS = [
     ("echo", sc_echo, SERVERS, "7. Echo"),
     ("fanout", sc_fanout, SERVERS, "8. Fan-out, 128 B"),
     ("fanout64k", sc_fanout64k, SERVERS, "9. Fan-out, 64 KiB"),
+    ("deflate", sc_deflate, SERVERS, "10. Fan-out, 2 KiB JSON, permessage-deflate off/on"),
 ]
 
 
@@ -884,6 +948,17 @@ def sanity(scen, m, cfg):
         for k in ("duplicated_connections", "wrong_size", "before_t0", "close_frames"):
             want(m.get(k) == 0, f"{k} {m.get(k)}")
         want(m.get("text" if scen == "fanout" else "binary") == n, "wrong message type")
+    if scen == "deflate":
+        n = m.get("n")
+        for mode in ("plain", "deflate"):
+            want(m.get(f"{mode}_delivered") == n and m.get(f"{mode}_connections") == n,
+                 f"{mode}: delivered {m.get(f'{mode}_delivered')} to "
+                 f"{m.get(f'{mode}_connections')} connections, not {n} once each")
+            for k in ("duplicated_connections", "wrong_size", "before_t0", "close_frames"):
+                want(m.get(f"{mode}_{k}") == 0, f"{mode} {k} {m.get(f'{mode}_{k}')}")
+        want(m.get("plain_compressed") == 0, "compressed messages without deflate")
+        want(m.get("deflate_compressed") == n,
+             f"deflate: {m.get('deflate_compressed')} compressed of {n}")
     if scen == "echo":
         want(m.get("messages") == m["conns"] * m["per_conn"] and not m.get("failures"),
              f"echo messages {m.get('messages')} failures {m.get('failures')}")
@@ -966,7 +1041,25 @@ ROWS = [
     ("fanout64k", "messages delivered/s", "rate", "/s", "", None),
     ("fanout64k", "server CPU per delivered message", "cpu_us_per_msg", "µs", "", None),
     ("fanout64k", "messages delivered, each connection once", "delivered", "", "= N", lambda w, p, r, runs: all(fanout_once(x) for x in runs)),
+    ("deflate", "bytes written per delivered message, deflate off", "plain_written_per_msg", "B", "", None),
+    ("deflate", "bytes written per delivered message, deflate on", "deflate_written_per_msg", "B", "", None),
+    ("deflate", "payload bytes per message on the wire, deflate on", "deflate_payload_per_msg", "B", "", None),
+    ("deflate", "server CPU per delivered message, deflate off", "plain_cpu_us_per_msg", "µs", "", None),
+    ("deflate", "server CPU per delivered message, deflate on", "deflate_cpu_us_per_msg", "µs", "≤ peer", lambda w, p, r, runs: r is not None and r <= 1),
+    ("deflate", "messages delivered/s, deflate off", "plain_rate", "/s", "", None),
+    ("deflate", "messages delivered/s, deflate on", "deflate_rate", "/s", "", None),
+    ("deflate", "PUBLISH to last delivery, deflate on", "deflate_lat_max", "ms", "", None),
+    ("deflate", "RSS growth through the fan-out, deflate off", "plain_rss_growth", "B", "", None),
+    ("deflate", "RSS growth through the fan-out, deflate on", "deflate_rss_growth", "B", "", None),
+    ("deflate", "delivered, each connection once, compressed when on", "deflate_delivered", "", "= N", lambda w, p, r, runs: all(deflate_once(x) for x in runs)),
 ]
+
+
+def deflate_once(run):
+    m = run["metrics"]
+    return all(m.get(f"{x}_delivered") == m.get("n") == m.get(f"{x}_connections")
+               and m.get(f"{x}_wrong_size") == 0 for x in ("plain", "deflate")) \
+        and m.get("deflate_compressed") == m.get("n")
 
 
 def fanout_once(run):
@@ -1146,7 +1239,15 @@ SCENARIO_NOTES = """\
    connections are idle, bench.py resets each server process's peak RSS (`5` into
    `/proc/PID/clear_refs`) and reads its VmRSS; after the last delivery it reads VmHWM: the
    increase is the sum of the peaks minus the sum before PUBLISH (an upper bound of the
-   tree's simultaneous peak)."""
+   tree's simultaneous peak).
+10. **Fan-out, 2 KiB JSON, permessage-deflate**: as 8 with a 2 048-byte JSON text, twice per
+   server: deflate off, then on (wsgate `--deflate`; the peer's ws `perMessageDeflate` with
+   no context takeover either way and its 256-byte threshold; wsload `--deflate` offers it
+   and inflates every message, checking its inflated size). Bytes written per delivered
+   message: the server tree's `wchar` (/proc/PID/io) over the watch, frames and all, over
+   the messages delivered; payload bytes: what wsload read of the data frames. RSS growth:
+   the tree's VmRSS after the last delivery minus before PUBLISH (the peer keeps a zlib
+   compressor per connection that got a compressed message; wsgate one per worker)."""
 
 
 def make_plots(cfg, data):

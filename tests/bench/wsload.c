@@ -27,6 +27,13 @@
  * subprotocol we did not ask for (RFC 6455 §4.1). Server frames must be unmasked,
  * without RSV bits, with known opcodes, minimal lengths and sane fragmentation (§5);
  * a violation counts in "protocol_errors" and we close that connection with 1002.
+ *
+ * With --deflate the request offers permessage-deflate (RFC 7692) and the answer may
+ * accept it: then RSV1 is allowed on a data message's first frame, and a compressed
+ * pushed message is inflated (zlib) so that --expect-size checks its inflated size.
+ * An inflater exists per connection while a compressed message is partial, or for the
+ * whole connection when the server keeps its context (no server_no_context_takeover).
+ * The report says how many messages came compressed and the payload bytes on the wire.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -57,6 +64,7 @@
 #include <openssl/evp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <zlib.h>
 
 #include "common/ws_close.h"
 #include "common/ws_dec.h"
@@ -134,6 +142,7 @@ struct wl_opts {
     bool reply_close;
     bool samples;
     bool tls;
+    bool deflate; /* --deflate: offer permessage-deflate */
 };
 
 enum wl_state {
@@ -159,6 +168,9 @@ enum wl_state {
 #define WL_F_PROTO    0x0200 /* we closed it: the server broke the protocol */
 #define WL_F_TEXT     0x0400 /* the current data message is text */
 #define WL_F_WSIZE    0x0800 /* a data message of another size than --expect-size */
+#define WL_F_ZNEG     0x1000 /* permessage-deflate was negotiated */
+#define WL_F_ZMSG     0x2000 /* the current data message is compressed */
+#define WL_F_ZKEEP    0x4000 /* the server keeps its context: the inflater stays */
 
 /* One per connection, in the child's array; lives until the child exits. */
 struct wl_conn {
@@ -167,6 +179,7 @@ struct wl_conn {
     uint8_t *in;        /* owned, lazily: a partial response head or control payload */
     uint8_t *out;       /* owned, lazily: bytes not written yet */
     char *id;           /* owned: the X-Wsgate-Conn value, or NULL */
+    z_stream *z;        /* owned, lazily: the inflater (--deflate) */
     uint64_t t_start;   /* ns, CLOCK_MONOTONIC: connect() called */
     uint64_t lat;       /* ns from t_start to the parsed 101 */
     uint64_t t_frame;   /* close frame arrival */
@@ -236,6 +249,9 @@ struct wl_proc {
     uint64_t sent_open;
     uint64_t msgs; /* data messages outside the echo phase */
     uint64_t msg_text;
+    uint64_t msg_zipped; /* of those, sent compressed */
+    uint64_t wire;       /* their payload bytes as sent */
+    uint8_t *zbuf;       /* owned, WL_READ_MAX: inflated bytes, counted then dropped */
     uint64_t sent_msgs;
     const uint8_t *ctl_ptr; /* control payload inside the read buffer, during one feed */
     uint8_t *rbuf;          /* owned, WL_READ_MAX */
@@ -320,6 +336,8 @@ struct wl_run {
     uint64_t msg_text;
     uint64_t msg_dup_conns; /* connections that got more than one */
     uint64_t msg_wrong_size;
+    uint64_t msg_zipped;
+    uint64_t wire;
 };
 
 static struct wl_opts wl_opt;
@@ -374,6 +392,8 @@ static const char wl_usage[] =
     "                      to the JSON as close.frame_samples and close.tcp_samples\n"
     "  --tls               connect with TLS (wss://): a full handshake per connection, the\n"
     "                      certificate not checked; the handshake counts in the latency\n"
+    "  --deflate           offer permessage-deflate; compressed pushed messages are inflated\n"
+    "                      (--expect-size is their inflated size)\n"
     "The watch runs after --publish or --signal, or when an --expect-* flag is given.\n"
     "Exit status: 0 when the run completed (the JSON tells how the server behaved), 1 on a\n"
     "usage or setup error.\n";
@@ -686,6 +706,11 @@ static void wl_conn_close(struct wl_conn *c)
     c->out = NULL;
     c->out_len = 0;
     c->out_off = 0;
+    if (c->z != NULL) {
+        inflateEnd(c->z);
+        free(c->z);
+        c->z = NULL;
+    }
     c->flags &= (uint16_t)~WL_F_WRITE;
     if (c->flags & WL_F_FRAME)
         wl_p.settled++;
@@ -996,8 +1021,10 @@ static bool wl_frame_begin(struct wl_conn *c)
     uint64_t plen = b1 & 0x7f;
     unsigned k;
 
-    if (b0 & 0x70)
+    if (b0 & 0x30)
         return wl_abort(c, "RSV bits set");
+    if ((b0 & 0x40) && (!(c->flags & WL_F_ZNEG) || (op != WS_OP_TEXT && op != WS_OP_BINARY)))
+        return wl_abort(c, "RSV1 set where permessage-deflate does not allow it");
     if (b1 & 0x80)
         return wl_abort(c, "masked server frame");
     if (plen == 126) {
@@ -1032,7 +1059,11 @@ static bool wl_frame_begin(struct wl_conn *c)
             c->flags |= WL_F_TEXT;
         else
             c->flags &= (uint16_t)~WL_F_TEXT;
-        if ((c->flags & WL_F_ECHO) && op != WS_OP_BINARY)
+        if (b0 & 0x40)
+            c->flags |= WL_F_ZMSG;
+        else
+            c->flags &= (uint16_t)~WL_F_ZMSG;
+        if ((c->flags & WL_F_ECHO) && (op != WS_OP_BINARY || (b0 & 0x40)))
             wl_echo_end(c, true);
         break;
     case WS_OP_CONT:
@@ -1047,6 +1078,34 @@ static bool wl_frame_begin(struct wl_conn *c)
     c->remaining = plen;
     c->in_len = 0;
     wl_p.ctl_ptr = NULL;
+    return true;
+}
+
+/* Inflates a piece of a compressed message (or the tail of §7.2.2), counting its
+ * inflated bytes in msg_pos; the bytes themselves are dropped. */
+static bool wl_inflate(struct wl_conn *c, const uint8_t *buf, size_t take)
+{
+    int r;
+
+    if (c->z == NULL) {
+        c->z = calloc(1, sizeof(*c->z));
+        if (c->z == NULL || inflateInit2(c->z, -15) != Z_OK) {
+            free(c->z);
+            c->z = NULL;
+            return wl_abort(c, "out of memory for an inflater");
+        }
+    }
+    c->z->next_in = (Bytef *)(uintptr_t)buf;
+    c->z->avail_in = (uInt)take;
+    do {
+        c->z->next_out = wl_p.zbuf;
+        c->z->avail_out = WL_READ_MAX;
+        r = inflate(c->z, Z_SYNC_FLUSH);
+        if (r != Z_OK && r != Z_BUF_ERROR && r != Z_STREAM_END)
+            return wl_abort(c, "bad deflate data");
+        take = WL_READ_MAX - c->z->avail_out;
+        c->msg_pos = take > UINT32_MAX - c->msg_pos ? UINT32_MAX : c->msg_pos + (uint32_t)take;
+    } while (c->z->avail_out == 0 || (c->z->avail_in > 0 && r == Z_OK));
     return true;
 }
 
@@ -1070,6 +1129,9 @@ static bool wl_frame_data(struct wl_conn *c, const uint8_t *buf, size_t take)
         return true;
     }
     if (!(c->flags & WL_F_ECHO)) {
+        wl_p.wire += take;
+        if (c->flags & WL_F_ZMSG)
+            return wl_inflate(c, buf, take);
         /* data outside the echo phase: only its size is kept, saturating */
         c->msg_pos = take > UINT32_MAX - c->msg_pos ? UINT32_MAX : c->msg_pos + (uint32_t)take;
         return true;
@@ -1091,6 +1153,18 @@ static bool wl_frame_data(struct wl_conn *c, const uint8_t *buf, size_t take)
 /* A whole data message outside the echo phase: a pushed message (send orders). */
 static void wl_on_message(struct wl_conn *c, uint64_t now)
 {
+    static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
+
+    if (c->flags & WL_F_ZMSG) {
+        if (!wl_inflate(c, tail, sizeof(tail)))
+            return;
+        wl_p.msg_zipped++;
+        if (!(c->flags & WL_F_ZKEEP)) { /* no context takeover: a fresh one next time */
+            inflateEnd(c->z);
+            free(c->z);
+            c->z = NULL;
+        }
+    }
     if (c->msgs++ == 0)
         c->t_msg = now;
     wl_p.msgs++;
@@ -1254,8 +1328,15 @@ static bool wl_check_101(struct wl_conn *c, const char *h, size_t hlen, char *wh
                 return false;
             }
         } else if (wl_ieq(p, nlen, "Sec-WebSocket-Extensions")) {
-            snprintf(why, cap, "extension not asked for");
-            return false;
+            size_t vl = (size_t)(ve - v);
+            if (!wl_opt.deflate || (c->flags & WL_F_ZNEG) || vl < 18 ||
+                strncasecmp(v, "permessage-deflate", 18) != 0 || memchr(v, ',', vl) != NULL) {
+                snprintf(why, cap, "extension not asked for");
+                return false;
+            }
+            c->flags |= WL_F_ZNEG;
+            if (memmem(v, vl, "server_no_context_takeover", 26) == NULL)
+                c->flags |= WL_F_ZKEEP;
         } else if (wl_ieq(p, nlen, "Sec-WebSocket-Protocol")) {
             snprintf(why, cap, "subprotocol not asked for");
             return false;
@@ -1343,8 +1424,11 @@ static void wl_send_request(struct wl_conn *c)
     }
     n = snprintf(req, sizeof(req),
                  "GET %s HTTP/1.1\r\nHost: %s:%u\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                 path, wl_opt.host, wl_opt.port, key);
+                 "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+                 path, wl_opt.host, wl_opt.port, key,
+                 wl_opt.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                                  "client_max_window_bits\r\n"
+                                : "");
     if (n < 0 || (size_t)n >= sizeof(req)) {
         wl_hs_fail(c, "request too long");
         return;
@@ -1746,6 +1830,8 @@ static void wl_close_report(void)
     for (i = 0; i < wl_p.count; i++)
         n += (wl_p.conns[i].flags & WL_F_WSIZE) != 0;
     wl_msg_u64(&m, n);
+    wl_msg_u64(&m, wl_p.msg_zipped);
+    wl_msg_u64(&m, wl_p.wire);
     wl_msg_send(&m);
 }
 
@@ -1798,8 +1884,9 @@ static void wl_child_main(uint32_t lo, uint32_t hi, uint32_t inflight, int cmd_f
     wl_p.ramp_deadline = t_start + wl_opt.ramp_timeout_ms * WL_NS_PER_MS;
     wl_p.conns = calloc(wl_p.count > 0 ? wl_p.count : 1, sizeof(*wl_p.conns));
     wl_p.rbuf = malloc(WL_READ_MAX);
+    wl_p.zbuf = malloc(WL_READ_MAX);
     wl_p.sbuf = malloc(WS_FRAME_HDR_MAX + 4 + (wl_opt.echo_m > 0 ? wl_opt.echo_size : 0));
-    if (wl_p.conns == NULL || wl_p.rbuf == NULL || wl_p.sbuf == NULL) {
+    if (wl_p.conns == NULL || wl_p.rbuf == NULL || wl_p.sbuf == NULL || wl_p.zbuf == NULL) {
         fprintf(stderr, "wsload: child: out of memory\n");
         _exit(1);
     }
@@ -2036,6 +2123,8 @@ static int wl_on_report(struct wl_run *r, struct wl_child *k, uint32_t type, con
         r->msg_text += wl_rd_u64(&rd);
         r->msg_dup_conns += wl_rd_u64(&rd);
         r->msg_wrong_size += wl_rd_u64(&rd);
+        r->msg_zipped += wl_rd_u64(&rd);
+        r->wire += wl_rd_u64(&rd);
         k->got_close = true;
         break;
     default:
@@ -2445,6 +2534,7 @@ static int wl_parse(int argc, char **argv)
         WL_O_NO_REPLY,
         WL_O_SAMPLES,
         WL_O_TLS,
+        WL_O_DEFLATE,
         WL_O_HELP,
     };
     static const struct option lo[] = {
@@ -2478,6 +2568,7 @@ static int wl_parse(int argc, char **argv)
         {"no-reply-close", no_argument, NULL, WL_O_NO_REPLY},
         {"samples", no_argument, NULL, WL_O_SAMPLES},
         {"tls", no_argument, NULL, WL_O_TLS},
+        {"deflate", no_argument, NULL, WL_O_DEFLATE},
         {"help", no_argument, NULL, WL_O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -2600,6 +2691,9 @@ static int wl_parse(int argc, char **argv)
         case WL_O_SAMPLES:
             wl_opt.samples = true;
             break;
+        case WL_O_DEFLATE:
+            wl_opt.deflate = true;
+            break;
         case WL_O_TLS:
             wl_opt.tls = true;
             break;
@@ -2687,9 +2781,10 @@ static int wl_print_messages(FILE *f, struct wl_run *r, uint64_t t0)
     fprintf(f,
             ",\"messages\":{\"expected\":%lu,\"delivered\":%" PRIu64 ",\"connections\":%zu"
             ",\"text\":%" PRIu64 ",\"binary\":%" PRIu64 ",\"duplicated_connections\":%" PRIu64
-            ",\"wrong_size\":%" PRIu64 ",\"before_t0\":%" PRIu64,
+            ",\"wrong_size\":%" PRIu64 ",\"before_t0\":%" PRIu64 ",\"compressed\":%" PRIu64
+            ",\"wire_bytes\":%" PRIu64,
             wl_opt.expect_msgs, r->msgs, n, r->msg_text, r->msgs - r->msg_text, r->msg_dup_conns,
-            r->msg_wrong_size, before);
+            r->msg_wrong_size, before, r->msg_zipped, r->wire);
     wl_json_ms(f, "lat_p50", v, n, 50);
     wl_json_ms(f, "lat_p99", v, n, 99);
     wl_json_ms(f, "lat_max", v, n, 100);

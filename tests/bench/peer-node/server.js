@@ -5,7 +5,10 @@
 // It is written the way a Node team would write it, not tuned.
 //
 //   node server.js --listen 127.0.0.1:PORT --workers N --id ID --redis redis://127.0.0.1:RPORT
-//                  [--channel wsgate:orders] [--close-timeout 5000]
+//                  [--channel wsgate:orders] [--close-timeout 5000] [--deflate 1]
+// --deflate 1 turns ws's perMessageDeflate on with the contract wsgate's --deflate
+// answers with (no context takeover either way, messages under 256 bytes plain); ws
+// then compresses each message once per connection that negotiated it.
 'use strict';
 
 const cluster = require('node:cluster');
@@ -29,13 +32,13 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 function usage(msg) {
   if (msg) process.stderr.write(`server.js: ${msg}\n`);
   process.stderr.write('usage: node server.js --listen HOST:PORT --workers N --id ID ' +
-    '--redis redis://HOST:PORT [--channel wsgate:orders] [--close-timeout MS]\n');
+    '--redis redis://HOST:PORT [--channel wsgate:orders] [--close-timeout MS] [--deflate 1]\n');
   process.exit(2);
 }
 
 function parseArgs(argv) {
   const opts = { listen: '127.0.0.1:8080', workers: 1, id: 'peer', redis: 'redis://127.0.0.1:6379',
-    channel: 'wsgate:orders', closeTimeout: 5000 };
+    channel: 'wsgate:orders', closeTimeout: 5000, deflate: false };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const val = argv[i + 1];
@@ -49,6 +52,7 @@ function parseArgs(argv) {
       case '--redis': opts.redis = val; break;
       case '--channel': opts.channel = val; break;
       case '--close-timeout': opts.closeTimeout = Number(val); break;
+      case '--deflate': opts.deflate = val === '1'; break;
       default: usage(`unknown flag ${flag}`);
     }
   }
@@ -128,7 +132,9 @@ function groupsOf(req) {
 const wss = new WebSocketServer({
   host: opts.host,
   port: opts.port,
-  perMessageDeflate: false,
+  perMessageDeflate: opts.deflate
+    ? { serverNoContextTakeover: true, clientNoContextTakeover: true, threshold: 256 }
+    : false,
   maxPayload: 1024 * 1024,
   verifyClient: (info, done) => {
     try {
