@@ -889,6 +889,7 @@ def sc_small_orders(ctx):
            "ramp_ok": get(res, "ramp", "ok"), "published": pub.get("published"),
            "publish_rate": pub.get("rate"), "publish_max_lag_ms": pub.get("max_lag_ms"),
            "publish_errors": pub.get("errors"), "receivers": pub.get("receivers"),
+           "publisher_cpu_s": pub.get("cpu_s"), "publisher_wall_s": pub.get("wall_s"),
            "delivered": m.get("delivered"), "stamped": st.get("messages"),
            "bad_stamp": st.get("bad"), "out_of_sequence": st.get("out_of_sequence"),
            "conn_min": m.get("conn_min"), "conn_max": m.get("conn_max"),
@@ -970,6 +971,7 @@ def sc_inbound(ctx):
            "send_max_lag_ms": snd.get("max_lag_ms"), "received": sb.get("received"),
            "bad": sb.get("bad"), "duplicates": sb.get("duplicates"), "gaps": sb.get("gaps"),
            "conns_complete": sb.get("conns_complete"), "sub_timed_out": sb.get("timed_out"),
+           "subscriber_cpu_s": sb.get("cpu_s"), "subscriber_wall_s": sb.get("wall_s"),
            "lat_p50": sb.get("lat_p50"), "lat_p99": sb.get("lat_p99"), "lat_max": sb.get("lat_max")}
     span = ((sb.get("t_last") or 0) - (snd.get("t_first") or 0)) / 1e9
     out["rate"] = out["received"] / span if out["received"] and span > 0 else None

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -189,6 +190,18 @@ static double wr_pct_ms(const uint64_t *v, size_t n, unsigned p)
     size_t rank = (p * n + 99) / 100;
 
     return n == 0 ? 0 : (double)v[rank == 0 ? 0 : rank - 1] / 1e6;
+}
+
+/* This process's CPU time so far (user + system), in seconds: the caller checks that the
+ * tool had room to spare. */
+static double wr_cpu_s(void)
+{
+    struct rusage ru;
+
+    if (getrusage(RUSAGE_SELF, &ru) < 0)
+        return -1;
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 /* Publisher ------------------------------------------------------------------------ */
@@ -407,9 +420,11 @@ static int wr_pub(void)
         printf("{\"published\":%" PRIu64 ",\"target_rate\":%lu,\"seconds\":%.3f,\"rate\":%.1f,"
                "\"replies\":%" PRIu64 ",\"receivers\":%" PRIu64 ",\"errors\":%" PRIu64
                ",\"max_lag_ms\":%.3f,\"batches\":%" PRIu64 ",\"write_blocked\":%" PRIu64
-               ",\"t_first\":%" PRIu64 ",\"t_last\":%" PRIu64 ",\"connections\":%zu,\"size\":%lu}\n",
+               ",\"t_first\":%" PRIu64 ",\"t_last\":%" PRIu64 ",\"connections\":%zu,\"size\":%lu"
+               ",\"cpu_s\":%.3f,\"wall_s\":%.3f}\n",
                k, wr_opt.rate, secs, secs > 0 ? (double)(k - 1) / secs : 0, replies, receivers,
-               errs, (double)max_lag / 1e6, batches, blocked, t_first, t_last, ids.n, wr_opt.size);
+               errs, (double)max_lag / 1e6, batches, blocked, t_first, t_last, ids.n, wr_opt.size,
+               wr_cpu_s(), (double)(wr_now() - t_start) / 1e9);
     }
     close(fd);
     return fflush(stdout) == 0 ? 0 : 1;
@@ -620,12 +635,12 @@ static int wr_subscribe(void)
                ",\"duplicates\":%" PRIu64 ",\"gaps\":%" PRIu64 ",\"conns_complete\":%" PRIu64
                ",\"conns\":%lu,\"per_conn\":%lu,\"seconds\":%.3f,\"rate\":%.1f"
                ",\"lat_p50\":%.3f,\"lat_p99\":%.3f,\"lat_max\":%.3f,\"t_first\":%" PRIu64
-               ",\"t_last\":%" PRIu64 ",\"timed_out\":%s}\n",
+               ",\"t_last\":%" PRIu64 ",\"timed_out\":%s,\"cpu_s\":%.3f,\"wall_s\":%.3f}\n",
                wr_opt.expect, s.received, s.nlat, s.bad, s.dups, s.gaps, complete, wr_opt.conns,
                wr_opt.per_conn, secs, secs > 0 ? (double)(s.received - 1) / secs : 0,
                wr_pct_ms(s.lat, s.nlat, 50), wr_pct_ms(s.lat, s.nlat, 99),
                wr_pct_ms(s.lat, s.nlat, 100), s.t_first, s.t_last,
-               timed_out ? "true" : "false");
+               timed_out ? "true" : "false", wr_cpu_s(), (double)(wr_now() - t_start) / 1e9);
     }
     close(fd);
     return fflush(stdout) == 0 ? 0 : 1;
