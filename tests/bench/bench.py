@@ -825,6 +825,17 @@ def sc_echo(ctx):
             "cpu_us_per_msg": cpu / 1e3 / n if n else None, "wsload": res}
 
 
+def reset_peaks(pids):
+    """Resets each process's VmHWM to its current RSS; returns the summed VmRSS."""
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError as e:
+            raise BenchError(f"clear_refs of {pid}: {e}")
+    return sum(status_kb(pid, "VmRSS") for pid in pids)
+
+
 def run_tool(ctx, cmd, timeout, what):
     """Run build/wsredis to the end; its JSON (last stdout line)."""
     ctx.commands.append(shlex.join(cmd))
@@ -864,6 +875,7 @@ def sc_small_orders(ctx):
     def on_ready():
         time.sleep(0.5)
         base["pids"] = pids = tree_pids(srv.proc.pid)
+        base["rss"] = reset_peaks(pids)
         base["cpu"] = cpu_ns(pids)
         base["pub"] = run_tool(ctx, [cfg.wsredis, "pub", "--port", str(redis.port), "--ids-file", ids,
                                      "--rate", str(rate), "--seconds", str(secs), "--size", "128",
@@ -874,6 +886,7 @@ def sc_small_orders(ctx):
                 raise BenchError("wsload's watch did not end in time")
             time.sleep(0.005)
         base["cpu_after"] = cpu_ns(pids)
+        base["hwm"] = sum(status_kb(pid, "VmHWM") for pid in pids)
 
     try:
         res, _ = ctx.wsload(wsload_cmd(ctx.cfg, srv, redis, n, close_timeout=(secs + 100) * 1000,
@@ -902,18 +915,20 @@ def sc_small_orders(ctx):
     out["cpu_ms"] = cpu / 1e6
     out["cpu_s_per_million"] = cpu / 1e9 / (out["delivered"] / 1e6) if out["delivered"] else None
     out["cpu_us_per_msg"] = cpu / 1e3 / out["delivered"] if out["delivered"] else None
+    out["rss_before"], out["rss_peak_increase"] = base["rss"], base["hwm"] - base["rss"]
+    out["publisher_busy"] = (pub["cpu_s"] / pub["wall_s"]) if pub.get("wall_s") else None
     out["wsload"], out["wsredis"] = res, pub
     return out
 
 
-def sc_inbound(ctx):
+def sc_inbound(ctx, which="inbound"):
     """N clients (?user=u<i>) each send R stamped 128-byte text messages a second for S
     seconds; the server publishes each on wsgate:in (wsgate --inbound publish, the peer
     --inbound publish), where build/wsredis sub counts them, checks every client's arrive
     once each in order and times each from its stamp. Server CPU from just before the
     first message to the subscriber's end."""
     cfg = ctx.cfg
-    n, rate, secs = cfg.n, cfg.inbound[0], cfg.inbound[1]
+    n, (rate, secs) = cfg.n, getattr(cfg, which)
     per_conn = rate * secs
     total = n * per_conn
     redis, srv = with_server(ctx, inbound=True)
@@ -921,7 +936,7 @@ def sc_inbound(ctx):
     ramp_ms, to = timeouts(n)
     sub_cmd = [cfg.wsredis, "sub", "--port", str(redis.port), "--channel", "wsgate:in",
                "--expect", str(total), "--conns", str(n), "--per-conn", str(per_conn),
-               "--ready-file", sready, "--idle-ms", "5000", "--timeout-ms", str((secs + 150) * 1000)]
+               "--ready-file", sready, "--idle-ms", "5000", "--timeout-ms", str((secs * 4 + 150) * 1000)]
     ctx.commands.append(shlex.join(sub_cmd) + " &")
     subf = open(ctx.log("wsredis"), "ab")
     subf.write(("$ " + shlex.join(sub_cmd) + " &\n").encode())
@@ -930,13 +945,15 @@ def sc_inbound(ctx):
 
     def on_ready():  # the sending starts after the 1 s hold
         base["pids"] = pids = tree_pids(srv.proc.pid)
+        base["rss"] = reset_peaks(pids)
         base["cpu"] = cpu_ns(pids)
         try:
-            out, _ = sub.communicate(timeout=secs + 160)
+            out, _ = sub.communicate(timeout=secs * 4 + 160)
         except subprocess.TimeoutExpired:
             raise BenchError("the subscriber did not finish in time")
         finally:
             base["cpu_after"] = cpu_ns(pids)
+            base["hwm"] = sum(status_kb(pid, "VmHWM") for pid in pids)
             with open(stop, "w") as f:
                 f.write("stop\n")
         try:
@@ -951,11 +968,11 @@ def sc_inbound(ctx):
                 raise BenchError("wsredis sub did not subscribe")
             time.sleep(0.01)
         res, _ = ctx.wsload(wsload_cmd(ctx.cfg, srv, redis, n, path="/?user=u{i}", ready=ready,
-                                       hold_ms=1000, close_timeout=(secs + 200) * 1000,
+                                       hold_ms=1000, close_timeout=(secs * 4 + 200) * 1000,
                                        extra=["--ramp-timeout", str(ramp_ms), "--send-rate", str(rate),
                                               "--send-seconds", str(secs), "--send-size", "128",
                                               "--stop-file", stop]),
-                            to + secs + 250, ready=ready, on_ready=on_ready, ready_timeout=to)
+                            to + secs * 4 + 250, ready=ready, on_ready=on_ready, ready_timeout=to)
     finally:
         if sub.poll() is None:
             kill_group(sub)
@@ -978,6 +995,9 @@ def sc_inbound(ctx):
     cpu = base["cpu_after"] - base["cpu"]
     out["cpu_ms"] = cpu / 1e6
     out["cpu_us_per_msg"] = cpu / 1e3 / out["received"] if out["received"] else None
+    out["lost"] = (out["sent"] - out["received"]) if out["sent"] is not None and out["received"] is not None else None
+    out["rss_before"], out["rss_peak_increase"] = base["rss"], base["hwm"] - base["rss"]
+    out["subscriber_busy"] = (sb["cpu_s"] / sb["wall_s"]) if sb.get("wall_s") else None
     out["wsload"], out["wsredis"] = res, sb
     return out
 
@@ -996,6 +1016,8 @@ SCENARIOS = [
     ("fanout64k", sc_fanout64k, SERVERS, "9. Fan-out, 64 KiB"),
     ("small_orders", sc_small_orders, SERVERS, "10. Many small orders"),
     ("inbound", sc_inbound, SERVERS, "11. Inbound, publish"),
+    ("inbound_light", lambda ctx: sc_inbound(ctx, "inbound_light"), SERVERS,
+     "11b. Inbound, publish, lighter"),
 ]
 
 
@@ -1053,7 +1075,7 @@ def sanity(scen, m, cfg):
         if total % n == 0:
             want(m.get("conn_min") == m.get("conn_max") == total // n,
                  f"per connection {m.get('conn_min')}..{m.get('conn_max')}, not {total // n} each")
-    if scen == "inbound":
+    if scen in ("inbound", "inbound_light"):
         n, total = m.get("n"), m.get("expected")
         want(m.get("ramp_ok") == n, f"ramp ok {m.get('ramp_ok')} != {n}")
         want(m.get("sent") == total and m.get("send_skipped") == 0,
@@ -1149,13 +1171,27 @@ ROWS = [
     ("small_orders", "latency p99", "lat_p99", "ms", "", None),
     ("small_orders", "latency max", "lat_max", "ms", "", None),
     ("small_orders", "server CPU s per million delivered", "cpu_s_per_million", "s", "≤ 0.38× peer", lambda w, p, r, runs: r is not None and r <= 0.38),
+    ("small_orders", "peak RSS increase, server processes", "rss_peak_increase", "B", "", None),
+    ("small_orders", "publisher's CPU share of one core", "publisher_busy", "", "", None),
     ("small_orders", "orders delivered, each once, in order", "delivered", "", "= orders", lambda w, p, r, runs: all(not sanity("small_orders", x["metrics"], None) for x in runs)),
     ("inbound", "client messages sent/s (wsload)", "send_rate", "/s", "", None),
     ("inbound", "messages/s reaching the subscriber", "rate", "/s", "", None),
     ("inbound", "latency p50 (client send to subscriber)", "lat_p50", "ms", "", None),
     ("inbound", "latency p99", "lat_p99", "ms", "", None),
     ("inbound", "server CPU per message", "cpu_us_per_msg", "µs", "", None),
+    ("inbound", "peak RSS increase, server processes", "rss_peak_increase", "B", "", None),
+    ("inbound", "messages lost (sent, never at the subscriber)", "lost", "", "0", lambda w, p, r, runs: all_equal(runs, "lost", 0)),
+    ("inbound", "subscriber's CPU share of one core", "subscriber_busy", "", "", None),
     ("inbound", "messages at the subscriber, each once", "received", "", "= sent", lambda w, p, r, runs: all(not sanity("inbound", x["metrics"], None) for x in runs)),
+    ("inbound_light", "client messages sent/s (wsload)", "send_rate", "/s", "", None),
+    ("inbound_light", "messages/s reaching the subscriber", "rate", "/s", "", None),
+    ("inbound_light", "latency p50 (client send to subscriber)", "lat_p50", "ms", "", None),
+    ("inbound_light", "latency p99", "lat_p99", "ms", "", None),
+    ("inbound_light", "server CPU per message", "cpu_us_per_msg", "µs", "", None),
+    ("inbound_light", "peak RSS increase, server processes", "rss_peak_increase", "B", "", None),
+    ("inbound_light", "messages lost (sent, never at the subscriber)", "lost", "", "0", lambda w, p, r, runs: all_equal(runs, "lost", 0)),
+    ("inbound_light", "subscriber's CPU share of one core", "subscriber_busy", "", "", None),
+    ("inbound_light", "messages at the subscriber, each once", "received", "", "= sent", lambda w, p, r, runs: all(not sanity("inbound_light", x["metrics"], None) for x in runs)),
 ]
 
 
@@ -1243,6 +1279,7 @@ def write_report(cfg, data):
     L.append(SCENARIO_NOTES.format(n=cfg.n, big=cfg.n_big, one=cfg.growth_one,
                                    grp=cfg.growth_group, echo=cfg.echo, orders=cfg.orders,
                                    orders_total=cfg.orders[0] * cfg.orders[1], inbound=cfg.inbound,
+                                   inbound_light=cfg.inbound_light,
                                    inbound_total=cfg.n * cfg.inbound[0] * cfg.inbound[1],
                                    drainflags=("`--drain-spread 0 --drain-reason 'server shutting down'`"
                                                if cfg.wsgate_has_drain_flags else "its defaults")))
@@ -1359,7 +1396,12 @@ SCENARIO_NOTES = """\
    connect, counts the envelopes, checks each client's m run 0, 1, 2… once each, and times
    each from T. Messages/s = messages / (last arrival − first client send). wsload's own
    achieved send rate is checked (≥ 95%). Server CPU from before the first send to the
-   subscriber's end, over the messages it received."""
+   subscriber's end, over the messages it received; the peak RSS increase of the server's
+   processes (VmHWM reset through `clear_refs` before the first message) shows what each
+   holds when Redis or the subscriber lags.
+11b. **Inbound, lighter**: as 11 with {inbound_light[0]} message a second per client for
+   {inbound_light[1]} s, a load this machine carries with the load generator on the same
+   cores, so the latency is the path's and not a queue's."""
 
 
 PUBSUB_PLOT = [  # scenario, label on the plot
@@ -1564,6 +1606,7 @@ def main():
         cfg.echo = (100, 20, 128)
         cfg.orders = (1000, 2)   # send orders per second, seconds
         cfg.inbound = (2, 2)     # messages per second per client, seconds
+        cfg.inbound_light = (1, 2)
     else:
         cfg.rounds = cfg.rounds or 3
         cfg.n = cfg.n or 20000
@@ -1572,6 +1615,7 @@ def main():
         cfg.echo = (1000, 100, 128)
         cfg.orders = (20000, 10)
         cfg.inbound = (10, 10)
+        cfg.inbound_light = (1, 10)
     if cfg.plot_from:
         os.makedirs(cfg.out, exist_ok=True)
         merged = {"runs": []}
@@ -1587,6 +1631,8 @@ def main():
     for x in only + skip:
         if x not in names:
             ap.error(f"unknown scenario {x!r}; known: {', '.join(names)}")
+    if cfg.smoke and not only:
+        skip.append("inbound_light")  # the inbound code path again, at another rate
     selected = [s for s in SCENARIOS if (not only or s[0] in only) and s[0] not in skip]
 
     os.makedirs(os.path.join(cfg.out, "logs"), exist_ok=True)
