@@ -1245,7 +1245,9 @@ def write_report(cfg, data):
     L.append(f"- Software: wsgate {m['wsgate_commit']}, peer = Node {m['node']} "
              f"(cluster + ws + ioredis, tests/bench/peer-node), {m['redis']}")
     L.append(f"- N = {cfg.n} connections unless said; loopback only; open-files limit {m['nofile']}; "
-             f"load average at start {m['loadavg_at_start']} (other work on the machine skews figures)")
+             f"load average at start {m['loadavg_at_start']}"
+             + (f", at the end {data['loadavg_at_end']}" if data.get("loadavg_at_end") else "")
+             + " (other work on the machine skews figures)")
     L.append(f"- Total time {data['seconds']} s")
     L.append(f"- Command: `{data['argv']}`")
     L.append("")
@@ -1408,7 +1410,8 @@ PUBSUB_PLOT = [  # scenario, label on the plot
     ("echo", "echo\n128 B"),
     ("fanout", "fan-out\n128 B to N"),
     ("small_orders", "small orders\n1 conn each"),
-    ("inbound", "inbound\npublish"),
+    ("inbound", "inbound publish\n10/s per client"),
+    ("inbound_light", "inbound publish\n1/s per client"),
 ]
 
 
@@ -1418,11 +1421,12 @@ def plot_pubsub(cfg, runs, plt, colors):
     scens = [(s, lbl) for s, lbl in PUBSUB_PLOT if any(r["scenario"] == s for r in runs)]
     if not scens:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     panels = [("rate", "messages/s (delivered, echoed or published)", "{:,.0f}"),
               ("cpu_us_per_msg", "server CPU µs per message (all processes, all threads)", "{:.1f}")]
     for ax, (key, ylabel, nf) in zip(axes, panels):
-        for si, (scen, _) in enumerate(scens):
+        ticks = []
+        for si, (scen, lbl) in enumerate(scens):
             meds = {}
             for bi, server in enumerate(SERVERS):
                 vals = [r["metrics"][key] for r in runs if r["scenario"] == scen and r["server"] == server
@@ -1435,17 +1439,17 @@ def plot_pubsub(cfg, runs, plt, colors):
                 ax.bar(x, m, color=colors[server], label=server if si == 0 else None)
                 ax.scatter([x] * len(vals), vals, color="black", s=10, zorder=3)
                 ax.annotate(nf.format(m), (x, m), ha="center", va="bottom", fontsize=7)
-            if len(meds) == 2 and meds["peer"]:
-                ax.annotate(f"{meds['wsgate'] / meds['peer']:.2f}×", (si * 3 + 0.5, 0), ha="center",
-                            va="bottom", fontsize=8, color="white", weight="bold")
-        ax.set_xticks([si * 3 + 0.5 for si in range(len(scens))], [lbl for _, lbl in scens], fontsize=8)
+            ratio = (f"\n{meds['wsgate'] / meds['peer']:.2f}×" if len(meds) == 2 and meds["peer"]
+                     else "")
+            ticks.append(lbl + ratio)
+        ax.set_xticks([si * 3 + 0.5 for si in range(len(scens))], ticks, fontsize=7)
         ax.set_ylabel(ylabel, fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_title("Throughput (higher is better)", fontsize=9)
     axes[1].set_title("CPU per message (lower is better)", fontsize=9)
     fig.suptitle("wsgate against the Node peer, 2 workers each, same load generator "
-                 "(median bar, dots = rounds, ratio wsgate/peer at the foot)", fontsize=9)
+                 "(median bar, dots = rounds, ratio wsgate/peer under each pair)", fontsize=9)
     fig.tight_layout()
     fig.savefig(os.path.join(cfg.out, "pubsub.png"), dpi=110)
     plt.close(fig)
@@ -1685,6 +1689,7 @@ def main():
     finally:
         kill_all()
         data["seconds"] = round(time.monotonic() - started, 1)
+        data["loadavg_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
         if "machine" in data:
             data["plots"] = make_plots(cfg, data)
             with open(os.path.join(cfg.out, cfg.name + ".json"), "w") as f:
