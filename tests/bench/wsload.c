@@ -85,6 +85,7 @@
 #define WL_LOG_MAX        5u     /* protocol errors logged per child */
 #define WL_DONE_LINGER_MS 1000u  /* connections kept after --done-file is written */
 #define WL_SEND_TICK_US   1000     /* the send phase's pacing timer */
+#define WL_SEND_BURST     4096u    /* messages per tick at most: a late child still reads */
 #define WL_STAMP_T        19u      /* digits of a stamp's CLOCK_MONOTONIC ns */
 #define WL_STAMP_N        10u      /* digits of its numbers */
 #define WL_STAMP_ORDER    (WL_STAMP_T + 1 + WL_STAMP_N + 1)     /* "<T> <k> " */
@@ -97,6 +98,7 @@
 #define WL_CMD_WATCH 'w' /* send close progress from now on */
 #define WL_CMD_END   'r' /* send the close report and exit */
 #define WL_CMD_SEND  'm' /* start the send phase */
+#define WL_CMD_SENT  'x' /* the send phase's time is up: stop and report */
 
 /* Reports, child to parent: a 4-byte type, a 4-byte length, then u64 fields. */
 #define WL_REP_RAMP     'R'
@@ -190,8 +192,9 @@ struct wl_conn {
     uint64_t t_msg;     /* first data message outside the echo phase, complete */
     uint64_t remaining; /* payload bytes left in the current frame */
     uint32_t idx;       /* global index */
-    uint32_t out_len;
+    uint32_t out_len; /* end of the bytes in out */
     uint32_t out_off; /* bytes of out already written */
+    uint32_t out_cap; /* bytes allocated at out */
     uint32_t msg_pos; /* bytes of the current echo message checked */
     uint32_t echoed;  /* echo messages verified */
     uint32_t msgs;    /* data messages received outside the echo phase */
@@ -748,6 +751,7 @@ static void wl_conn_close(struct wl_conn *c)
     c->out = NULL;
     c->out_len = 0;
     c->out_off = 0;
+    c->out_cap = 0;
     c->flags &= (uint16_t)~WL_F_WRITE;
     if (c->flags & WL_F_FRAME)
         wl_p.settled++;
@@ -915,17 +919,28 @@ static int wl_send(struct wl_conn *c, const uint8_t *buf, size_t len)
         errno = ENOBUFS;
         return -1;
     }
-    if (c->out_off > 0)
+    /* appended in place; the written head is dropped only when room runs out, and the
+     * buffer doubles, so a backlog of many small messages costs linear time */
+    if (c->out_len + len > c->out_cap && c->out_off > 0) {
         memmove(c->out, c->out + c->out_off, keep);
-    out = realloc(c->out, keep + len);
-    if (out == NULL) {
-        errno = ENOMEM;
-        return -1;
+        c->out_len = (uint32_t)keep;
+        c->out_off = 0;
     }
-    memcpy(out + keep, buf, len);
-    c->out = out;
-    c->out_len = (uint32_t)(keep + len);
-    c->out_off = 0;
+    if (c->out_len + len > c->out_cap) {
+        size_t cap = c->out_cap < 4096 ? 4096 : (size_t)c->out_cap * 2;
+
+        while (cap < c->out_len + len)
+            cap *= 2;
+        out = realloc(c->out, cap);
+        if (out == NULL) {
+            errno = ENOMEM;
+            return -1;
+        }
+        c->out = out;
+        c->out_cap = (uint32_t)(cap > UINT32_MAX ? UINT32_MAX : cap);
+    }
+    memcpy(c->out + c->out_len, buf, len);
+    c->out_len = (uint32_t)(c->out_len + len);
     if (!(c->flags & WL_F_WRITE)) {
         c->flags |= WL_F_WRITE;
         if (wl_arm(c, EV_READ | EV_WRITE | EV_PERSIST) < 0) {
@@ -954,6 +969,7 @@ static int wl_flush(struct wl_conn *c)
     c->out = NULL;
     c->out_len = 0;
     c->out_off = 0;
+    c->out_cap = 0;
     c->flags &= (uint16_t)~WL_F_WRITE;
     if (wl_arm(c, EV_READ | EV_PERSIST) < 0) {
         errno = ENOMEM;
@@ -1859,7 +1875,7 @@ static uint64_t wl_send_due(uint64_t s)
 
 static void wl_on_send_tick(evutil_socket_t fd, short what, void *arg)
 {
-    uint64_t now = wl_now();
+    uint64_t now = wl_now(), burst = 0;
 
     (void)fd;
     (void)what;
@@ -1872,7 +1888,8 @@ static void wl_on_send_tick(evutil_socket_t fd, short what, void *arg)
         if (wl_p.t_send_first == 0)
             wl_p.t_send_first = now;
     }
-    while (wl_p.send_next < wl_p.send_total && wl_send_due(wl_p.send_next) <= now) {
+    while (wl_p.send_next < wl_p.send_total && wl_send_due(wl_p.send_next) <= now &&
+           burst++ < WL_SEND_BURST) {
         struct wl_conn *c = &wl_p.conns[wl_p.send_next % wl_p.count];
 
         if (c->state != WL_OPEN) {
@@ -2038,6 +2055,13 @@ static void wl_on_cmd(evutil_socket_t fd, short what, void *arg)
             break;
         case WL_CMD_SEND:
             wl_send_start();
+            break;
+        case WL_CMD_SENT:
+            if (wl_p.send_next < wl_p.send_total) {
+                event_del(wl_p.send_ev);
+                wl_p.send_total = wl_p.send_next; /* what is left counts as not sent */
+                wl_send_report();
+            }
             break;
         case WL_CMD_END:
             wl_close_report();
@@ -3356,6 +3380,11 @@ int main(int argc, char **argv)
         /* a machine too busy to keep the pace sends late, not less: allow 4x the time */
         rc = wl_wait(r, WL_WANT_SEND,
                      wl_now() + (wl_opt.send_secs * 4000 + WL_REPORT_WAIT_MS) * WL_NS_PER_MS);
+        if (rc > 0) {
+            fprintf(stderr, "wsload: send: time is up, stopping (the rest counts as not sent)\n");
+            wl_tell(r, WL_CMD_SENT);
+            rc = wl_wait(r, WL_WANT_SEND, wl_now() + WL_REPORT_WAIT_MS * WL_NS_PER_MS);
+        }
         if (rc != 0) {
             fprintf(stderr, "wsload: send: no report from a child\n");
             goto err_kill;
