@@ -1187,7 +1187,7 @@ static bool wl_stamp_gather(struct wl_conn *c, const uint8_t *buf, size_t take)
     if (c->in_len != c->msg_pos)
         return true; /* split over fragments: counted as unreadable at its end */
     if (c->in == NULL) {
-        c->in = malloc(WL_STAMP_ORDER);
+        c->in = malloc(125); /* the size control frames use: either may find it */
         if (c->in == NULL)
             return wl_abort(c, "out of memory");
     }
