@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "worker/rlink.h"
+#include "worker/sentinel.h"
 
 struct worker;
 
@@ -22,7 +23,9 @@ struct worker;
  * the subscribed connection anything but SUBSCRIBE (hiredis 0.14 can hand the reply to
  * a PING there to the wrong callback). The subscriber is dropped when its heartbeats do
  * not come back within --redis-timeout, the publisher when its replies do not; either
- * one reconnects with a backoff capped at 1 s; clients stay connected.
+ * one reconnects with a backoff capped at 1 s; clients stay connected. With a
+ * sentinel:// URL both connect to the master the sentinels name (sentinel.h), and
+ * follow it through a failover, resubscribing as on any reconnect.
  */
 
 struct wredis_stats {
@@ -30,6 +33,7 @@ struct wredis_stats {
     uint64_t publish_dropped; /* pub connection down: event or ack lost */
     struct rlink_stats sub;
     struct rlink_stats pub;
+    struct sentinel_stats sentinel; /* sentinel:// only */
 };
 
 /* Starts connecting, and hooks the group channels to the registry's first and last
