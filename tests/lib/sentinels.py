@@ -5,13 +5,21 @@ with harness (killed by pid in cleanup, logs printed when a test fails).
 Sentinel settings are short so a failover takes a few seconds: down-after 1000 ms,
 failover-timeout 3000 ms, quorum 2 of 3. Every wait polls against a deadline."""
 
+import asyncio
+import json
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
+import threading
+import time
 
 import harness
+import lb
+from fleet import ORDERS, until
+
+GROUP = "wsgate:orders:group:"
 
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 3000
@@ -176,9 +184,117 @@ class Deployment:
         return harness.wait_for(done, timeout, "a failover away from port %d" % old_port, 0.05)
 
 
-def port_open(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+# --- gateways and orders through a failover ------------------------------------------------
+
+class Gateways:
+    """Gateways on one sentinel deployment (just what fleet.open_clients needs)."""
+
+    def __init__(self, dep, ids=("gwS",), workers=2, url=None, flags=None):
+        self.dep = dep
+        self.gateways = {}
+        for gid in ids:
+            f = {"--id": gid, "--log-level": "info", "--close-timeout": "1s",
+                 "--redis": url or dep.url()}
+            f.update(flags or {})
+            self.gateways[gid] = harness.Gateway(flags=f, workers=workers).start()
+
+    def url(self, gid, groups=(), user=None, extra=""):
+        q = ["group=%s" % g for g in groups] + (["user=%s" % user] if user else [])
+        return "ws://127.0.0.1:%d/?%s%s" % (self.gateways[gid].port, "&".join(q), extra)
+
+    def ready(self):
+        return all(lb.readyz(gw.admin_port)[0] == 200 for gw in self.gateways.values())
+
+    def metric(self, name, **labels):
+        return sum(lb.value(lb.metrics(gw.admin_port), name, **labels)
+                   for gw in self.gateways.values())
+
+
+class OrderStream:
+    """A thread that publishes a send order to group `group` every `every` seconds on
+    whatever master the sentinels name (re-asked after any error), numbering them.
+    published: [(seq, monotonic time, receivers)] of every PUBLISH that Redis answered.
+    Extend here to XADD the same orders to a stream."""
+
+    def __init__(self, dep, group, every=0.02):
+        self.dep = dep
+        self.group = group
+        self.every = every
+        self.published = []
+        self.errors = 0
+        self._stop = False
+        self._seq = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        harness._live.append(self)
+
+    def _run(self):
+        c = None
+        while not self._stop:
+            try:
+                if c is None:
+                    c = self.dep.client()
+                self._seq += 1
+                order = {"op": "send", "id": "s%d" % self._seq, "group": self.group,
+                         "text": "seq %d" % self._seq}
+                n = c.publish(ORDERS, json.dumps(order))
+                self.published.append((self._seq, time.monotonic(), n))
+            except Exception:  # noqa: BLE001 - a dead master: ask the sentinels again
+                self.errors += 1
+                c = None
+            time.sleep(self.every)
+
+    def kill(self):
+        self._stop = True
+        self._thread.join(3)
+
+    def dump(self):
+        return "---- order stream: %d published, %d errors ----" % (len(self.published),
+                                                                   self.errors)
+
+
+class Arrivals:
+    """Stamps every message of a client with its arrival time (a reader task)."""
+
+    def __init__(self, client):
+        self.got = []  # [(seq, monotonic time)]
+        self.task = asyncio.ensure_future(self._read(client))
+
+    async def _read(self, client):
+        while True:
+            text = await client.messages.get()
+            m = re.match(r"seq (\d+)$", text)
+            if m:
+                self.got.append((int(m.group(1)), time.monotonic()))
+
+
+def numsub(port, channel, password=None):
+    r = _command(port, "PUBSUB", "NUMSUB", channel, password=password)
+    return None if r is None else int(r[1])
+
+
+async def failover_once(dep, gws, watcher, arrivals, stream):
+    """Kills the master while `stream` flows; returns (seconds from the kill to the first
+    order published after it being applied, the new master's port, orders lost)."""
+    await until(lambda: len(arrivals.got) >= 5, 10, "orders flowing before the kill")
+    t_kill = time.monotonic()
+    old = dep.kill_master()
+    gw = next(iter(gws.gateways.values()))
+    # The kill shows at once: the links are reset, readiness and the gauge follow.
+    await until(lambda: lb.readyz(gw.admin_port)[0] == 503, 5, "/readyz 503 after the kill")
+    new = dep.wait_failover(old, timeout=30)
+    await until(gws.ready, 20, "/readyz 200 on the new master")
+    await until(lambda: gws.metric("wsgate_redis_connected") == len(gws.gateways), 5,
+                "wsgate_redis_connected 1")
+    def first_applied():
+        after = {s for s, t, n in stream.published if t > t_kill}
+        got = [t for s, t in arrivals.got if s in after]
+        return min(got) if got else None
+    first = await until(first_applied, 10, "an order published after the kill applied")
+    # every order that reached every worker (PUBLISH's count) since the kill is applied
+    workers = sum(g.workers for g in gws.gateways.values())
+    reached = {s for s, t, n in stream.published if t > t_kill and n >= workers}
+    await until(lambda: reached <= {s for s, _ in arrivals.got}, 5,
+                "the %d orders that reached every worker applied" % len(reached))
+    lost = sum(1 for s, t, n in stream.published if t > t_kill and n == 0)
+    return first - t_kill, new, lost
