@@ -177,3 +177,36 @@ def test_sentinel_and_data_node_passwords():
                      "refusals counted")
     assert lb.readyz(gw.admin_port)[0] == 503
     assert "senpw" not in gw.log() and "datapw" not in gw.log()
+
+
+@harness.timeout(60)
+def test_manual_failover_moves_every_link_off_the_demoted_master():
+    """SENTINEL FAILOVER: the old master lives on as a replica, where a subscriber would
+    still get replicated messages and a PUBLISH would reach nobody on the master: every
+    link must leave it for the new master."""
+    dep = sentinels.Deployment()
+    gws = Gateways(dep)
+    harness.wait_for(gws.ready, 10, "/readyz 200")
+    old = dep.master_port()
+    assert numsub(old, ORDERS) == 2
+    assert dep.sentinels[0].command("SENTINEL", "FAILOVER", dep.name) is not None
+    new = dep.wait_failover(old, timeout=30)
+    harness.wait_for(lambda: numsub(new, ORDERS) == 2, 10, "both workers subscribed on %d" % new)
+    harness.wait_for(lambda: numsub(old, ORDERS) == 0, 10, "nobody left on the demoted %d" % old)
+    harness.wait_for(gws.ready, 10, "/readyz 200 after the failover")
+    # the publishers moved too: no client but the sentinels (and this question) is left
+    def gateway_clients(port):
+        out = sentinels._command(port, "CLIENT", "LIST")
+        out = out.decode() if isinstance(out, bytes) else out
+        return [ln for ln in out.splitlines()
+                if "name=sentinel-" not in ln and "cmd=client|list" not in ln]
+    harness.wait_for(lambda: gateway_clients(old) == [], 10, "no gateway link left on %d" % old)
+    assert len(gateway_clients(new)) >= 4  # 2 workers x (subscriber, publisher)
+    c = dep.client()
+    assert gws.metric("wsgate_redis_failovers_total") == 2
+    async def main():
+        cl = await connect(gws.url("gwS", user="m"), "gwS", [], "m")
+        n = c.publish(ORDERS, json.dumps({"op": "close", "group": "user:m", "code": 4004}))
+        assert n == 2
+        await assert_closed_with([cl], 4004, "")
+    run(main())
