@@ -75,6 +75,22 @@ static void set_master(struct sentinel *s, const char *host, int port, const cha
 
 /* Query link ----------------------------------------------------------------------- */
 
+/* The query link's sentinel answered badly (no such master, an error, a replica named
+ * as master): the query link moves on to the next sentinel, and the watch link leaves
+ * it too, since its +switch-master messages are no better. */
+static void distrust(struct sentinel *s, enum rlink_fail kind, const char *why)
+{
+    size_t bad = s->query_at;
+
+    rlink_fail(&s->query, kind, why);
+    if (s->watch_at == bad && s->url->nsentinels > 1) {
+        if (s->watch.ac != NULL)
+            rlink_fail(&s->watch, RLINK_REFUSED, "its sentinel answered badly");
+        else
+            s->watch_at = (bad + 1) % s->url->nsentinels;
+    }
+}
+
 static void on_answer(redisAsyncContext *ac, void *reply, void *priv);
 
 static int send_query(struct sentinel *s)
@@ -95,7 +111,7 @@ static void ask(struct sentinel *s)
         return;
     if (s->rotate) {
         s->rotate = false; /* the next sentinel is asked when the link is back */
-        rlink_fail(&s->query, RLINK_REFUSED, "named a node that is not a master");
+        distrust(s, RLINK_REFUSED, "named a node that is not a master");
         return;
     }
     if (send_query(s) < 0)
@@ -123,12 +139,12 @@ static void on_answer(redisAsyncContext *ac, void *reply, void *priv)
     if (rep->type == REDIS_REPLY_NIL) {
         s->st->errors++;
         snprintf(why, sizeof(why), "no master named %s", s->url->master);
-        rlink_fail(l, RLINK_REFUSED, why);
+        distrust(s, RLINK_REFUSED, why);
         return;
     }
     if (rep->type == REDIS_REPLY_ERROR) {
         s->st->errors++;
-        rlink_fail(l, RLINK_REFUSED, rep->str);
+        distrust(s, RLINK_REFUSED, rep->str);
         return;
     }
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
@@ -137,7 +153,7 @@ static void on_answer(redisAsyncContext *ac, void *reply, void *priv)
         redis_url_check_addr(rep->element[0]->str, rep->element[0]->len, rep->element[1]->str,
                              rep->element[1]->len, &port) < 0) {
         s->st->errors++;
-        rlink_fail(l, RLINK_REFUSED, "malformed answer to SENTINEL get-master-addr-by-name");
+        distrust(s, RLINK_REFUSED, "malformed answer to SENTINEL get-master-addr-by-name");
         return;
     }
     rlink_set_up(l);
@@ -168,17 +184,20 @@ static void switch_master(struct sentinel *s, const redisReply *msg)
     const char *p = msg->str, *end = msg->str + msg->len;
     int port;
 
-    while (k < 5 && p < end) {
+    bool more = true; /* fields left after the last one taken */
+
+    while (k < 5 && more) {
         const char *sp = memchr(p, ' ', (size_t)(end - p));
 
         f[k] = p;
         n[k] = sp != NULL ? (size_t)(sp - p) : (size_t)(end - p);
         k++;
-        p += n[k - 1] + 1;
+        more = sp != NULL;
+        p = sp != NULL ? sp + 1 : end;
     }
-    if (k < 1 || n[0] != strlen(s->url->master) || memcmp(f[0], s->url->master, n[0]) != 0)
+    if (n[0] != strlen(s->url->master) || memcmp(f[0], s->url->master, n[0]) != 0)
         return; /* another master this sentinel watches */
-    if (k != 5 || p < end || redis_url_check_addr(f[3], n[3], f[4], n[4], &port) < 0) {
+    if (k != 5 || more || redis_url_check_addr(f[3], n[3], f[4], n[4], &port) < 0) {
         s->st->errors++;
         log_limited(LOG_WARN, NULL, "redis sentinel: malformed +switch-master message: %.200s",
                     msg->str);

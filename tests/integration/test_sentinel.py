@@ -131,7 +131,7 @@ def test_all_sentinels_down_then_back():
     gw.wait_log(r"redis sentinel up \(master named\) attempts=\d+", 2)
 
 
-@harness.timeout(60)
+@harness.timeout(90)
 def test_a_sentinel_naming_a_replica_is_not_used():
     dep = sentinels.Deployment()
     replica = dep.replicas[0]
@@ -158,6 +158,19 @@ def test_a_sentinel_naming_a_replica_is_not_used():
     p = ctl("gateways", "--redis", url)
     assert p.returncode == 0 and "gwS" in p.stdout, p
     assert "not a master (ROLE says slave)" in p.stderr, p
+    # the +switch-master subscriptions left the rogue too, for the next sentinel
+    harness.wait_for(lambda: subscribers(rogue) == 0 and subscribers(dep.sentinels[0]) == 2,
+                     5, "both workers' +switch-master links on the first honest sentinel")
+    old = dep.kill_master()
+    dep.wait_failover(old)
+    harness.wait_for(gws.ready, 15, "/readyz 200 on the promoted replica")
+
+
+def subscribers(sentinel):
+    """Clients of a sentinel subscribed to something (the workers' +switch-master links)."""
+    out = sentinel.command("CLIENT", "LIST")
+    out = out.decode() if isinstance(out, bytes) else out
+    return sum(1 for ln in out.splitlines() if " sub=1 " in ln)
 
 
 @harness.timeout(60)
