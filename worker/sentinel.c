@@ -75,23 +75,18 @@ static void set_master(struct sentinel *s, const char *host, int port, const cha
 
 /* Query link ----------------------------------------------------------------------- */
 
-/* The query link's sentinel answered badly (no such master, an error, a replica named
- * as master): the query link moves on to the next sentinel, and the watch link leaves
- * it too, since its +switch-master messages are no better. */
-static void distrust(struct sentinel *s, enum rlink_fail kind, const char *why)
-{
-    size_t bad = s->query_at;
-
-    rlink_fail(&s->query, kind, why);
-    if (s->watch_at == bad && s->url->nsentinels > 1) {
-        if (s->watch.ac != NULL)
-            rlink_fail(&s->watch, RLINK_REFUSED, "its sentinel answered badly");
-        else
-            s->watch_at = (bad + 1) % s->url->nsentinels;
-    }
-}
-
 static void on_answer(redisAsyncContext *ac, void *reply, void *priv);
+
+/* The watch link listens to the sentinel that last named the master: one that named
+ * no master or a replica, passed over by the query link, would announce no failover. */
+static void follow(struct sentinel *s)
+{
+    if (s->watch_at == s->query_at)
+        return;
+    if (s->watch.ac != NULL)
+        rlink_fail(&s->watch, RLINK_LOST, "moving to the sentinel that named the master");
+    s->watch_at = s->query_at; /* after rlink_fail, whose failed() moved it on by one */
+}
 
 static int send_query(struct sentinel *s)
 {
@@ -111,7 +106,7 @@ static void ask(struct sentinel *s)
         return;
     if (s->rotate) {
         s->rotate = false; /* the next sentinel is asked when the link is back */
-        distrust(s, RLINK_REFUSED, "named a node that is not a master");
+        rlink_fail(&s->query, RLINK_REFUSED, "named a node that is not a master");
         return;
     }
     if (send_query(s) < 0)
@@ -139,12 +134,12 @@ static void on_answer(redisAsyncContext *ac, void *reply, void *priv)
     if (rep->type == REDIS_REPLY_NIL) {
         s->st->errors++;
         snprintf(why, sizeof(why), "no master named %s", s->url->master);
-        distrust(s, RLINK_REFUSED, why);
+        rlink_fail(&s->query, RLINK_REFUSED, why);
         return;
     }
     if (rep->type == REDIS_REPLY_ERROR) {
         s->st->errors++;
-        distrust(s, RLINK_REFUSED, rep->str);
+        rlink_fail(&s->query, RLINK_REFUSED, rep->str);
         return;
     }
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
@@ -153,11 +148,12 @@ static void on_answer(redisAsyncContext *ac, void *reply, void *priv)
         redis_url_check_addr(rep->element[0]->str, rep->element[0]->len, rep->element[1]->str,
                              rep->element[1]->len, &port) < 0) {
         s->st->errors++;
-        distrust(s, RLINK_REFUSED, "malformed answer to SENTINEL get-master-addr-by-name");
+        rlink_fail(&s->query, RLINK_REFUSED, "malformed answer to SENTINEL get-master-addr-by-name");
         return;
     }
     rlink_set_up(l);
     set_master(s, rep->element[0]->str, port, l->where);
+    follow(s);
 }
 
 /* Every new query connection asks first: it is up once a sentinel names the master. */
