@@ -9,8 +9,8 @@
 
 #include "common/text.h"
 
-#define USAGE                                                                                      \
-    "expected redis://[user:password@]host[:port][/db], unix:///path[?db=N] or "                   \
+#define USAGE                                                                    \
+    "expected redis://[user:password@]host[:port][/db], unix:///path[?db=N] or " \
     "sentinel://[user:password@]host[:port][,host[:port]...]/MASTER[/db]"
 #define SENTINEL_PORT 26379
 
@@ -277,8 +277,7 @@ static int parse_sentinel_param(const char *s, size_t len, struct redis_url *u, 
 }
 
 /* host[:port],host[:port]... s[0..len), each port 26379 by default. */
-static int parse_sentinels(const char *s, size_t len, struct redis_url *u, char *err,
-                           size_t errlen)
+static int parse_sentinels(const char *s, size_t len, struct redis_url *u, char *err, size_t errlen)
 {
     const char *end = s + len, *p = s;
     size_t n = 1;

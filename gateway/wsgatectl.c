@@ -545,17 +545,19 @@ err_free:
 static bool node_is_master(redisContext *c, const char *host, int port)
 {
     redisReply *r = redisCommand(c, "ROLE");
-    bool ok = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
-              r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "master") == 0;
+    const char *role = "something else";
+    bool ok;
 
+    if (r == NULL)
+        role = c->errstr;
+    else if (r->type == REDIS_REPLY_ERROR)
+        role = r->str;
+    else if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+             r->element[0]->type == REDIS_REPLY_STRING)
+        role = r->element[0]->str;
+    ok = strcmp(role, "master") == 0 && r != NULL && r->type == REDIS_REPLY_ARRAY;
     if (!ok)
-        warn("Redis at %s:%d: not a master (ROLE says %s)", host, port,
-             r == NULL                                                                  ? c->errstr
-             : r->type == REDIS_REPLY_ERROR                                             ? r->str
-             : r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
-                     r->element[0]->type == REDIS_REPLY_STRING
-                 ? r->element[0]->str
-                 : "something else");
+        warn("Redis at %s:%d: not a master (ROLE says %s)", host, port, role);
     if (r != NULL)
         freeReplyObject(r);
     return ok;

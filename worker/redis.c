@@ -37,9 +37,9 @@ struct queued {
 struct wredis {
     struct worker *w;
     struct redis_url url;
-    struct rlink_static direct;  /* the resolver of a redis:// or unix:// URL */
-    struct sentinel *sentinel;   /* owned: the resolver of a sentinel:// URL, or NULL */
-    struct rlink_resolver *res;  /* one of them */
+    struct rlink_static direct; /* the resolver of a redis:// or unix:// URL */
+    struct sentinel *sentinel;  /* owned: the resolver of a sentinel:// URL, or NULL */
+    struct rlink_resolver *res; /* one of them */
     struct rlink sub;
     struct rlink pub;
     struct event *announce;

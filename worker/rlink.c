@@ -355,10 +355,10 @@ void rlink_set_up(struct rlink *l)
     if (l->was_up)
         l->st->reconnects++;
     if (l->was_up || l->failures > 0)
-        log_msg(LOG_NOTICE, NULL, "redis %s up%s attempts=%u down_ms=%lld", l->ops->name,
-                l->ops->up_note, l->failures + 1, now - l->down_ms);
+        log_msg(LOG_NOTICE, NULL, "redis %s up%s attempts=%u down_ms=%lld addr=%s", l->ops->name,
+                l->ops->up_note, l->failures + 1, now - l->down_ms, l->where);
     else
-        log_msg(LOG_NOTICE, NULL, "redis %s up%s", l->ops->name, l->ops->up_note);
+        log_msg(LOG_NOTICE, NULL, "redis %s up%s addr=%s", l->ops->name, l->ops->up_note, l->where);
     l->was_up = true;
     l->failures = 0;
     l->why[0] = '\0';

@@ -114,13 +114,13 @@ struct rlink {
     long long down_ms;  /* when the link started or was last lost */
     unsigned failures;  /* failed attempts since the link was last up (or started) */
     long long logged_ms;
-    char why[128]; /* reason of the last failure logged */
+    char why[128];  /* reason of the last failure logged */
     char where[96]; /* host:port or path of the current or last attempt, for the log */
     uint64_t gen;   /* the resolver's generation of that address */
     bool up;
     bool was_up; /* up once: the next up is a reconnect */
     bool stopped;
-    bool waiting; /* for the resolver's address */
+    bool waiting;    /* for the resolver's address */
     bool res_listed; /* on the resolver's list (the resolver sets and reads it) */
 };
 

@@ -25,8 +25,8 @@ struct sentinel {
     uint64_t gen;        /* the master's address version; 0 until one is known */
     char host[256];
     int port;
-    bool stale;  /* a link failed on the current address: ask before handing it out */
-    bool asking; /* a query is on its way on the query link */
+    bool stale;   /* a link failed on the current address: ask before handing it out */
+    bool asking;  /* a query is on its way on the query link */
     bool rotate;  /* the query link's sentinel named a node that is not a master */
     bool replica; /* the current address is that node: never handed out again */
 };
@@ -55,8 +55,8 @@ static void set_master(struct sentinel *s, const char *host, int port, const cha
             log_msg(LOG_NOTICE, NULL, "redis master %s moved: %s:%d -> %s:%d via=%s",
                     s->url->master, s->host, s->port, host, port, via);
         } else {
-            log_msg(LOG_NOTICE, NULL, "redis master %s at %s:%d via=%s", s->url->master, host,
-                    port, via);
+            log_msg(LOG_NOTICE, NULL, "redis master %s at %s:%d via=%s", s->url->master, host, port,
+                    via);
         }
         snprintf(s->host, sizeof(s->host), "%s", host);
         s->port = port;
@@ -148,7 +148,8 @@ static void on_answer(redisAsyncContext *ac, void *reply, void *priv)
         redis_url_check_addr(rep->element[0]->str, rep->element[0]->len, rep->element[1]->str,
                              rep->element[1]->len, &port) < 0) {
         s->st->errors++;
-        rlink_fail(&s->query, RLINK_REFUSED, "malformed answer to SENTINEL get-master-addr-by-name");
+        rlink_fail(&s->query, RLINK_REFUSED,
+                   "malformed answer to SENTINEL get-master-addr-by-name");
         return;
     }
     rlink_set_up(l);
@@ -294,8 +295,7 @@ static const struct rlink_resolver_ops master_ops = {
 static int list_get(struct rlink_resolver *r, struct rlink *l, struct rlink_addr *a)
 {
     struct sentinel *s = of_list(r);
-    const struct redis_url_node *n =
-        &s->url->sentinels[l == &s->query ? s->query_at : s->watch_at];
+    const struct redis_url_node *n = &s->url->sentinels[l == &s->query ? s->query_at : s->watch_at];
 
     a->host = n->host;
     a->port = n->port;

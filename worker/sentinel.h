@@ -28,10 +28,10 @@ struct redis_url;
  */
 
 struct sentinel_stats {
-    uint64_t queries;    /* SENTINEL get-master-addr-by-name sent */
-    uint64_t errors;     /* answers naming no usable master: unknown name, error, garbage */
-    uint64_t failovers;  /* the master's address changed after one was known */
-    uint64_t not_master; /* data connections dropped: ROLE did not say master */
+    uint64_t queries;         /* SENTINEL get-master-addr-by-name sent */
+    uint64_t errors;          /* answers naming no usable master: unknown name, error, garbage */
+    uint64_t failovers;       /* the master's address changed after one was known */
+    uint64_t not_master;      /* data connections dropped: ROLE did not say master */
     struct rlink_stats links; /* the query and watch links together */
 };
 
