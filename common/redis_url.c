@@ -372,6 +372,31 @@ int redis_url_check_addr(const char *host, size_t hlen, const char *port, size_t
     return 0;
 }
 
+int redis_url_switch_master(const char *msg, size_t len, const char *master, char *host,
+                            size_t hostcap, int *port)
+{
+    const char *f[5], *p = msg, *end = msg + len;
+    size_t n[5], k = 0;
+    bool more = true; /* fields left after the last one taken */
+
+    while (k < 5 && more) {
+        const char *sp = memchr(p, ' ', (size_t)(end - p));
+
+        f[k] = p;
+        n[k] = sp != NULL ? (size_t)(sp - p) : (size_t)(end - p);
+        k++;
+        more = sp != NULL;
+        p = sp != NULL ? sp + 1 : end;
+    }
+    if (n[0] != strlen(master) || memcmp(f[0], master, n[0]) != 0)
+        return 0;
+    if (k != 5 || more || n[3] >= hostcap || redis_url_check_addr(f[3], n[3], f[4], n[4], port) < 0)
+        return -1;
+    memcpy(host, f[3], n[3]);
+    host[n[3]] = '\0';
+    return 1;
+}
+
 int redis_url_parse(const char *url, struct redis_url *u, char *err, size_t errlen)
 {
     int r;

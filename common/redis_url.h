@@ -58,6 +58,16 @@ static inline bool redis_url_is_sentinel(const struct redis_url *u)
  */
 int redis_url_check_addr(const char *host, size_t hlen, const char *port, size_t plen, int *out);
 
+/*
+ * Reads a sentinel's +switch-master message msg[0..len), "<name> <old ip> <old port>
+ * <new ip> <new port>". Returns 1 when it is about master: the new address is in
+ * host[0..hostcap) and *port; 0 when it is about another master; -1 when it is
+ * malformed (not five fields, an address redis_url_check_addr() refuses, a host that
+ * does not fit).
+ */
+int redis_url_switch_master(const char *msg, size_t len, const char *master, char *host,
+                            size_t hostcap, int *port);
+
 /* Frees what u owns and leaves it empty. Safe to call twice. */
 void redis_url_cleanup(struct redis_url *u);
 

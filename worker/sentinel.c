@@ -172,39 +172,19 @@ static const struct rlink_ops query_ops = {
 
 /* Watch link ----------------------------------------------------------------------- */
 
-/* "+switch-master <name> <old ip> <old port> <new ip> <new port>": the sentinels
- * agreed on a new master. */
+/* The sentinels agreed on a new master (or, for another master, nothing to do). */
 static void switch_master(struct sentinel *s, const redisReply *msg)
 {
-    const char *f[5];
-    size_t n[5], k = 0;
-    const char *p = msg->str, *end = msg->str + msg->len;
-    int port;
+    char host[256];
+    int port, r;
 
-    bool more = true; /* fields left after the last one taken */
-
-    while (k < 5 && more) {
-        const char *sp = memchr(p, ' ', (size_t)(end - p));
-
-        f[k] = p;
-        n[k] = sp != NULL ? (size_t)(sp - p) : (size_t)(end - p);
-        k++;
-        more = sp != NULL;
-        p = sp != NULL ? sp + 1 : end;
-    }
-    if (n[0] != strlen(s->url->master) || memcmp(f[0], s->url->master, n[0]) != 0)
-        return; /* another master this sentinel watches */
-    if (k != 5 || more || redis_url_check_addr(f[3], n[3], f[4], n[4], &port) < 0) {
+    r = redis_url_switch_master(msg->str, msg->len, s->url->master, host, sizeof(host), &port);
+    if (r > 0) {
+        set_master(s, host, port, "+switch-master");
+    } else if (r < 0) {
         s->st->errors++;
         log_limited(LOG_WARN, NULL, "redis sentinel: malformed +switch-master message: %.200s",
                     msg->str);
-        return;
-    }
-    {
-        char host[256];
-
-        snprintf(host, sizeof(host), "%.*s", (int)n[3], f[3]);
-        set_master(s, host, port, "+switch-master");
     }
 }
 

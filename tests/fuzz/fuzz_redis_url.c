@@ -1,7 +1,8 @@
 /* libFuzzer target: the Redis URL parser on any text never reads outside it, never
  * leaks, and what it accepts holds together: a TCP URL has a host and a port, a unix
  * one a path, a sentinel one its sentinels (each with a host and a port) and a master
- * name; the error text never repeats the password of a URL it refused.
+ * name; the error text never repeats the password of a URL it refused. The same bytes
+ * also go to the checks of a sentinel's answers (an address, a +switch-master message).
  * Input: the URL (cut at the first NUL, at most 1000 bytes). */
 
 #include <stdint.h>
@@ -65,6 +66,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             redis_url_check_addr(s, (size_t)(sp - s), sp + 1, len - (size_t)(sp - s) - 1, &port) ==
                 0 &&
             (port < 1 || port > 65535))
+            abort();
+    }
+    /* The same bytes as a +switch-master message. */
+    {
+        char host[64];
+        int r = redis_url_switch_master(s, strlen(s), "mymaster", host, sizeof(host), &port);
+
+        if (r == 1 && (strlen(host) == 0 || port < 1 || port > 65535))
+            abort();
+        if (r < -1 || r > 1)
             abort();
     }
     free(s);

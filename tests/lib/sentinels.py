@@ -282,6 +282,8 @@ async def failover_once(dep, gws, watcher, arrivals, stream):
     gw = next(iter(gws.gateways.values()))
     # The kill shows at once: the links are reset, readiness and the gauge follow.
     await until(lambda: lb.readyz(gw.admin_port)[0] == 503, 5, "/readyz 503 after the kill")
+    await until(lambda: gws.metric("wsgate_redis_connected") == 0, 5,
+                "wsgate_redis_connected 0 after the kill")
     new = dep.wait_failover(old, timeout=30)
     await until(gws.ready, 20, "/readyz 200 on the new master")
     await until(lambda: gws.metric("wsgate_redis_connected") == len(gws.gateways), 5,

@@ -210,10 +210,17 @@ static void test_redis_url_check_addr(void)
         int ok;
         int want;
     } cases[] = {
-        {"127.0.0.1", "6379", 1, 6379}, {"::1", "1", 1, 1},       {"redis-2.svc", "65535", 1, 65535},
-        {"", "6379", 0, 0},             {"h", "0", 0, 0},         {"h", "65536", 0, 0},
-        {"h", "", 0, 0},                {"h", "63a", 0, 0},       {"a b", "1", 0, 0},
-        {"h\r\n", "1", 0, 0},           {"h/x", "1", 0, 0},
+        {"127.0.0.1", "6379", 1, 6379},
+        {"::1", "1", 1, 1},
+        {"redis-2.svc", "65535", 1, 65535},
+        {"", "6379", 0, 0},
+        {"h", "0", 0, 0},
+        {"h", "65536", 0, 0},
+        {"h", "", 0, 0},
+        {"h", "63a", 0, 0},
+        {"a b", "1", 0, 0},
+        {"h\r\n", "1", 0, 0},
+        {"h/x", "1", 0, 0},
     };
     char big[300];
     int port = 0;
@@ -230,8 +237,49 @@ static void test_redis_url_check_addr(void)
     CHECK(redis_url_check_addr("h\0x", 3, "1", 1, &port) == -1);
 }
 
+static void test_redis_url_switch_master(void)
+{
+    static const struct {
+        const char *msg;
+        int want;
+        const char *host;
+        int port;
+    } cases[] = {
+        {"mymaster 127.0.0.1 6379 127.0.0.1 6380", 1, "127.0.0.1", 6380},
+        {"mymaster ::1 6379 2001:db8::7 7001", 1, "2001:db8::7", 7001},
+        {"other 127.0.0.1 6379 127.0.0.1 6380", 0, NULL, 0},
+        {"mymaster2 127.0.0.1 6379 127.0.0.1 6380", 0, NULL, 0},
+        {"mymaste 127.0.0.1 6379 127.0.0.1 6380", 0, NULL, 0},
+        {"", 0, NULL, 0},
+        {"mymaster", -1, NULL, 0},
+        {"mymaster 127.0.0.1 6379 127.0.0.1", -1, NULL, 0},
+        {"mymaster 127.0.0.1 6379 127.0.0.1 6380 x", -1, NULL, 0},
+        {"mymaster 127.0.0.1 6379 127.0.0.1 6380 ", -1, NULL, 0},
+        {"mymaster 127.0.0.1 6379 127.0.0.1 0", -1, NULL, 0},
+        {"mymaster 127.0.0.1 6379  6380", -1, NULL, 0},
+        {"mymaster 127.0.0.1 6379 a/b 6380", -1, NULL, 0},
+    };
+    char host[64];
+    int port;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int r = redis_url_switch_master(cases[i].msg, strlen(cases[i].msg), "mymaster", host,
+                                        sizeof(host), &port);
+
+        if (r != cases[i].want)
+            fprintf(stderr, "  \"%s\": %d, want %d\n", cases[i].msg, r, cases[i].want);
+        CHECK(r == cases[i].want);
+        if (r == 1)
+            CHECK(strcmp(host, cases[i].host) == 0 && port == cases[i].port);
+    }
+    /* a host that does not fit is refused, not cut */
+    CHECK(redis_url_switch_master("m a 1 abcdefgh 2", 16, "m", host, 8, &port) == -1);
+    CHECK(redis_url_switch_master("m a 1 abcdefg 2", 15, "m", host, 8, &port) == 1);
+}
+
 void suite_redis_url(void)
 {
+    test_redis_url_switch_master();
     test_redis_url_sentinel();
     test_redis_url_check_addr();
     test_redis_url_accepts();
