@@ -6,11 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
 #include "common/log.h"
 #include "common/redis_url.h"
+
+#define PING_MAX_MS 1000 /* the watch link's PING period: this, or a third of the timeout */
 
 struct sentinel {
     struct rlink_resolver master_res; /* the data links': the master */
@@ -19,7 +22,8 @@ struct sentinel {
     struct sentinel_stats *st;        /* borrowed: in the worker's shared memory slot */
     struct rlink query;
     struct rlink watch;
-    size_t query_at; /* the sentinel each of the two is on, in url->sentinels */
+    struct event *ping; /* owned: the watch link's PING, so a hung sentinel is noticed */
+    size_t query_at;    /* the sentinel each of the two is on, in url->sentinels */
     size_t watch_at;
     struct rlink *links; /* data links that asked for the master, through res_next */
     uint64_t gen;        /* the master's address version; 0 until one is known */
@@ -200,14 +204,35 @@ static void on_switch(redisAsyncContext *ac, void *reply, void *priv)
         rlink_fail(l, RLINK_REFUSED, rep->str);
         return;
     }
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
         rep->element[0]->type != REDIS_REPLY_STRING)
         return;
+    /* A subscribed connection answers PING with ["pong", ""]. hiredis 0.14 hands the
+     * next reply to the PING's callback, which may be a message that came first: this
+     * one callback takes both, and either one proves the sentinel alive. */
+    if (l->up && l->pending > 0)
+        rlink_heard(l, 1);
     if (strcmp(rep->element[0]->str, "subscribe") == 0)
         rlink_set_up(l);
-    else if (strcmp(rep->element[0]->str, "message") == 0 &&
+    else if (strcmp(rep->element[0]->str, "message") == 0 && rep->elements >= 3 &&
              rep->element[2]->type == REDIS_REPLY_STRING)
         switch_master(l->owner, rep->element[2]);
+}
+
+/* While the watch link is up and has no PING out, one more: its answer is awaited
+ * within the timeout, so a sentinel that stopped answering is left for the next. */
+static void on_ping(evutil_socket_t fd, short what, void *arg)
+{
+    struct sentinel *s = arg;
+
+    (void)fd;
+    (void)what;
+    if (!s->watch.up || s->watch.ac == NULL || s->watch.pending > 0)
+        return;
+    if (redisAsyncCommand(s->watch.ac, on_switch, NULL, "PING") != REDIS_OK)
+        rlink_fail(&s->watch, RLINK_LOST, "cannot queue PING");
+    else
+        rlink_expect(&s->watch);
 }
 
 static int watch_setup(struct rlink *l)
@@ -314,6 +339,8 @@ struct sentinel *sentinel_new(struct event_base *base, const struct redis_url *u
                               uint32_t timeout_ms, struct sentinel_stats *st)
 {
     struct sentinel *s = calloc(1, sizeof(*s));
+    uint32_t ping_ms = timeout_ms / 3 < PING_MAX_MS ? timeout_ms / 3 : PING_MAX_MS;
+    struct timeval every = {ping_ms / 1000, (ping_ms % 1000) * 1000};
 
     if (s == NULL)
         return NULL;
@@ -325,6 +352,9 @@ struct sentinel *sentinel_new(struct event_base *base, const struct redis_url *u
         goto err_free;
     if (rlink_init(&s->watch, &watch_ops, s, base, &s->list_res, timeout_ms, &st->links) < 0)
         goto err_free; /* the worker exits next: its event_base takes the query's timers */
+    s->ping = event_new(base, -1, EV_PERSIST, on_ping, s);
+    if (s->ping == NULL || event_add(s->ping, &every) < 0)
+        goto err_free;
     rlink_start(&s->query);
     rlink_start(&s->watch);
     return s;
@@ -340,6 +370,7 @@ struct rlink_resolver *sentinel_resolver(struct sentinel *s)
 
 void sentinel_stop(struct sentinel *s)
 {
+    event_del(s->ping);
     rlink_close(&s->query);
     rlink_close(&s->watch);
 }

@@ -17,7 +17,9 @@ struct redis_url;
  *          whenever a link asks for the address after a failure on it; up once a
  *          sentinel has named the master
  *   watch  SUBSCRIBEs to +switch-master, so a failover is followed the moment the
- *          sentinels announce it instead of at the next failure
+ *          sentinels announce it instead of at the next failure; a PING every second
+ *          (a third of the timeout if less) must be answered within the timeout, and
+ *          it joins the sentinel that last named the master
  * A data link gets the last address named, with ROLE checked on every connection: a
  * node that is not a master is dropped (counted), and the next sentinel is asked. When
  * the address changes (a failover), links still on the old one are dropped and every

@@ -11,6 +11,7 @@ gateways are back (PUBLISH said they received them)."""
 import asyncio
 import json
 import re
+import signal
 import time
 
 import harness
@@ -226,3 +227,30 @@ def test_manual_failover_moves_every_link_off_the_demoted_master():
         assert n == 2
         await assert_closed_with([cl], 4004, "")
     run(main())
+
+
+@harness.timeout(90)
+def test_a_frozen_sentinel_is_left_and_the_failover_still_followed():
+    """SIGSTOP on the sentinel both links use: its TCP stays open and silent. The
+    +switch-master link's PING and the query link's deadline move them to the next
+    sentinel, and a failover is followed through the two left."""
+    dep = sentinels.Deployment()
+    gws = Gateways(dep, flags={"--redis-timeout": "1s"})
+    gw = gws.gateways["gwS"]
+    harness.wait_for(gws.ready, 10, "/readyz 200")
+    first = dep.sentinels[0]
+    harness.wait_for(lambda: subscribers(first) == 2, 5, "both workers watching sentinel 1")
+    first.proc.send_signal(signal.SIGSTOP)
+    try:
+        gw.wait_log(r"redis sentinel subscriber down: no answers back in 1000ms "
+                    r"\(reconnecting\) addr=127\.0\.0\.1:%d" % first.port, 5)
+        harness.wait_for(lambda: subscribers(dep.sentinels[1]) == 2, 5,
+                         "both workers watching sentinel 2")
+        dep.sentinels = dep.sentinels[1:]  # a majority of the two left names the master
+        old = dep.kill_master()
+        new = dep.wait_failover(old, timeout=30)
+        harness.wait_for(gws.ready, 20, "/readyz 200 on the promoted replica")
+        harness.wait_for(lambda: numsub(new, ORDERS) == 2, 5, "both workers on %d" % new)
+        assert gws.metric("wsgate_redis_sentinel_failures_total") >= 2
+    finally:
+        first.proc.send_signal(signal.SIGCONT)
