@@ -139,7 +139,7 @@ install: $(PROGS)
 # apt-get when we are root; otherwise the exact command to run is printed and make stops.
 DEB_BUILD := gcc make pkg-config libevent-dev libhiredis-dev libjansson-dev libssl-dev libjwt-dev zlib1g-dev \
              redis-server
-DEB_TEST  := python3 python3-websockets python3-redis chromium haproxy nginx-light procps openssl \
+DEB_TEST  := python3 python3-websockets python3-redis redis-sentinel chromium haproxy nginx-light procps openssl \
              iproute2 python3-yaml clang libclang-rt-14-dev strace libnginx-mod-stream python3-jwt \
              python3-cryptography
 # Node.js with npm may come from elsewhere than Debian (NodeSource's nodejs ships npm

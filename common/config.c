@@ -12,6 +12,7 @@
 #include "common/iplimit.h"
 #include "common/log.h"
 #include "common/origin.h"
+#include "common/redis_url.h"
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
@@ -322,12 +323,22 @@ static int set_log_level(struct config *c, const char *v, char *err, size_t errl
 
 static int set_redis(struct config *c, const char *v, char *err, size_t errlen)
 {
-    if (strncmp(v, "redis://", 8) != 0 && strncmp(v, "unix://", 7) != 0)
+    struct redis_url u;
+    char why[256];
+
+    if (strncmp(v, "redis://", 8) != 0 && strncmp(v, "unix://", 7) != 0 &&
+        strncmp(v, "sentinel://", 11) != 0)
         return bad(err, errlen, "redis", v,
-                   "expected redis://[user:password@]host:port[/db] "
-                   "or unix:///path");
+                   "expected redis://[user:password@]host:port[/db], unix:///path "
+                   "or sentinel://host:port[,host:port...]/MASTER[/db]");
     if (strlen(v) >= sizeof(c->redis))
         return bad(err, errlen, "redis", v, "too long");
+    /* Checked whole before any worker starts; the message never repeats a password. */
+    if (redis_url_parse(v, &u, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "--redis: %s", why);
+        return -1;
+    }
+    redis_url_cleanup(&u);
     snprintf(c->redis, sizeof(c->redis), "%s", v);
     c->redis_given = true;
     return 0;
@@ -974,8 +985,10 @@ static const char usage[] =
     "  --handshake-timeout DUR  drop a client that has not finished its upgrade request\n"
     "                           by then (default 10s)\n"
     "  --log-level LEVEL        debug, info, notice, warn or error (default notice)\n"
-    "  --redis URL              redis://[user:password@]host:port[/db] or unix:///path\n"
-    "                           (default redis://127.0.0.1:6379)\n"
+    "  --redis URL              redis://[user:password@]host:port[/db], unix:///path, or\n"
+    "                           sentinel://[user:password@]host:port[,host:port...]/MASTER[/db]\n"
+    "                           [?sentinel_user=U&sentinel_password=P]: the master named\n"
+    "                           MASTER, asked of the sentinels (default redis://127.0.0.1:6379)\n"
     "  --redis-timeout DUR      a Redis link that does not answer (connect, AUTH, SUBSCRIBE,\n"
     "                           replies, heartbeats) within this is dropped, /readyz fails,\n"
     "                           and it reconnects; 100ms to 5m (default 3s)\n"

@@ -9,7 +9,10 @@
 
 #include "common/text.h"
 
-#define USAGE "expected redis://[user:password@]host[:port][/db] or unix:///path[?db=N]"
+#define USAGE                                                                    \
+    "expected redis://[user:password@]host[:port][/db], unix:///path[?db=N] or " \
+    "sentinel://[user:password@]host[:port][,host[:port]...]/MASTER[/db]"
+#define SENTINEL_PORT 26379
 
 __attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, const char *fmt,
                                                       ...)
@@ -30,6 +33,12 @@ void redis_url_cleanup(struct redis_url *u)
     free(u->path);
     free(u->user);
     free(u->password);
+    for (size_t i = 0; i < u->nsentinels; i++)
+        free(u->sentinels[i].host);
+    free(u->sentinels);
+    free(u->master);
+    free(u->sentinel_user);
+    free(u->sentinel_password);
     memset(u, 0, sizeof(*u));
 }
 
@@ -126,23 +135,23 @@ err_decode:
     return fail(err, errlen, "redis URL: out of memory");
 }
 
-static int is_host_char(char c)
+static bool is_host_char(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
            c == '-' || c == '_';
 }
 
-static int is_ipv6_char(char c)
+static bool is_ipv6_char(char c)
 {
     return text_hex_value(c) >= 0 || c == ':' || c == '.';
 }
 
-/* host[:port] or [ipv6][:port], s[0..len). */
-static int parse_hostport(const char *s, size_t len, struct redis_url *u, char *err, size_t errlen)
+/* host[:port] or [ipv6][:port], s[0..len), into *host_out (new) and *port_out. */
+static int parse_hostport(const char *s, size_t len, long port, char **host_out, int *port_out,
+                          char *err, size_t errlen)
 {
     const char *end = s + len, *host = s, *p;
     size_t hlen;
-    long port = 6379;
 
     if (len > 0 && s[0] == '[') {
         const char *close = memchr(s, ']', len);
@@ -182,10 +191,10 @@ static int parse_hostport(const char *s, size_t len, struct redis_url *u, char *
             return fail(err, errlen, "redis URL: port must be 1 to 65535, got \"%.*s\"",
                         (int)(end - p), p);
     }
-    u->host = strndup(host, hlen);
-    if (u->host == NULL)
+    *host_out = strndup(host, hlen);
+    if (*host_out == NULL)
         return fail(err, errlen, "redis URL: out of memory");
-    u->port = (int)port;
+    *port_out = (int)port;
     return 0;
 }
 
@@ -200,7 +209,7 @@ static int parse_tcp(const char *rest, struct redis_url *u, char *err, size_t er
         return fail(err, errlen, "redis URL: no query or fragment allowed; " USAGE);
     if (at != NULL && parse_userinfo(rest, (size_t)(at - rest), u, err, errlen) < 0)
         return -1;
-    if (parse_hostport(hp, hplen, u, err, errlen) < 0)
+    if (parse_hostport(hp, hplen, 6379, &u->host, &u->port, err, errlen) < 0)
         return -1;
     if (slash != NULL && slash[1] != '\0' &&
         parse_db(slash + 1, strlen(slash + 1), u, err, errlen) < 0)
@@ -231,6 +240,163 @@ static int parse_unix(const char *rest, struct redis_url *u, char *err, size_t e
     return 0;
 }
 
+static bool is_master_char(char c)
+{
+    return is_host_char(c) || c == ':';
+}
+
+/* One query parameter of a sentinel URL, s[0..len): sentinel_user=U or sentinel_password=P. */
+static int parse_sentinel_param(const char *s, size_t len, struct redis_url *u, char *err,
+                                size_t errlen)
+{
+    static const char user[] = "sentinel_user=", pass[] = "sentinel_password=";
+    char **to;
+    size_t skip;
+    int bad;
+
+    if (len >= sizeof(user) - 1 && memcmp(s, user, sizeof(user) - 1) == 0) {
+        to = &u->sentinel_user;
+        skip = sizeof(user) - 1;
+    } else if (len >= sizeof(pass) - 1 && memcmp(s, pass, sizeof(pass) - 1) == 0) {
+        to = &u->sentinel_password;
+        skip = sizeof(pass) - 1;
+    } else {
+        return fail(err, errlen,
+                    "redis URL: a sentinel URL takes only ?sentinel_user=U&sentinel_password=P");
+    }
+    if (*to != NULL)
+        return fail(err, errlen, "redis URL: %.*s given twice", (int)skip - 1, s);
+    if (len == skip)
+        return fail(err, errlen, "redis URL: %.*s is empty", (int)skip - 1, s);
+    *to = percent_decode(s + skip, len - skip, &bad);
+    if (*to == NULL && bad)
+        return fail(err, errlen, "redis URL: bad %%XX escape in %.*s", (int)skip - 1, s);
+    if (*to == NULL)
+        return fail(err, errlen, "redis URL: out of memory");
+    return 0;
+}
+
+/* host[:port],host[:port]... s[0..len), each port 26379 by default. */
+static int parse_sentinels(const char *s, size_t len, struct redis_url *u, char *err, size_t errlen)
+{
+    const char *end = s + len, *p = s;
+    size_t n = 1;
+
+    for (size_t i = 0; i < len; i++)
+        n += s[i] == ',';
+    u->sentinels = calloc(n, sizeof(*u->sentinels));
+    if (u->sentinels == NULL)
+        return fail(err, errlen, "redis URL: out of memory");
+    while (u->nsentinels < n) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *stop = comma != NULL ? comma : end;
+        struct redis_url_node *node = &u->sentinels[u->nsentinels];
+
+        if (stop == p)
+            return fail(err, errlen, "redis URL: empty sentinel address in the list");
+        if (parse_hostport(p, (size_t)(stop - p), SENTINEL_PORT, &node->host, &node->port, err,
+                           errlen) < 0)
+            return -1;
+        u->nsentinels++;
+        p = stop + 1;
+    }
+    return 0;
+}
+
+/* After "sentinel://": [userinfo@]hosts/MASTER[/db][?params]. Raw '@' only in userinfo. */
+static int parse_sentinel(const char *rest, struct redis_url *u, char *err, size_t errlen)
+{
+    const char *at = strrchr(rest, '@');
+    const char *hp = at != NULL ? at + 1 : rest;
+    const char *q = strchr(hp, '?');
+    const char *end = q != NULL ? q : hp + strlen(hp);
+    const char *slash = memchr(hp, '/', (size_t)(end - hp));
+    const char *name, *name_end;
+
+    if (memchr(hp, '#', strlen(hp)) != NULL)
+        return fail(err, errlen, "redis URL: no fragment allowed; " USAGE);
+    if (at != NULL && parse_userinfo(rest, (size_t)(at - rest), u, err, errlen) < 0)
+        return -1;
+    if (slash == NULL || slash == hp)
+        return fail(err, errlen,
+                    slash == hp ? "redis URL: no sentinel address; " USAGE
+                                : "redis URL: the master name is missing; " USAGE);
+    if (parse_sentinels(hp, (size_t)(slash - hp), u, err, errlen) < 0)
+        return -1;
+    name = slash + 1;
+    name_end = memchr(name, '/', (size_t)(end - name));
+    if (name_end == NULL)
+        name_end = end;
+    if (name_end == name)
+        return fail(err, errlen, "redis URL: the master name is missing; " USAGE);
+    if (name_end - name > REDIS_URL_MASTER_MAX)
+        return fail(err, errlen, "redis URL: master name over %d bytes", REDIS_URL_MASTER_MAX);
+    for (const char *c = name; c < name_end; c++) {
+        if (!is_master_char(*c))
+            return fail(err, errlen,
+                        "redis URL: bad master name \"%.*s\" (letters, digits, '.', '-', '_', ':')",
+                        (int)(name_end - name), name);
+    }
+    u->master = strndup(name, (size_t)(name_end - name));
+    if (u->master == NULL)
+        return fail(err, errlen, "redis URL: out of memory");
+    if (name_end < end && name_end + 1 < end &&
+        parse_db(name_end + 1, (size_t)(end - name_end - 1), u, err, errlen) < 0)
+        return -1;
+    while (q != NULL) {
+        const char *p = q + 1, *amp = strchr(p, '&');
+        size_t plen = amp != NULL ? (size_t)(amp - p) : strlen(p);
+
+        if (parse_sentinel_param(p, plen, u, err, errlen) < 0)
+            return -1;
+        q = amp;
+    }
+    if (u->sentinel_user != NULL && u->sentinel_password == NULL)
+        return fail(err, errlen, "redis URL: sentinel_user given without sentinel_password");
+    return 0;
+}
+
+int redis_url_check_addr(const char *host, size_t hlen, const char *port, size_t plen, int *out)
+{
+    long v;
+
+    if (hlen == 0 || hlen > 255)
+        return -1;
+    for (size_t i = 0; i < hlen; i++) {
+        if (!is_host_char(host[i]) && host[i] != ':')
+            return -1;
+    }
+    if (parse_number(port, plen, 1, 65535, &v) < 0)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+int redis_url_switch_master(const char *msg, size_t len, const char *master, char *host,
+                            size_t hostcap, int *port)
+{
+    const char *f[5], *p = msg, *end = msg + len;
+    size_t n[5], k = 0;
+    bool more = true; /* fields left after the last one taken */
+
+    while (k < 5 && more) {
+        const char *sp = memchr(p, ' ', (size_t)(end - p));
+
+        f[k] = p;
+        n[k] = sp != NULL ? (size_t)(sp - p) : (size_t)(end - p);
+        k++;
+        more = sp != NULL;
+        p = sp != NULL ? sp + 1 : end;
+    }
+    if (n[0] != strlen(master) || memcmp(f[0], master, n[0]) != 0)
+        return 0;
+    if (k != 5 || more || n[3] >= hostcap || redis_url_check_addr(f[3], n[3], f[4], n[4], port) < 0)
+        return -1;
+    memcpy(host, f[3], n[3]);
+    host[n[3]] = '\0';
+    return 1;
+}
+
 int redis_url_parse(const char *url, struct redis_url *u, char *err, size_t errlen)
 {
     int r;
@@ -240,6 +406,8 @@ int redis_url_parse(const char *url, struct redis_url *u, char *err, size_t errl
         r = parse_tcp(url + 8, u, err, errlen);
     else if (strncasecmp(url, "unix://", 7) == 0)
         r = parse_unix(url + 7, u, err, errlen);
+    else if (strncasecmp(url, "sentinel://", 11) == 0)
+        r = parse_sentinel(url + 11, u, err, errlen);
     else if (strncasecmp(url, "rediss://", 9) == 0)
         r = fail(err, errlen, "redis URL: TLS (rediss://) is not supported");
     else

@@ -70,7 +70,10 @@ static const char usage_main[] =
     "  unban     lift tombstones (set by close --ttl) early\n"
     "  tombstones  list the tombstones in force\n"
     "\n"
-    "  --redis URL     redis://[user:password@]host[:port][/db] or unix:///path[?db=N]\n"
+    "  --redis URL     redis://[user:password@]host[:port][/db], unix:///path[?db=N] or\n"
+    "                  sentinel://[user:password@]host[:port][,...]/MASTER[/db]\n"
+    "                  [?sentinel_user=U&sentinel_password=P]: the master the sentinels\n"
+    "                  name, checked with ROLE\n"
     "                  (env WSGATE_REDIS, default " DEFAULT_REDIS ")\n"
     "  --channel NAME  orders channel (env WSGATE_CHANNEL, default " DEFAULT_CHANNEL ")\n"
     "  --order-key KEYID:SECRET\n"
@@ -526,20 +529,22 @@ static int check_channel(const char *channel)
 
 /* --- Redis ------------------------------------------------------------------------------- */
 
-static redisContext *redis_open(const struct redis_url *u)
+/* A connection to one node (host:port, or path when not NULL), logged in with user and
+ * password when given, on db; NULL after saying why. */
+static redisContext *node_open(const char *host, int port, const char *path, const char *user,
+                               const char *password, int db)
 {
     struct timeval tv = {REDIS_TIMEOUT_MS / 1000, (REDIS_TIMEOUT_MS % 1000) * 1000};
     char where[300];
     redisContext *c;
     redisReply *r;
 
-    if (u->path != NULL) {
-        snprintf(where, sizeof(where), "%s", u->path);
-        c = redisConnectUnixWithTimeout(u->path, tv);
+    if (path != NULL) {
+        snprintf(where, sizeof(where), "%s", path);
+        c = redisConnectUnixWithTimeout(path, tv);
     } else {
-        snprintf(where, sizeof(where), strchr(u->host, ':') ? "[%s]:%d" : "%s:%d", u->host,
-                 u->port);
-        c = redisConnectWithTimeout(u->host, u->port, tv);
+        snprintf(where, sizeof(where), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+        c = redisConnectWithTimeout(host, port, tv);
     }
     if (c == NULL) {
         warn("cannot connect to Redis at %s: out of memory", where);
@@ -553,21 +558,21 @@ static redisContext *redis_open(const struct redis_url *u)
         warn("Redis at %s: cannot set a timeout: %s", where, c->errstr);
         goto err_free;
     }
-    if (u->password != NULL) {
-        if (u->user != NULL)
-            r = redisCommand(c, "AUTH %s %s", u->user, u->password);
+    if (password != NULL) {
+        if (user != NULL)
+            r = redisCommand(c, "AUTH %s %s", user, password);
         else
-            r = redisCommand(c, "AUTH %s", u->password);
+            r = redisCommand(c, "AUTH %s", password);
         if (r == NULL || r->type == REDIS_REPLY_ERROR) {
             warn("Redis at %s: AUTH failed: %s", where, r != NULL ? r->str : c->errstr);
             goto err_free_reply;
         }
         freeReplyObject(r);
     }
-    if (u->db != 0) {
-        r = redisCommand(c, "SELECT %d", u->db);
+    if (db != 0) {
+        r = redisCommand(c, "SELECT %d", db);
         if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            warn("Redis at %s: SELECT %d failed: %s", where, u->db, r != NULL ? r->str : c->errstr);
+            warn("Redis at %s: SELECT %d failed: %s", where, db, r != NULL ? r->str : c->errstr);
             goto err_free_reply;
         }
         freeReplyObject(r);
@@ -579,6 +584,79 @@ err_free_reply:
 err_free:
     redisFree(c);
     return NULL;
+}
+
+/* Whether c is a master (ROLE), saying why not. */
+static bool node_is_master(redisContext *c, const char *host, int port)
+{
+    redisReply *r = redisCommand(c, "ROLE");
+    const char *role = "something else";
+    bool ok;
+
+    if (r == NULL)
+        role = c->errstr;
+    else if (r->type == REDIS_REPLY_ERROR)
+        role = r->str;
+    else if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+             r->element[0]->type == REDIS_REPLY_STRING)
+        role = r->element[0]->str;
+    ok = strcmp(role, "master") == 0 && r != NULL && r->type == REDIS_REPLY_ARRAY;
+    if (!ok)
+        warn("Redis at %s:%d: not a master (ROLE says %s)", host, port, role);
+    if (r != NULL)
+        freeReplyObject(r);
+    return ok;
+}
+
+/* The master named in a sentinel URL, as the gateways find it: each sentinel in the
+ * URL's order is asked (SENTINEL get-master-addr-by-name), and the first address that
+ * answers ROLE with master is used. NULL after saying why. */
+static redisContext *sentinel_open(const struct redis_url *u)
+{
+    for (size_t i = 0; i < u->nsentinels; i++) {
+        const struct redis_url_node *n = &u->sentinels[i];
+        redisContext *s, *c;
+        redisReply *r;
+        char host[256];
+        int port;
+
+        s = node_open(n->host, n->port, NULL, u->sentinel_user, u->sentinel_password, 0);
+        if (s == NULL)
+            continue;
+        r = redisCommand(s, "SENTINEL get-master-addr-by-name %s", u->master);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING ||
+            r->element[1]->type != REDIS_REPLY_STRING ||
+            redis_url_check_addr(r->element[0]->str, r->element[0]->len, r->element[1]->str,
+                                 r->element[1]->len, &port) < 0) {
+            warn("sentinel %s:%d: %s", n->host, n->port,
+                 r == NULL                      ? s->errstr
+                 : r->type == REDIS_REPLY_NIL   ? "no master by that name"
+                 : r->type == REDIS_REPLY_ERROR ? r->str
+                                                : "malformed answer");
+            if (r != NULL)
+                freeReplyObject(r);
+            redisFree(s);
+            continue;
+        }
+        snprintf(host, sizeof(host), "%s", r->element[0]->str);
+        freeReplyObject(r);
+        redisFree(s);
+        c = node_open(host, port, NULL, u->user, u->password, u->db);
+        if (c != NULL && node_is_master(c, host, port))
+            return c;
+        if (c != NULL)
+            redisFree(c);
+    }
+    warn("no sentinel named a reachable master %s (asked %zu)", u->master, u->nsentinels);
+    return NULL;
+}
+
+static redisContext *redis_open(const struct redis_url *u)
+{
+    if (redis_url_is_sentinel(u))
+        return sentinel_open(u);
+    return node_open(u->host, u->port, u->path, u->user, u->password, u->db);
 }
 
 /* A reply of the wanted type, or NULL after saying why (the caller exits with 3). */

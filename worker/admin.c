@@ -466,6 +466,26 @@ static void metrics(const struct worker *w, struct text *t)
     counter(t, "redis_publish_dropped_total",
             "Events and acks dropped: Redis down and the publish queue full.",
             SUM(redis.publish_dropped));
+    counter(t, "redis_failovers_total",
+            "Times a worker followed the master to a new address (sentinel:// only).",
+            SUM(redis.sentinel.failovers));
+    counter(t, "redis_not_master_total",
+            "Redis connections dropped because ROLE did not say master (sentinel:// only).",
+            SUM(redis.sentinel.not_master));
+    counter(t, "redis_sentinel_queries_total",
+            "SENTINEL get-master-addr-by-name questions asked (sentinel:// only).",
+            SUM(redis.sentinel.queries));
+    counter(t, "redis_sentinel_errors_total",
+            "Sentinel answers naming no usable master: an unknown master name, an error reply, "
+            "a malformed answer or +switch-master message (sentinel:// only).",
+            SUM(redis.sentinel.errors));
+    counter(t, "redis_sentinel_connect_attempts_total",
+            "Connection attempts to sentinels (sentinel:// only).",
+            SUM(redis.sentinel.links.connects));
+    counter(t, "redis_sentinel_failures_total",
+            "Sentinel connections refused (AUTH, an unknown master) or dropped for missing "
+            "--redis-timeout (sentinel:// only).",
+            SUM(redis.sentinel.links.refused) + SUM(redis.sentinel.links.timeouts));
     gauge(t, "draining", "1 while the gateway drains.", s->draining != 0);
     inbound_metrics(s, t);
     durable_metrics(s, t);

@@ -11,8 +11,8 @@
 
 #include "common/log.h"
 #include "common/order.h"
-#include "common/redis_url.h"
 #include "worker/apply.h"
+#include "worker/redis.h"
 #include "worker/worker.h"
 
 #define READ_COUNT_MAX 256         /* entries per XREAD */
@@ -21,7 +21,6 @@
 
 struct ostream {
     struct worker *w;
-    struct redis_url url;
     struct rlink link;
     uint64_t last_ms;   /* the newest entry id read: ms part */
     uint64_t last_seq;  /* and sequence part */
@@ -225,7 +224,6 @@ static const struct rlink_ops stream_ops = {
 int ostream_start(struct worker *w)
 {
     struct ostream *s;
-    char err[256];
     uint32_t t = w->cfg->redis_timeout_ms;
 
     if (w->cfg->orders_stream[0] == '\0')
@@ -241,13 +239,10 @@ int ostream_start(struct worker *w)
         size_t n = READ_BYTES / order_max_text(&lim);
         s->count = n < 1 ? 1 : n > READ_COUNT_MAX ? READ_COUNT_MAX : (unsigned)n;
     }
-    if (redis_url_parse(w->cfg->redis, &s->url, err, sizeof(err)) < 0) {
-        log_msg(LOG_ERROR, NULL, "--redis %s: %s", w->cfg->redis, err);
-        free(s);
-        return -1;
-    }
-    if (rlink_init(&s->link, &stream_ops, s, w->base, &s->url, t, &w->slot->ostream.link) < 0) {
-        redis_url_cleanup(&s->url);
+    /* The worker's resolver (redis.c): with a sentinel:// URL the stream is read from
+     * the master of the moment, from the last entry read, through a failover. */
+    if (rlink_init(&s->link, &stream_ops, s, w->base, wredis_resolver(w), t,
+                   &w->slot->ostream.link) < 0) {
         free(s);
         return -1;
     }

@@ -38,6 +38,9 @@ struct queued {
 struct wredis {
     struct worker *w;
     struct redis_url url;
+    struct rlink_static direct; /* the resolver of a redis:// or unix:// URL */
+    struct sentinel *sentinel;  /* owned: the resolver of a sentinel:// URL, or NULL */
+    struct rlink_resolver *res; /* one of them */
     struct rlink sub;
     struct rlink pub;
     struct event *announce;
@@ -403,9 +406,18 @@ int wredis_start(struct worker *w)
              w->num, nonce);
     snprintf(r->announce_key, sizeof(r->announce_key), "%s:gw:%s:%d", w->cfg->channel, w->cfg->id,
              w->num);
-    if (rlink_init(&r->sub, &sub_ops, r, w->base, &r->url, timeout, &w->slot->redis.sub) < 0)
+    if (redis_url_is_sentinel(&r->url)) {
+        r->sentinel = sentinel_new(w->base, &r->url, timeout, &w->slot->redis.sentinel);
+        if (r->sentinel == NULL)
+            goto err_free_url;
+        r->res = sentinel_resolver(r->sentinel);
+    } else {
+        rlink_static_init(&r->direct, &r->url);
+        r->res = &r->direct.res;
+    }
+    if (rlink_init(&r->sub, &sub_ops, r, w->base, r->res, timeout, &w->slot->redis.sub) < 0)
         goto err_free_url;
-    if (rlink_init(&r->pub, &pub_ops, r, w->base, &r->url, timeout, &w->slot->redis.pub) < 0)
+    if (rlink_init(&r->pub, &pub_ops, r, w->base, r->res, timeout, &w->slot->redis.pub) < 0)
         goto err_free_url;
     snprintf(prefix, sizeof(prefix), "%s:group:", w->cfg->channel);
     r->subs = subs_new(w->base, &r->sub, prefix, on_message, NULL, &w->slot->subs);
@@ -428,6 +440,11 @@ err_free_url:
     redis_url_cleanup(&r->url);
     free(r);
     return -1;
+}
+
+struct rlink_resolver *wredis_resolver(struct worker *w)
+{
+    return w->redis->res;
 }
 
 bool wredis_is_subscribed(const struct worker *w)
@@ -543,4 +560,6 @@ void wredis_stop(struct worker *w)
     if (r->pub.up)
         pub_command(r, "DEL %s", r->announce_key);
     rlink_stop(&r->pub);
+    if (r->sentinel != NULL)
+        sentinel_stop(r->sentinel);
 }

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "worker/rlink.h"
+#include "worker/sentinel.h"
 
 struct worker;
 
@@ -22,7 +23,9 @@ struct worker;
  * the subscribed connection anything but SUBSCRIBE (hiredis 0.14 can hand the reply to
  * a PING there to the wrong callback). The subscriber is dropped when its heartbeats do
  * not come back within --redis-timeout, the publisher when its replies do not; either
- * one reconnects with a backoff capped at 1 s; clients stay connected.
+ * one reconnects with a backoff capped at 1 s; clients stay connected. With a
+ * sentinel:// URL both connect to the master the sentinels name (sentinel.h), and
+ * follow it through a failover, resubscribing as on any reconnect.
  */
 
 struct wredis_stats {
@@ -31,7 +34,14 @@ struct wredis_stats {
     uint64_t worker_channel_refused; /* SUBSCRIBE of the worker's channel refused (ACL) */
     struct rlink_stats sub;
     struct rlink_stats pub;
+    struct sentinel_stats sentinel; /* sentinel:// only */
 };
+
+struct rlink_resolver;
+
+/* Where the worker's Redis links connect (a static address or the sentinels' master),
+ * for links of other modules; valid once wredis_start() succeeded. */
+struct rlink_resolver *wredis_resolver(struct worker *w);
 
 /* Starts connecting, and hooks the group channels to the registry's first and last
  * members; returns 0, or -1 when the URL is bad or memory runs out. */

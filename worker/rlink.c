@@ -57,12 +57,13 @@ static void log_failure(struct rlink *l, enum rlink_fail kind, bool was_up, cons
     long long now = mono_ms();
 
     if (was_up)
-        log_msg(level, NULL, "redis %s down: %s (reconnecting)", l->ops->name, why);
+        log_msg(level, NULL, "redis %s down: %s (reconnecting) addr=%s", l->ops->name, why,
+                l->where);
     else if (strcmp(why, l->why) != 0)
-        log_msg(level, NULL, "redis %s: %s (retrying)", l->ops->name, why);
+        log_msg(level, NULL, "redis %s: %s (retrying) addr=%s", l->ops->name, why, l->where);
     else if (now - l->logged_ms >= RELOG_MS)
-        log_msg(level, NULL, "redis %s still down: %s attempts=%u down_ms=%lld", l->ops->name, why,
-                l->failures, now - l->down_ms);
+        log_msg(level, NULL, "redis %s still down: %s attempts=%u down_ms=%lld addr=%s",
+                l->ops->name, why, l->failures, now - l->down_ms, l->where);
     else
         return;
     snprintf(l->why, sizeof(l->why), "%s", why);
@@ -77,7 +78,7 @@ static void link_down(struct rlink *l, enum rlink_fail kind, const char *why)
     l->up = false;
     l->pending = 0;
     event_del(l->check);
-    if (kind == RLINK_REFUSED)
+    if (kind == RLINK_REFUSED || kind == RLINK_NOT_MASTER)
         l->st->refused++;
     else if (kind == RLINK_TIMEOUT)
         l->st->timeouts++;
@@ -88,6 +89,7 @@ static void link_down(struct rlink *l, enum rlink_fail kind, const char *why)
         l->failures++;
     }
     log_failure(l, kind, was_up, why);
+    l->res->ops->failed(l->res, l, l->gen, kind);
     if (was_up && l->ops->down != NULL)
         l->ops->down(l);
     schedule_retry(l);
@@ -147,6 +149,31 @@ static void on_auth(redisAsyncContext *ac, void *reply, void *priv)
         rlink_fail(l, RLINK_REFUSED, rep->str);
 }
 
+/* ROLE's first element names what the node is: "master", "slave" or "sentinel". */
+static void on_role(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rlink *l = rlink_of(ac);
+    redisReply *rep = reply;
+    char why[64];
+
+    (void)priv;
+    if (l == NULL || rep == NULL)
+        return;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        rlink_fail(l, RLINK_REFUSED, rep->str);
+        return;
+    }
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
+        rep->element[0]->type == REDIS_REPLY_STRING && strcmp(rep->element[0]->str, "master") == 0)
+        return;
+    snprintf(why, sizeof(why), "not a master (ROLE says %.20s)",
+             rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
+                     rep->element[0]->type == REDIS_REPLY_STRING
+                 ? rep->element[0]->str
+                 : "something else");
+    rlink_fail(l, RLINK_NOT_MASTER, why);
+}
+
 /* Every CHECK_MS while connected: the setup deadline, then the answer deadline. */
 static void on_check(evutil_socket_t fd, short what, void *arg)
 {
@@ -177,16 +204,27 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 
 static void link_connect(struct rlink *l)
 {
-    const struct redis_url *u = l->url;
     struct timeval every = {0, CHECK_MS * 1000};
+    struct rlink_addr a = {0};
     redisAsyncContext *ac;
     char why[128];
     int rc = REDIS_OK;
 
     if (l->ac != NULL || l->stopped || (l->ops->wanted != NULL && !l->ops->wanted(l)))
         return;
+    l->waiting = false;
+    if (l->res->ops->get(l->res, l, &a) != 0) {
+        l->waiting = true; /* rlink_resolved() comes back here */
+        return;
+    }
+    l->gen = a.gen;
+    if (a.path != NULL)
+        snprintf(l->where, sizeof(l->where), "%s", a.path);
+    else
+        snprintf(l->where, sizeof(l->where), strchr(a.host, ':') ? "[%s]:%d" : "%s:%d", a.host,
+                 a.port);
     l->st->connects++;
-    ac = u->path != NULL ? redisAsyncConnectUnix(u->path) : redisAsyncConnect(u->host, u->port);
+    ac = a.path != NULL ? redisAsyncConnectUnix(a.path) : redisAsyncConnect(a.host, a.port);
     if (ac == NULL) {
         link_down(l, RLINK_LOST, "out of memory");
         return;
@@ -213,23 +251,59 @@ static void link_connect(struct rlink *l)
         rlink_fail(l, RLINK_LOST, "cannot arm the deadline timer");
         return;
     }
-    /* Queued now, written once connected; answered in this order. */
-    if (u->password != NULL && u->user != NULL)
-        rc = redisAsyncCommand(ac, on_auth, NULL, "AUTH %s %s", u->user, u->password);
-    else if (u->password != NULL)
-        rc = redisAsyncCommand(ac, on_auth, NULL, "AUTH %s", u->password);
+    /* Queued now, written once connected; answered in this order. ROLE comes before
+     * the setup, so a replica is dropped before anything counts on it. */
+    if (a.password != NULL && a.user != NULL)
+        rc = redisAsyncCommand(ac, on_auth, NULL, "AUTH %s %s", a.user, a.password);
+    else if (a.password != NULL)
+        rc = redisAsyncCommand(ac, on_auth, NULL, "AUTH %s", a.password);
+    if (rc == REDIS_OK && a.want_master)
+        rc = redisAsyncCommand(ac, on_role, NULL, "ROLE");
     if (rc != REDIS_OK || l->ops->setup(l) < 0)
         rlink_fail(l, RLINK_LOST, "cannot queue the setup commands");
 }
 
+static int static_get(struct rlink_resolver *r, struct rlink *l, struct rlink_addr *a)
+{
+    const struct redis_url *u = ((struct rlink_static *)r)->url;
+
+    (void)l;
+    a->host = u->host;
+    a->port = u->port;
+    a->path = u->path;
+    a->user = u->user;
+    a->password = u->password;
+    return 0;
+}
+
+static void static_failed(struct rlink_resolver *r, struct rlink *l, uint64_t gen,
+                          enum rlink_fail kind)
+{
+    (void)r;
+    (void)l;
+    (void)gen;
+    (void)kind;
+}
+
+static const struct rlink_resolver_ops static_ops = {
+    .get = static_get,
+    .failed = static_failed,
+};
+
+void rlink_static_init(struct rlink_static *s, const struct redis_url *url)
+{
+    s->res.ops = &static_ops;
+    s->url = url;
+}
+
 int rlink_init(struct rlink *l, const struct rlink_ops *ops, void *owner, struct event_base *base,
-               const struct redis_url *url, uint32_t timeout_ms, struct rlink_stats *st)
+               struct rlink_resolver *res, uint32_t timeout_ms, struct rlink_stats *st)
 {
     memset(l, 0, sizeof(*l));
     l->ops = ops;
     l->owner = owner;
     l->base = base;
-    l->url = url;
+    l->res = res;
     l->timeout_ms = timeout_ms;
     l->st = st;
     l->backoff_ms = BACKOFF_MIN_MS;
@@ -245,6 +319,20 @@ int rlink_init(struct rlink *l, const struct rlink_ops *ops, void *owner, struct
         return -1;
     }
     return 0;
+}
+
+void rlink_resolved(struct rlink *l)
+{
+    if (l->waiting)
+        rlink_retry_now(l);
+}
+
+void rlink_retry_now(struct rlink *l)
+{
+    if (l->ac != NULL || l->stopped)
+        return;
+    event_del(l->retry);
+    event_active(l->retry, EV_TIMEOUT, 0); /* never inside the caller's call chain */
 }
 
 void rlink_start(struct rlink *l)
@@ -267,10 +355,10 @@ void rlink_set_up(struct rlink *l)
     if (l->was_up)
         l->st->reconnects++;
     if (l->was_up || l->failures > 0)
-        log_msg(LOG_NOTICE, NULL, "redis %s up%s attempts=%u down_ms=%lld", l->ops->name,
-                l->ops->up_note, l->failures + 1, now - l->down_ms);
+        log_msg(LOG_NOTICE, NULL, "redis %s up%s attempts=%u down_ms=%lld addr=%s", l->ops->name,
+                l->ops->up_note, l->failures + 1, now - l->down_ms, l->where);
     else
-        log_msg(LOG_NOTICE, NULL, "redis %s up%s", l->ops->name, l->ops->up_note);
+        log_msg(LOG_NOTICE, NULL, "redis %s up%s addr=%s", l->ops->name, l->ops->up_note, l->where);
     l->was_up = true;
     l->failures = 0;
     l->why[0] = '\0';

@@ -8,6 +8,7 @@ struct event;
 struct event_base;
 struct redisAsyncContext;
 struct redis_url;
+struct rlink;
 
 /*
  * One Redis connection on a worker's event_base (hiredis async API), kept usable:
@@ -21,6 +22,9 @@ struct redis_url;
  *     doubling from 100 ms to 1 s and back to 100 ms only when the link is up again;
  *   - going down and coming up are logged once each; a failure that repeats is logged
  *     again only when its reason changes, or every 10 s with the number of attempts.
+ * Where it connects comes from a resolver (below), asked before every attempt: the
+ * URL's one address, or the master the sentinels name (sentinel.c); a link whose
+ * resolver asks for it sends ROLE after AUTH and fails unless the node says master.
  * The owner embeds struct rlink, calls rlink_init() then rlink_start(), and sends its
  * commands on l->ac while l->up. hiredis owns the context: it is freed by hiredis (the
  * owner's reply callbacks then run with a NULL reply) after l->ac was set to NULL, so
@@ -33,8 +37,6 @@ struct rlink_stats {
     uint64_t refused;    /* AUTH or a setup command answered with an error */
     uint64_t timeouts;   /* a deadline missed: connect, setup or an awaited answer */
 };
-
-struct rlink;
 
 struct rlink_ops {
     const char *name;    /* "subscriber": in log lines */
@@ -50,16 +52,56 @@ struct rlink_ops {
 };
 
 enum rlink_fail {
-    RLINK_LOST,    /* closed, reset, not reachable */
-    RLINK_REFUSED, /* an error reply to AUTH or setup: a wrong password, an unknown db */
-    RLINK_TIMEOUT  /* a deadline missed */
+    RLINK_LOST,      /* closed, reset, not reachable */
+    RLINK_REFUSED,   /* an error reply to AUTH or setup: a wrong password, an unknown db */
+    RLINK_TIMEOUT,   /* a deadline missed */
+    RLINK_NOT_MASTER /* ROLE did not say master (counted as refused) */
 };
+
+/* Where to connect, filled by a resolver for one attempt: the strings need to stay
+ * valid only until rlink has connected and queued AUTH (within the call). */
+struct rlink_addr {
+    const char *host;     /* borrowed; NULL for a unix socket */
+    int port;             /* TCP port */
+    const char *path;     /* borrowed; the unix socket, or NULL */
+    const char *user;     /* borrowed; AUTH user, or NULL */
+    const char *password; /* borrowed; AUTH password, or NULL for no AUTH */
+    bool want_master;     /* send ROLE; anything but master fails the link */
+    uint64_t gen;         /* the resolver's version of the address, handed back in failed */
+};
+
+/*
+ * A resolver, embedded in whatever owns it. get() fills *a and returns 0, or returns 1
+ * when it has no address to give yet: it calls rlink_resolved(l) once it has. failed()
+ * hears of every failed attempt or lost connection on the address of generation gen.
+ * A resolver may call rlink_resolved() and rlink_retry_now() at any time (they act at
+ * the next loop turn), and rlink_fail() on any link but the one it is answering.
+ */
+struct rlink_resolver;
+
+struct rlink_resolver_ops {
+    int (*get)(struct rlink_resolver *r, struct rlink *l, struct rlink_addr *a);
+    void (*failed)(struct rlink_resolver *r, struct rlink *l, uint64_t gen, enum rlink_fail kind);
+};
+
+struct rlink_resolver {
+    const struct rlink_resolver_ops *ops; /* borrowed, static */
+};
+
+/* The static resolver: always the URL's address (borrowed: it outlives the links). */
+struct rlink_static {
+    struct rlink_resolver res;
+    const struct redis_url *url;
+};
+
+void rlink_static_init(struct rlink_static *s, const struct redis_url *url);
 
 struct rlink {
     const struct rlink_ops *ops;  /* borrowed, static */
     void *owner;                  /* borrowed: for the ops */
     struct event_base *base;      /* borrowed */
-    const struct redis_url *url;  /* borrowed */
+    struct rlink_resolver *res;   /* borrowed: where to connect */
+    struct rlink *res_next;       /* the resolver's list of its links (it may use this) */
     struct rlink_stats *st;       /* borrowed: in the worker's shared memory slot */
     uint32_t timeout_ms;          /* --redis-timeout */
     struct redisAsyncContext *ac; /* NULL while down; hiredis owns and frees it */
@@ -72,18 +114,30 @@ struct rlink {
     long long down_ms;  /* when the link started or was last lost */
     unsigned failures;  /* failed attempts since the link was last up (or started) */
     long long logged_ms;
-    char why[128]; /* reason of the last failure logged */
+    char why[128];  /* reason of the last failure logged */
+    char where[96]; /* host:port or path of the current or last attempt, for the log */
+    uint64_t gen;   /* the resolver's generation of that address */
     bool up;
     bool was_up; /* up once: the next up is a reconnect */
     bool stopped;
+    bool waiting;    /* for the resolver's address */
+    bool res_listed; /* on the resolver's list (the resolver sets and reads it) */
 };
 
 /* Prepares l (not connected). Returns 0, or -1 when memory runs out. */
 int rlink_init(struct rlink *l, const struct rlink_ops *ops, void *owner, struct event_base *base,
-               const struct redis_url *url, uint32_t timeout_ms, struct rlink_stats *st);
+               struct rlink_resolver *res, uint32_t timeout_ms, struct rlink_stats *st);
 
 /* Connects now (and reconnects from then on). */
 void rlink_start(struct rlink *l);
+
+/* The resolver has an address for l, which waited for one: l connects at the next
+ * loop turn. Does nothing unless l waits. */
+void rlink_resolved(struct rlink *l);
+
+/* l, when down and not stopped, connects at the next loop turn, without waiting out
+ * its backoff (the resolver learned a new address). */
+void rlink_retry_now(struct rlink *l);
 
 /* The link of ac while ac is its current context; NULL for a context being freed. */
 struct rlink *rlink_of(const struct redisAsyncContext *ac);

@@ -14,7 +14,6 @@
 
 #include "common/log.h"
 #include "common/order.h"
-#include "common/redis_url.h"
 #include "common/tomb.h"
 #include "worker/apply.h"
 #include "worker/conn.h"
@@ -27,7 +26,6 @@
 
 struct tombs {
     struct worker *w;
-    struct redis_url url;
     struct rlink link;
     struct tomb_table *t; /* owned */
     char key[160];        /* <channel>:tombs */
@@ -210,7 +208,6 @@ int tombs_start(struct worker *w)
 {
     struct tombs *tb;
     uint64_t seed;
-    char err[256];
 
     if (w->cfg->max_tombstones == 0)
         return 0;
@@ -224,19 +221,15 @@ int tombs_start(struct worker *w)
     tb->t = tomb_table_new(w->cfg->max_tombstones, seed);
     if (tb->t == NULL)
         goto err_free;
-    if (redis_url_parse(w->cfg->redis, &tb->url, err, sizeof(err)) < 0) {
-        log_msg(LOG_ERROR, NULL, "--redis %s: %s", w->cfg->redis, err);
+    /* The worker's resolver (redis.c): a sentinel:// URL's master, followed through a
+     * failover, as for the other links. */
+    if (rlink_init(&tb->link, &tombs_ops, tb, w->base, wredis_resolver(w),
+                   w->cfg->redis_timeout_ms, &w->slot->tombs.link) < 0)
         goto err_free_table;
-    }
-    if (rlink_init(&tb->link, &tombs_ops, tb, w->base, &tb->url, w->cfg->redis_timeout_ms,
-                   &w->slot->tombs.link) < 0)
-        goto err_free_url;
     w->tombs = tb;
     w->slot->tombs.held = 0;
     rlink_start(&tb->link);
     return 0;
-err_free_url:
-    redis_url_cleanup(&tb->url);
 err_free_table:
     tomb_table_free(tb->t);
 err_free:

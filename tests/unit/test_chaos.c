@@ -170,10 +170,39 @@ static void test_chaos_redis_url_every_allocation_fails_cleanly(void)
     CHECK(failures > 0);
 }
 
+static void test_chaos_sentinel_url_every_allocation_fails_cleanly(void)
+{
+    unsigned long n, failures = 0;
+
+    for (n = 1;; n++) {
+        struct redis_url u;
+        char err[128];
+        unsigned long used;
+        int r;
+
+        chaos_fail_at(n);
+        r = redis_url_parse("sentinel://u:p@a,b:2,[::1]/mm/1?sentinel_user=x&sentinel_password=y",
+                            &u, err, sizeof(err));
+        used = chaos_allocations();
+        chaos_fail_at(0);
+        if (r < 0) {
+            failures++;
+            CHECK(err[0] != '\0' && u.sentinels == NULL && u.master == NULL);
+        } else {
+            CHECK(u.nsentinels == 3 && u.db == 1 && strcmp(u.sentinel_password, "y") == 0);
+            redis_url_cleanup(&u);
+        }
+        if (n > used)
+            break;
+    }
+    CHECK(failures > 0);
+}
+
 void suite_chaos(void)
 {
     test_chaos_ws_hs_every_allocation_fails_cleanly();
     test_chaos_order_every_allocation_fails_cleanly();
     test_chaos_send_and_join_every_allocation_fails_cleanly();
     test_chaos_redis_url_every_allocation_fails_cleanly();
+    test_chaos_sentinel_url_every_allocation_fails_cleanly();
 }

@@ -101,6 +101,26 @@ static const struct {
     {"unix:///p?db=x", "database"},
     {"unix:///p?foo=1", "?db=N"},
     {"unix:///p?db=1&x=2", "database"},
+    {"sentinel://h", "master name is missing"},
+    {"sentinel://h/", "master name is missing"},
+    {"sentinel:///m", "no sentinel address"},
+    {"sentinel://h,/m", "empty sentinel address"},
+    {"sentinel://,h/m", "empty sentinel address"},
+    {"sentinel://h:0/m", "port"},
+    {"sentinel://h:1,a b/m", "bad host"},
+    {"sentinel://h/m y", "bad master name"},
+    {"sentinel://h/m/x", "database"},
+    {"sentinel://h/m/1/2", "database"},
+    {"sentinel://h/m#f", "fragment"},
+    {"sentinel://h/m?db=1", "only ?sentinel_user"},
+    {"sentinel://h/m?sentinel_password=", "is empty"},
+    {"sentinel://h/m?sentinel_password=a&sentinel_password=b", "twice"},
+    {"sentinel://h/m?sentinel_user=u", "without sentinel_password"},
+    {"sentinel://h/m?sentinel_password=%zz", "escape"},
+    {"sentinel://u:@h/m", "without a password"},
+    {"sentinel://h/0123456789012345678901234567890123456789012345678901234567890123456789012345678"
+     "901234567890123456789012345678901234567890123456789",
+     "over 128"},
 };
 
 static void test_redis_url_refuses(void)
@@ -124,6 +144,9 @@ static void test_redis_url_error_hides_password(void)
         "redis://hunter2@h/db",
         "redis://hunter2@a b",
         "redis://u:hunter2%zz@h",
+        "sentinel://u:hunter2@h/m/x",
+        "sentinel://hunter2@h:0/m",
+        "sentinel://h/m?sentinel_password=hunter2&x=1",
     };
 
     for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
@@ -145,8 +168,120 @@ static void test_redis_url_small_error_buffer(void)
     CHECK(redis_url_parse("nope", &u, NULL, 0) == -1);
 }
 
+static void test_redis_url_sentinel(void)
+{
+    struct redis_url u;
+    char err[256] = "";
+
+    CHECK(redis_url_parse("sentinel://alice:p%40ss@10.0.0.1,[::1]:26380,s3.local:7/my-master.1/4"
+                          "?sentinel_user=sen&sentinel_password=x%26y",
+                          &u, err, sizeof(err)) == 0);
+    CHECK(redis_url_is_sentinel(&u) && u.nsentinels == 3);
+    CHECK(u.host == NULL && u.port == 0 && u.path == NULL && u.db == 4);
+    CHECK(same(u.user, "alice") && same(u.password, "p@ss"));
+    CHECK(same(u.sentinels[0].host, "10.0.0.1") && u.sentinels[0].port == 26379);
+    CHECK(same(u.sentinels[1].host, "::1") && u.sentinels[1].port == 26380);
+    CHECK(same(u.sentinels[2].host, "s3.local") && u.sentinels[2].port == 7);
+    CHECK(same(u.master, "my-master.1"));
+    CHECK(same(u.sentinel_user, "sen") && same(u.sentinel_password, "x&y"));
+    redis_url_cleanup(&u);
+    CHECK(u.sentinels == NULL && u.nsentinels == 0 && u.master == NULL);
+
+    CHECK(redis_url_parse("SENTINEL://h/m/", &u, err, sizeof(err)) == 0);
+    CHECK(u.nsentinels == 1 && same(u.sentinels[0].host, "h") && u.sentinels[0].port == 26379);
+    CHECK(same(u.master, "m") && u.db == 0 && u.user == NULL && u.password == NULL);
+    CHECK(u.sentinel_user == NULL && u.sentinel_password == NULL);
+    redis_url_cleanup(&u);
+
+    CHECK(redis_url_parse("sentinel://pw@h/m?sentinel_password=sp", &u, err, sizeof(err)) == 0);
+    CHECK(same(u.password, "pw") && same(u.sentinel_password, "sp") && u.sentinel_user == NULL);
+    redis_url_cleanup(&u);
+
+    CHECK(redis_url_parse("redis://h", &u, err, sizeof(err)) == 0);
+    CHECK(!redis_url_is_sentinel(&u));
+    redis_url_cleanup(&u);
+}
+
+static void test_redis_url_check_addr(void)
+{
+    static const struct {
+        const char *host;
+        const char *port;
+        int ok;
+        int want;
+    } cases[] = {
+        {"127.0.0.1", "6379", 1, 6379},
+        {"::1", "1", 1, 1},
+        {"redis-2.svc", "65535", 1, 65535},
+        {"", "6379", 0, 0},
+        {"h", "0", 0, 0},
+        {"h", "65536", 0, 0},
+        {"h", "", 0, 0},
+        {"h", "63a", 0, 0},
+        {"a b", "1", 0, 0},
+        {"h\r\n", "1", 0, 0},
+        {"h/x", "1", 0, 0},
+    };
+    char big[300];
+    int port = 0;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int r = redis_url_check_addr(cases[i].host, strlen(cases[i].host), cases[i].port,
+                                     strlen(cases[i].port), &port);
+
+        CHECK(cases[i].ok ? r == 0 && port == cases[i].want : r == -1);
+    }
+    memset(big, 'a', sizeof(big));
+    CHECK(redis_url_check_addr(big, 255, "1", 1, &port) == 0);
+    CHECK(redis_url_check_addr(big, 256, "1", 1, &port) == -1);
+    CHECK(redis_url_check_addr("h\0x", 3, "1", 1, &port) == -1);
+}
+
+static void test_redis_url_switch_master(void)
+{
+    static const struct {
+        const char *msg;
+        int want;
+        const char *host;
+        int port;
+    } cases[] = {
+        {"mymaster 127.0.0.1 6379 127.0.0.1 6380", 1, "127.0.0.1", 6380},
+        {"mymaster ::1 6379 2001:db8::7 7001", 1, "2001:db8::7", 7001},
+        {"other 127.0.0.1 6379 127.0.0.1 6380", 0, NULL, 0},
+        {"mymaster2 127.0.0.1 6379 127.0.0.1 6380", 0, NULL, 0},
+        {"mymaste 127.0.0.1 6379 127.0.0.1 6380", 0, NULL, 0},
+        {"", 0, NULL, 0},
+        {"mymaster", -1, NULL, 0},
+        {"mymaster 127.0.0.1 6379 127.0.0.1", -1, NULL, 0},
+        {"mymaster 127.0.0.1 6379 127.0.0.1 6380 x", -1, NULL, 0},
+        {"mymaster 127.0.0.1 6379 127.0.0.1 6380 ", -1, NULL, 0},
+        {"mymaster 127.0.0.1 6379 127.0.0.1 0", -1, NULL, 0},
+        {"mymaster 127.0.0.1 6379  6380", -1, NULL, 0},
+        {"mymaster 127.0.0.1 6379 a/b 6380", -1, NULL, 0},
+    };
+    char host[64];
+    int port;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int r = redis_url_switch_master(cases[i].msg, strlen(cases[i].msg), "mymaster", host,
+                                        sizeof(host), &port);
+
+        if (r != cases[i].want)
+            fprintf(stderr, "  \"%s\": %d, want %d\n", cases[i].msg, r, cases[i].want);
+        CHECK(r == cases[i].want);
+        if (r == 1)
+            CHECK(strcmp(host, cases[i].host) == 0 && port == cases[i].port);
+    }
+    /* a host that does not fit is refused, not cut */
+    CHECK(redis_url_switch_master("m a 1 abcdefgh 2", 16, "m", host, 8, &port) == -1);
+    CHECK(redis_url_switch_master("m a 1 abcdefg 2", 15, "m", host, 8, &port) == 1);
+}
+
 void suite_redis_url(void)
 {
+    test_redis_url_switch_master();
+    test_redis_url_sentinel();
+    test_redis_url_check_addr();
     test_redis_url_accepts();
     test_redis_url_refuses();
     test_redis_url_error_hides_password();
