@@ -8,16 +8,25 @@
  *   redis://[[user]:password@]host[:port][/db]   host a name, IPv4 or [IPv6]
  *   redis://[password@]host[:port][/db]
  *   unix:///absolute/path.sock[?db=N]
+ *   cluster://[[user]:password@]host[:port][,host[:port]...]   Redis Cluster seed nodes
  * The port defaults to 6379 and db to 0. user and password may use %XX escapes;
  * everything up to the last '@' is user information.
  */
+struct redis_url_node {
+    char *host; /* owned */
+    int port;
+};
+
 struct redis_url {
     char *host;     /* owned; NULL for a unix socket; IPv6 without brackets */
     int port;       /* 1..65535; 0 for a unix socket */
     char *path;     /* owned; NULL for TCP */
     char *user;     /* owned; NULL when absent (AUTH password only) */
     char *password; /* owned; NULL when absent (no AUTH) */
-    int db;         /* 0 or more, for SELECT */
+    int db;         /* 0 or more, for SELECT; always 0 in a cluster */
+    struct redis_url_node *seeds; /* owned; cluster:// only: every node given, the first
+                                     also in host and port */
+    size_t nseeds;
 };
 
 /*

@@ -64,6 +64,7 @@ SUITE(iplimit);
 SUITE(outq);
 SUITE(tls);
 SUITE(registry);
+SUITE(slot);
 #undef SUITE
 
 #endif /* WSGATE_TESTS_UNIT_CHECK_H */

@@ -42,6 +42,7 @@ static const struct {
     {"outq", suite_outq},
     {"tls", suite_tls},
     {"registry", suite_registry},
+    {"slot", suite_slot},
     {"chaos", suite_chaos},
 };
 
