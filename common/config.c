@@ -322,10 +322,11 @@ static int set_log_level(struct config *c, const char *v, char *err, size_t errl
 
 static int set_redis(struct config *c, const char *v, char *err, size_t errlen)
 {
-    if (strncmp(v, "redis://", 8) != 0 && strncmp(v, "unix://", 7) != 0)
+    if (strncmp(v, "redis://", 8) != 0 && strncmp(v, "unix://", 7) != 0 &&
+        strncmp(v, "cluster://", 10) != 0)
         return bad(err, errlen, "redis", v,
-                   "expected redis://[user:password@]host:port[/db] "
-                   "or unix:///path");
+                   "expected redis://[user:password@]host:port[/db], "
+                   "unix:///path or cluster://host:port[,host:port...]");
     if (strlen(v) >= sizeof(c->redis))
         return bad(err, errlen, "redis", v, "too long");
     snprintf(c->redis, sizeof(c->redis), "%s", v);
@@ -912,8 +913,10 @@ static const char usage[] =
     "  --handshake-timeout DUR  drop a client that has not finished its upgrade request\n"
     "                           by then (default 10s)\n"
     "  --log-level LEVEL        debug, info, notice, warn or error (default notice)\n"
-    "  --redis URL              redis://[user:password@]host:port[/db] or unix:///path\n"
-    "                           (default redis://127.0.0.1:6379)\n"
+    "  --redis URL              redis://[user:password@]host:port[/db], unix:///path, or\n"
+    "                           cluster://[user:password@]host:port[,host:port...] for a\n"
+    "                           Redis Cluster with sharded pub/sub (default\n"
+    "                           redis://127.0.0.1:6379)\n"
     "  --redis-timeout DUR      a Redis link that does not answer (connect, AUTH, SUBSCRIBE,\n"
     "                           replies, heartbeats) within this is dropped, /readyz fails,\n"
     "                           and it reconnects; 100ms to 5m (default 3s)\n"

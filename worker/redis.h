@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "worker/cluster.h"
 #include "worker/rlink.h"
 
 struct worker;
@@ -23,13 +24,20 @@ struct worker;
  * a PING there to the wrong callback). The subscriber is dropped when its heartbeats do
  * not come back within --redis-timeout, the publisher when its replies do not; either
  * one reconnects with a backoff capped at 1 s; clients stay connected.
+ *
+ * With --redis cluster://..., cluster.c replaces both links: every channel above is a
+ * sharded channel (SSUBSCRIBE on the master of its slot, one subscriber connection per
+ * master needed), everything published goes out with SPUBLISH (the announce key's SET,
+ * XADD too) to the master of its slot; each connection is checked by PING instead of
+ * the heartbeat channel.
  */
 
 struct wredis_stats {
     uint64_t published;
     uint64_t publish_dropped; /* pub connection down: event or ack lost */
-    struct rlink_stats sub;
-    struct rlink_stats pub;
+    struct rlink_stats sub; /* in a cluster: the shard subscriber connections */
+    struct rlink_stats pub; /* in a cluster: the shard command connections */
+    struct cluster_stats cluster;
 };
 
 /* Starts connecting, and hooks the group channels to the registry's first and last
