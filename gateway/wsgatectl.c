@@ -35,6 +35,7 @@
 #include "common/order.h"
 #include "common/order_sig.h"
 #include "common/redis_url.h"
+#include "common/slot.h"
 #include "common/utf8.h"
 
 enum {
@@ -62,7 +63,9 @@ static const char usage_main[] =
     "  drain     close every connection of one gateway, with 1001\n"
     "  gateways  list the live gateways\n"
     "\n"
-    "  --redis URL     redis://[user:password@]host[:port][/db] or unix:///path[?db=N]\n"
+    "  --redis URL     redis://[user:password@]host[:port][/db], unix:///path[?db=N], or\n"
+    "                  cluster://[user:password@]host:port[,host:port...] (SPUBLISH to the\n"
+    "                  master of the channel's slot)\n"
     "                  (env WSGATE_REDIS, default " DEFAULT_REDIS ")\n"
     "  --channel NAME  orders channel (env WSGATE_CHANNEL, default " DEFAULT_CHANNEL ")\n"
     "  --order-key KEYID:SECRET\n"
@@ -481,20 +484,24 @@ static int check_channel(const char *channel)
 
 /* --- Redis ------------------------------------------------------------------------------- */
 
-static redisContext *redis_open(const struct redis_url *u)
+/* A connection to host:port (NULL: the URL's own address), AUTHed and SELECTed. */
+static redisContext *redis_open_at(const struct redis_url *u, const char *host, int port)
 {
     struct timeval tv = {REDIS_TIMEOUT_MS / 1000, (REDIS_TIMEOUT_MS % 1000) * 1000};
     char where[300];
     redisContext *c;
     redisReply *r;
 
-    if (u->path != NULL) {
+    if (host == NULL && u->path == NULL) {
+        host = u->host;
+        port = u->port;
+    }
+    if (host == NULL) {
         snprintf(where, sizeof(where), "%s", u->path);
         c = redisConnectUnixWithTimeout(u->path, tv);
     } else {
-        snprintf(where, sizeof(where), strchr(u->host, ':') ? "[%s]:%d" : "%s:%d", u->host,
-                 u->port);
-        c = redisConnectWithTimeout(u->host, u->port, tv);
+        snprintf(where, sizeof(where), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+        c = redisConnectWithTimeout(host, port, tv);
     }
     if (c == NULL) {
         warn("cannot connect to Redis at %s: out of memory", where);
@@ -534,6 +541,51 @@ err_free_reply:
 err_free:
     redisFree(c);
     return NULL;
+}
+
+/* A connection to the URL's Redis; in a cluster, to the first seed that answers. */
+static redisContext *redis_open(const struct redis_url *u)
+{
+    redisContext *c = NULL;
+
+    for (size_t i = 0; i < u->nseeds && c == NULL; i++)
+        c = redis_open_at(u, u->seeds[i].host, u->seeds[i].port);
+    return u->nseeds > 0 ? c : redis_open_at(u, NULL, 0);
+}
+
+#define MAX_HOPS 5
+
+/*
+ * Runs argv on *c; in a cluster, where the key's slot is served: a MOVED or ASK answer
+ * moves *c to the node it names (ASKING first for ASK), up to MAX_HOPS times. Returns the
+ * reply (NULL: see (*c)->errstr, or *c is NULL after a failed move, said why).
+ */
+static redisReply *redis_routed(const struct redis_url *u, redisContext **c, int argc,
+                                const char **argv, const size_t *argvlen)
+{
+    for (int hop = 0;; hop++) {
+        redisReply *r = redisCommandArgv(*c, argc, argv, argvlen);
+        enum slot_redirect kind = SLOT_NONE;
+        char host[SLOT_HOST_MAX];
+        unsigned slot;
+        int port;
+
+        if (r != NULL && r->type == REDIS_REPLY_ERROR && u->nseeds > 0)
+            kind = slot_parse_redirect(r->str, r->len, &slot, host, sizeof(host), &port);
+        if (kind == SLOT_NONE || hop == MAX_HOPS)
+            return r;
+        freeReplyObject(r);
+        redisFree(*c);
+        *c = redis_open_at(u, host, port);
+        if (*c == NULL)
+            return NULL;
+        if (kind == SLOT_ASK) {
+            r = redisCommand(*c, "ASKING");
+            if (r == NULL)
+                return NULL;
+            freeReplyObject(r);
+        }
+    }
 }
 
 /* A reply of the wanted type, or NULL after saying why (the caller exits with 3). */
@@ -737,6 +789,48 @@ out:
     return rc;
 }
 
+/* workers_scan() on every master of a cluster (c is any node: it gives CLUSTER NODES),
+ * or on c alone. */
+static int workers_scan_all(const struct redis_url *u, redisContext *c, const char *channel,
+                            const char *only, struct worker_list *l)
+{
+    struct slot_map *m;
+    const char *why = "bad reply";
+    redisReply *r;
+    int rc = -1;
+
+    if (u->nseeds == 0)
+        return workers_scan(c, channel, only, l);
+    m = malloc(sizeof(*m));
+    if (m == NULL) {
+        warn("out of memory");
+        return -1;
+    }
+    r = redis_check(c, redisCommand(c, "CLUSTER NODES"), REDIS_REPLY_STRING, "CLUSTER NODES");
+    if (r == NULL)
+        goto out;
+    if (slot_map_parse_nodes(m, r->str, r->len, &why) < 0) {
+        warn("Redis CLUSTER NODES: %s", why);
+        goto out;
+    }
+    for (size_t i = 0; i < m->nnodes; i++) {
+        redisContext *mc = redis_open_at(u, m->nodes[i].host, m->nodes[i].port);
+
+        if (mc == NULL)
+            goto out;
+        rc = workers_scan(mc, channel, only, l);
+        redisFree(mc);
+        if (rc < 0)
+            goto out;
+    }
+    rc = 0;
+out:
+    if (r != NULL)
+        freeReplyObject(r);
+    free(m);
+    return rc;
+}
+
 /* --- acknowledgements -------------------------------------------------------------------- */
 
 /*
@@ -752,7 +846,9 @@ static int ack_take(struct worker_list *l, const char *id, const redisReply *msg
     int rc = 0;
 
     if (msg->type != REDIS_REPLY_ARRAY || msg->elements != 3 ||
-        msg->element[0]->type != REDIS_REPLY_STRING || strcmp(msg->element[0]->str, "message") ||
+        msg->element[0]->type != REDIS_REPLY_STRING ||
+        (strcmp(msg->element[0]->str, "message") != 0 &&
+         strcmp(msg->element[0]->str, "smessage") != 0) ||
         msg->element[2]->type != REDIS_REPLY_STRING)
         return 0;
     payload = msg->element[2];
@@ -1028,20 +1124,35 @@ static int order_send(const struct options *opt, const struct order *o, size_t m
         sub = redis_open(&url);
         if (sub == NULL)
             goto out_free_redis;
-        r = redisCommand(sub, "SUBSCRIBE %s", o->reply_to);
-        r = redis_check(sub, r, REDIS_REPLY_ARRAY, "SUBSCRIBE");
+        /* In a cluster the workers SPUBLISH their acks: SSUBSCRIBE on its master. */
+        const char *sv[2] = {url.nseeds > 0 ? "SSUBSCRIBE" : "SUBSCRIBE", o->reply_to};
+        size_t svlen[2] = {strlen(sv[0]), strlen(o->reply_to)};
+
+        r = redis_routed(&url, &sub, 2, sv, svlen);
+        if (sub == NULL)
+            goto out_free_redis;
+        r = redis_check(sub, r, REDIS_REPLY_ARRAY, sv[0]);
         if (r == NULL)
             goto out_free_redis;
         freeReplyObject(r);
         /* On a group channel the receivers are the workers holding members, which no
          * heartbeat says: PUBLISH's count is what to wait for. */
-        if (group == NULL && workers_scan(c, opt->channel, o->gateway, &workers) < 0)
+        if (group == NULL &&
+            workers_scan_all(&url, c, opt->channel, o->gateway, &workers) < 0)
             goto out_free_redis;
     }
-    r = redisCommand(c, "PUBLISH %s %s", target, text);
-    r = redis_check(c, r, REDIS_REPLY_INTEGER, "PUBLISH");
-    if (r == NULL)
-        goto out_free_redis;
+    {
+        /* In a cluster every order channel is sharded: SPUBLISH where its slot is. */
+        const char *pv[3] = {url.nseeds > 0 ? "SPUBLISH" : "PUBLISH", target, text};
+        size_t pvlen[3] = {strlen(pv[0]), strlen(target), strlen(text)};
+
+        r = redis_routed(&url, &c, 3, pv, pvlen);
+        if (c == NULL)
+            goto out_free_redis;
+        r = redis_check(c, r, REDIS_REPLY_INTEGER, pv[0]);
+        if (r == NULL)
+            goto out_free_redis;
+    }
     receivers = r->integer;
     freeReplyObject(r);
 
@@ -1065,7 +1176,8 @@ static int order_send(const struct options *opt, const struct order *o, size_t m
 out_free_redis:
     if (sub != NULL)
         redisFree(sub);
-    redisFree(c);
+    if (c != NULL)
+        redisFree(c);
 out_free_url:
     redis_url_cleanup(&url);
 out_free_order:
@@ -1363,7 +1475,7 @@ static int cmd_gateways(const struct options *opt)
     c = redis_open(&url);
     if (c == NULL)
         goto out_free_url;
-    if (workers_scan(c, opt->channel, NULL, &workers) < 0)
+    if (workers_scan_all(&url, c, opt->channel, NULL, &workers) < 0)
         goto out_free_redis;
     status = EXIT_DONE;
     for (size_t i = 0, j; i < workers.n; i = j) {

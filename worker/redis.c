@@ -245,6 +245,7 @@ static void on_cluster_up(void *arg)
     struct wredis *r = arg;
 
     inbound_on_up(r->w);
+    on_announce(-1, 0, r); /* be listed at once, not at the next refresh */
 }
 
 /* The group channel hooks (subs.c) in a cluster: SSUBSCRIBE on the slot's master. */
