@@ -556,13 +556,47 @@ static redisContext *redis_open(const struct redis_url *u)
 #define MAX_HOPS 5
 
 /*
- * Runs argv on *c; in a cluster, where the key's slot is served: a MOVED or ASK answer
- * moves *c to the node it names (ASKING first for ASK), up to MAX_HOPS times. Returns the
- * reply (NULL: see (*c)->errstr, or *c is NULL after a failed move, said why).
+ * In a cluster: moves *c to the master serving slot, from the CLUSTER NODES answer of
+ * the node *c is on. A replica would take an SPUBLISH for its master's slots itself and
+ * count only its own subscribers, so the count of receivers would say 0. Returns 0, or
+ * -1 when *c failed (the caller's next command says why) or was replaced by NULL.
+ */
+static int cluster_to_master(const struct redis_url *u, redisContext **c, unsigned slot)
+{
+    struct slot_map *m = malloc(sizeof(*m));
+    redisReply *r = redisCommand(*c, "CLUSTER NODES");
+    const char *why = "bad reply";
+    int i, rc = 0;
+
+    if (m == NULL || r == NULL || r->type != REDIS_REPLY_STRING ||
+        slot_map_parse_nodes(m, r->str, r->len, &why) < 0 ||
+        (i = slot_map_owner(m, slot)) < 0) {
+        goto out; /* MOVED answers will lead the way */
+    }
+    if (m->nodes[i].port != (*c)->tcp.port || (*c)->tcp.host == NULL ||
+        strcmp(m->nodes[i].host, (*c)->tcp.host) != 0) {
+        redisFree(*c);
+        *c = redis_open_at(u, m->nodes[i].host, m->nodes[i].port);
+        rc = *c != NULL ? 0 : -1;
+    }
+out:
+    if (r != NULL)
+        freeReplyObject(r);
+    free(m);
+    return rc;
+}
+
+/*
+ * Runs argv on *c, whose argv[1] is a key or channel; in a cluster, on the master of its
+ * slot (cluster_to_master()), and a MOVED or ASK answer moves *c to the node it names
+ * (ASKING first for ASK), up to MAX_HOPS times. Returns the reply (NULL: see
+ * (*c)->errstr, or *c is NULL after a failed move, said why).
  */
 static redisReply *redis_routed(const struct redis_url *u, redisContext **c, int argc,
                                 const char **argv, const size_t *argvlen)
 {
+    if (u->nseeds > 0 && cluster_to_master(u, c, slot_of(argv[1], argvlen[1])) < 0)
+        return NULL;
     for (int hop = 0;; hop++) {
         redisReply *r = redisCommandArgv(*c, argc, argv, argvlen);
         enum slot_redirect kind = SLOT_NONE;

@@ -114,6 +114,8 @@ struct cluster {
     struct cnode *bynode[SLOT_MAX_NODES]; /* map->nodes[i]'s node */
     bool have_map;
     char masters[1024]; /* the masters of the last map logged */
+    char map_why[160];  /* the last reason a map could not be learned, logged */
+    long long map_logged_ms;
     struct cnode *nodes; /* owned */
     size_t nnodes;
     struct cnode *refresh_from; /* the node asked last */
@@ -908,6 +910,20 @@ static void log_map(struct cluster *c)
     memcpy(c->masters, list, sizeof(list));
 }
 
+/* A map not learned: logged when the reason changes, or every RELOG_MS. */
+static void map_failed(struct cluster *c, const struct cnode *n, const char *why)
+{
+    char line[sizeof(c->map_why)];
+    long long now = mono_ms();
+
+    snprintf(line, sizeof(line), "%s", why);
+    if (strcmp(line, c->map_why) == 0 && now - c->map_logged_ms < RELOG_MS)
+        return;
+    log_msg(LOG_WARN, NULL, "redis cluster: no slot map from %s: %s", n->name, line);
+    memcpy(c->map_why, line, sizeof(line));
+    c->map_logged_ms = now;
+}
+
 static void on_nodes(struct cconn *k, const redisReply *rep)
 {
     struct cluster *c = k->c;
@@ -920,21 +936,18 @@ static void on_nodes(struct cconn *k, const redisReply *rep)
         covered = slot_map_parse_nodes(m, rep->str, rep->len, &why);
     else if (rep->type == REDIS_REPLY_ERROR)
         why = rep->str;
-    if (covered <= 0) {
-        log_limited(LOG_WARN, NULL, "redis cluster: CLUSTER NODES from %s: %s", k->node->name,
-                    covered == 0 ? "no slot served" : why);
-        c->refreshed_ms = 0;
+    if (covered <= 0) { /* tried again in CLUSTER_FAST_MS */
+        map_failed(c, k->node, covered == 0 ? "no slot served (cluster not built yet?)" : why);
         return;
     }
     for (size_t i = 0; i < m->nnodes; i++) {
         c->bynode[i] = node_get(c, m->nodes[i].host, m->nodes[i].port);
         if (c->bynode[i] == NULL) {
-            log_limited(LOG_WARN, NULL, "redis cluster: out of memory for node %s:%d",
-                        m->nodes[i].host, m->nodes[i].port);
-            c->refreshed_ms = 0;
+            map_failed(c, k->node, "out of memory for a node");
             return;
         }
     }
+    c->map_why[0] = '\0';
     c->next = c->map;
     c->map = m;
     c->have_map = true;
