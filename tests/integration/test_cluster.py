@@ -227,3 +227,42 @@ def test_cluster_url_refused_when_malformed():
         assert says in gw.log(), gw.log()
         p = ctl(url, "send", "--all", "--text", "x")
         assert p.returncode == 2 and says in p.stderr, p.stderr
+
+
+def node_id(node):
+    return node.cmd("CLUSTER", "MYID").decode()
+
+
+@harness.timeout(90)
+def test_cluster_slot_migration_follows_the_channel():
+    """A group channel's slot is moved to another master (CLUSTER SETSLOT, as a reshard
+    does): Redis pushes sunsubscribe to the subscribers on the old master; the worker
+    learns the new map and SSUBSCRIBEs on the new master, where the next order arrives."""
+    cl = rcluster.Cluster()
+    gw = gateway(cl.url, "gwM", workers=1)
+    name = "mig"
+    channel = GROUP + name
+    src = cl.owner(channel)
+    dst = next(cl.node(p) for p in cl.masters() if p != src.port)
+    slot = cl.slot(channel)
+
+    async def main():
+        ws = await websockets.connect("ws://127.0.0.1:%d/?group=%s" % (gw.port, name))
+        wait_subscribers(cl, channel, 1)
+        sun0 = metric(gw, "wsgate_redis_cluster_sunsubscribed_total")
+        src_id, dst_id = node_id(src), node_id(dst)
+        dst.cmd("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.cmd("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        dst.cmd("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        src.cmd("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        harness.wait_for(lambda: int(dst.cmd("PUBSUB", "SHARDNUMSUB", channel)[1]) == 1, 15.0,
+                         "the worker subscribed on the new master", 0.05)
+        assert int(src.cmd("PUBSUB", "SHARDNUMSUB", channel)[1]) == 0
+        assert metric(gw, "wsgate_redis_cluster_sunsubscribed_total") > sun0
+        order = {"op": "send", "id": "moved", "group": name, "text": "after the move"}
+        assert int(dst.cmd("SPUBLISH", channel, json.dumps(order))) == 1
+        assert await recv_text(ws) == "after the move"
+        await ws.close()
+
+    asyncio.run(main())
+    assert "unsubscribed %s: its slot %d moved" % (channel, slot) in gw.log(), gw.log()
