@@ -870,7 +870,8 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (k->is_sub) {
-        conn_start(k);
+        if (k->node->owns) /* not a master any more: its channels went elsewhere */
+            conn_start(k);
         return;
     }
     if (k->c->w_head != NULL) /* a command connection opens when something is to be sent */
@@ -890,8 +891,9 @@ static int by_name(const void *a, const void *b)
     return strcmp((*(struct cnode *const *)a)->name, (*(struct cnode *const *)b)->name);
 }
 
-/* Logs the masters (in name order: each node lists them in its own) when they changed. */
-static void log_map(struct cluster *c)
+/* Logs the masters (in name order: each node lists them in its own) when they changed;
+ * returns whether they did. */
+static bool log_map(struct cluster *c)
 {
     struct cnode *sorted[SLOT_MAX_NODES];
     char list[sizeof(c->masters)];
@@ -904,10 +906,11 @@ static void log_map(struct cluster *c)
         n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s", i > 0 ? "," : "",
                               sorted[i]->name);
     if (strcmp(list, c->masters) == 0)
-        return;
+        return false;
     log_msg(LOG_NOTICE, NULL, "redis cluster map masters=%zu slots=%zu nodes=%s", c->map->nnodes,
             c->map->covered, list);
     memcpy(c->masters, list, sizeof(list));
+    return true;
 }
 
 /* A map not learned: logged when the reason changes, or every RELOG_MS. */
@@ -930,6 +933,7 @@ static void on_nodes(struct cconn *k, const redisReply *rep)
     struct slot_map *m = c->next;
     const char *why = "not a string";
     int covered = -1;
+    bool changed;
 
     c->refreshing = false;
     if (rep->type == REDIS_REPLY_STRING)
@@ -956,10 +960,10 @@ static void on_nodes(struct cconn *k, const redisReply *rep)
         n->owns = false;
     for (size_t i = 0; i < m->nnodes; i++)
         c->bynode[i]->owns = true;
-    log_map(c);
+    changed = log_map(c);
     chan_each(c, place_each, NULL);
     wait_flush(c);
-    if (c->up_fn != NULL)
+    if (changed && c->up_fn != NULL)
         c->up_fn(c->arg);
 }
 

@@ -69,6 +69,33 @@ async def expect_closed(ws, code, timeout=5.0):
         assert e.code == code, "closed with %s, want %s" % (e.code, code)
 
 
+class ShardListener:
+    """A raw SSUBSCRIBE to one sharded channel on the master of its slot (redis-py 4.3
+    has no sharded pub/sub): what a backend consuming events does in a cluster."""
+
+    def __init__(self, cl, channel):
+        import socket
+        node = cl.owner(channel)
+        self.sock = socket.create_connection(("127.0.0.1", node.port), timeout=5)
+        self.sock.sendall(b"SSUBSCRIBE %s\r\n" % channel.encode())
+        self.data = b""
+        harness.wait_for(lambda: self._read() and b"ssubscribe" in self.data, 5.0,
+                         "SSUBSCRIBE %s confirmed" % channel)
+
+    def _read(self):
+        import select
+        while select.select([self.sock], [], [], 0)[0]:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            self.data += chunk
+        return True
+
+    def count(self, needle):
+        self._read()
+        return self.data.count(needle)
+
+
 def wait_subscribers(cl, channel, n, timeout=15.0):
     harness.wait_for(lambda: cl.shardnumsub(channel) >= n, timeout,
                      "%d subscribers of %s on its master" % (n, channel), 0.05)
@@ -82,6 +109,8 @@ def test_cluster_group_orders_reach_members_across_shards():
     # wsgatectl's first seed serves none of these channels' slots at least once: MOVED.
     ctl_url = "cluster://127.0.0.1:%d,127.0.0.1:%d" % (cl.nodes[-1].port, cl.nodes[0].port)
 
+    events = ShardListener(cl, "wsgate:events")
+
     async def main():
         clients = {}
         for name in groups.values():
@@ -89,6 +118,8 @@ def test_cluster_group_orders_reach_members_across_shards():
                 "ws://127.0.0.1:%d/?group=%s" % (gw.port, name)) for gw in gws]
         for name in groups.values():
             wait_subscribers(cl, GROUP + name, 2)  # one worker on each gateway holds members
+        # Events go out with SPUBLISH on the master of wsgate:events.
+        harness.wait_for(lambda: events.count(b'"type":"open"') == 6, 5.0, "6 open events")
         # Every worker subscribed to the fleet channel and its gateway's, on their masters.
         assert cl.shardnumsub("wsgate:orders") == 4
         assert cl.shardnumsub("wsgate:orders:gwA") == 2
