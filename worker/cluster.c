@@ -66,6 +66,7 @@ struct cconn {
     long long down_ms;
     long long logged_ms;
     long long last_tx_ms;
+    long long last_rx_ms; /* bytes last arrived: a connection delivering a backlog lives */
     char why[128]; /* reason of the last failure logged */
 };
 
@@ -735,6 +736,7 @@ static void on_read(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     size_t len;
 
+    k->last_rx_ms = mono_ms();
     while ((len = evbuffer_get_contiguous_space(in)) > 0) {
         unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)len);
         if (p == NULL || redisReaderFeed(k->rd, (const char *)p, len) != REDIS_OK) {
@@ -828,7 +830,7 @@ static void conn_start(struct cconn *k)
     }
     freeaddrinfo(ai);
     ai = NULL;
-    k->last_tx_ms = mono_ms();
+    k->last_tx_ms = k->last_rx_ms = mono_ms();
     if (u->password != NULL) {
         const char *argv[3] = {"AUTH", u->user != NULL ? u->user : u->password, u->password};
         size_t argvlen[3] = {4, strlen(argv[1]), strlen(u->password)};
@@ -1040,7 +1042,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
             if (k->bev == NULL)
                 continue;
-            if (k->head != NULL && now - k->head->sent_ms >= (long long)c->timeout_ms) {
+            /* Overdue, and nothing heard meanwhile: a PING answer queued behind a backlog
+             * of messages Redis is still delivering is late, not lost. */
+            if (k->head != NULL && now - k->head->sent_ms >= (long long)c->timeout_ms &&
+                now - k->last_rx_ms >= (long long)c->timeout_ms) {
                 snprintf(why, sizeof(why), "no answer to %s in %ums",
                          k->up ? "a command" : "connect and setup", c->timeout_ms);
                 conn_fail(k, RLINK_TIMEOUT, why);

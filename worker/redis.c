@@ -225,10 +225,16 @@ static void route_orders(struct wredis *r, const char *chan, size_t clen, const 
 
 static void route(struct rlink *l, const redisReply *chan, const redisReply *msg)
 {
-    if (is_channel(chan, ((struct wredis *)l->owner)->hb_channel))
+    if (is_channel(chan, ((struct wredis *)l->owner)->hb_channel)) {
         heartbeat(l, msg);
-    else
-        route_orders(l->owner, chan->str, chan->len, msg->str, msg->len);
+        return;
+    }
+    /* A subscriber still delivering a backlog is alive: the heartbeat queued behind it is
+     * late, not lost. Without this a burst of orders that took the worker longer than
+     * --redis-timeout to read dropped the link, and the rest of the burst with it. */
+    if (l->up)
+        rlink_heard(l, 0);
+    route_orders(l->owner, chan->str, chan->len, msg->str, msg->len);
 }
 
 /* Cluster ----------------------------------------------------------------------------- */

@@ -181,6 +181,9 @@ def fanout_run(mode, groups, orders):
                 raise AssertionError("workers still receiving after 120 s")
         for ws in clients:
             await ws.close()
+        lost = [l for l in gw.log().splitlines() if " down" in l or "stall" in l]
+        if lost:
+            print("\n".join(lost[:10]), flush=True)
         return (last - c0) / (t_last - t0), last - c0, t_last - t0
 
     try:
