@@ -93,6 +93,18 @@ static bool field(const char **p, const char *end, const char **f, size_t *flen)
     return true;
 }
 
+/* A host name, IPv4 or IPv6 address: nothing else may reach getaddrinfo or a log line. */
+static bool is_host(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '-' || ch == '_' || ch == ':' || ch == '%'))
+            return false;
+    }
+    return true;
+}
+
 /* "host:port@cport[,hostname]" (host may be an IPv6 address: the last ':' before '@'
  * splits). Returns 0 with the host and port, 1 for a node without an address (":0"),
  * -1 when malformed. */
@@ -114,6 +126,8 @@ static int node_addr(const char *s, size_t len, const char **host, size_t *hlen,
     *host = s;
     *hlen = (size_t)(colon - s);
     *port = (int)p;
+    if (!is_host(s, *hlen))
+        return -1;
     return *hlen == 0 || p == 0 ? 1 : 0;
 }
 

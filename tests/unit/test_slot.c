@@ -101,6 +101,8 @@ static void test_nodes(void)
         "x 1.2.3.4:7000@1 master - 0 0 1 connected 0-16384\n",  /* past the last slot */
         "x 1.2.3.4:7000@1 master - 0 0 1 connected 12a\n",
         "x 1.2.3.4:7000@1 master - 0 0 1 connected -\n",
+        "x 1.2.3.4\x01:7000@1 master - 0 0 1 connected 0\n", /* not a host */
+        "x a/b:7000@1 master - 0 0 1 connected 0\n",
     };
     for (size_t b = 0; b < sizeof(bads) / sizeof(bads[0]); b++) {
         why = NULL;
@@ -146,6 +148,7 @@ static void test_redirect(void)
     static const char *nots[] = {
         "ERR unknown command", "MOVED", "MOVED 3999", "MOVED 16384 h:1", "MOVED x h:1",
         "MOVED 1 h", "MOVED 1 :7000", "MOVED 1 h:0", "moved 1 h:1", "CROSSSLOT Keys",
+        "MOVED 1 h\xff:1", "ASK 1 h$x:1",
     };
     for (size_t i = 0; i < sizeof(nots) / sizeof(nots[0]); i++)
         CHECK(slot_parse_redirect(nots[i], strlen(nots[i]), &slot, host, sizeof(host), &port) ==
