@@ -470,7 +470,9 @@ static void schedule_retry(struct cconn *k)
     struct timeval tv;
     uint32_t ms;
 
-    if (c->stopped || !k->node->owns || (k->is_sub && c->paused))
+    /* Armed for every node, master or not: a seed that refuses (a wrong password) is
+     * not asked again for the map before its backoff is over (pub_of()). */
+    if (c->stopped || (k->is_sub && c->paused))
         return;
     c->rng ^= c->rng << 13;
     c->rng ^= c->rng >> 7;
@@ -876,7 +878,8 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
             conn_start(k);
         return;
     }
-    if (k->c->w_head != NULL) /* a command connection opens when something is to be sent */
+    /* A command connection opens again when something is to be sent to a master. */
+    if (k->node->owns && k->c->w_head != NULL)
         conn_start(k);
 }
 

@@ -42,7 +42,7 @@ def groups_on_masters(cl, prefix):
 def gateway(cl_url, gid, workers=2, flags=None):
     f = {"--id": gid, "--log-level": "info", "--redis": cl_url, "--close-timeout": "1s"}
     f.update(flags or {})
-    gw = harness.Gateway(flags=f, workers=workers).start()
+    gw = harness.Gateway(flags=f, workers=workers, echo="--inbound" not in f).start()
     lb.wait_ready(gw.admin_port, 20.0)
     return gw
 
@@ -77,6 +77,8 @@ class ShardListener:
         import socket
         node = cl.owner(channel)
         self.sock = socket.create_connection(("127.0.0.1", node.port), timeout=5)
+        if cl.password:
+            self.sock.sendall(b"AUTH %s\r\n" % cl.password.encode())
         self.sock.sendall(b"SSUBSCRIBE %s\r\n" % channel.encode())
         self.data = b""
         harness.wait_for(lambda: self._read() and b"ssubscribe" in self.data, 5.0,
@@ -297,3 +299,52 @@ def test_cluster_slot_migration_follows_the_channel():
 
     asyncio.run(main())
     assert "unsubscribed %s: its slot %d moved" % (channel, slot) in gw.log(), gw.log()
+
+
+@harness.timeout(90)
+def test_cluster_with_password_inbound_publish_and_stream():
+    """Every node requires a password: the gateways AUTH on every connection they open.
+    Client messages go out with SPUBLISH (--inbound publish) on the master of
+    wsgate:in's slot, or with XADD (--inbound stream) on the master of the stream's."""
+    cl = rcluster.Cluster(password="s3cret")
+    pub = gateway(cl.seeds(1), "gwP", workers=1, flags={"--inbound": "publish"})
+    stream = gateway(cl.seeds(1), "gwS", workers=1,
+                     flags={"--inbound": "stream", "--inbound-stream": "in:stream"})
+    inbound = ShardListener(cl, "wsgate:in")
+    name = "pw"
+
+    async def main():
+        a = await websockets.connect("ws://127.0.0.1:%d/?group=%s" % (pub.port, name))
+        b = await websockets.connect("ws://127.0.0.1:%d/?group=%s" % (stream.port, name))
+        await a.send("hello over the shard")
+        await b.send("hello into the stream")
+        harness.wait_for(lambda: inbound.count(b"hello over the shard") == 1, 5.0,
+                         "the client message SPUBLISHed on wsgate:in")
+        owner = cl.owner("in:stream")
+        harness.wait_for(lambda: owner.cmd("XLEN", "in:stream") == 1, 5.0, "XADD on its master")
+        entry = owner.cmd("XRANGE", "in:stream", "-", "+")[0][1]
+        assert b"hello into the stream" in entry[b"msg"], entry
+        wait_subscribers(cl, GROUP + name, 2)
+        p = ctl(cl.seeds(2), "send", "--group", name, "--text", "with a password", "--wait",
+                "5000")
+        assert p.returncode == 0 and "sent to 2 of 2 matched" in p.stdout, p.stdout + p.stderr
+        assert await recv_text(a) == "with a password"
+        assert await recv_text(b) == "with a password"
+        await a.close()
+        await b.close()
+
+    asyncio.run(main())
+    # A wrong password is refused, said, and counted, never retried in a hot loop.
+    bad = harness.Gateway(flags={"--redis": cl.seeds(1).replace("s3cret", "wrong"),
+                                 "--id": "gwX", "--log-level": "info"}, workers=1).start()
+    bad.wait_log(r"WRONGPASS|invalid username-password", 10.0)
+    harness.wait_for(lambda: metric(bad, "wsgate_redis_refused_total") >= 1, 5.0, "refused")
+    assert lb.readyz(bad.admin_port)[0] == 503
+    # The backoff (100 ms doubling to 1 s) holds for a seed that refuses: about 6
+    # attempts in 3 s, where asking for the map every 200 ms would make 15.
+    a0 = metric(bad, "wsgate_redis_connect_attempts_total")
+    time.sleep(3.0)
+    tried = metric(bad, "wsgate_redis_connect_attempts_total") - a0
+    assert 1 <= tried <= 8, tried
+    p = ctl(cl.seeds(1).replace("s3cret", "wrong"), "send", "--all", "--text", "x")
+    assert p.returncode == 3 and "AUTH failed" in p.stderr, p.stderr

@@ -15,9 +15,10 @@ import harness
 class Node(harness.Redis):
     """One cluster node: a harness.Redis with cluster-enabled and its own bus port."""
 
-    def __init__(self, node_timeout_ms):
+    def __init__(self, node_timeout_ms, password=None):
         bus = harness.free_port()
-        super().__init__(config_lines=[
+        auth = ["masterauth %s" % password] if password else []
+        super().__init__(password=password, config_lines=auth + [
             "cluster-enabled yes",
             "cluster-port %d" % bus,
             "cluster-node-timeout %d" % node_timeout_ms,
@@ -40,13 +41,17 @@ class Node(harness.Redis):
 class Cluster:
     """masters x (1 + replicas) nodes; the cluster is ok (every node says so) on return."""
 
-    def __init__(self, masters=3, replicas=1, node_timeout_ms=1000, timeout=40.0):
-        self.nodes = [Node(node_timeout_ms) for _ in range(masters * (1 + replicas))]
+    def __init__(self, masters=3, replicas=1, node_timeout_ms=1000, timeout=40.0,
+                 password=None):
+        """password: every node requires it (requirepass, masterauth)."""
+        self.password = password
+        self.nodes = [Node(node_timeout_ms, password) for _ in range(masters * (1 + replicas))]
         for n in self.nodes:
             n.start()
         cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
         argv = [cli, "--cluster", "create"] + ["127.0.0.1:%d" % n.port for n in self.nodes] + [
-            "--cluster-replicas", str(replicas), "--cluster-yes"]
+            "--cluster-replicas", str(replicas), "--cluster-yes"] + (
+            ["-a", password, "--no-auth-warning"] if password else [])
         p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            timeout=timeout)
         assert p.returncode == 0, "cluster create failed: %s %s" % (p.stdout, p.stderr)
@@ -78,10 +83,11 @@ class Cluster:
     @property
     def url(self):
         """cluster:// with every node as a seed."""
-        return "cluster://" + ",".join("127.0.0.1:%d" % n.port for n in self.nodes)
+        return self.seeds(len(self.nodes))
 
     def seeds(self, k):
-        return "cluster://" + ",".join("127.0.0.1:%d" % n.port for n in self.nodes[:k])
+        auth = ":%s@" % self.password if self.password else ""
+        return "cluster://" + auth + ",".join("127.0.0.1:%d" % n.port for n in self.nodes[:k])
 
     def masters(self, via=None):
         """{port: (first slot, last slot)} of the masters with slots, as a node sees them."""
