@@ -9,8 +9,8 @@
 
 #include "common/text.h"
 
-#define USAGE                                                                              \
-    "expected redis://[user:password@]host[:port][/db], unix:///path[?db=N] or "           \
+#define USAGE                                                                    \
+    "expected redis://[user:password@]host[:port][/db], unix:///path[?db=N] or " \
     "cluster://[user:password@]host:port[,host:port...]"
 
 __attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, const char *fmt,

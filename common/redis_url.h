@@ -24,8 +24,8 @@ struct redis_url {
     char *user;     /* owned; NULL when absent (AUTH password only) */
     char *password; /* owned; NULL when absent (no AUTH) */
     int db;         /* 0 or more, for SELECT; always 0 in a cluster */
-    struct redis_url_node *seeds; /* owned; cluster:// only: every node given, the first
-                                     also in host and port */
+    /* cluster:// only: every node given (owned), the first also in host and port */
+    struct redis_url_node *seeds;
     size_t nseeds;
 };
 

@@ -569,8 +569,7 @@ static int cluster_to_master(const struct redis_url *u, redisContext **c, unsign
     int i, rc = 0;
 
     if (m == NULL || r == NULL || r->type != REDIS_REPLY_STRING ||
-        slot_map_parse_nodes(m, r->str, r->len, &why) < 0 ||
-        (i = slot_map_owner(m, slot)) < 0) {
+        slot_map_parse_nodes(m, r->str, r->len, &why) < 0 || (i = slot_map_owner(m, slot)) < 0) {
         goto out; /* MOVED answers will lead the way */
     }
     if (m->nodes[i].port != (*c)->tcp.port || (*c)->tcp.host == NULL ||
@@ -1171,8 +1170,7 @@ static int order_send(const struct options *opt, const struct order *o, size_t m
         freeReplyObject(r);
         /* On a group channel the receivers are the workers holding members, which no
          * heartbeat says: PUBLISH's count is what to wait for. */
-        if (group == NULL &&
-            workers_scan_all(&url, c, opt->channel, o->gateway, &workers) < 0)
+        if (group == NULL && workers_scan_all(&url, c, opt->channel, o->gateway, &workers) < 0)
             goto out_free_redis;
     }
     {

@@ -25,9 +25,9 @@
 #define CHECK_MS       100
 #define RELOG_MS       10000
 #define BEAT_MAX_MS    1000
-#define MAX_HOPS       5     /* MOVED/ASK followed per command */
+#define MAX_HOPS       5                    /* MOVED/ASK followed per command */
 #define MAX_NODES      (4 * SLOT_MAX_NODES) /* addresses ever seen */
-#define WAIT_MAX_MSGS  10000 /* commands kept while their master is unreachable */
+#define WAIT_MAX_MSGS  10000                /* commands kept while their master is unreachable */
 #define WAIT_MAX_BYTES (8u << 20)
 
 /* What an answer on a connection is for; answers come in the order of the requests. */
@@ -67,7 +67,7 @@ struct cconn {
     long long logged_ms;
     long long last_tx_ms;
     long long last_rx_ms; /* bytes last arrived: a connection delivering a backlog lives */
-    char why[128]; /* reason of the last failure logged */
+    char why[128];        /* reason of the last failure logged */
 };
 
 struct cnode {
@@ -110,8 +110,8 @@ struct cluster {
     struct rlink_stats *sub_st;
     struct rlink_stats *pub_st;
     uint64_t *dropped;
-    struct slot_map *map;  /* owned: the current one */
-    struct slot_map *next; /* owned: parsed into, then swapped */
+    struct slot_map *map;                 /* owned: the current one */
+    struct slot_map *next;                /* owned: parsed into, then swapped */
     struct cnode *bynode[SLOT_MAX_NODES]; /* map->nodes[i]'s node */
     bool have_map;
     char masters[1024]; /* the masters of the last map logged */
@@ -237,8 +237,7 @@ static struct cnode *node_get(struct cluster *c, const char *host, int port)
         return NULL;
     snprintf(n->host, sizeof(n->host), "%s", host);
     n->port = port;
-    snprintf(n->name, sizeof(n->name), strchr(host, ':') != NULL ? "[%s]:%d" : "%s:%d", host,
-             port);
+    snprintf(n->name, sizeof(n->name), strchr(host, ':') != NULL ? "[%s]:%d" : "%s:%d", host, port);
     if (conn_init(&n->sub, c, n, true) < 0 || conn_init(&n->pub, c, n, false) < 0) {
         if (n->sub.retry != NULL)
             event_free(n->sub.retry);
@@ -364,8 +363,10 @@ static void wait_push(struct cluster *c, unsigned slot, char *cmd, size_t len)
     if (c->w_msgs >= WAIT_MAX_MSGS || c->w_bytes + len > WAIT_MAX_BYTES ||
         (wt = malloc(sizeof(*wt))) == NULL) {
         (*c->dropped)++;
-        log_limited(LOG_WARN, NULL, "redis cluster: no master reachable for slot %u and the "
-                    "queue is full: dropped a command", slot);
+        log_limited(LOG_WARN, NULL,
+                    "redis cluster: no master reachable for slot %u and the "
+                    "queue is full: dropped a command",
+                    slot);
         redisFreeCommand(cmd);
         return;
     }
@@ -645,8 +646,8 @@ static void on_cmd_reply(struct cconn *k, struct req *q, const redisReply *rep)
     if (rep->type == REDIS_REPLY_ERROR)
         kind = slot_parse_redirect(rep->str, rep->len, &slot, host, sizeof(host), &port);
     if (kind != SLOT_NONE && q->hops < MAX_HOPS) {
-        struct cnode *n = kind == SLOT_MOVED ? map_redirect(c, slot, host, port)
-                                             : node_get(c, host, port);
+        struct cnode *n =
+            kind == SLOT_MOVED ? map_redirect(c, slot, host, port) : node_get(c, host, port);
         char *cmd = q->cmd;
 
         c->st->moved++;
@@ -665,8 +666,7 @@ static void on_cmd_reply(struct cconn *k, struct req *q, const redisReply *rep)
     if (kind != SLOT_NONE)
         c->st->redirects_lost++;
     if (rep->type == REDIS_REPLY_ERROR && q->cb == NULL)
-        log_limited(LOG_WARN, NULL, "redis shard %s: command refused: %s", k->node->name,
-                    rep->str);
+        log_limited(LOG_WARN, NULL, "redis shard %s: command refused: %s", k->node->name, rep->str);
     if (q->cb != NULL)
         q->cb(q->priv, rep);
 }
@@ -679,11 +679,12 @@ static void dispatch(struct cconn *k, const redisReply *rep)
     struct req *q;
 
     if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2 &&
-        rep->element[0]->type == REDIS_REPLY_STRING && rep->element[1]->type == REDIS_REPLY_STRING) {
+        rep->element[0]->type == REDIS_REPLY_STRING &&
+        rep->element[1]->type == REDIS_REPLY_STRING) {
         const redisReply *kind = rep->element[0], *chan = rep->element[1];
-        bool theirs = k->head != NULL && (k->head->kind == REQ_SSUB || k->head->kind == REQ_SUNSUB) &&
-                      strlen(k->head->chan) == chan->len &&
-                      memcmp(k->head->chan, chan->str, chan->len) == 0;
+        bool theirs =
+            k->head != NULL && (k->head->kind == REQ_SSUB || k->head->kind == REQ_SUNSUB) &&
+            strlen(k->head->chan) == chan->len && memcmp(k->head->chan, chan->str, chan->len) == 0;
 
         if (is_kind(kind, "smessage") && rep->elements == 3) {
             on_smessage(k, chan, rep->element[2]);
@@ -780,8 +781,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         snprintf(why, sizeof(why), "connection closed");
     } else {
         int err = evutil_socket_geterror(bufferevent_getfd(bev));
-        snprintf(why, sizeof(why), "%s", err != 0 ? evutil_socket_error_to_string(err)
-                                                  : "connection error");
+        snprintf(why, sizeof(why), "%s",
+                 err != 0 ? evutil_socket_error_to_string(err) : "connection error");
     }
     conn_fail(k, RLINK_LOST, why);
 }
@@ -908,8 +909,8 @@ static bool log_map(struct cluster *c)
     qsort(sorted, c->map->nnodes, sizeof(sorted[0]), by_name);
     list[0] = '\0';
     for (size_t i = 0; i < c->map->nnodes && n < sizeof(list); i++)
-        n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s", i > 0 ? "," : "",
-                              sorted[i]->name);
+        n +=
+            (size_t)snprintf(list + n, sizeof(list) - n, "%s%s", i > 0 ? "," : "", sorted[i]->name);
     if (strcmp(list, c->masters) == 0)
         return false;
     log_msg(LOG_NOTICE, NULL, "redis cluster map masters=%zu slots=%zu nodes=%s", c->map->nnodes,
@@ -1153,8 +1154,7 @@ int cluster_want(struct cluster *c, const char *channel, bool on)
         unplace(c, ch, ch->node);
     }
     c->homeless--;
-    for (struct chan **pp = &c->buckets[ch->hash & (c->cap - 1)]; *pp != NULL;
-         pp = &(*pp)->hnext) {
+    for (struct chan **pp = &c->buckets[ch->hash & (c->cap - 1)]; *pp != NULL; pp = &(*pp)->hnext) {
         if (*pp == ch) {
             *pp = ch->hnext;
             break;

@@ -36,11 +36,11 @@ struct redisReply;
 #define CLUSTER_FAST_MS    200  /* ...and this often while a wanted channel is homeless */
 
 struct cluster_stats {
-    uint64_t shards;        /* gauge: subscriber connections up (one per master needed) */
-    uint64_t channels;      /* gauge: sharded channels Redis confirmed (SSUBSCRIBE) */
-    uint64_t maps;          /* slot maps learned */
-    uint64_t moved;         /* MOVED and ASK redirections followed */
-    uint64_t sunsubscribed; /* channels Redis unsubscribed by itself (slot moved away) */
+    uint64_t shards;         /* gauge: subscriber connections up (one per master needed) */
+    uint64_t channels;       /* gauge: sharded channels Redis confirmed (SSUBSCRIBE) */
+    uint64_t maps;           /* slot maps learned */
+    uint64_t moved;          /* MOVED and ASK redirections followed */
+    uint64_t sunsubscribed;  /* channels Redis unsubscribed by itself (slot moved away) */
     uint64_t redirects_lost; /* commands dropped after too many redirections */
 };
 

@@ -43,8 +43,8 @@ struct wredis {
     struct rlink pub;
     struct event *announce;
     struct event *beat;
-    struct subs *subs; /* owned: group channels */
-    struct cluster *cl; /* owned: with a cluster:// URL, instead of sub and pub */
+    struct subs *subs;  /* owned: group channels */
+    struct cluster *cl; /* owned: instead of sub and pub with a cluster:// URL */
     char fleet_channel[160];
     char gw_channel[256];
     char hb_channel[320];
@@ -627,8 +627,7 @@ int wredis_xadd(struct worker *w, const char *stream, uint64_t maxlen, const cha
         }
         av[7] = msg;
         avlen[7] = len;
-        return cluster_command(r->cl, stream, strlen(stream), on_cluster_tracked, cb, 8, av,
-                               avlen);
+        return cluster_command(r->cl, stream, strlen(stream), on_cluster_tracked, cb, 8, av, avlen);
     }
     if (!wredis_pub_is_up(w) ||
         redisAsyncCommand(r->pub.ac, on_tracked_reply, cb, "XADD %s MAXLEN ~ %s * %s %b", stream,

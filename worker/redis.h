@@ -35,8 +35,8 @@ struct worker;
 struct wredis_stats {
     uint64_t published;
     uint64_t publish_dropped; /* pub connection down: event or ack lost */
-    struct rlink_stats sub; /* in a cluster: the shard subscriber connections */
-    struct rlink_stats pub; /* in a cluster: the shard command connections */
+    struct rlink_stats sub;   /* in a cluster: the shard subscriber connections */
+    struct rlink_stats pub;   /* in a cluster: the shard command connections */
     struct cluster_stats cluster;
 };
 

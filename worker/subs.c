@@ -48,7 +48,7 @@ struct sub_list {
 };
 
 struct subs {
-    struct rlink *link; /* borrowed */
+    struct rlink *link;       /* borrowed */
     subs_sharded_fn *sharded; /* NULL, or in a cluster: takes every (un)subscription */
     void *sharded_arg;
     redisCallbackFn *fn;

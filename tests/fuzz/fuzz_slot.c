@@ -33,8 +33,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (covered >= 0) {
         for (unsigned i = 0; i < SLOT_COUNT; i++) {
             int o = slot_map_owner(&map, i);
-            if (o >= (int)map.nnodes || (o >= 0 && (map.nodes[o].host[0] == '\0' ||
-                                                    map.nodes[o].port <= 0)))
+            if (o >= (int)map.nnodes ||
+                (o >= 0 && (map.nodes[o].host[0] == '\0' || map.nodes[o].port <= 0)))
                 abort();
             owned += o >= 0;
         }
@@ -49,8 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     open = memchr(s, '{', size);
     close = open != NULL ? memchr(open + 1, '}', size - (size_t)(open - s) - 1) : NULL;
-    if (close != NULL && close > open + 1 &&
-        slot != slot_of(open + 1, (size_t)(close - open - 1)))
+    if (close != NULL && close > open + 1 && slot != slot_of(open + 1, (size_t)(close - open - 1)))
         abort();
     free(s);
     return 0;

@@ -19,12 +19,12 @@ static const struct {
     {"wsgate:orders:group:g0", 14106},
     {"wsgate:orders:group:g2", 5976},
     {"wsgate:orders:group:g3", 1913},
-    {"{}", 15257},       /* an empty tag: the whole key */
+    {"{}", 15257}, /* an empty tag: the whole key */
     {"{}x", 10595},
-    {"a{b}c", 3300},     /* the tag b */
-    {"a{}{b}", 15033},   /* the first '{' with an empty tag: the whole key */
-    {"{a}{b}", 15495},   /* the first tag only: same as "a" */
-    {"foo{", 7673},      /* no closing brace */
+    {"a{b}c", 3300},   /* the tag b */
+    {"a{}{b}", 15033}, /* the first '{' with an empty tag: the whole key */
+    {"{a}{b}", 15495}, /* the first tag only: same as "a" */
+    {"foo{", 7673},    /* no closing brace */
     {"foo}{bar", 7624},
     {"{user1000}.following", 3443},
     {"\xc3\xa9", 10180}, /* bytes, not characters */
@@ -94,11 +94,11 @@ static void test_nodes(void)
     CHECK(slot_map_owner(m, 5) == -1);
 
     static const char *bads[] = {
-        "x 1.2.3.4:7000@1 master - 0 0 1\n",                    /* 7 fields */
-        "x 1.2.3.4@1 master - 0 0 1 connected 0-1\n",           /* no port */
-        "x 1.2.3.4:99999@1 master - 0 0 1 connected 0-1\n",     /* port out of range */
-        "x 1.2.3.4:7000@1 master - 0 0 1 connected 5-2\n",      /* backwards */
-        "x 1.2.3.4:7000@1 master - 0 0 1 connected 0-16384\n",  /* past the last slot */
+        "x 1.2.3.4:7000@1 master - 0 0 1\n",                   /* 7 fields */
+        "x 1.2.3.4@1 master - 0 0 1 connected 0-1\n",          /* no port */
+        "x 1.2.3.4:99999@1 master - 0 0 1 connected 0-1\n",    /* port out of range */
+        "x 1.2.3.4:7000@1 master - 0 0 1 connected 5-2\n",     /* backwards */
+        "x 1.2.3.4:7000@1 master - 0 0 1 connected 0-16384\n", /* past the last slot */
         "x 1.2.3.4:7000@1 master - 0 0 1 connected 12a\n",
         "x 1.2.3.4:7000@1 master - 0 0 1 connected -\n",
         "x 1.2.3.4\x01:7000@1 master - 0 0 1 connected 0\n", /* not a host */
@@ -146,9 +146,9 @@ static void test_redirect(void)
     CHECK(slot_parse_redirect(e, strlen(e), &slot, host, sizeof(host), &port) == SLOT_ASK);
     CHECK(slot == 16383 && port == 7000 && strcmp(host, "::1") == 0);
     static const char *nots[] = {
-        "ERR unknown command", "MOVED", "MOVED 3999", "MOVED 16384 h:1", "MOVED x h:1",
-        "MOVED 1 h", "MOVED 1 :7000", "MOVED 1 h:0", "moved 1 h:1", "CROSSSLOT Keys",
-        "MOVED 1 h\xff:1", "ASK 1 h$x:1",
+        "ERR unknown command", "MOVED",          "MOVED 3999",      "MOVED 16384 h:1",
+        "MOVED x h:1",         "MOVED 1 h",      "MOVED 1 :7000",   "MOVED 1 h:0",
+        "moved 1 h:1",         "CROSSSLOT Keys", "MOVED 1 h\xff:1", "ASK 1 h$x:1",
     };
     for (size_t i = 0; i < sizeof(nots) / sizeof(nots[0]); i++)
         CHECK(slot_parse_redirect(nots[i], strlen(nots[i]), &slot, host, sizeof(host), &port) ==
