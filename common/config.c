@@ -715,6 +715,42 @@ static int set_inbound_stream(struct config *c, const char *v, char *err, size_t
                     errlen);
 }
 
+static int set_orders_stream(struct config *c, const char *v, char *err, size_t errlen)
+{
+    return set_name("orders-stream", v, true, c->orders_stream, sizeof(c->orders_stream), err,
+                    errlen);
+}
+
+static int set_orders_max_age(struct config *c, const char *v, char *err, size_t errlen)
+{
+    uint32_t ms;
+
+    if (config_parse_duration(v, &ms) < 0 || ms < 1000 || ms > 24u * 3600 * 1000)
+        return bad(err, errlen, "orders-max-age", v, "expected a duration from 1s to 24h");
+    c->orders_max_age_ms = ms;
+    return 0;
+}
+
+static int set_orders_dedup_max(struct config *c, const char *v, char *err, size_t errlen)
+{
+    long n;
+
+    if (parse_int(v, 1, 10000000, &n) < 0)
+        return bad(err, errlen, "orders-dedup-max", v, "expected a number 1-10000000");
+    c->orders_dedup_max = (uint32_t)n;
+    return 0;
+}
+
+static int set_max_tombstones(struct config *c, const char *v, char *err, size_t errlen)
+{
+    long n;
+
+    if (parse_int(v, 0, 10000000, &n) < 0)
+        return bad(err, errlen, "max-tombstones", v, "expected a number 0-10000000");
+    c->max_tombstones = (uint32_t)n;
+    return 0;
+}
+
 static int set_inbound_maxlen(struct config *c, const char *v, char *err, size_t errlen)
 {
     long n;
@@ -891,6 +927,10 @@ static const struct flag flags[] = {
     {"tls-key", F_VALUE, set_tls_key},
     {"tls-min-version", F_VALUE, set_tls_min_version},
     {"max-send", F_VALUE, set_max_send},
+    {"orders-stream", F_VALUE, set_orders_stream},
+    {"orders-max-age", F_VALUE, set_orders_max_age},
+    {"orders-dedup-max", F_VALUE, set_orders_dedup_max},
+    {"max-tombstones", F_VALUE, set_max_tombstones},
 };
 
 #define NFLAGS (sizeof(flags) / sizeof(flags[0]))
@@ -1007,6 +1047,16 @@ static const char usage[] =
     "  --tls-min-version V      1.2 or 1.3: the oldest TLS version accepted (default 1.2)\n"
     "  --max-send SIZE          largest message a send order may push, counted after\n"
     "                           base64 decoding; larger is refused (default 1m, at most 16m)\n"
+    "  --orders-stream NAME     also read orders from this Redis stream (XREAD), resuming\n"
+    "                           after every reconnect; wsgate:orders:log is a good name\n"
+    "                           (default: off)\n"
+    "  --orders-max-age DUR     stream entries older than this are skipped, and order ids\n"
+    "                           are remembered this long to apply each once (default 60s)\n"
+    "  --orders-dedup-max N     order ids remembered per worker with --orders-stream; when\n"
+    "                           full, orders are applied without the check (default 100000)\n"
+    "  --max-tombstones N       tombstones (close orders with ttl_ms) a worker holds; more\n"
+    "                           are not held (counted); 0 turns tombstones off\n"
+    "                           (default 100000)\n"
     "  --help                   this text\n"
     "  --version                the version and the git revision it was built from\n"
     "\n"
@@ -1065,6 +1115,9 @@ void config_defaults(struct config *c)
     c->inbound_max_pending = 4 * 1024 * 1024;
     c->tls_min_version = TLS_MIN_1_2;
     c->max_send = 1024 * 1024;
+    c->orders_max_age_ms = 60000;
+    c->orders_dedup_max = 100000;
+    c->max_tombstones = 100000;
 }
 
 bool config_query_groups(const struct config *c)

@@ -89,6 +89,11 @@ struct config {
     bool tls_min_given;
     uint8_t tls_ticket_key[CONFIG_TLS_TICKET_KEY]; /* random, drawn by config_parse() when
                                                       TLS is on: the workers share it */
+    /* Durable orders and tombstones (worker/ostream.c, worker/tombs.c) */
+    char orders_stream[128];     /* --orders-stream: orders are also read here; "" when off */
+    uint32_t orders_max_age_ms;  /* stream entries older than this are skipped; ids kept so long */
+    uint32_t orders_dedup_max;   /* order ids a worker remembers to apply each once */
+    uint32_t max_tombstones;     /* tombstones a worker holds; 0: tombstones off */
 };
 
 /* --inbound: what a client's data message becomes. --echo is CONFIG_INBOUND_ECHO. */

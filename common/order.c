@@ -16,7 +16,7 @@
 #define TARGET_FIELDS 3
 static const char *const target_fields[TARGET_FIELDS] = {"conn", "group", "all"};
 
-static const char *const op_names[] = {"close", "drain", "send", "join", "leave"};
+static const char *const op_names[] = {"close", "drain", "send", "join", "leave", "unban"};
 
 #define OP_COUNT (sizeof(op_names) / sizeof(op_names[0]))
 
@@ -183,7 +183,8 @@ static int get_op(json_t *root, struct order *o, struct order_error *err)
         }
     }
     return order_refuse(err, "op",
-                        "op: must be \"close\", \"drain\", \"send\", \"join\" or \"leave\"");
+                        "op: must be \"close\", \"drain\", \"send\", \"join\", \"leave\" or "
+                        "\"unban\"");
 }
 
 /*
@@ -433,6 +434,39 @@ size_t order_max_text(const struct order_limits *lim)
     return ORDER_MAX_BYTES + extra;
 }
 
+/* ttl_ms: close orders of groups only. Connection ids are never given out twice
+ * (there is no resume), so a tombstone of one could never match; one for "all" would
+ * lock every client out. Unban orders name groups too. */
+static int get_ttl(json_t *root, struct order *o, struct order_error *err)
+{
+    json_t *v = json_object_get(root, "ttl_ms");
+
+    if (o->op == ORDER_OP_UNBAN) {
+        if (v != NULL)
+            return order_refuse(err, "op", "unban: ttl_ms is not allowed");
+        if (o->target != ORDER_TARGET_GROUP)
+            return order_refuse(err, "target", "unban: group is required");
+        if (o->dry_run || o->max_affected >= 0 || o->nexcept > 0)
+            return order_refuse(err, "op", "unban: dry_run, max_affected and except are not "
+                                           "allowed");
+        return 0;
+    }
+    if (v == NULL)
+        return 0;
+    if (o->op != ORDER_OP_CLOSE)
+        return order_refuse(err, "op", "%s: ttl_ms is not allowed", op_names[o->op]);
+    if (!json_is_integer(v))
+        return refuse_type(err, "ttl_ms", "an integer");
+    if (json_integer_value(v) < 0 || json_integer_value(v) > ORDER_TTL_MAX)
+        return order_refuse(err, "ttl", "ttl_ms: must be 0 to %u (one day)", ORDER_TTL_MAX);
+    if (json_integer_value(v) > 0 && o->target != ORDER_TARGET_GROUP)
+        return order_refuse(err, "ttl",
+                            "ttl_ms: needs a group target (user:ID for a user); connection "
+                            "ids are never reused");
+    o->ttl_ms = (uint32_t)json_integer_value(v);
+    return 0;
+}
+
 static int get_ts(json_t *root, struct order *o, struct order_error *err)
 {
     json_t *v = json_object_get(root, "ts");
@@ -483,7 +517,7 @@ int order_parse_with(const char *buf, size_t len, const struct order_limits *lim
         get_payload(root, lim, o, err) < 0 || get_groups(root, o, err) < 0 ||
         get_string(root, "id", &o->id, err) < 0 || get_ts(root, o, err) < 0 ||
         get_string(root, "gateway", &o->gateway, err) < 0 ||
-        get_string(root, "reply_to", &o->reply_to, err) < 0)
+        get_string(root, "reply_to", &o->reply_to, err) < 0 || get_ttl(root, o, err) < 0)
         goto err_decref;
     if (o->op == ORDER_OP_DRAIN && o->gateway == NULL) {
         order_refuse(err, "gateway", "drain: gateway is required");
@@ -597,6 +631,8 @@ char *order_to_json(const struct order *o)
         r |= set_new(obj, "dry_run", json_true());
     if (o->max_affected >= 0)
         r |= set_new(obj, "max_affected", json_integer(o->max_affected));
+    if (o->ttl_ms > 0)
+        r |= set_new(obj, "ttl_ms", json_integer(o->ttl_ms));
     return dump(obj, r);
 }
 

@@ -14,12 +14,15 @@
  *    "conn": "ID" | ["ID", ...]  |  "group": "NAME" | ["NAME", ...]  |  "all": true,
  *    "except": "ID" | ["ID", ...], "gateway": "only this gateway applies it",
  *    "code": 4000, "reason": "UTF-8 text", "spread_ms": 0, "reply_to": "channel",
- *    "dry_run": false, "max_affected": N}
+ *    "dry_run": false, "max_affected": N, "ttl_ms": N}
  *
  * A drain order is {"op": "drain", "gateway": "ID", "reason": "...", "spread_ms": N}:
  * the gateway is required, targets are not allowed and the code is 1001.
  * A send order carries exactly one of "text" (UTF-8) or "binary" (base64) instead of
  * code, reason and spread_ms; join and leave carry "groups": ["NAME", ...].
+ * A close order of a group may carry "ttl_ms" (1..ORDER_TTL_MAX): a tombstone, so
+ * that new connections of the group are closed at once for that long (worker/tombs.c).
+ * An unban order {"op": "unban", "group": "NAME" | ["NAME", ...]} lifts tombstones early.
  * Unknown fields are ignored; a known field of the wrong JSON type (null included), or
  * one the op does not take, refuses the order.
  */
@@ -31,6 +34,7 @@
 #define ORDER_SPREAD_MAX  3600000u          /* spread_ms: one hour */
 #define ORDER_REASON_MAX  123               /* WS_CLOSE_REASON_MAX */
 #define ORDER_TS_MAX      253402300799999LL /* ts: 9999-12-31T23:59:59.999Z */
+#define ORDER_TTL_MAX     86400000u         /* ttl_ms: one day */
 
 enum order_op {
     ORDER_OP_CLOSE,
@@ -38,6 +42,7 @@ enum order_op {
     ORDER_OP_SEND,
     ORDER_OP_JOIN,
     ORDER_OP_LEAVE,
+    ORDER_OP_UNBAN,
 };
 
 #define ORDER_SEND_MAX_DEFAULT (1024 * 1024) /* --max-send: payload bytes, after base64 */
@@ -95,12 +100,13 @@ struct order {
     bool binary;   /* send: from "binary" (a binary frame), else a text frame */
     char **groups; /* owned: join/leave: the groups, checked like client groups */
     size_t ngroups;
+    uint32_t ttl_ms; /* close of groups: tombstone lifetime, 0 = none */
 };
 
 /*
  * Why an order was refused. key is a short static string that never changes, for
  * counters: "too_big", "json", "type", "op", "target", "too_many", "code", "reason",
- * "spread", "max_affected", "id", "ts", "gateway", "reply_to" or "oom" (and "stale"
+ * "spread", "max_affected", "id", "ts", "gateway", "reply_to", "ttl" or "oom" (and "stale"
  * from order_check_signed(); common/order_sig.h adds its own). text names the field,
  * for the log and the {"error": ...} acknowledgement.
  */

@@ -111,6 +111,26 @@ void ws_dec_init(struct ws_dec *d, uint64_t max_message)
     d->utf8 = UTF8_ACCEPT;
 }
 
+/* XORs buf[0..n) with the 4-byte key, starting at key byte pos: eight bytes at a time
+ * (the key repeated, rotated to pos), then the tail byte by byte. */
+static void unmask(uint8_t *buf, size_t n, const uint8_t key[4], unsigned pos)
+{
+    uint8_t k8[8];
+    uint64_t k, v;
+    size_t i = 0;
+
+    for (unsigned j = 0; j < 8; j++)
+        k8[j] = key[(pos + j) & 3];
+    memcpy(&k, k8, 8);
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&v, buf + i, 8);
+        v ^= k;
+        memcpy(buf + i, &v, 8);
+    }
+    for (; i < n; i++)
+        buf[i] ^= key[(pos + i) & 3];
+}
+
 /*
  * Unmasks and reports up to d->remaining bytes of buf[0..len), or the whole empty
  * frame. Text is checked as it comes (§8.1): a chunk holding an invalid byte is
@@ -123,8 +143,7 @@ static ssize_t payload(struct ws_dec *d, uint8_t *buf, size_t len, struct ws_dec
 
     if (n == 0 && d->remaining > 0)
         return 0;
-    for (size_t i = 0; i < n; i++)
-        buf[i] ^= d->mask[(d->mask_pos + i) & 3];
+    unmask(buf, n, d->mask, d->mask_pos);
     d->mask_pos = (uint8_t)((d->mask_pos + n) & 3);
     d->remaining -= n;
     out->ready = true;

@@ -9,6 +9,10 @@
  * With --order-key (or WSGATE_ORDER_KEY), every order gets a ts and is published as a
  * signed envelope (common/order_sig.h), as gateways started with --order-key require.
  *
+ * With --orders-stream NAME (or WSGATE_ORDERS_STREAM), every order is also added to
+ * that stream (XADD NAME MAXLEN ~ 100000 * order TEXT) before it is published, for
+ * gateways started with the same --orders-stream: they read what they missed.
+ *
  * Exit status: 0 done; 1 a worker refused the order or did not answer in time;
  * 2 bad arguments or an order the rules refuse; 3 Redis unreachable or failing.
  */
@@ -36,6 +40,7 @@
 #include "common/order_sig.h"
 #include "common/redis_url.h"
 #include "common/slot.h"
+#include "common/tomb.h"
 #include "common/utf8.h"
 
 enum {
@@ -52,16 +57,19 @@ enum {
 #define WAIT_MAX_MS       3600000 /* --wait: one hour */
 #define SCAN_COUNT        "200"
 #define HEARTBEAT_STALE_S 5 /* older than this: the worker has likely gone */
+#define STREAM_MAXLEN     "100000" /* --orders-stream is trimmed to about this many entries */
 
 static const char usage_main[] =
-    "usage: wsgatectl [--redis URL] [--channel NAME] [--order-key KEYID:SECRET] COMMAND\n"
-    "                 [OPTIONS]\n"
+    "usage: wsgatectl [--redis URL] [--channel NAME] [--order-key KEYID:SECRET]\n"
+    "                 [--orders-stream NAME] COMMAND [OPTIONS]\n"
     "\n"
     "commands:\n"
     "  close     close client connections on the gateways\n"
     "  send      push a message to client connections\n"
     "  drain     close every connection of one gateway, with 1001\n"
     "  gateways  list the live gateways\n"
+    "  unban     lift tombstones (set by close --ttl) early\n"
+    "  tombstones  list the tombstones in force\n"
     "\n"
     "  --redis URL     redis://[user:password@]host[:port][/db], unix:///path[?db=N], or\n"
     "                  cluster://[user:password@]host:port[,host:port...] (SPUBLISH to the\n"
@@ -72,6 +80,9 @@ static const char usage_main[] =
     "                  sign every order with this key, for gateways that require it (env\n"
     "                  WSGATE_ORDER_KEY, which keeps the secret out of ps; of a list of\n"
     "                  keys, the first signs)\n"
+    "  --orders-stream NAME\n"
+    "                  also XADD every order to this stream (MAXLEN ~ " STREAM_MAXLEN "), for\n"
+    "                  gateways started with --orders-stream NAME (env WSGATE_ORDERS_STREAM)\n"
     "  --help          this text; 'wsgatectl COMMAND --help' for a command\n"
     "  --version       the version and the git revision it was built from\n"
     "\n"
@@ -81,10 +92,11 @@ static const char usage_main[] =
 static const char usage_close[] =
     "usage: wsgatectl close (--conn ID... | --group NAME... | --all) [--except ID...]\n"
     "                       [--gateway ID] [--code N] [--reason TEXT] [--spread MS]\n"
-    "                       [--dry-run] [--max-affected N] [--wait MS] [--json]\n"
+    "                       [--dry-run] [--max-affected N] [--ttl MS] [--wait MS] [--json]\n"
     "                       [--redis URL] [--channel NAME]\n"
     "\n"
-    "  --conn ID         a connection id (repeatable)\n"
+    "  --conn ID         a connection id (repeatable); ids of one worker go to its channel\n"
+    "                    CHANNEL:worker:PREFIX, which only it receives\n"
     "  --group NAME      every connection in a group (repeatable); a single group goes to its\n"
     "                    group channel CHANNEL:group:NAME, which only the workers holding\n"
     "                    members receive; several go to CHANNEL\n"
@@ -96,8 +108,11 @@ static const char usage_close[] =
     "  --spread MS       spread the closes over MS milliseconds (0-3600000)\n"
     "  --dry-run         count the connections, close nothing\n"
     "  --max-affected N  refuse to close more than N connections per worker\n"
+    "  --ttl MS          with --group: also refuse the group's new connections for MS\n"
+    "                    milliseconds (1-86400000), on every gateway (a tombstone); a user\n"
+    "                    is the group user:ID. Goes to CHANNEL, which every worker gets\n"
     "  --wait MS         wait up to MS milliseconds for every live worker to answer (on a\n"
-    "                    group channel: every worker the order reached)\n"
+    "                    group's or worker's channel: every worker the order reached)\n"
     "  --json            print each acknowledgement as received, one per line\n"
     "\n"
     "Prints the order id; with --wait, a summary of the answers.\n";
@@ -135,6 +150,22 @@ static const char usage_drain[] =
     "  --wait MS      wait up to MS milliseconds for the gateway's workers to answer\n"
     "  --json         print each acknowledgement as received, one per line\n";
 
+static const char usage_unban[] =
+    "usage: wsgatectl unban --group NAME... [--wait MS] [--json] [--redis URL] [--channel NAME]\n"
+    "\n"
+    "Lifts the tombstones of these groups (set by close --ttl) on every gateway and in\n"
+    "Redis. A user is the group user:ID.\n"
+    "  --group NAME  a group (repeatable)\n"
+    "  --wait MS     wait up to MS milliseconds for every live worker to answer\n"
+    "  --json        print each acknowledgement as received, one per line\n";
+
+static const char usage_tombstones[] =
+    "usage: wsgatectl tombstones [--json] [--redis URL] [--channel NAME]\n"
+    "\n"
+    "Lists the tombstones in force (the hash CHANNEL:tombs): group, time left, code,\n"
+    "reason and the order that set it.\n"
+    "  --json  one JSON object per tombstone\n";
+
 static const char usage_gateways[] =
     "usage: wsgatectl gateways [--json] [--redis URL] [--channel NAME]\n"
     "\n"
@@ -146,6 +177,8 @@ enum cmd {
     CMD_SEND,
     CMD_DRAIN,
     CMD_GATEWAYS,
+    CMD_UNBAN,
+    CMD_TOMBSTONES,
 };
 
 enum opt_id {
@@ -167,6 +200,7 @@ enum opt_id {
     OPT_TEXT,
     OPT_BINARY_FILE,
     OPT_STDIN,
+    OPT_TTL,
 };
 
 #define OPT_BIT(id) (1u << ((id)-OPT_CONN))
@@ -177,7 +211,9 @@ enum opt_id {
      OPT_BIT(OPT_WAIT))
 #define OPTS_CLOSE                                                            \
     (OPTS_DRAIN | OPT_BIT(OPT_CONN) | OPT_BIT(OPT_GROUP) | OPT_BIT(OPT_ALL) | \
-     OPT_BIT(OPT_EXCEPT) | OPT_BIT(OPT_CODE) | OPT_BIT(OPT_DRY_RUN) | OPT_BIT(OPT_MAX_AFFECTED))
+     OPT_BIT(OPT_EXCEPT) | OPT_BIT(OPT_CODE) | OPT_BIT(OPT_DRY_RUN) | OPT_BIT(OPT_MAX_AFFECTED) | \
+     OPT_BIT(OPT_TTL))
+#define OPTS_UNBAN (OPTS_COMMON | OPT_BIT(OPT_GROUP) | OPT_BIT(OPT_WAIT))
 #define OPTS_SEND                                                                         \
     (OPTS_COMMON | OPT_BIT(OPT_GATEWAY) | OPT_BIT(OPT_WAIT) | OPT_BIT(OPT_CONN) |         \
      OPT_BIT(OPT_GROUP) | OPT_BIT(OPT_ALL) | OPT_BIT(OPT_EXCEPT) | OPT_BIT(OPT_DRY_RUN) | \
@@ -203,6 +239,7 @@ static const struct option long_options[] = {
     {"text", required_argument, NULL, OPT_TEXT},
     {"binary-file", required_argument, NULL, OPT_BINARY_FILE},
     {"stdin", no_argument, NULL, OPT_STDIN},
+    {"ttl", required_argument, NULL, OPT_TTL},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -214,6 +251,7 @@ struct options {
     const char *redis;
     const char *channel;
     const char *order_key; /* KEYID:SECRET list, or NULL: orders go unsigned */
+    const char *stream;    /* --orders-stream, or NULL: orders are only published */
     const char *gateway;
     const char *reason;
     const char *text;        /* send: --text */
@@ -232,6 +270,7 @@ struct options {
     long long spread_ms;    /* 0 */
     long long max_affected; /* -1: no limit */
     long long wait_ms;      /* -1: do not wait */
+    long long ttl_ms;       /* close --ttl: 0 = no tombstone */
     struct order_sig_ring keys; /* from order_key; keys[0] signs */
 };
 
@@ -355,6 +394,7 @@ static int parse_options(int argc, char **argv, struct options *o)
     unsigned allowed = o->cmd == CMD_CLOSE   ? OPTS_CLOSE
                        : o->cmd == CMD_SEND  ? OPTS_SEND
                        : o->cmd == CMD_DRAIN ? OPTS_DRAIN
+                       : o->cmd == CMD_UNBAN ? OPTS_UNBAN
                                              : OPTS_COMMON;
     size_t max = (size_t)argc;
     int c;
@@ -438,6 +478,11 @@ static int parse_options(int argc, char **argv, struct options *o)
             break;
         case OPT_STDIN:
             o->from_stdin = true;
+            break;
+        case OPT_TTL:
+            if (!parse_number(optarg, 1, ORDER_TTL_MAX, &o->ttl_ms))
+                return usage_error(o->usage, "--ttl: must be 1 to %u ms, got %s", ORDER_TTL_MAX,
+                                   optarg);
             break;
         default:
             return usage_error(o->usage, "%s: unknown option %s", argv[0], arg);
@@ -910,7 +955,7 @@ static int ack_take(struct worker_list *l, const char *id, const redisReply *msg
         rc = w->error == NULL ? -1 : 0;
     }
     w->matched = json_int_or(ack, "matched", 0);
-    w->closed = json_int_or(ack, "closed", json_int_or(ack, "sent", 0));
+    w->closed = json_int_or(ack, "closed", json_int_or(ack, "sent", json_int_or(ack, "lifted", 0)));
     w->dropped = json_int_or(ack, "dropped", 0);
 out:
     json_decref(ack);
@@ -995,7 +1040,7 @@ static bool gateway_is_new(const struct worker_list *l, size_t i)
 
 /* Prints what the workers said. Returns the exit status: 0, or 1 on refusals or silence. */
 static int acks_report(const struct worker_list *l, const struct order *o, long long receivers,
-                       long long wait_ms, bool json, bool group_channel)
+                       long long wait_ms, bool json, bool direct)
 {
     FILE *out = json ? stderr : stdout;
     long long matched = 0, closed = 0, dropped = 0, expected = 0, answered = 0;
@@ -1040,14 +1085,17 @@ static int acks_report(const struct worker_list *l, const struct order *o, long 
     if (expected == 0 && answered < receivers) {
         fprintf(stderr, "no answer from %lld of %lld subscriber%s%s\n", receivers - answered,
                 receivers, plural(receivers),
-                group_channel ? " of the group channel" : " (no heartbeats found)");
+                direct ? " of the channel" : " (no heartbeats found)");
         status = EXIT_FAILED;
     }
     if (o->gateway != NULL && expected == 0 && answered == 0) {
         fprintf(stderr, "gateway %s is not live (no heartbeat)\n", o->gateway);
         status = EXIT_FAILED;
     }
-    if (o->op == ORDER_OP_DRAIN)
+    if (o->op == ORDER_OP_UNBAN)
+        fprintf(out, "lifted %lld tombstone%s (%lld worker%s answered)\n", closed, plural(closed),
+                answered, plural(answered));
+    else if (o->op == ORDER_OP_DRAIN)
         fprintf(out, "drain of %s: %lld connection%s, %lld closed (%lld worker%s answered)\n",
                 o->gateway, matched, plural(matched), closed, answered, plural(answered));
     else if (o->op == ORDER_OP_SEND)
@@ -1066,6 +1114,20 @@ static int acks_report(const struct worker_list *l, const struct order *o, long 
     return status;
 }
 
+/* PUBLISHes text on channel (in a cluster, SPUBLISH on the master of its slot). Returns
+ * the integer reply, or NULL after saying why (*c may then be NULL). */
+static redisReply *order_publish(const struct redis_url *u, redisContext **c,
+                                 const char *channel, const char *text)
+{
+    const char *pv[3] = {u->nseeds > 0 ? "SPUBLISH" : "PUBLISH", channel, text};
+    size_t pvlen[3] = {strlen(pv[0]), strlen(channel), strlen(text)};
+    redisReply *r = redis_routed(u, c, 3, pv, pvlen);
+
+    if (*c == NULL)
+        return NULL;
+    return redis_check(*c, r, REDIS_REPLY_INTEGER, pv[0]);
+}
+
 /* --- orders ------------------------------------------------------------------------------ */
 
 /*
@@ -1074,22 +1136,46 @@ static int acks_report(const struct worker_list *l, const struct order *o, long 
  *   - an order for exactly one group, the group's channel CHANNEL:group:NAME: only the
  *     workers that hold members are subscribed there, so Redis sends it to those and
  *     no others, and PUBLISH's count of receivers is the number of answers to expect;
- *   - anything else, CHANNEL, which every worker receives. An order for several groups
- *     goes there as one order rather than one per group channel: a connection in two
- *     of the groups is matched once, as a close or send to it must be.
- * *group is set to the group of a group channel, else NULL.
+ *   - an order for connections that one worker holds (their ids share the prefix
+ *     "<gateway>-<worker>-<nonce>"), that worker's channel CHANNEL:worker:PREFIX: the
+ *     other workers of the fleet never see it, and PUBLISH counts the one receiver;
+ *   - anything else, CHANNEL, which every worker receives: tombstones (close --ttl)
+ *     and unban orders too, since every worker holds tombstones, members or not. An
+ *     order for several groups goes there as one order rather than one per group
+ *     channel: a connection in two of the groups is matched once, as a close or send
+ *     to it must be.
+ * *group is set to the group of a group channel, else NULL; *direct says whether the
+ * channel reaches only the workers concerned (a group's or a worker's channel), so
+ * that PUBLISH's count of receivers is the number of answers to expect.
  */
-static char *order_channel(const struct options *opt, const struct order *o, const char **group)
+static char *order_channel(const struct options *opt, const struct order *o, const char **group,
+                           bool *direct)
 {
     char *channel = NULL;
+    size_t plen = 0;
     int n;
 
     *group = NULL;
+    *direct = false;
+    if (o->gateway == NULL && o->op != ORDER_OP_DRAIN && o->target == ORDER_TARGET_CONN &&
+        o->nnames > 0) {
+        const char *dash = strrchr(o->names[0], '-');
+        plen = dash != NULL ? (size_t)(dash - o->names[0]) : 0;
+        for (size_t i = 1; i < o->nnames && plen > 0; i++)
+            if (strncmp(o->names[i], o->names[0], plen + 1) != 0 ||
+                strchr(o->names[i] + plen + 1, '-') != NULL)
+                plen = 0;
+    }
     if (o->gateway != NULL) {
         n = asprintf(&channel, "%s:%s", opt->channel, o->gateway);
-    } else if (o->op != ORDER_OP_DRAIN && o->target == ORDER_TARGET_GROUP && o->nnames == 1) {
+    } else if (o->op != ORDER_OP_DRAIN && o->op != ORDER_OP_UNBAN && o->ttl_ms == 0 &&
+               o->target == ORDER_TARGET_GROUP && o->nnames == 1) {
         *group = o->names[0];
+        *direct = true;
         n = asprintf(&channel, "%s:group:%s", opt->channel, o->names[0]);
+    } else if (plen > 0) {
+        *direct = true;
+        n = asprintf(&channel, "%s:worker:%.*s", opt->channel, (int)plen, o->names[0]);
     } else {
         n = asprintf(&channel, "%s", opt->channel);
     }
@@ -1112,11 +1198,12 @@ static int order_send(const struct options *opt, const struct order *o, size_t m
     redisReply *r;
     char *text, *target = NULL, uerr[256];
     const char *group;
+    bool direct;
     long long receivers;
     int status = EXIT_REDIS;
 
     order_init(&checked);
-    target = order_channel(opt, o, &group);
+    target = order_channel(opt, o, &group, &direct);
     text = order_to_json(o);
     if (text == NULL || target == NULL) {
         free(target);
@@ -1169,24 +1256,59 @@ static int order_send(const struct options *opt, const struct order *o, size_t m
             goto out_free_redis;
         freeReplyObject(r);
         /* On a group channel the receivers are the workers holding members, which no
-         * heartbeat says: PUBLISH's count is what to wait for. */
-        if (group == NULL && workers_scan_all(&url, c, opt->channel, o->gateway, &workers) < 0)
+         * heartbeat says, on a worker's channel that worker: PUBLISH's count is what to
+         * wait for. */
+        if (!direct && workers_scan_all(&url, c, opt->channel, o->gateway, &workers) < 0)
             goto out_free_redis;
     }
-    {
-        /* In a cluster every order channel is sharded: SPUBLISH where its slot is. */
-        const char *pv[3] = {url.nseeds > 0 ? "SPUBLISH" : "PUBLISH", target, text};
-        size_t pvlen[3] = {strlen(pv[0]), strlen(target), strlen(text)};
+    if (opt->stream != NULL) {
+        /* First the stream: once it holds the order, a gateway away right now still
+         * reads it when it is back. One field, "order". In a cluster, on the master of
+         * the stream's slot. */
+        const char *xv[7] = {"XADD", opt->stream, "MAXLEN", "~", STREAM_MAXLEN, "*", "order"};
+        const char *av[8];
+        size_t avlen[8];
 
-        r = redis_routed(&url, &c, 3, pv, pvlen);
+        for (int i = 0; i < 7; i++) {
+            av[i] = xv[i];
+            avlen[i] = strlen(xv[i]);
+        }
+        av[7] = text;
+        avlen[7] = strlen(text);
+        r = redis_routed(&url, &c, 8, av, avlen);
         if (c == NULL)
             goto out_free_redis;
-        r = redis_check(c, r, REDIS_REPLY_INTEGER, pv[0]);
+        r = redis_check(c, r, REDIS_REPLY_STRING, "XADD");
         if (r == NULL)
             goto out_free_redis;
+        freeReplyObject(r);
     }
+    r = order_publish(&url, &c, target, text);
+    if (r == NULL)
+        goto out_free_redis;
     receivers = r->integer;
     freeReplyObject(r);
+    if (receivers == 0 && direct && group == NULL) {
+        /* Nobody on the worker's channel: the worker is gone, or its Redis user may not
+         * subscribe there (an ACL from before the channel). The fleet's channel reaches
+         * it in either case, and the acks to wait for are the live workers'. */
+        direct = false;
+        free(target);
+        target = strdup(opt->channel);
+        if (target == NULL) {
+            warn("out of memory");
+            status = EXIT_FAILED;
+            goto out_free_redis;
+        }
+        if (opt->wait_ms > 0 &&
+            workers_scan_all(&url, c, opt->channel, o->gateway, &workers) < 0)
+            goto out_free_redis;
+        r = order_publish(&url, &c, target, text);
+        if (r == NULL)
+            goto out_free_redis;
+        receivers = r->integer;
+        freeReplyObject(r);
+    }
 
     if (opt->json && opt->wait_ms < 0)
         printf("%s\n", text);
@@ -1203,7 +1325,7 @@ static int order_send(const struct options *opt, const struct order *o, size_t m
             status = EXIT_REDIS;
         else
             status = acks_report(&workers, &checked, receivers, opt->wait_ms, opt->json,
-                                 group != NULL);
+                                 direct);
     }
 out_free_redis:
     if (sub != NULL)
@@ -1232,7 +1354,8 @@ static int order_common(const struct options *opt, struct order *o, char *id, si
         return EXIT_FAILED;
     }
     o->id = id;
-    if (opt->keys.n > 0)
+    /* A tombstone lasts from the order's ts, the same moment on every gateway. */
+    if (opt->keys.n > 0 || opt->ttl_ms > 0 || opt->stream != NULL || o->op == ORDER_OP_UNBAN)
         o->ts = unix_ms();
     o->gateway = (char *)opt->gateway;
     o->spread_ms = (uint32_t)opt->spread_ms;
@@ -1240,7 +1363,8 @@ static int order_common(const struct options *opt, struct order *o, char *id, si
         warn("order refused (%s): %s", oerr.key, oerr.text);
         return EXIT_USAGE;
     }
-    if (o->op == ORDER_OP_CLOSE || o->op == ORDER_OP_SEND || opt->wait_ms > 0) {
+    if (o->op == ORDER_OP_CLOSE || o->op == ORDER_OP_SEND || o->op == ORDER_OP_UNBAN ||
+        opt->wait_ms > 0) {
         if (asprintf(reply_to, "%s:ack:%s", opt->channel, id) < 0) {
             *reply_to = NULL;
             warn("out of memory");
@@ -1286,6 +1410,9 @@ static int cmd_close(const struct options *opt)
         o.code = (unsigned)opt->code;
     o.dry_run = opt->dry_run;
     o.max_affected = opt->max_affected;
+    o.ttl_ms = (uint32_t)opt->ttl_ms;
+    if (o.ttl_ms > 0 && opt->ngroups == 0)
+        return usage_error(opt->usage, "close: --ttl needs --group (a user is user:ID)");
     status = order_common(opt, &o, id, sizeof(id), &reply_to);
     if (status == 0)
         status = order_send(opt, &o, ORDER_SEND_MAX_DEFAULT);
@@ -1457,6 +1584,102 @@ static int cmd_drain(const struct options *opt)
     return status;
 }
 
+static int cmd_unban(const struct options *opt)
+{
+    char id[64], *reply_to = NULL;
+    struct order o;
+    int status;
+
+    if (opt->ngroups == 0)
+        return usage_error(opt->usage, "unban: --group is required (a user is user:ID)");
+    order_init(&o);
+    o.op = ORDER_OP_UNBAN;
+    o.target = ORDER_TARGET_GROUP;
+    o.names = opt->groups;
+    o.nnames = opt->ngroups;
+    status = order_common(opt, &o, id, sizeof(id), &reply_to);
+    if (status == 0)
+        status = order_send(opt, &o, ORDER_SEND_MAX_DEFAULT);
+    free(reply_to);
+    return status;
+}
+
+/* --- tombstones -------------------------------------------------------------------------- */
+
+/* One line (or JSON object) per tombstone still in force in CHANNEL:tombs. */
+static int cmd_tombstones(const struct options *opt)
+{
+    struct redis_url url;
+    char uerr[256], *key;
+    redisContext *c;
+    redisReply *r;
+    long long now = unix_ms();
+    size_t shown = 0;
+    int status = EXIT_REDIS;
+
+    if (redis_url_parse(opt->redis, &url, uerr, sizeof(uerr)) < 0)
+        return usage_error(opt->usage, "%s", uerr);
+    c = redis_open(&url);
+    if (c == NULL)
+        goto out_free_url;
+    if (asprintf(&key, "%s:tombs", opt->channel) < 0) {
+        warn("out of memory");
+        status = EXIT_FAILED;
+        goto out_free_redis;
+    }
+    {
+        const char *hv[2] = {"HGETALL", key};
+        size_t hvlen[2] = {7, strlen(key)};
+
+        r = redis_routed(&url, &c, 2, hv, hvlen); /* in a cluster, the hash's master */
+    }
+    free(key);
+    if (c == NULL)
+        goto out_free_url;
+    r = redis_check(c, r, REDIS_REPLY_ARRAY, "HGETALL");
+    if (r == NULL)
+        goto out_free_redis;
+    status = EXIT_DONE;
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const redisReply *f = r->element[i], *v = r->element[i + 1];
+        struct tomb tb;
+        const char *why;
+
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
+            tomb_parse(f->str, f->len, v->str, v->len, &tb, &why) < 0) {
+            warn("skipped a field of %s:tombs that does not parse", opt->channel);
+            continue;
+        }
+        if (tb.until_ms > now) {
+            shown++;
+            if (opt->json) {
+                json_t *obj = json_pack("{s:s, s:I, s:I, s:i, s:s, s:s?}", "group", tb.name,
+                                        "until", (json_int_t)tb.until_ms, "left_ms",
+                                        (json_int_t)(tb.until_ms - now), "code", (int)tb.code,
+                                        "reason", tb.reason, "id", tb.id);
+                char *s = obj != NULL ? json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+                json_decref(obj);
+                if (s != NULL)
+                    printf("%s\n", s);
+                free(s);
+            } else {
+                printf("group=%s  left=%llds  code=%u  reason=\"%s\"  id=%s\n", tb.name,
+                       (long long)(tb.until_ms - now + 999) / 1000, tb.code, tb.reason,
+                       tb.id != NULL ? tb.id : "-");
+            }
+        }
+        tomb_cleanup(&tb);
+    }
+    if (shown == 0 && !opt->json)
+        printf("no tombstones in force\n");
+    freeReplyObject(r);
+out_free_redis:
+    redisFree(c);
+out_free_url:
+    redis_url_cleanup(&url);
+    return status;
+}
+
 /* --- gateways ---------------------------------------------------------------------------- */
 
 static int gateway_print(const struct worker *w, size_t n, bool json)
@@ -1567,6 +1790,7 @@ int main(int argc, char **argv)
     opt.redis = env_or("WSGATE_REDIS", DEFAULT_REDIS);
     opt.channel = env_or("WSGATE_CHANNEL", DEFAULT_CHANNEL);
     opt.order_key = env_or("WSGATE_ORDER_KEY", NULL);
+    opt.stream = env_or("WSGATE_ORDERS_STREAM", NULL);
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(usage_main, stdout);
@@ -1578,7 +1802,8 @@ int main(int argc, char **argv)
         }
         if (!global_option(argc, argv, &i, "--redis", &opt.redis) &&
             !global_option(argc, argv, &i, "--channel", &opt.channel) &&
-            !global_option(argc, argv, &i, "--order-key", &opt.order_key))
+            !global_option(argc, argv, &i, "--order-key", &opt.order_key) &&
+            !global_option(argc, argv, &i, "--orders-stream", &opt.stream))
             return usage_error(usage_main, "unknown option %s", argv[i]);
     }
     if (i >= argc)
@@ -1595,6 +1820,12 @@ int main(int argc, char **argv)
     } else if (strcmp(argv[i], "gateways") == 0) {
         opt.cmd = CMD_GATEWAYS;
         opt.usage = usage_gateways;
+    } else if (strcmp(argv[i], "unban") == 0) {
+        opt.cmd = CMD_UNBAN;
+        opt.usage = usage_unban;
+    } else if (strcmp(argv[i], "tombstones") == 0) {
+        opt.cmd = CMD_TOMBSTONES;
+        opt.usage = usage_tombstones;
     } else if (strcmp(argv[i], "help") == 0) {
         fputs(usage_main, stdout);
         return EXIT_DONE;
@@ -1613,6 +1844,10 @@ int main(int argc, char **argv)
             status = cmd_send(&opt);
         else if (opt.cmd == CMD_DRAIN)
             status = cmd_drain(&opt);
+        else if (opt.cmd == CMD_UNBAN)
+            status = cmd_unban(&opt);
+        else if (opt.cmd == CMD_TOMBSTONES)
+            status = cmd_tombstones(&opt);
         else
             status = cmd_gateways(&opt);
     }

@@ -166,7 +166,8 @@ static void push_histogram(const struct shm *s, struct text *t)
 }
 
 static const char *const close_by_names[CLOSE_BY_COUNT] = {"order", "client", "drain", "timeout",
-                                                           "error", "slow",   "busy",  "expired"};
+                                                           "error", "slow",   "busy",  "expired",
+                                                           "tombstone"};
 
 /* --inbound: client messages handed to Redis, dropped, and the backpressure. */
 static void inbound_metrics(const struct shm *s, struct text *t)
@@ -195,6 +196,53 @@ static void inbound_metrics(const struct shm *s, struct text *t)
     gauge(t, "inbound_pending_bytes",
           "Inbound envelope bytes queued or awaiting Redis's answer (workers running).",
           live_sum(s, offsetof(struct shm_worker, inbound.held)));
+}
+
+/* --orders-stream and tombstones. */
+static void durable_metrics(const struct shm *s, struct text *t)
+{
+    counter(t, "stream_entries_total", "Entries read from --orders-stream (per worker).",
+            SUM(ostream.entries));
+    counter(t, "stream_orders_total", "Orders read from --orders-stream and handed on (per worker).",
+            SUM(ostream.orders));
+    counter(t, "stream_skipped_stale_total",
+            "Stream entries skipped: older than --orders-max-age (per worker).", SUM(ostream.stale));
+    counter(t, "stream_skipped_bad_total",
+            "Stream entries skipped: no \"order\" field, or malformed (per worker).",
+            SUM(ostream.bad));
+    counter(t, "stream_duplicates_total",
+            "Orders not applied again: their id was applied already (stream and channel, or a "
+            "replay; per worker).",
+            SUM(ostream.duplicates));
+    counter(t, "stream_dedup_full_total",
+            "Orders applied without the duplicate check: --orders-dedup-max ids held.",
+            SUM(ostream.dedup_full));
+    gauge(t, "stream_readers", "Workers reading --orders-stream now.",
+          live_sum(s, offsetof(struct shm_worker, ostream.up)));
+    counter(t, "stream_reconnects_total", "Reconnections of the --orders-stream links.",
+            SUM(ostream.link.reconnects));
+    counter(t, "stream_timeouts_total",
+            "--orders-stream links dropped for missing --redis-timeout.",
+            SUM(ostream.link.timeouts));
+    gauge(t, "tombstones",
+          "Tombstones and unban markers held, counted once per worker (workers running).",
+          live_sum(s, offsetof(struct shm_worker, tombs.held)));
+    counter(t, "tombstones_added_total", "Tombstones set by close orders with ttl_ms (per worker).",
+            SUM(tombs.added));
+    counter(t, "tombstones_lifted_total", "Tombstones lifted by unban orders (per worker).",
+            SUM(tombs.lifted));
+    counter(t, "tombstone_refused_total",
+            "New connections closed at once by a tombstone.", SUM(tombs.refused));
+    counter(t, "tombstone_enforced_total",
+            "Open connections closed when a tombstone loaded from Redis matched them.",
+            SUM(tombs.enforced));
+    counter(t, "tombstones_full_total",
+            "Tombstones not held by a worker: --max-tombstones reached (or out of memory).",
+            SUM(tombs.full));
+    counter(t, "tombstones_bad_total", "Fields of the Redis tombstone hash that did not parse.",
+            SUM(tombs.bad));
+    counter(t, "tombstone_loads_total", "Loads of the Redis tombstone hash (per worker).",
+            SUM(tombs.loads));
 }
 
 static void metrics(const struct worker *w, struct text *t)
@@ -366,6 +414,11 @@ static void metrics(const struct worker *w, struct text *t)
                  "Redis connections whose AUTH, SELECT, PING or SUBSCRIBE got an error (a wrong "
                  "password), by link.",
                  SUM(redis.sub.refused), SUM(redis.pub.refused));
+    counter(t, "redis_worker_channel_refused_total",
+            "SUBSCRIBEs of a worker's own channel (<channel>:worker:<prefix>) that Redis "
+            "refused, e.g. an ACL without it: orders for its connections then come through "
+            "<channel> only.",
+            SUM(redis.worker_channel_refused));
     counter(t, "redis_publish_dropped_total",
             "Events and acks dropped: Redis down and the publish queue full.",
             SUM(redis.publish_dropped));
@@ -391,6 +444,7 @@ static void metrics(const struct worker *w, struct text *t)
             SUM(redis.cluster.redirects_lost));
     gauge(t, "draining", "1 while the gateway drains.", s->draining != 0);
     inbound_metrics(s, t);
+    durable_metrics(s, t);
 }
 
 /* Why the gateway is not ready, or NULL when it is. */

@@ -14,13 +14,14 @@
 #include "worker/conn.h"
 #include "worker/outq.h"
 #include "worker/redis.h"
+#include "worker/tombs.h"
 #include "worker/worker.h"
 
 const char *const apply_refuse_keys[] = {
     "too_big", "json",         "type", "op",      "target",   "too_many",    "code",     "reason",
     "spread",  "max_affected", "id",   "gateway", "reply_to", "oom",         "unsigned", "envelope",
     "kid",     "signature",    "ts",   "stale",   "replay",   "replay_full", "payload",  "groups",
-    "jobs",    "other",        NULL,
+    "ttl",     "jobs",         "other", NULL,
 };
 
 /* One order being carried out: the matched connections by counter (a connection
@@ -247,17 +248,19 @@ static void job_done(struct job *j)
             j->frame->done = NULL; /* nobody got it: no delivery to time */
         log_msg(LOG_INFO, NULL, "order done id=%s op=send matched=%zu sent=%zu dropped=%zu ms=%u",
                 id, j->matched, j->done, j->dropped, worker_now(w) - j->start);
-        ack = order_result_json(&j->o, w->cfg->id, w->num, j->matched, j->done, j->dropped);
+        if (j->o.reply_to != NULL) {
+            ack = order_result_json(&j->o, w->cfg->id, w->num, j->matched, j->done, j->dropped);
+            publish_owned(w, j->o.reply_to, ack);
+        }
     } else {
         w->slot->orders.closed += j->done;
         log_msg(LOG_INFO, NULL, "order done id=%s matched=%zu closed=%zu ms=%u", id, j->matched,
                 j->done, worker_now(w) - j->start);
-        ack = order_ack_json(j->o.id, w->cfg->id, w->num, j->matched, j->done, false);
+        if (j->o.reply_to != NULL) {
+            ack = order_ack_json(j->o.id, w->cfg->id, w->num, j->matched, j->done, false);
+            publish_owned(w, j->o.reply_to, ack);
+        }
     }
-    if (j->o.reply_to != NULL)
-        publish_owned(w, j->o.reply_to, ack);
-    else
-        free(ack);
     job_free(j); /* the frame's last reference may go here: then it was all written */
 }
 
@@ -436,6 +439,8 @@ static int job_start(struct job *j)
         refuse_order(w, o, NULL, why);
         goto out_end;
     }
+    if (o->ttl_ms > 0 && !o->dry_run)
+        tombs_add(w, o); /* before the matches close: their reconnects meet it */
     w->slot->orders.applied++;
     if (!send && o->reason_cut) {
         w->slot->orders.reasons_cut++;
@@ -501,12 +506,18 @@ out_end:
  * next one go on in the same turn. A spread close leaves the FIFO once started. While
  * jobs remain, the head's timer brings the next turn.
  */
+_Static_assert(APPLY_BATCH <= CONN_BATCH_MAX, "a batch of jobs corks every connection it sends to");
+
 static void fifo_run(struct worker *w)
 {
     size_t budget = APPLY_BATCH;
     struct job *j;
     struct timeval now = {0, 0};
+    /* One job matches each connection once; several may match one several times. */
+    bool batch = w->jobs.fifo != NULL && w->jobs.fifo->fifo_next != NULL;
 
+    if (batch)
+        conn_batch_begin(w);
     while ((j = w->jobs.fifo) != NULL && budget > 0) {
         if (!j->started) {
             budget--;
@@ -523,6 +534,8 @@ static void fifo_run(struct worker *w)
             break;
         job_done(j);
     }
+    if (batch)
+        conn_batch_end(w);
     if (w->jobs.fifo != NULL)
         evtimer_add(w->jobs.fifo->ev, &now);
 }
@@ -629,8 +642,12 @@ static void apply_order(struct worker *w, struct order *o, bool steal, const cha
         *owner = j;
     }
     fifo_push(j);
-    if (w->jobs.fifo == j)
-        fifo_run(w);
+    if (w->jobs.fifo == j) {
+        /* Not at once: the orders that came with this one (one read of the subscriber)
+         * are queued behind it first, and one fifo_run() applies them together. */
+        struct timeval now = {0, 0};
+        evtimer_add(j->ev, &now);
+    }
     return;
 err_free_job:
     if (steal)
@@ -1019,8 +1036,41 @@ static struct order_limits limits(const struct worker *w, const char *group)
     return lim;
 }
 
+/*
+ * With --orders-stream, each order id is applied once, whichever way it came (stream,
+ * channel, or both) and however often: ids are remembered for --orders-max-age, at
+ * most --orders-dedup-max of them. Returns true when o is a duplicate (counted, not
+ * answered: the first copy was). When the memory is full or out of memory the order
+ * is applied unchecked, counted: a close applied twice finds nothing the second time,
+ * a close not applied leaves a revoked client connected.
+ */
+static bool is_duplicate(struct worker *w, const struct order *o)
+{
+    long long now = unix_ms();
+    enum seen_result r = SEEN_NOMEM;
+
+    if (w->cfg->orders_stream[0] == '\0' || o->id == NULL)
+        return false;
+    if (w->order_ids == NULL)
+        w->order_ids = seen_new(w->cfg->orders_dedup_max);
+    if (w->order_ids != NULL)
+        r = seen_check_and_add(w->order_ids, o->id, strlen(o->id), now,
+                               now + (long long)w->cfg->orders_max_age_ms);
+    if (r == SEEN_REPLAY) {
+        w->slot->ostream.duplicates++;
+        log_msg(LOG_DEBUG, NULL, "order id=%s: a duplicate, not applied again", o->id);
+        return true;
+    }
+    if (r != SEEN_NEW) {
+        w->slot->ostream.dedup_full++;
+        log_limited(LOG_WARN, NULL, "order id=%s applied without the duplicate check: %s", o->id,
+                    r == SEEN_FULL ? "--orders-dedup-max ids held" : "out of memory");
+    }
+    return false;
+}
+
 static void apply_text(struct worker *w, const char *text, size_t len, bool verified,
-                       const char *group, uint64_t t0)
+                       const char *group, uint64_t t0, bool from_stream)
 {
     struct order_limits lim = limits(w, group);
     struct order o;
@@ -1032,6 +1082,18 @@ static void apply_text(struct worker *w, const char *text, size_t len, bool veri
     }
     if (o.gateway != NULL && strcmp(o.gateway, w->cfg->id) != 0) {
         w->slot->orders.ignored++;
+        order_cleanup(&o);
+        return;
+    }
+    if (from_stream && o.id == NULL) {
+        /* Without an id, a copy on a channel could not be told from it. */
+        err.key = "id";
+        snprintf(err.text, sizeof(err.text), "id: an order on --orders-stream must carry an id");
+        refuse(w, text, len, &err);
+        order_cleanup(&o);
+        return;
+    }
+    if (is_duplicate(w, &o)) {
         order_cleanup(&o);
         return;
     }
@@ -1047,6 +1109,11 @@ static void apply_text(struct worker *w, const char *text, size_t len, bool veri
     }
     if (o.op == ORDER_OP_JOIN || o.op == ORDER_OP_LEAVE) {
         apply_member_order(w, &o);
+        order_cleanup(&o);
+        return;
+    }
+    if (o.op == ORDER_OP_UNBAN) {
+        tombs_unban(w, &o);
         order_cleanup(&o);
         return;
     }
@@ -1069,7 +1136,8 @@ static void apply_text(struct worker *w, const char *text, size_t len, bool veri
     order_cleanup(&o); /* nothing left when the job took it over */
 }
 
-static void apply_channel_text(struct worker *w, const char *group, const char *text, size_t len)
+static void apply_channel_text(struct worker *w, const char *group, const char *text, size_t len,
+                               bool from_stream)
 {
     struct order_limits lim = limits(w, group);
     uint64_t t0 = mono_us(); /* the order's arrival: deliveries are timed from here */
@@ -1080,7 +1148,7 @@ static void apply_channel_text(struct worker *w, const char *group, const char *
     w->slot->orders.received++;
     worker_now(w);
     if (w->cfg->order_keys.n == 0) {
-        apply_text(w, text, len, false, group, t0);
+        apply_text(w, text, len, false, group, t0, from_stream);
         return;
     }
     if (order_sig_open_with(&w->cfg->order_keys, text, len, order_max_text(&lim), &body, &body_len,
@@ -1088,16 +1156,21 @@ static void apply_channel_text(struct worker *w, const char *group, const char *
         refuse_unverified(w, &err);
         return;
     }
-    apply_text(w, body, body_len, true, group, t0);
+    apply_text(w, body, body_len, true, group, t0, from_stream);
     free(body);
 }
 
 void apply_order_text(struct worker *w, const char *text, size_t len)
 {
-    apply_channel_text(w, NULL, text, len);
+    apply_channel_text(w, NULL, text, len, false);
 }
 
 void apply_group_order_text(struct worker *w, const char *group, const char *text, size_t len)
 {
-    apply_channel_text(w, group, text, len);
+    apply_channel_text(w, group, text, len, false);
+}
+
+void apply_stream_order_text(struct worker *w, const char *text, size_t len)
+{
+    apply_channel_text(w, NULL, text, len, true);
 }

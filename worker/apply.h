@@ -31,7 +31,7 @@ struct worker;
 #define APPLY_SWEEP 65536
 
 /* Counters by refusal key: "json", "code", ... (order_error.key). */
-#define APPLY_REFUSE_KEYS 27
+#define APPLY_REFUSE_KEYS 28
 
 struct apply_stats {
     uint64_t received;
@@ -83,6 +83,11 @@ void apply_order_text(struct worker *w, const char *text, size_t len);
  * order targets that group (common/order.h, struct order_limits). A signed one must
  * name the group in its signed text, since the signature does not cover the channel. */
 void apply_group_order_text(struct worker *w, const char *group, const char *text, size_t len);
+
+/* The same for an entry of --orders-stream (ostream.c): as on the fleet channel, but
+ * the order must carry an id; with the stream on, every order id is applied once
+ * whichever way it came (a duplicate is counted and dropped unanswered). */
+void apply_stream_order_text(struct worker *w, const char *text, size_t len);
 
 /* From the worker's tick: once connections have closed, drops them from the jobs that
  * still hold them (APPLY_SWEEP entries a tick at most), freeing what they held and

@@ -1172,6 +1172,18 @@ bool cluster_is_confirmed(const struct cluster *c, const char *channel)
     return ch != NULL && ch->confirmed && ch->node != NULL && ch->node->sub.up;
 }
 
+int cluster_owner(const struct cluster *c, const char *key, size_t klen, const char **host,
+                  int *port)
+{
+    const struct cnode *n = owner_of(c, slot_of(key, klen));
+
+    if (n == NULL)
+        return -1;
+    *host = n->host;
+    *port = n->port;
+    return 0;
+}
+
 bool cluster_is_up(const struct cluster *c)
 {
     if (!c->have_map)

@@ -75,6 +75,11 @@ int cluster_want(struct cluster *c, const char *channel, bool on);
 /* Whether channel is SSUBSCRIBEd and confirmed on the master of its slot. */
 bool cluster_is_confirmed(const struct cluster *c, const char *channel);
 
+/* The master serving key[0..klen)'s slot: *host (valid until the next map) and *port.
+ * Returns 0, or -1 when no map is known yet. */
+int cluster_owner(const struct cluster *c, const char *key, size_t klen, const char **host,
+                  int *port);
+
 /* Whether a slot map is known and at least one command connection is up. */
 bool cluster_is_up(const struct cluster *c);
 

@@ -542,12 +542,47 @@ static int conn_send(struct conn *c, const struct iovec *iov, int iovcnt, unsign
     return conn_send_ref(c, iov, iovcnt, kind, NULL);
 }
 
+void conn_batch_begin(struct worker *w)
+{
+    if (w->batch_seqs == NULL)
+        w->batch_seqs = malloc(CONN_BATCH_MAX * sizeof(*w->batch_seqs));
+    w->batch_on = w->batch_seqs != NULL;
+    w->batch_n = 0;
+}
+
+/* Corks c for the batch running, when there is one and room in it. A connection whose
+ * output waits for the socket already queues: it is left as it is. */
+static void batch_cork(struct conn *c)
+{
+    struct worker *w = c->w;
+
+    if (!w->batch_on || (c->flags & CONN_F_CORK) || c->out != NULL || w->batch_n == CONN_BATCH_MAX)
+        return;
+    c->flags |= CONN_F_CORK;
+    w->batch_seqs[w->batch_n++] = c->seq;
+}
+
+static void conn_uncork(struct conn *c);
+
+void conn_batch_end(struct worker *w)
+{
+    /* By number, not pointer: a connection released meanwhile has left the registry. */
+    for (uint32_t i = 0; i < w->batch_n; i++) {
+        struct conn *c = registry_find_seq(&w->reg, w->batch_seqs[i]);
+        if (c != NULL)
+            conn_uncork(c);
+    }
+    w->batch_n = 0;
+    w->batch_on = false;
+}
+
 int conn_send_shared(struct conn *c, struct outq_frame *f)
 {
     struct iovec iov;
 
     if (c->state != CONN_OPEN || (c->flags & CONN_F_CLOSE_SENT))
         return CONN_PUSH_SKIPPED;
+    batch_cork(c);
     iov.iov_base = f->data;
     iov.iov_len = f->len;
     conn_send_ref(c, &iov, 1, OUTQ_DATA, f);
@@ -650,6 +685,7 @@ int conn_close(struct conn *c, unsigned code, const char *reason, const char *by
     if (c->state != CONN_OPEN)
         return 0;
     log_msg(LOG_INFO, conn_id(c, id, sizeof(id)), "close code=%u by=%s", code, by);
+    batch_cork(c);
     c->w->slot->st.closes_by_server++;
     hooks_conn_closing(c, code, reason, by);
     conn_enter_closing(c);
@@ -1087,6 +1123,12 @@ static void conn_read(struct conn *c)
     struct worker *w = c->w;
     int i;
 
+    if (c->state == CONN_OPEN && !(c->flags & CONN_F_ADMIN) && inbound_blocked(w)) {
+        /* Its messages would have nowhere to go: they wait in the kernel (TCP pushes
+         * back) rather than be read and dropped. */
+        conn_pause_inbound(c);
+        return;
+    }
     if (c->out == NULL)
         c->flags |= CONN_F_CORK; /* the answers to this input leave together */
     for (i = 0; i < READS_PER_EVENT && c->state != CONN_CLOSED && c->pause == 0; i++) {

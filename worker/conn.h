@@ -131,6 +131,18 @@ int conn_send_text(struct conn *c, const char *p, size_t len);
 
 struct outq_frame;
 
+/*
+ * Between these two calls, the frames queued for a connection by conn_send_shared()
+ * and conn_close() wait (corked, as the answers to one read do), and end() writes what
+ * each connection got, with one writev each: orders that a loop turn applies one after
+ * the other cost a connection one system call, not one per order. At most
+ * CONN_BATCH_MAX connections are corked; past them, frames are written at once as
+ * outside a batch.
+ */
+#define CONN_BATCH_MAX 1024
+void conn_batch_begin(struct worker *w);
+void conn_batch_end(struct worker *w);
+
 /* What conn_send_shared() did with a frame. */
 enum conn_push {
     CONN_PUSH_SENT,    /* written, or queued (by reference) behind earlier output */

@@ -14,6 +14,7 @@
 #include "worker/conn.h"
 #include "worker/redis.h"
 #include "worker/registry.h"
+#include "worker/tombs.h"
 #include "worker/worker.h"
 #include "common/ws_hs.h"
 
@@ -91,6 +92,11 @@ static void event_publish(struct conn *c, json_t *ev)
 
 void hooks_conn_opened(struct conn *c)
 {
+    if (tombs_check(c)) { /* closed at once, with the tombstone's code and reason */
+        if (c->w->cfg->events_channel[0] != '\0')
+            event_publish(c, event_new_json(c, "open"));
+        return;
+    }
     if (c->flags & CONN_F_HELLO) {
         /* Browsers cannot read X-Wsgate-Conn: tell the id in a first message. */
         char id[CONN_ID_MAX], msg[CONN_ID_MAX + 32];
@@ -121,6 +127,8 @@ static enum close_by close_by_index(const char *by)
         return CLOSE_BY_BUSY;
     if (strcmp(by, "expired") == 0)
         return CLOSE_BY_EXPIRED;
+    if (strcmp(by, "tombstone") == 0)
+        return CLOSE_BY_TOMBSTONE;
     return CLOSE_BY_ERROR;
 }
 

@@ -123,6 +123,11 @@ static bool is_blocked(const struct inbound *ib)
     return !wredis_pub_is_up(ib->w) || ib->held > ib->w->cfg->inbound_max_pending / 2;
 }
 
+bool inbound_blocked(const struct worker *w)
+{
+    return w->inbound != NULL && is_blocked(w->inbound);
+}
+
 /* Down to a quarter with the publisher up and nothing waiting: every paused client is
  * read again. Only paused connections are visited, and only on this transition. */
 static void maybe_resume(struct inbound *ib)

@@ -16,11 +16,11 @@ struct worker;
  * Every envelope is held, and counted against --inbound-max-pending, from the moment
  * it is made until Redis answers it: queued while the publisher is down, then in
  * flight. While the publisher is down or more than half the budget is held, a
- * connection that hands over a message stops being read (CONN_PAUSE_INBOUND, on the
- * worker's TL_PAUSED list, so no keepalive runs against it) and TCP pushes back on the
- * client; at a quarter, with the publisher up, every paused connection is read again.
- * A message that would take the budget past its end (what was already read when the
- * pause began) is dropped and counted. A stream entry whose link fails before its
+ * connection that hands over a message, or has input to read, stops being read
+ * (CONN_PAUSE_INBOUND, on the worker's TL_PAUSED list, so no keepalive runs against it)
+ * and TCP pushes back on the client; at a quarter, with the publisher up, every paused
+ * connection is read again. A message that would take the budget past its end (more
+ * than half of it in one read) is dropped and counted. A stream entry whose link fails before its
  * answer is sent again when the link is back (at least once); a publish is not (at
  * most once).
  */
@@ -54,6 +54,11 @@ int inbound_start(struct worker *w);
 
 /* A whole data message from c (op WS_OP_TEXT or WS_OP_BINARY), borrowed for the call. */
 void inbound_message(struct conn *c, unsigned op, const uint8_t *p, size_t len);
+
+/* Whether the worker reads no client messages now (publisher down, or over half of
+ * --inbound-max-pending held): an open connection with input is paused before it is
+ * read, so what is already held is all that can pass the half. */
+bool inbound_blocked(const struct worker *w);
 
 /* The publisher is up: sends what waited, and reads paused clients again if it can. */
 void inbound_on_up(struct worker *w);

@@ -17,12 +17,13 @@
 #include "worker/apply.h"
 #include "worker/inbound.h"
 #include "worker/subs.h"
+#include "worker/tombs.h"
 #include "worker/worker.h"
 
 #define ANNOUNCE_EVERY_MS 3000
 #define ANNOUNCE_TTL_S    10
 #define BEAT_MAX_MS       1000  /* heartbeat period: this, or a third of --redis-timeout */
-#define SUB_CHANNELS      3     /* fleet, gateway, heartbeat */
+#define SUB_CHANNELS      3     /* fleet, gateway, heartbeat (not the worker's) */
 #define QUEUE_MAX_MSGS    10000 /* publishes kept while the publisher reconnects */
 #define QUEUE_MAX_BYTES   (8u << 20)
 #define STR_(x)           #x
@@ -47,9 +48,12 @@ struct wredis {
     struct cluster *cl; /* owned: instead of sub and pub with a cluster:// URL */
     char fleet_channel[160];
     char gw_channel[256];
+    char wk_channel[320]; /* <channel>:worker:<id prefix>: orders for this worker only */
     char hb_channel[320];
     char announce_key[256];
     int subscribed;        /* channels confirmed on the current sub connection */
+    bool wk_pending;       /* the worker channel's SUBSCRIBE is not answered yet */
+    bool wk_refused;       /* Redis refused it: subscribed no more by this process */
     uint64_t hb_sent;      /* heartbeats published, numbered from 1 */
     uint64_t hb_seen;      /* the newest one back, or hb_sent when sub came up */
     struct queued *q_head; /* owned: FIFO of publishes made while pub was down */
@@ -207,15 +211,21 @@ static bool is_channel(const redisReply *chan, const char *name)
     return strlen(name) == chan->len && memcmp(chan->str, name, chan->len) == 0;
 }
 
-/* Every message goes by its channel: the heartbeat stays here, the fleet's and the
- * gateway's channels carry orders, a group channel orders for that group. */
+static bool is_name(const char *chan, size_t clen, const char *name)
+{
+    return strlen(name) == clen && memcmp(chan, name, clen) == 0;
+}
+
+/* Every message goes by its channel: the heartbeat stays here (route()), the fleet's,
+ * the gateway's and the worker's channels carry orders, a group channel orders for that
+ * group. */
 static void route_orders(struct wredis *r, const char *chan, size_t clen, const char *msg,
                          size_t mlen)
 {
     const char *group;
 
-    if ((strlen(r->fleet_channel) == clen && memcmp(chan, r->fleet_channel, clen) == 0) ||
-        (strlen(r->gw_channel) == clen && memcmp(chan, r->gw_channel, clen) == 0)) {
+    if (is_name(chan, clen, r->fleet_channel) || is_name(chan, clen, r->gw_channel) ||
+        is_name(chan, clen, r->wk_channel)) {
         apply_order_text(r->w, msg, mlen);
     } else if ((group = subs_group_of(r->subs, chan, clen)) != NULL) {
         r->w->slot->subs.orders++;
@@ -245,13 +255,14 @@ static void on_cluster_message(void *arg, const char *chan, size_t clen, const c
     route_orders(arg, chan, clen, msg, mlen);
 }
 
-/* A shard's command connection is up, or a new map is known: what waited goes out. */
+/* A shard's command connection is up, or the masters changed: what waited goes out. */
 static void on_cluster_up(void *arg)
 {
     struct wredis *r = arg;
 
     inbound_on_up(r->w);
     on_announce(-1, 0, r); /* be listed at once, not at the next refresh */
+    tombs_resync(r->w);    /* after a failover orders may have been missed */
 }
 
 /* The group channel hooks (subs.c) in a cluster: SSUBSCRIBE on the slot's master. */
@@ -287,23 +298,28 @@ static void on_message(redisAsyncContext *ac, void *reply, void *priv)
         if (rep->element[2]->type == REDIS_REPLY_STRING)
             route(l, chan, rep->element[2]);
     } else if (strcmp(kind->str, "subscribe") == 0) {
-        if (!subs_confirmed(r->subs, chan->str, chan->len, true))
+        if (is_channel(chan, r->wk_channel))
+            r->wk_pending = false;
+        else if (!subs_confirmed(r->subs, chan->str, chan->len, true))
             sub_confirmed(l);
     } else if (strcmp(kind->str, "unsubscribe") == 0) {
         subs_confirmed(r->subs, chan->str, chan->len, false);
     }
 }
 
-/* The order and heartbeat channels, then every group channel still wanted: one
- * pipeline, answered in that order. */
+/* The order and heartbeat channels, the worker's channel, then every group channel
+ * still wanted: one pipeline, answered in that order. */
 static int sub_setup(struct rlink *l)
 {
     struct wredis *r = l->owner;
 
     r->subscribed = 0;
     if (redisAsyncCommand(l->ac, on_message, NULL, "SUBSCRIBE %s %s %s", r->fleet_channel,
-                          r->gw_channel, r->hb_channel) != REDIS_OK)
+                          r->gw_channel, r->hb_channel) != REDIS_OK ||
+        (!r->wk_refused &&
+         redisAsyncCommand(l->ac, on_message, NULL, "SUBSCRIBE %s", r->wk_channel) != REDIS_OK))
         return -1;
+    r->wk_pending = !r->wk_refused;
     subs_link_new(r->subs);
     return 0;
 }
@@ -323,9 +339,38 @@ static void sub_changed(struct rlink *l)
     on_announce(-1, 0, r);
 }
 
+/* Up again: orders may have been missed while it was down; the tombstones they set
+ * are in Redis (tombs.c). */
+static void sub_up(struct rlink *l)
+{
+    sub_changed(l);
+    tombs_resync(((struct wredis *)l->owner)->w);
+}
+
+/*
+ * The worker's own channel came after the others: an ACL written before it (README)
+ * does not grant it, and a gateway upgraded under such an ACL must keep working. Its
+ * SUBSCRIBE goes right behind the order channels', so Redis answers it right after
+ * their three confirmations, before any group channel's; a refusal there makes hiredis
+ * drop the connection (an error reply in subscribed mode). So a link lost to NOPERM
+ * with the three confirmed and the worker channel unanswered lost it to that channel:
+ * logged once and counted, and the link comes back without it. Publishers that find no
+ * subscriber there (PUBLISH answers 0; wsgatectl does) use the fleet's channel.
+ */
 static void sub_down(struct rlink *l)
 {
-    subs_link_down(((struct wredis *)l->owner)->subs);
+    struct wredis *r = l->owner;
+
+    if (r->wk_pending && r->subscribed == SUB_CHANNELS && strncmp(l->why, "NOPERM", 6) == 0) {
+        r->wk_refused = true;
+        r->w->slot->redis.worker_channel_refused++;
+        log_msg(LOG_WARN, NULL,
+                "redis refused SUBSCRIBE %s (%s): orders for this worker's connections come "
+                "through %s only; grant the channel in the ACL and restart to use it",
+                r->wk_channel, l->why, r->fleet_channel);
+    }
+    r->wk_pending = false;
+    subs_link_down(r->subs);
     sub_changed(l);
 }
 
@@ -335,7 +380,7 @@ static const struct rlink_ops sub_ops = {
     .awaits = "heartbeats",
     .setup = sub_setup,
     .wanted = sub_wanted,
-    .up = sub_changed,
+    .up = sub_up,
     .down = sub_down,
 };
 
@@ -413,7 +458,8 @@ static int cluster_start(struct wredis *r)
         goto err;
     cluster_set_up_fn(r->cl, on_cluster_up);
     if (cluster_want(r->cl, r->fleet_channel, true) < 0 ||
-        cluster_want(r->cl, r->gw_channel, true) < 0)
+        cluster_want(r->cl, r->gw_channel, true) < 0 ||
+        cluster_want(r->cl, r->wk_channel, true) < 0)
         goto err;
     snprintf(prefix, sizeof(prefix), "%s:group:", w->cfg->channel);
     r->subs = subs_new(w->base, &r->sub, prefix, on_message, NULL, &w->slot->subs);
@@ -459,6 +505,10 @@ int wredis_start(struct worker *w)
         nonce = (uint32_t)getpid() ^ (uint32_t)time(NULL);
     snprintf(r->fleet_channel, sizeof(r->fleet_channel), "%s", w->cfg->channel);
     snprintf(r->gw_channel, sizeof(r->gw_channel), "%s:%s", w->cfg->channel, w->cfg->id);
+    /* The connection ids' prefix without its last '-': a publisher finds the channel of
+     * a connection's worker in its id (wsgatectl does). */
+    snprintf(r->wk_channel, sizeof(r->wk_channel), "%s:worker:%.*s", w->cfg->channel,
+             (int)(w->id_prefix_len - 1), w->id_prefix);
     snprintf(r->hb_channel, sizeof(r->hb_channel), "%s:hb:%s:%d:%08x", w->cfg->channel, w->cfg->id,
              w->num, nonce);
     snprintf(r->announce_key, sizeof(r->announce_key), "%s:gw:%s:%d", w->cfg->channel, w->cfg->id,
@@ -634,6 +684,27 @@ int wredis_xadd(struct worker *w, const char *stream, uint64_t maxlen, const cha
                           cap, field, msg, len) != REDIS_OK)
         return -1;
     rlink_expect(&r->pub);
+    return 0;
+}
+
+int wredis_locate(struct worker *w, const char *key, struct redis_url *u)
+{
+    const char *host;
+    char *copy;
+    int port;
+
+    if (w->redis == NULL || w->redis->cl == NULL)
+        return 0;
+    if (cluster_owner(w->redis->cl, key, strlen(key), &host, &port) < 0)
+        return -1;
+    if (u->host == NULL || strcmp(u->host, host) != 0) {
+        copy = strdup(host);
+        if (copy == NULL)
+            return -1;
+        free(u->host);
+        u->host = copy;
+    }
+    u->port = port;
     return 0;
 }
 

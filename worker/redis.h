@@ -34,9 +34,10 @@ struct worker;
 
 struct wredis_stats {
     uint64_t published;
-    uint64_t publish_dropped; /* pub connection down: event or ack lost */
-    struct rlink_stats sub;   /* in a cluster: the shard subscriber connections */
-    struct rlink_stats pub;   /* in a cluster: the shard command connections */
+    uint64_t publish_dropped;        /* pub connection down: event or ack lost */
+    uint64_t worker_channel_refused; /* SUBSCRIBE of the worker's channel refused (ACL) */
+    struct rlink_stats sub;          /* in a cluster: the shard subscriber connections */
+    struct rlink_stats pub;          /* in a cluster: the shard command connections */
     struct cluster_stats cluster;
 };
 
@@ -73,6 +74,12 @@ int wredis_publish_tracked(struct worker *w, const char *channel, const char *ms
 /* XADD stream MAXLEN ~ maxlen * field msg, tracked by cb, as wredis_publish_tracked(). */
 int wredis_xadd(struct worker *w, const char *stream, uint64_t maxlen, const char *field,
                 const char *msg, size_t len, struct wredis_cb *cb);
+
+/* For the other links on the URL (tombstones, the orders stream): in a cluster, points
+ * u (parsed from --redis, owned by the caller) at the master serving key's slot and
+ * returns 0, or -1 when no master is known yet; without a cluster returns 0. */
+struct redis_url;
+int wredis_locate(struct worker *w, const char *key, struct redis_url *u);
 
 /* Deletes the announce key (best effort) and closes both connections. */
 void wredis_stop(struct worker *w);

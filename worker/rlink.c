@@ -185,6 +185,10 @@ static void link_connect(struct rlink *l)
 
     if (l->ac != NULL || l->stopped || (l->ops->wanted != NULL && !l->ops->wanted(l)))
         return;
+    if (l->ops->locate != NULL && l->ops->locate(l) < 0) {
+        link_down(l, RLINK_LOST, "no master known yet for its key");
+        return;
+    }
     l->st->connects++;
     ac = u->path != NULL ? redisAsyncConnectUnix(u->path) : redisAsyncConnect(u->host, u->port);
     if (ac == NULL) {

@@ -9,8 +9,10 @@
 #include "worker/apply.h"
 #include "worker/auth.h"
 #include "worker/inbound.h"
+#include "worker/ostream.h"
 #include "worker/redis.h"
 #include "worker/subs.h"
+#include "worker/tombs.h"
 
 /*
  * Counters and states every process of one gateway can read: a MAP_SHARED region the
@@ -30,6 +32,7 @@ enum close_by {
     CLOSE_BY_SLOW, /* a slow consumer: output over --max-outbound, or stuck at the keepalive */
     CLOSE_BY_BUSY,    /* the worker's --max-pending budget was full */
     CLOSE_BY_EXPIRED, /* its token expired (JWT) */
+    CLOSE_BY_TOMBSTONE, /* a tombstone matched it (tombs.h) */
     CLOSE_BY_COUNT
 };
 
@@ -118,6 +121,8 @@ struct shm_worker {
     struct inbound_stats inbound;
     struct member_stats members;
     struct subs_stats subs;
+    struct ostream_stats ostream;
+    struct tombs_stats tombs;
 };
 
 struct shm {

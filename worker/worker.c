@@ -25,7 +25,9 @@
 #include "worker/inbound.h"
 #include "worker/hooks.h"
 #include "worker/io.h"
+#include "worker/ostream.h"
 #include "worker/redis.h"
+#include "worker/tombs.h"
 #include "common/iplimit.h"
 #include "common/order.h"
 
@@ -133,12 +135,13 @@ static void worker_on_tick(evutil_socket_t fd, short what, void *arg)
     w->slot->conns = w->reg.ids_count;
     w->slot->groups = w->reg.groups_count;
     w->slot->at_capacity = clients(w) >= w->max_conns;
-    w->slot->subscribed = wredis_is_subscribed(w);
+    w->slot->subscribed = wredis_is_subscribed(w) && ostream_is_up(w);
     w->slot->out_bytes = w->out_bytes;
     w->slot->pending_bytes = w->pending_bytes;
     apply_tick(w);
     auth_tick(w);
     inbound_tick(w);
+    tombs_tick(w);
     for (int i = TL_HANDSHAKE; i < TL_COUNT; i++) {
         struct tlist_head *l = &w->tl[i];
         if (l->timeout_ms == 0)
@@ -696,7 +699,8 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
         goto out;
     }
     sigprocmask(SIG_SETMASK, &none, NULL); /* a SIGTERM that waited is taken now */
-    if (auth_init(&w) < 0 || inbound_start(&w) < 0 || wredis_start(&w) < 0) {
+    if (auth_init(&w) < 0 || inbound_start(&w) < 0 || wredis_start(&w) < 0 ||
+        tombs_start(&w) < 0 || ostream_start(&w) < 0) {
         status = 2;
         goto out;
     }
@@ -719,6 +723,8 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
         goto out;
     }
     status = w.exit_status;
+    ostream_stop(&w);
+    tombs_stop(&w);
     wredis_stop(&w);
     for (int i = 0; i < 3; i++) /* let the last events and the announce DEL go out */
         event_base_loop(w.base, EVLOOP_NONBLOCK);

@@ -19,6 +19,8 @@ struct wredis;
 struct job;
 struct seen;
 struct inbound;
+struct ostream;
+struct tombs;
 
 /*
  * Timer lists. Every connection sits on exactly one list whose timeout is the same
@@ -89,11 +91,20 @@ struct worker {
     struct auth *auth;    /* owned: the JWT verifier and expiries (auth.c), NULL when off */
     struct seen *seen;    /* owned: ids of signed orders, made on the first one */
     struct inbound *inbound; /* owned: --inbound publish or stream (inbound.c), else NULL */
+    struct ostream *ostream; /* owned: the --orders-stream reader (ostream.c), else NULL */
+    struct tombs *tombs;     /* owned: tombstones (tombs.c), NULL with --max-tombstones 0 */
+    struct seen *order_ids;  /* owned: ids of applied orders with --orders-stream (apply.c) */
 
     /* What bounded memory holds now: --max-outbound, --max-pending, --max-jobs. */
     size_t out_bytes;       /* the connections' output queues */
     size_t pending_bytes;   /* partly received messages and control frames */
     struct apply_jobs jobs; /* close jobs running (apply.c) */
+
+    /* Connections corked while order jobs run one after the other (conn_batch_begin):
+     * what several orders queue for one connection in a loop turn leaves in one writev. */
+    uint64_t *batch_seqs; /* owned: CONN_BATCH_MAX of them, made on first use */
+    uint32_t batch_n;
+    bool batch_on;
 };
 
 /* Checks that cfg->listen can be bound (before any process starts). Returns 0 or -1

@@ -796,17 +796,41 @@ def sc_drain(ctx):
 
 
 def sc_echo(ctx):
+    """conns connections each echo msgs messages of size bytes, one at a time. The
+    server's CPU time (all threads of all its processes) is read during the hold between
+    the ramp and the echo, and again when the echo is over (wsload's --done-file)."""
     conns, msgs, size = ctx.cfg.echo
     redis, srv = with_server(ctx, echo=True)
+    ready, done = ctx.ready(), ctx.ready("done")
+    base = {}
+
+    def on_ready():
+        time.sleep(0.3)  # the echo starts 1 s after the ramp (--hold-ms)
+        base["pids"] = pids = tree_pids(srv.proc.pid)
+        base["cpu"] = cpu_ns(pids)
+        deadline = time.monotonic() + 300
+        while not os.path.exists(done):
+            if time.monotonic() > deadline:
+                raise BenchError("the echo did not end in time")
+            time.sleep(0.005)
+        base["cpu_after"] = cpu_ns(pids)
+
     try:
-        res, _ = ctx.wsload(wsload_cmd(ctx.cfg, srv, redis, conns,
-                                       extra=["--echo", str(msgs), "--size", str(size)]), 300)
+        res, _ = ctx.wsload(wsload_cmd(ctx.cfg, srv, redis, conns, ready=ready, hold_ms=1000,
+                                       extra=["--echo", str(msgs), "--size", str(size),
+                                              "--done-file", done]),
+                            300, ready=ready, on_ready=on_ready, ready_timeout=120)
     finally:
         srv.stop()
         redis.stop()
-    return {"conns": conns, "per_conn": msgs, "size": size, "messages": get(res, "echo", "messages"),
-            "rate": get(res, "echo", "rate"), "seconds": get(res, "echo", "seconds"),
-            "failures": get(res, "echo", "failures"), "wsload": res}
+    out = {"conns": conns, "per_conn": msgs, "size": size,
+           "messages": get(res, "echo", "messages"), "rate": get(res, "echo", "rate"),
+           "seconds": get(res, "echo", "seconds"), "failures": get(res, "echo", "failures"),
+           "wsload": res}
+    cpu = base["cpu_after"] - base["cpu"]
+    out["cpu_ms"] = cpu / 1e6
+    out["cpu_us_per_msg"] = cpu / 1e3 / out["messages"] if out["messages"] else None
+    return out
 
 
 SCENARIOS = [
@@ -930,6 +954,7 @@ ROWS = [
     ("drain", "last TCP close", "tcp_max", "ms", "", None),
     ("drain", "close frames received", "frames", "", "= N", lambda w, p, r, runs: all(x["metrics"].get("frames") == x["metrics"].get("n") for x in runs)),
     ("echo", "echoed messages/s", "rate", "/s", "", None),
+    ("echo", "server CPU per echoed message", "cpu_us_per_msg", "µs", "≤ 0.38× peer", lambda w, p, r, runs: r is not None and r <= 0.38),
     ("fanout", "PUBLISH to last delivery", "lat_max", "ms", "", None),
     ("fanout", "delivery p50", "lat_p50", "ms", "", None),
     ("fanout", "delivery p99", "lat_p99", "ms", "", None),
@@ -1105,7 +1130,9 @@ SCENARIO_NOTES = """\
    "SIGTERM to process exit" runs from the moment the server logs that it got the signal
    (its stderr read by bench.py) to its exit seen by waitpid.
 7. **Echo**: {echo[0]} connections × {echo[1]} messages of {echo[2]} bytes, echoed back
-   (wsgate with `--echo`; the peer always echoes); messages/s.
+   (wsgate with `--echo`; the peer always echoes); messages/s, and the server's CPU time
+   (every thread of every process, user and system) over the echo divided by the
+   messages echoed.
 8. **Fan-out, 128 B**: {n} connections, all in group `fan`; one send order
    `{{"op":"send","group":"fan","text":"<128 ASCII bytes>"}}`. wsload counts every data
    message per connection (`--expect-messages {n} --expect-size 128`) and times each

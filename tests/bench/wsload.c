@@ -349,8 +349,9 @@ static const char wl_usage[] =
     "  --ready-file F      after the ramp, write the ramp JSON to F (via F.tmp + rename)\n"
     "  --ids-file F        after the ramp, write \"i<TAB>X-Wsgate-Conn\" lines to F\n"
     "  --hold-ms MS        keep the connections open this long after the ramp (0)\n"
-    "  --done-file F       when the watch ends, write F (via F.tmp + rename) and keep the\n"
-    "                      connections 1 s more, so a caller can read the server meanwhile\n"
+    "  --done-file F       when the watch (or, without one, the echo) ends, write F (via\n"
+    "                      F.tmp + rename) and keep the connections 1 s more, so a caller\n"
+    "                      can read the server meanwhile\n"
     "  --echo M --size B   each connection sends M masked binary messages of B bytes (128),\n"
     "                      one at a time, and checks every echoed byte\n"
     "  --echo-timeout MS   bound of the echo phase (60000)\n"
@@ -2964,6 +2965,18 @@ int main(int argc, char **argv)
         if (rc != 0) {
             fprintf(stderr, "wsload: echo: no report from a child\n");
             goto err_kill;
+        }
+        if (!close_phase && wl_opt.done_file != NULL) {
+            /* the echo is over: a caller reads the server meanwhile */
+            if (wl_write_file(wl_opt.done_file, "done\n", 5) < 0) {
+                fprintf(stderr, "wsload: --done-file %s: %s\n", wl_opt.done_file, strerror(errno));
+                goto err_kill;
+            }
+            deadline = wl_now() + WL_DONE_LINGER_MS * WL_NS_PER_MS;
+            while (wl_now() < deadline) {
+                if (wl_pump(r, wl_ms_until(deadline)) < 0)
+                    goto err_kill;
+            }
         }
     }
 

@@ -348,3 +348,51 @@ def test_cluster_with_password_inbound_publish_and_stream():
     assert 1 <= tried <= 8, tried
     p = ctl(cl.seeds(1).replace("s3cret", "wrong"), "send", "--all", "--text", "x")
     assert p.returncode == 3 and "AUTH failed" in p.stderr, p.stderr
+
+
+@harness.timeout(90)
+def test_cluster_worker_channel_orders_stream_and_tombstones():
+    """The links other than pub/sub follow the slot map too: the orders stream is read
+    on the master of its slot (an order only XADDed there is applied), tombstones live
+    in the hash <channel>:tombs on its master (a ban keeps a new member out, wsgatectl
+    lists it), and an order for one connection goes to its worker's channel
+    <channel>:worker:<prefix>, SSUBSCRIBEd on its master."""
+    cl = rcluster.Cluster()
+    stream = "wsgate:orders:log"
+    gw = gateway(cl.seeds(2), "gwT", workers=1, flags={"--orders-stream": stream})
+    gw.wait_log(r"redis orders stream up", 15.0)
+    gw.wait_log(r"redis tombstones up", 15.0)
+    events = ShardListener(cl, "wsgate:events")
+    url = cl.seeds(3)
+
+    async def main():
+        one = await websockets.connect("ws://127.0.0.1:%d/?group=t1" % gw.port)
+        harness.wait_for(lambda: events.count(b'"type":"open"') == 1, 5.0, "open event")
+        conn = re.search(rb'"conn":"([^"]+)"', events.data).group(1).decode()
+        p = ctl(url, "--orders-stream", stream, "close", "--conn", conn, "--code", "4003",
+                "--wait", "5000")
+        assert p.returncode == 0 and "closed 1 of 1" in p.stdout, p.stdout + p.stderr
+        await expect_closed(one, 4003)
+
+        # From the stream alone: XADD on its master, nothing published.
+        reader = await websockets.connect("ws://127.0.0.1:%d/?group=t2" % gw.port)
+        wait_subscribers(cl, GROUP + "t2", 1)
+        order = {"id": "from-stream", "op": "send", "group": "t2", "text": "via the stream"}
+        cl.owner(stream).cmd("XADD", stream, "*", "order", json.dumps(order))
+        assert await recv_text(reader) == "via the stream"
+
+        banned = await websockets.connect("ws://127.0.0.1:%d/?group=t3" % gw.port)
+        wait_subscribers(cl, GROUP + "t3", 1)
+        p = ctl(url, "--orders-stream", stream, "close", "--group", "t3", "--code", "4004",
+                "--ttl", "60000", "--wait", "5000")
+        assert p.returncode == 0 and "closed 1 of 1" in p.stdout, p.stdout + p.stderr
+        await expect_closed(banned, 4004)
+        assert cl.owner("wsgate:orders:tombs").cmd("HLEN", "wsgate:orders:tombs") == 1
+        again = await websockets.connect("ws://127.0.0.1:%d/?group=t3" % gw.port)
+        await expect_closed(again, 4004)
+        p = ctl(url, "tombstones")
+        assert p.returncode == 0 and "t3" in p.stdout, p.stdout + p.stderr
+        await reader.close()
+
+    asyncio.run(main())
+    assert events.count(b'"by":"tombstone"') == 1, events.data[-2000:]

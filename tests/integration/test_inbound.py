@@ -284,6 +284,38 @@ def test_backpressure_with_redis_stopped_pauses_reading_and_everything_flows_aft
                      >= total + 10, 10, "10 more entries")
 
 
+@harness.timeout(90)
+def test_many_clients_over_a_small_budget_wait_rather_than_lose_messages():
+    """60 clients flood a worker whose --inbound-max-pending (256k) holds a few hundred
+    messages, with Redis stopped: once half the budget is held, a connection with input
+    is paused before it is read, so nothing read has to be dropped; every message is in
+    the stream once Redis is back."""
+    redis = harness.start_redis()
+    r = redis.client()
+    gw = gateway(redis, "stream", workers=1,
+                 flags={"--inbound-max-pending": "256k", "--redis-timeout": "20s"})
+    wait_publisher(gw)
+    pushers = [Pusher(gw.port, i) for i in range(60)]
+    os.kill(redis.proc.pid, signal.SIGSTOP)
+    try:
+        for p in pushers:
+            p.push(200)
+        harness.wait_for(lambda: metric(gw, "wsgate_inbound_paused_connections") == 60, 10,
+                         "every client paused")
+        assert metric(gw, "wsgate_inbound_pending_bytes") <= 256 * 1024
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+    for p in pushers:
+        p.finish()
+    total = sum(p.sent for p in pushers)
+    assert total > 1000, total  # far more than the budget holds
+    harness.wait_for(lambda: metric(gw, "wsgate_inbound_messages_total", mode="stream") >= total,
+                     30, "%d entries streamed" % total)
+    assert metric(gw, "wsgate_inbound_dropped_total", reason="full") == 0
+    envs = stream_envelopes(r, "wsgate:in")
+    assert len({(e["conn"], e["seq"]) for e in envs}) == total
+
+
 @harness.timeout(30)
 def test_drop_mode_counts_and_echo_alias_still_echoes():
     redis = harness.start_redis()

@@ -24,7 +24,7 @@ import time
 import harness
 import fleet as F
 import lb
-from fleet import Fleet, assert_open, open_clients, run, until
+from fleet import ACKS, Fleet, assert_open, open_clients, run, until
 from wsraw import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Client, new_key, read_head, \
     request
 
@@ -304,6 +304,49 @@ def test_message_then_close_reach_the_client_in_that_order():
             assert (c.code, c.reason) == (4002, "then this"), (c, c.code, c.reason)
             assert c.messages.empty(), "%r got more after the close" % c
         assert sums(await acks_of(fl, after)) == (0, 0, 0)
+    run(main())
+
+
+@harness.timeout(60)
+def test_orders_applied_in_one_loop_turn_leave_in_one_system_call():
+    """Four orders for one connection that reach its worker together (the worker is
+    stopped while they are published, so its subscriber reads them at once) are applied
+    in one loop turn: three messages and a close frame leave in one system call, in
+    order (strace counts the worker's sends)."""
+    need = subprocess.run(["sh", "-c", "command -v strace"], capture_output=True)
+    assert need.returncode == 0, "strace is missing (make deps-test installs it)"
+    fl = Fleet(ids=("gwA",), workers=1)
+    gw = fl.gateways["gwA"]
+
+    async def main():
+        c = (await open_clients(fl, [("gwA", ["one"], None)]))[0]
+        pid = list(gw.worker_pids().values())[0]
+        trace = os.path.join(harness.tmp_root(), "sends.strace")
+        st = subprocess.Popen(["strace", "-qq", "-p", str(pid), "-o", trace, "-e",
+                               "trace=sendto,sendmsg,writev,write"])
+        try:
+            await until(lambda: os.path.exists(trace), 5, "strace attached")
+            await asyncio.sleep(0.5)  # strace writes its file before it has attached
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                for i in range(3):
+                    fl.r.publish(F.ORDERS, json.dumps(send_order({"conn": c.conn}, "m%d" % i)))
+                fl.r.publish(F.ORDERS, json.dumps({"conn": c.conn, "code": 4005,
+                                                   "reason": "last"}))
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert await received(c, 3) == ["m0", "m1", "m2"]
+            await c.wait_closed()
+            assert (c.code, c.reason) == (4005, "last"), (c.code, c.reason)
+        finally:
+            st.terminate()
+            st.wait(5)
+        frames = 3 * (2 + 2) + (2 + 2 + 4)  # three 2-byte texts, then the close frame
+        with open(trace) as f:  # hiredis writes to Redis with write(): these are the client's
+            sends = [line for line in f if line.startswith(("sendto(", "sendmsg("))]
+        assert len(sends) == 1 and sends[0].rstrip().endswith("= %d" % frames), sends
+        at = [sends[0].index(x) for x in ("m0", "m1", "m2", "last")]
+        assert at == sorted(at), sends
     run(main())
 
 
@@ -588,6 +631,58 @@ def test_send_dry_run_and_max_affected():
             assert first == ["all of them"], (c, first)
         assert got == 0
         await assert_open(cs, "after dry run and max_affected")
+    run(main())
+
+
+# --- the worker's channel -------------------------------------------------------------------
+
+@harness.timeout(60)
+def test_connection_orders_on_the_worker_channel_reach_that_worker_only():
+    """<channel>:worker:<the id without its last -N> is the channel of the worker that
+    holds the connection: only it receives an order published there (PUBLISH answers 1),
+    and wsgatectl publishes orders for connections of one worker there."""
+    fl = Fleet()
+    url = fl.redis.url
+
+    async def main():
+        cs = await open_clients(fl, [(g, ["w"], None) for g in ("gwA", "gwB")] * 3)
+        await until(lambda: len(list(fl.r.scan_iter("wsgate:orders:gw:*"))) >= 4, 10,
+                    "4 worker heartbeat keys")
+        c = cs[0]
+        channel = "wsgate:orders:worker:" + c.conn.rsplit("-", 1)[0]
+        assert fl.r.execute_command("PUBSUB", "NUMSUB", channel)[1] == 1
+        order = {"op": "send", "id": "wk-1", "conn": c.conn, "text": "to its worker",
+                 "reply_to": ACKS}
+        assert fl.r.publish(channel, json.dumps(order)) == 1
+        assert await received(c, 1) == ["to its worker"]
+        acks = await acks_of(fl, "wk-1", 1)
+        assert [(a["gateway"], a["worker"], a["matched"]) for a in acks] == \
+            [(c.gid, int(c.conn.split("-")[1]), 1)], acks
+        # Every other worker never saw it: no "order done" line in their logs.
+        logs = "".join(gw.log() for gw in fl.gateways.values())
+        assert logs.count("order done id=wk-1 ") == 1, logs
+        # wsgatectl: the connections of one worker go there; one answer.
+        same = [x.conn for x in cs if x.conn.rsplit("-", 1)[0] == c.conn.rsplit("-", 1)[0]]
+        p = await asyncio.get_running_loop().run_in_executor(None, lambda: subprocess.run(
+            [F.CTL, "send", *sum((["--conn", x] for x in same), []), "--text", "ctl",
+             "--wait", "5000", "--redis", url], capture_output=True, timeout=30))
+        out = p.stdout.decode()
+        assert p.returncode == 0 and "sent to %d of %d" % (len(same), len(same)) in out \
+            and "(1 worker answered)" in out, p
+        for x in cs:
+            if x.conn in same:
+                assert await received(x, 1) == ["ctl"]
+        # Connections of two workers: the fleet's channel, every worker answers.
+        other = next(x for x in cs if x.conn.rsplit("-", 1)[0] != c.conn.rsplit("-", 1)[0])
+        p = await asyncio.get_running_loop().run_in_executor(None, lambda: subprocess.run(
+            [F.CTL, "send", "--conn", c.conn, "--conn", other.conn, "--text", "two",
+             "--wait", "5000", "--redis", url], capture_output=True, timeout=30))
+        out = p.stdout.decode()
+        assert p.returncode == 0 and "sent to 2 of 2" in out and "(4 workers answered)" in out, p
+        assert await received(c, 1) == ["two"] and await received(other, 1) == ["two"]
+        for x in cs:  # nothing else reached anyone
+            assert x.messages.empty(), (x, x.messages.get_nowait())
+        await assert_open(cs, "after worker channel orders")
     run(main())
 
 

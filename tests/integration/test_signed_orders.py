@@ -350,16 +350,19 @@ def test_signing_snippet_node():
 # only.
 ACL = [
     "user gateway-gwA on >gw-pw resetchannels resetkeys -@all +ping"
-    " +subscribe &wsgate:orders &wsgate:orders:gwA &wsgate:orders:hb:gwA:*"
-    " &wsgate:orders:group:*"
+    " +subscribe &wsgate:orders &wsgate:orders:gwA &wsgate:orders:worker:gwA-*"
+    " &wsgate:orders:hb:gwA:* &wsgate:orders:group:*"
     " +set +del ~wsgate:orders:gw:gwA:*"
-    " (+publish resetchannels &wsgate:events &wsgate:orders:ack:* &wsgate:orders:hb:gwA:*)",
+    " (+publish resetchannels &wsgate:events &wsgate:orders:ack:* &wsgate:orders:hb:gwA:*)"
+    " +time (+hgetall +hset +hdel resetkeys ~wsgate:orders:tombs)"
+    " (+xread resetkeys %R~wsgate:orders:log)",
     "user backend on >be-pw resetchannels resetkeys -@all"
     " +publish &wsgate:orders &wsgate:orders:*",
     "user publisher on >pub-pw resetchannels resetkeys -@all"
     " +publish &wsgate:orders &wsgate:orders:*"
     " (+subscribe resetchannels &wsgate:orders:ack:*)"
-    " (+scan +get %R~wsgate:orders:gw:*)",
+    " (+scan +get %R~wsgate:orders:gw:*)"
+    " (+hgetall resetkeys %R~wsgate:orders:tombs) (+xadd resetkeys %W~wsgate:orders:log)",
 ]
 
 
@@ -378,7 +381,8 @@ def resp(port, user, password, *cmd):
 
 @harness.timeout(60)
 def test_acl_confines_gateways_and_publishers():
-    fl = Fleet(ids=("gwA",), extra=["--order-key", K1], redis_config=ACL,
+    fl = Fleet(ids=("gwA",), extra=["--order-key", K1, "--orders-stream", "wsgate:orders:log"],
+               redis_config=ACL,
                redis_url_of=lambda r, gid: "redis://gateway-%s:gw-pw@127.0.0.1:%d" % (gid, r.port))
     gw = fl.gateways["gwA"]
     pub = "redis://publisher:pub-pw@127.0.0.1:%d" % fl.redis.port
@@ -391,11 +395,14 @@ def test_acl_confines_gateways_and_publishers():
             return loop.run_in_executor(None, lambda: fl.ctl("--redis", pub, *args))
         p = await ctl("gateways")  # SCAN and GET of the heartbeats (SET by the workers)
         assert p.returncode == 0 and "gwA  workers=2" in p.stdout, (p.stdout, p.stderr)
-        p = await ctl("--order-key", K1, "close", "--group", "room:1", "--code", "4001",
-                      "--wait", "5000")
+        # A ban through the stream: XADD, XREAD, HSET and HGETALL within the rules.
+        p = await ctl("--order-key", K1, "--orders-stream", "wsgate:orders:log", "close",
+                      "--group", "room:1", "--code", "4001", "--ttl", "60000", "--wait", "5000")
         assert p.returncode == 0 and "closed 2 of 2" in p.stdout, (p.returncode, p.stdout,
                                                                    p.stderr)
         await assert_closed_with(clients, 4001, "")
+        p = await ctl("tombstones")
+        assert p.returncode == 0 and "group=room:1" in p.stdout, (p.stdout, p.stderr)
         import redis
         backend = redis.Redis(host="127.0.0.1", port=fl.redis.port, username="backend",
                               password="be-pw", socket_timeout=5)
@@ -421,12 +428,52 @@ def test_acl_confines_gateways_and_publishers():
             ("gateway-gwA", "gw-pw", "SUBSCRIBE", "wsgate:events"),
             ("gateway-gwA", "gw-pw", "SET", "wsgate:orders:gw:gwB:1", "{}"),
             ("gateway-gwA", "gw-pw", "GET", "wsgate:orders:gw:gwA:1"),
+            ("gateway-gwA", "gw-pw", "HSET", "elsewhere", "f", "v"),
+            ("gateway-gwA", "gw-pw", "SET", "wsgate:orders:tombs", "v"),
+            ("gateway-gwA", "gw-pw", "XADD", "wsgate:orders:log", "*", "order", "{}"),
+            ("publisher", "pub-pw", "HSET", "wsgate:orders:tombs", "group:x", "{}"),
         ]
         for user, pw, *cmd in denied:
             got = resp(port, user, pw, *cmd)
             assert got.startswith("-NOPERM"), "%s may %r: %s" % (user, cmd, got)
         assert resp(port, "publisher", "pub-pw", "PUBLISH", "wsgate:orders:gwA", "{}") == ":2"
+        # The worker's own channel is granted: subscribed, nothing refused.
+        fams = lb.metrics(gw.admin_port)
+        assert sum(fams["wsgate_redis_worker_channel_refused_total"]["samples"].values()) == 0
         # The worker's heartbeat DEL on the way out is allowed too.
         gw.stop(expect_status=0)
         assert fl.r.keys("wsgate:orders:gw:*") == [], fl.r.keys("*")
+    run(main())
+
+
+@harness.timeout(60)
+def test_acl_from_before_the_worker_channel_still_works():
+    """A gateway upgraded under the README's older ACL, which does not grant
+    <channel>:worker:*: each worker's subscriber is refused that channel once, logs it,
+    counts it and runs on without it; wsgatectl, finding nobody on the worker's channel,
+    publishes a connection's order on the fleet's channel, where it is applied."""
+    old = [ACL[0].replace(" &wsgate:orders:worker:gwA-*", "")] + ACL[1:]
+    assert old[0] != ACL[0]
+    fl = Fleet(ids=("gwA",), extra=["--order-key", K1], redis_config=old,
+               redis_url_of=lambda r, gid: "redis://gateway-%s:gw-pw@127.0.0.1:%d" % (gid, r.port))
+    gw = fl.gateways["gwA"]
+    pub = "redis://publisher:pub-pw@127.0.0.1:%d" % fl.redis.port
+
+    async def main():
+        await until(lambda: gw.log().count("redis refused SUBSCRIBE wsgate:orders:worker:") == 2,
+                    10, "both workers refused their channel")
+        await until(lambda: gw.log().count("redis subscriber up (subscribed) attempts=") == 2,
+                    10, "both subscribers back without it")
+        lb.wait_ready(gw.admin_port)
+        clients = await open_clients(fl, [("gwA", ["room:1"], None)] * 2)
+        loop = asyncio.get_running_loop()
+        p = await loop.run_in_executor(None, lambda: fl.ctl(
+            "--redis", pub, "--order-key", K1, "close", "--conn", clients[0].conn,
+            "--code", "4002", "--wait", "5000"))
+        assert p.returncode == 0 and "closed 1 of 1" in p.stdout, (p.returncode, p.stdout,
+                                                                   p.stderr)
+        await assert_closed_with(clients[:1], 4002, "")
+        await assert_open(clients[1:])
+        fams = lb.metrics(gw.admin_port)
+        assert sum(fams["wsgate_redis_worker_channel_refused_total"]["samples"].values()) == 2
     run(main())

@@ -143,3 +143,58 @@ def test_readme_send_snippet_node():
     assert os.path.isdir(os.path.join(HERE, "node_modules", "ioredis")), \
         "ioredis is not installed: cd tests/integration && npm install"
     check_send_snippet("send-node", "js", lambda code: ["node", "-e", code])
+
+
+def check_stream_snippet(name, lang, argv_of):
+    """A durable order: the snippet XADDs a close order for room:1 (code 4001, an id) to
+    wsgate:orders:log, which the fleet reads with --orders-stream, and PUBLISHes it too.
+    room:1 is closed once (one ack per worker at most, each id applied once), room:2
+    stays open, and every worker read the entry."""
+    code_text = snippet(name, lang)
+    oid, reason = published(code_text)
+    assert oid, "a stream order needs an id:\n" + code_text
+    assert "wsgate:orders:log" in code_text, "no XADD to wsgate:orders:log:\n" + code_text
+    fl = Fleet(flags={"--orders-stream": "wsgate:orders:log"})
+    env = dict(os.environ, WSGATE_REDIS=fl.redis.url,
+               NODE_PATH=os.path.join(HERE, "node_modules"))
+
+    async def main():
+        room1 = await open_clients(fl, [(g, ["room:1"], None) for g in ("gwA", "gwB")] * 2)
+        room2 = await open_clients(fl, [(g, ["room:2"], None) for g in ("gwA", "gwB")] * 2)
+
+        def call():
+            return subprocess.run(argv_of(code_text), stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True, env=env, cwd=HERE, timeout=30)
+        p = await asyncio.get_running_loop().run_in_executor(None, call)
+        assert p.returncode == 0, "%s exited %d\nstdout: %s\nstderr: %s" % (
+            name, p.returncode, p.stdout, p.stderr)
+        assert re.search(r"\b\d{13}-\d+\b", p.stdout), \
+            "%s did not print the stream entry id: %r" % (name, p.stdout)
+        await assert_closed_with(room1, 4001, F.cut_reason(reason))
+        await assert_open(room2, name)
+        import lb
+        await until(lambda: sum(lb.value(lb.metrics(gw.admin_port), "wsgate_stream_orders_total")
+                                for gw in fl.gateways.values()) == fl.workers, 5,
+                    "the entry read by every worker")
+        for c in room1:
+            await until(lambda: fl.listener.events("close", c.conn), 5, "close event")
+            e = fl.listener.events("close", c.conn)
+            assert len(e) == 1 and e[0]["by"] == "order:" + oid, e
+    run(main())
+
+
+@harness.timeout(60)
+def test_readme_stream_snippet_redis_cli():
+    check_stream_snippet("stream-redis-cli", "sh", lambda code: ["bash", "-c", code])
+
+
+@harness.timeout(60)
+def test_readme_stream_snippet_python():
+    check_stream_snippet("stream-python", "python", lambda code: ["/usr/bin/python3", "-c", code])
+
+
+@harness.timeout(60)
+def test_readme_stream_snippet_node():
+    assert os.path.isdir(os.path.join(HERE, "node_modules", "ioredis")), \
+        "ioredis is not installed: cd tests/integration && npm install"
+    check_stream_snippet("stream-node", "js", lambda code: ["node", "-e", code])

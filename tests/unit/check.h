@@ -65,6 +65,7 @@ SUITE(outq);
 SUITE(tls);
 SUITE(registry);
 SUITE(slot);
+SUITE(tomb);
 #undef SUITE
 
 #endif /* WSGATE_TESTS_UNIT_CHECK_H */

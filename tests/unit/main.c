@@ -43,6 +43,7 @@ static const struct {
     {"tls", suite_tls},
     {"registry", suite_registry},
     {"slot", suite_slot},
+    {"tomb", suite_tomb},
     {"chaos", suite_chaos},
 };
 

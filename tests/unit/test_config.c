@@ -287,6 +287,13 @@ static void test_config_rejects_bad_values(void)
         {"--max-send", "0", NULL},
         {"--max-send", "17m", NULL},
         {"--max-send", "big", NULL},
+        {"--orders-stream", "a b", NULL},
+        {"--orders-max-age", "999ms", NULL},
+        {"--orders-max-age", "25h", NULL},
+        {"--orders-dedup-max", "0", NULL},
+        {"--orders-dedup-max", "10000001", NULL},
+        {"--max-tombstones", "-1", NULL},
+        {"--max-tombstones", "10000001", NULL},
         {"--nope", NULL, NULL},
         {"--echo=1", NULL, NULL},
         {"positional", NULL, NULL},
@@ -356,6 +363,25 @@ static void test_config_order_keys_and_their_twin(void)
     CHECK(parse(&c, two, env) == 0 && c.order_keys.n == 2);
     CHECK(strcmp(c.order_keys.keys[0].kid, "k1") == 0);
     CHECK(parse(&c, ages, NULL) == 0 && c.order_max_age_ms == 300000 && c.order_replay_max == 10);
+}
+
+static void test_config_orders_stream_and_tombstones(void)
+{
+    struct config c;
+    char *none[] = {A("wsgate"), NULL};
+    char *all[] = {A("wsgate"),           A("--orders-stream"),    A("wsgate:orders:log"),
+                   A("--orders-max-age"), A("2m"),                 A("--orders-dedup-max"),
+                   A("50"),               A("--max-tombstones"),   A("0"),
+                   NULL};
+    char *env[] = {A("WSGATE_ORDERS_STREAM=s1"), A("WSGATE_MAX_TOMBSTONES=7"), NULL};
+
+    CHECK(parse(&c, none, NULL) == 0 && c.orders_stream[0] == '\0');
+    CHECK(c.orders_max_age_ms == 60000 && c.orders_dedup_max == 100000 &&
+          c.max_tombstones == 100000);
+    CHECK(parse(&c, all, NULL) == 0 && strcmp(c.orders_stream, "wsgate:orders:log") == 0);
+    CHECK(c.orders_max_age_ms == 120000 && c.orders_dedup_max == 50 && c.max_tombstones == 0);
+    CHECK(parse(&c, none, env) == 0 && strcmp(c.orders_stream, "s1") == 0 &&
+          c.max_tombstones == 7);
 }
 
 /* Bad keys are refused before start, and the message never shows a secret. */
@@ -803,6 +829,7 @@ void suite_config(void)
     test_config_rejects_bad_values();
     test_config_rejects_bad_env();
     test_config_order_keys_and_their_twin();
+    test_config_orders_stream_and_tombstones();
     test_config_refuses_bad_order_keys_quietly();
     test_config_help();
     test_config_units();

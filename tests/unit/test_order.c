@@ -73,6 +73,18 @@ static const struct {
     {"{\"op\":\"leave\",\"groups\":[\"g\"]}", "target"},
     {"{\"op\":\"leave\",\"all\":true,\"groups\":[\"g\"],\"code\":4000}", "op"},
     {"{\"op\":\"kick\",\"all\":true}", "op"},
+    {"{\"conn\":\"a\",\"ttl_ms\":1000}", "ttl"},
+    {"{\"all\":true,\"ttl_ms\":1000}", "ttl"},
+    {"{\"group\":\"g\",\"ttl_ms\":86400001}", "ttl"},
+    {"{\"group\":\"g\",\"ttl_ms\":-1}", "ttl"},
+    {"{\"group\":\"g\",\"ttl_ms\":1.5}", "type"},
+    {"{\"group\":\"g\",\"ttl_ms\":null}", "type"},
+    {"{\"op\":\"send\",\"group\":\"g\",\"text\":\"a\",\"ttl_ms\":5}", "op"},
+    {"{\"op\":\"unban\",\"conn\":\"a\"}", "target"},
+    {"{\"op\":\"unban\",\"all\":true}", "target"},
+    {"{\"op\":\"unban\",\"group\":\"g\",\"ttl_ms\":5}", "op"},
+    {"{\"op\":\"unban\",\"group\":\"g\",\"code\":4000}", "op"},
+    {"{\"op\":\"unban\",\"group\":\"g\",\"dry_run\":true}", "op"},
     {"", "json"},
     {"{", "json"},
     {"{\"all\":true}x", "json"},
@@ -442,6 +454,7 @@ static void check_same(const struct order *a, const struct order *b)
     CHECK(a->binary == b->binary && a->payload_len == b->payload_len);
     CHECK(a->payload_len == 0 || memcmp(a->payload, b->payload, a->payload_len) == 0);
     CHECK(a->ngroups == b->ngroups);
+    CHECK(a->ttl_ms == b->ttl_ms);
     for (size_t i = 0; i < a->ngroups && i < b->ngroups; i++)
         CHECK(strcmp(a->groups[i], b->groups[i]) == 0);
 }
@@ -464,6 +477,9 @@ static void test_order_round_trip(void)
         "{\"op\":\"drain\",\"gateway\":\"gw2\",\"reason\":\"deploy\",\"spread_ms\":1000,"
         "\"id\":\"d\",\"reply_to\":\"r\"}",
         "{\"op\":\"drain\",\"gateway\":\"gw2\"}",
+        "{\"group\":\"user:alice\",\"code\":4403,\"reason\":\"revoked\",\"ttl_ms\":86400000,"
+        "\"ts\":1700000000000,\"id\":\"b1\"}",
+        "{\"op\":\"unban\",\"group\":[\"user:alice\",\"room:1\"],\"id\":\"u1\"}",
     };
 
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
