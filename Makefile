@@ -9,7 +9,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 BUILD   ?= build
 
-PKGS_LIBS := libevent hiredis jansson openssl libjwt
+PKGS_LIBS := libevent hiredis jansson openssl libjwt zlib
 
 # --version prints these: the release and the git revision the binary was built from.
 VERSION := 0.4.0
@@ -43,7 +43,7 @@ WORKER_SRC := $(sort $(wildcard worker/*.c))
 WSGATE_SRC := gateway/wsgate.c gateway/master.c
 CTL_SRC    := gateway/wsgatectl.c
 UNIT_SRC   := $(sort $(wildcard tests/unit/*.c))
-BENCH_SRC  := $(sort $(wildcard tests/bench/*.c))
+BENCH_SRC  := tests/bench/wsload.c
 FUZZ_SRC   := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
@@ -100,6 +100,11 @@ $(BUILD)/wsload: $(call obj,$(BENCH_SRC)) $(COMMON_OBJ)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
+# The benchmarks' Redis publisher and subscriber (tests/bench/wsredis.c), libc only.
+$(BUILD)/wsredis: $(BUILD)/tests/bench/wsredis.o
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^
+
 # libFuzzer targets for common/'s parsers, built with clang and its sanitizers.
 FUZZ_CC    ?= clang
 FUZZ_FLAGS := -std=c11 -g -O1 -D_GNU_SOURCE -I. -fsanitize=fuzzer,address,undefined \
@@ -120,7 +125,7 @@ $(BUILD)/unit_tests: $(UNIT_OBJ) $(COMMON_OBJ) $(BUILD)/worker/outq.o $(BUILD)/w
 	$(Q)$(CC) $(ALL_LDFLAGS) $(CHAOS_WRAP) -o $@ $^ $(PKG_LIBS)
 
 -include $(COMMON_OBJ:.o=.d) $(WORKER_OBJ:.o=.d) $(WSGATE_OBJ:.o=.d) $(CTL_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) \
-         $(patsubst %.c,$(BUILD)/%.d,$(BENCH_SRC))
+         $(patsubst %.c,$(BUILD)/%.d,$(BENCH_SRC) tests/bench/wsredis.c)
 
 clean:
 	rm -rf build
@@ -132,7 +137,7 @@ install: $(PROGS)
 # --- packages -------------------------------------------------------------------------------
 # Debian packages the build needs, and the ones the tests add. A missing one is installed with
 # apt-get when we are root; otherwise the exact command to run is printed and make stops.
-DEB_BUILD := gcc make pkg-config libevent-dev libhiredis-dev libjansson-dev libssl-dev libjwt-dev \
+DEB_BUILD := gcc make pkg-config libevent-dev libhiredis-dev libjansson-dev libssl-dev libjwt-dev zlib1g-dev \
              redis-server
 DEB_TEST  := python3 python3-websockets python3-redis chromium haproxy nginx-light procps openssl \
              iproute2 python3-yaml clang libclang-rt-14-dev strace libnginx-mod-stream python3-jwt \
@@ -186,7 +191,7 @@ unit: check-layout
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 build/asan/unit_tests
 
 test: deps-test deps-bench
-	@$(MAKE) --no-print-directory all $(BUILD)/wsload $(FUZZ_BINS)
+	@$(MAKE) --no-print-directory all $(BUILD)/wsload $(BUILD)/wsredis $(FUZZ_BINS)
 	@$(MAKE) --no-print-directory SANITIZE=1 build/asan/wsgate
 	@tests/run-all.sh $(BUILD)
 
@@ -207,11 +212,11 @@ deps-bench: deps
 	  npm install --no-audit --no-fund --silent; }
 
 bench: deps-test deps-bench
-	@$(MAKE) --no-print-directory all $(BUILD)/wsload
+	@$(MAKE) --no-print-directory all $(BUILD)/wsload $(BUILD)/wsredis
 	/usr/bin/python3 tests/bench/bench.py --build $(BUILD) --out tests/bench/results
 
 bench-smoke: deps-test deps-bench
-	@$(MAKE) --no-print-directory all $(BUILD)/wsload
+	@$(MAKE) --no-print-directory all $(BUILD)/wsload $(BUILD)/wsredis
 	/usr/bin/python3 tests/bench/bench.py --build $(BUILD) --smoke --out $(BUILD)/bench-smoke
 
 # 1 000 000 idle connections against one gateway (52 workers) on this machine: about 12 GB

@@ -871,6 +871,26 @@ static int set_max_send(struct config *c, const char *v, char *err, size_t errle
     return 0;
 }
 
+static int set_deflate(struct config *c, const char *v, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    c->deflate = v != NULL;
+    return 0;
+}
+
+/* 0 compresses everything; a message under the size goes uncompressed (RSV1 clear),
+ * which RFC 7692 §6 allows: deflate costs more than it saves on a few bytes. */
+static int set_deflate_min_size(struct config *c, const char *v, char *err, size_t errlen)
+{
+    uint64_t n;
+
+    if (config_parse_size(v, &n) < 0 || n > 16ull * 1024 * 1024)
+        return bad(err, errlen, "deflate-min-size", v, "expected a size from 0 to 16m");
+    c->deflate_min_size = n;
+    return 0;
+}
+
 static const struct flag flags[] = {
     {"listen", F_VALUE, set_listen},
     {"workers", F_VALUE, set_workers},
@@ -931,6 +951,8 @@ static const struct flag flags[] = {
     {"orders-max-age", F_VALUE, set_orders_max_age},
     {"orders-dedup-max", F_VALUE, set_orders_dedup_max},
     {"max-tombstones", F_VALUE, set_max_tombstones},
+    {"deflate", F_BOOL, set_deflate},
+    {"deflate-min-size", F_VALUE, set_deflate_min_size},
 };
 
 #define NFLAGS (sizeof(flags) / sizeof(flags[0]))
@@ -1057,6 +1079,10 @@ static const char usage[] =
     "  --max-tombstones N       tombstones (close orders with ttl_ms) a worker holds; more\n"
     "                           are not held (counted); 0 turns tombstones off\n"
     "                           (default 100000)\n"
+    "  --deflate                permessage-deflate (RFC 7692) for clients that offer it:\n"
+    "                           a pushed message is compressed once for all of them\n"
+    "                           (default: off)\n"
+    "  --deflate-min-size SIZE  messages under this go uncompressed (default 256)\n"
     "  --help                   this text\n"
     "  --version                the version and the git revision it was built from\n"
     "\n"
@@ -1118,6 +1144,8 @@ void config_defaults(struct config *c)
     c->orders_max_age_ms = 60000;
     c->orders_dedup_max = 100000;
     c->max_tombstones = 100000;
+    c->deflate = false;
+    c->deflate_min_size = 256;
 }
 
 bool config_query_groups(const struct config *c)

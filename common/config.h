@@ -78,6 +78,8 @@ struct config {
     uint64_t max_pending;  /* per worker: bytes held in partly received messages */
     uint32_t max_jobs;     /* close and send jobs running or waiting at once per worker */
     uint64_t max_send;     /* largest send order payload, in bytes after base64 decoding */
+    bool deflate;              /* --deflate: permessage-deflate for clients that offer it */
+    uint64_t deflate_min_size; /* messages under this many bytes go uncompressed */
     char inbound_channel[128];    /* --inbound publish: PUBLISHed here */
     char inbound_stream[128];     /* --inbound stream: XADDed here */
     uint64_t inbound_maxlen;      /* the stream is trimmed to about this many entries */

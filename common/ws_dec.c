@@ -53,11 +53,20 @@ static ssize_t check_head(struct ws_dec *d)
 {
     uint8_t b0 = d->field[0], b1 = d->field[1];
 
-    d->fin = (uint8_t)(b0 >> 7);
+    d->bits = (uint8_t)((d->bits & ~(WS_DEC_B_FIN | WS_DEC_B_RSV1)) | (b0 >> 7) |
+                        (b0 & 0x40 ? WS_DEC_B_RSV1 : 0));
     d->opcode = b0 & 0x0f;
     d->remaining = b1 & 0x7f;
-    if (b0 & 0x70) /* no extension is ever negotiated */
-        return fail(d, 1002, "RSV bit set");
+    if (b0 & 0x30) /* RSV2 and RSV3: no extension that uses them is negotiated */
+        return fail(d, 1002, "RSV2 or RSV3 set");
+    if (b0 & 0x40) { /* RSV1: permessage-deflate's "compressed" bit, RFC 7692 §6 */
+        if (ws_dec_deflate(d) == 0)
+            return fail(d, 1002, "RSV1 set without permessage-deflate");
+        if (d->opcode == WS_OP_CONT)
+            return fail(d, 1002, "RSV1 set on a continuation frame");
+        if (is_control(d->opcode))
+            return fail(d, 1002, "RSV1 set on a control frame");
+    }
     switch (d->opcode) {
     case WS_OP_CONT:
         if (d->msg_opcode == 0)
@@ -72,7 +81,7 @@ static ssize_t check_head(struct ws_dec *d)
     case WS_OP_PING:
     case WS_OP_PONG:
         /* §5.5: control frames are never fragmented and carry at most 125 bytes */
-        if (!d->fin)
+        if (!(d->bits & WS_DEC_B_FIN))
             return fail(d, 1002, "fragmented control frame");
         if (d->remaining > 125)
             return fail(d, 1002, "control frame longer than 125 bytes");
@@ -93,12 +102,18 @@ static ssize_t start_frame(struct ws_dec *d)
 {
     if (is_control(d->opcode))
         return 0;
+    uint64_t max = d->max_message;
+
     if (d->opcode != WS_OP_CONT) {
         d->msg_opcode = d->opcode;
         d->msg_len = 0;
         d->utf8 = UTF8_ACCEPT;
+        d->bits = (uint8_t)((d->bits & ~WS_DEC_B_ZMSG) |
+                            (d->bits & WS_DEC_B_RSV1 ? WS_DEC_B_ZMSG : 0));
     }
-    if (d->remaining > d->max_message - d->msg_len)
+    if (d->bits & WS_DEC_B_ZMSG) /* its inflated size is the caller's to check */
+        max = max > UINT64_MAX / 2 ? UINT64_MAX : max + WS_DEC_ZSLACK(max);
+    if (d->remaining > max - d->msg_len)
         return fail(d, 1009, "message too big");
     return 0;
 }
@@ -156,9 +171,10 @@ static ssize_t payload(struct ws_dec *d, uint8_t *buf, size_t len, struct ws_dec
         out->msg_end = out->frame_end;
     } else {
         out->opcode = d->msg_opcode;
-        out->msg_end = out->frame_end && d->fin;
+        out->msg_end = out->frame_end && (d->bits & WS_DEC_B_FIN);
+        out->compressed = (d->bits & WS_DEC_B_ZMSG) != 0;
         d->msg_len += n;
-        if (d->msg_opcode == WS_OP_TEXT) {
+        if (d->msg_opcode == WS_OP_TEXT && !out->compressed) {
             d->utf8 = utf8_feed(d->utf8, buf, n, NULL);
             if (d->utf8 == UTF8_REJECT)
                 return fail(d, 1007, "invalid UTF-8 in text message");
@@ -171,6 +187,7 @@ static ssize_t payload(struct ws_dec *d, uint8_t *buf, size_t len, struct ws_dec
         if (out->msg_end && !control) {
             d->msg_opcode = 0;
             d->msg_len = 0; /* d->utf8 is ACCEPT here, or we failed above */
+            d->bits &= (uint8_t)~WS_DEC_B_ZMSG;
         }
     }
     return (ssize_t)n;
@@ -223,6 +240,13 @@ ssize_t ws_dec_feed(struct ws_dec *d, uint8_t *buf, size_t len, struct ws_dec_ou
         return fail(d, 1002, "corrupt decoder state");
     }
     return p - buf;
+}
+
+void ws_dec_set_deflate(struct ws_dec *d, unsigned wbits)
+{
+    unsigned v = wbits >= 9 && wbits <= 15 ? wbits - 8 : 0;
+
+    d->bits = (uint8_t)((d->bits & 0x0f) | v << 4);
 }
 
 bool ws_dec_is_idle(const struct ws_dec *d)

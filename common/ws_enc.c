@@ -9,7 +9,7 @@
 /* RFC 6455 §5.2: 7-bit length, or 126 + 16 bits, or 127 + 64 bits; no mask bit. */
 size_t ws_enc_header(uint8_t out[WS_FRAME_HDR_MAX], unsigned opcode, bool fin, uint64_t len)
 {
-    out[0] = (uint8_t)((fin ? 0x80u : 0u) | (opcode & 0x0fu));
+    out[0] = (uint8_t)((fin ? 0x80u : 0u) | (opcode & (WS_ENC_RSV1 | 0x0fu)));
     if (len < 126) {
         out[1] = (uint8_t)len;
         return 2;

@@ -10,9 +10,13 @@
 #define WS_FRAME_HDR_MAX   10  /* 2 + 8-byte extended length */
 #define WS_CLOSE_FRAME_MAX 127 /* 2-byte header + 125-byte payload */
 
+/* Or'ed into a data opcode: the frame carries RSV1, a compressed message's first
+ * frame (permessage-deflate, RFC 7692 §6). */
+#define WS_ENC_RSV1 0x40u
+
 /*
- * Writes the header of a frame with opcode (WS_OP_*), the FIN bit and a payload of
- * len bytes into out. Returns the header length (2, 4 or 10).
+ * Writes the header of a frame with opcode (WS_OP_*, with WS_ENC_RSV1 or not), the
+ * FIN bit and a payload of len bytes into out. Returns the header length (2, 4 or 10).
  */
 size_t ws_enc_header(uint8_t out[WS_FRAME_HDR_MAX], unsigned opcode, bool fin, uint64_t len);
 

@@ -458,6 +458,20 @@ const char *ws_hs_header(const struct ws_hs *h, const char *name)
     return v;
 }
 
+size_t ws_hs_header_all(const struct ws_hs *h, const char *name, const char **v, size_t max)
+{
+    size_t i, n = 0;
+
+    for (i = 0; i < h->nheaders; i++) {
+        if (strcasecmp(h->headers[i].name, name) != 0)
+            continue;
+        if (n < max)
+            v[n] = h->headers[i].value;
+        n++;
+    }
+    return n;
+}
+
 const char *ws_hs_param(const struct ws_hs *h, const char *key, size_t idx)
 {
     size_t i;

@@ -87,6 +87,12 @@ bool ws_hs_has_request_line(const struct ws_hs *h);
 /* The first value of header name (case-insensitive), or NULL. Valid after a verdict. */
 const char *ws_hs_header(const struct ws_hs *h, const char *name);
 
+/* The values of every header line named name (case-insensitive), in order, into
+ * v[0..max); returns how many there are (more than max: only max are written).
+ * Borrowed, valid after a verdict. Repeated lines of a list header combine (RFC 7230
+ * §3.2.2): Sec-WebSocket-Extensions may come so. */
+size_t ws_hs_header_all(const struct ws_hs *h, const char *name, const char **v, size_t max);
+
 /*
  * The idx-th query parameter named key (0 for the first), or NULL.
  */

@@ -129,6 +129,49 @@ static void gauge(struct text *t, const char *name, const char *help, uint64_t v
     text_printf(t, "wsgate_%s %llu\n", name, (unsigned long long)v);
 }
 
+/* permessage-deflate (--deflate, worker/deflate.h). */
+static void deflate_metrics(const struct shm *s, struct text *t)
+{
+    counter(t, "deflate_negotiated_total", "Upgrades that negotiated permessage-deflate.",
+            SUM(deflate.negotiated));
+    counter(t, "deflate_declined_total",
+            "Upgrades that offered permessage-deflate with parameters that cannot be honoured: "
+            "answered without the extension.",
+            SUM(deflate.declined));
+    counter(t, "deflate_malformed_total",
+            "Upgrades with a Sec-WebSocket-Extensions line out of grammar (the line is ignored).",
+            SUM(deflate.malformed));
+    counter(t, "deflate_compressed_messages_total",
+            "Messages compressed: once per send order and window size per worker, or per echo.",
+            SUM(deflate.compressed));
+    counter(t, "deflate_compressed_bytes_in_total", "Bytes of those messages before compression.",
+            SUM(deflate.bytes_before));
+    counter(t, "deflate_compressed_bytes_out_total", "Bytes of those messages after compression.",
+            SUM(deflate.bytes_after));
+    counter(t, "deflate_sent_total",
+            "Compressed frames written or queued to clients, one per recipient.",
+            SUM(deflate.sent));
+    metric_head(t, "deflate_uncompressed_total", "counter",
+                "Messages for clients that negotiated permessage-deflate sent uncompressed: "
+                "under --deflate-min-size, not made smaller, or no memory for compression.");
+    KEYED("deflate_uncompressed_total", "reason", deflate_plain_keys, DEFLATE_PLAIN_KEYS,
+          deflate.plain);
+    counter(t, "deflate_inflated_messages_total", "Compressed client messages inflated whole.",
+            SUM(deflate.inflated));
+    counter(t, "deflate_inflated_bytes_in_total", "Compressed bytes received from clients.",
+            SUM(deflate.inflated_in));
+    counter(t, "deflate_inflated_bytes_out_total", "Bytes the whole messages inflated to.",
+            SUM(deflate.inflated_out));
+    counter(t, "deflate_inflate_errors_total",
+            "Connections closed with 1007: bad deflate data, or not UTF-8 once inflated.",
+            SUM(deflate.inflate_errors));
+    counter(t, "deflate_bombs_refused_total",
+            "Connections closed with 1009: a compressed message inflated past --max-message.",
+            SUM(deflate.bombs));
+    gauge(t, "deflate_compressor_bytes", "Memory of the workers' compressors (workers running).",
+          live_sum(s, offsetof(struct shm_worker, deflate.zip_bytes)));
+}
+
 /* A counter with one sample per Redis link. */
 static void link_counter(struct text *t, const char *name, const char *help, uint64_t sub,
                          uint64_t pub)
@@ -354,6 +397,7 @@ static void metrics(const struct worker *w, struct text *t)
             "have taken their output past --max-outbound.",
             SUM(push.dropped));
     push_histogram(s, t);
+    deflate_metrics(s, t);
     counter(t, "slow_consumer_closes_total",
             "Connections closed with 1013: output over --max-outbound, or still queued at the "
             "keepalive timeout.",

@@ -10,8 +10,10 @@
 #include "common/order.h"
 #include "common/order_sig.h"
 #include "common/seen.h"
+#include "common/ws_dec.h"
 #include "common/ws_enc.h"
 #include "worker/conn.h"
+#include "worker/deflate.h"
 #include "worker/outq.h"
 #include "worker/redis.h"
 #include "worker/tombs.h"
@@ -48,6 +50,10 @@ struct job {
     uint32_t start;     /* worker_now() when it started */
     uint64_t t0_us;     /* when the order arrived (mono_us), for the delivery histogram */
     struct outq_frame *frame; /* send: the message as it goes on the wire, one reference */
+    struct outq_frame *zframe[8]; /* send: its compressed twins by window bits - 8, one
+                                     reference each, made for the first recipient of
+                                     that window (permessage-deflate, deflate.h) */
+    uint8_t zplain;           /* windows (bit wbits - 8) that get the plain frame instead */
     struct job **owner;       /* cleared when the job ends */
 };
 
@@ -213,7 +219,9 @@ static void job_free(struct job *j)
     }
     if (j->ev != NULL)
         event_free(j->ev);
-    outq_frame_unref(j->frame);
+    for (size_t i = 0; i < sizeof(j->zframe) / sizeof(j->zframe[0]); i++)
+        outq_frame_unref(j->zframe[i]);
+    outq_frame_unref(j->frame); /* after its twins: they hold references to it */
     order_cleanup(&j->o);
     free(j->seqs);
     free(j->due);
@@ -265,6 +273,29 @@ static void job_done(struct job *j)
 }
 
 /*
+ * The frame for c: the plain one, or for a client that negotiated permessage-deflate
+ * the compressed twin for its window, made once per job and window (the first such
+ * recipient pays for the compression, the others share it).
+ */
+static struct outq_frame *job_frame(struct job *j, struct conn *c)
+{
+    unsigned wbits = ws_dec_deflate(&c->dec);
+
+    if (wbits == 0 || (j->zplain & (1u << (wbits - 8))))
+        return j->frame;
+    if (j->zframe[wbits - 8] == NULL) {
+        j->zframe[wbits - 8] = deflate_frame(j->w, wbits, j->frame,
+                                             j->frame->len - j->o.payload_len,
+                                             j->o.binary ? WS_OP_BINARY : WS_OP_TEXT);
+        if (j->zframe[wbits - 8] == NULL) { /* small, incompressible, or no memory */
+            j->zplain |= (uint8_t)(1u << (wbits - 8));
+            return j->frame;
+        }
+    }
+    return j->zframe[wbits - 8];
+}
+
+/*
  * Applies j to its due connections from j->next on, at most limit of them (a gone
  * connection counts too), and returns how many it took: each open one is closed, or
  * gets the frame. A spread job stops at the first connection not due yet.
@@ -274,6 +305,7 @@ static size_t job_batch(struct job *j, size_t limit)
     struct worker *w = j->w;
     uint32_t elapsed = worker_now(w) - j->start;
     size_t batch = 0;
+    struct outq_frame *f;
 
     while (j->next < j->n && batch < limit) {
         struct conn *c = registry_find_seq(&w->reg, j->seqs[j->next]);
@@ -288,9 +320,12 @@ static size_t job_batch(struct job *j, size_t limit)
                 j->done++;
             continue;
         }
-        switch (conn_send_shared(c, j->frame)) {
+        f = job_frame(j, c);
+        switch (conn_send_shared(c, f)) {
         case CONN_PUSH_SENT:
             j->done++;
+            if (f != j->frame)
+                w->slot->deflate.sent++;
             break;
         case CONN_PUSH_SLOW:
             j->dropped++;

@@ -15,6 +15,8 @@
 #include "common/ws_close.h"
 #include "common/ws_enc.h"
 #include "common/ws_hs.h"
+#include "common/ws_zip.h"
+#include "worker/deflate.h"
 #include "worker/hooks.h"
 #include "worker/inbound.h"
 #include "worker/io.h"
@@ -126,6 +128,10 @@ static void conn_free_msg(struct conn *c)
 {
     if (c->msg != NULL) {
         c->w->pending_bytes -= c->msg->cap;
+        if (c->msg->unzip != NULL) {
+            ws_unzip_free(c->msg->unzip);
+            c->w->pending_bytes -= WS_UNZIP_COST;
+        }
         free(c->msg);
         c->msg = NULL;
     }
@@ -605,18 +611,31 @@ static void conn_uncork(struct conn *c)
         conn_write(c, NULL, 0, OUTQ_CTRL, NULL);
 }
 
+/* One frame of its own; a data message to a client that negotiated permessage-deflate
+ * goes compressed (deflate.h says when not). */
 static int conn_send_frame(struct conn *c, unsigned opcode, const uint8_t *p, size_t len)
 {
     uint8_t hdr[WS_FRAME_HDR_MAX];
     struct iovec iov[2];
+    bool data = opcode == WS_OP_TEXT || opcode == WS_OP_BINARY;
+    unsigned wbits = ws_dec_deflate(&c->dec);
 
+    if (data && wbits != 0) {
+        const uint8_t *body;
+        ssize_t n = deflate_body(c->w, wbits, p, len, &body);
+        if (n >= 0) { /* the body is copied or written before anything else compresses */
+            p = body;
+            len = (size_t)n;
+            opcode |= WS_ENC_RSV1;
+            c->w->slot->deflate.sent++;
+        }
+    }
     iov[0].iov_base = hdr;
     iov[0].iov_len = ws_enc_header(hdr, opcode, true, len);
     iov[1].iov_base = (void *)(uintptr_t)p;
     iov[1].iov_len = len;
     c->w->slot->st.msgs_out++;
-    return conn_send(c, iov, len > 0 ? 2 : 1,
-                     opcode == WS_OP_TEXT || opcode == WS_OP_BINARY ? OUTQ_DATA : OUTQ_CTRL);
+    return conn_send(c, iov, len > 0 ? 2 : 1, data ? OUTQ_DATA : OUTQ_CTRL);
 }
 
 /* Queues our close frame; the caller decides what happens after it is flushed. */
@@ -772,6 +791,7 @@ static void conn_upgrade(struct conn *c)
     char resp[1024], extra[512], id[CONN_ID_MAX], remote[CONN_REMOTE_MAX];
     struct iovec iov;
     size_t n;
+    int len;
     int status;
     const char *why = NULL;
 
@@ -781,7 +801,9 @@ static void conn_upgrade(struct conn *c)
         conn_refuse(c, status, why);
         return;
     }
-    snprintf(extra, sizeof(extra), "X-Wsgate-Conn: %s\r\n", id);
+    len = snprintf(extra, sizeof(extra), "X-Wsgate-Conn: %s\r\n", id);
+    if (c->w->cfg->deflate && len > 0 && (size_t)len < sizeof(extra))
+        deflate_negotiate(c->w, c, c->hs, extra + len, sizeof(extra) - (size_t)len);
     n = ws_hs_response_101(c->hs, extra, resp, sizeof(resp));
     conn_hs_free(c);
     if (n == 0) {
@@ -972,16 +994,16 @@ static bool pending_take(struct worker *w, size_t n)
 
 /*
  * Makes room in c->msg for add more bytes. The buffer grows at once to what the
- * current frame needs (its header gave the length), and by half at least, so many
+ * current frame needs (ahead: its bytes still to come), and by half at least, so many
  * small fragments cost few copies; never past --max-message, nor past what the frame
  * needs when the budget is short. Returns 0, 1 when the budget is full, -1 when
  * memory runs out.
  */
-static int conn_msg_reserve(struct conn *c, size_t add)
+static int conn_msg_reserve(struct conn *c, size_t add, uint64_t ahead)
 {
     struct worker *w = c->w;
     size_t len = c->msg != NULL ? c->msg->len : 0, cap = c->msg != NULL ? c->msg->cap : 0;
-    uint64_t frame = (uint64_t)len + add + c->dec.remaining; /* <= --max-message */
+    uint64_t frame = (uint64_t)len + add + ahead; /* <= --max-message */
     uint64_t want = cap + cap / 2;
     struct msgbuf *m;
 
@@ -1003,11 +1025,107 @@ static int conn_msg_reserve(struct conn *c, size_t add)
         w->pending_bytes -= (size_t)want - cap;
         return -1;
     }
-    if (c->msg == NULL)
+    if (c->msg == NULL) {
         m->len = 0;
+        m->unzip = NULL;
+    }
     m->cap = (size_t)want;
     c->msg = m;
     return 0;
+}
+
+/* The inflater of a compressed message, made at its first frame (in a msgbuf of cap 0
+ * until inflated bytes are kept). NULL when c was closed. */
+static struct ws_unzip *conn_unzip(struct conn *c, unsigned opcode)
+{
+    struct worker *w = c->w;
+    struct ws_unzip *u;
+
+    if (c->msg != NULL && c->msg->unzip != NULL)
+        return c->msg->unzip;
+    if (!pending_take(w, WS_UNZIP_COST)) {
+        conn_busy(c);
+        return NULL;
+    }
+    u = ws_unzip_new(w->cfg->max_message, opcode == WS_OP_TEXT);
+    if (u != NULL && c->msg == NULL) {
+        c->msg = malloc(sizeof(*c->msg));
+        if (c->msg != NULL)
+            c->msg->len = c->msg->cap = 0;
+    }
+    if (u == NULL || c->msg == NULL) {
+        ws_unzip_free(u);
+        w->pending_bytes -= WS_UNZIP_COST;
+        conn_fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+        return NULL;
+    }
+    c->msg->unzip = u;
+    return u;
+}
+
+/*
+ * A piece of a compressed message (permessage-deflate): inflated as it comes, in
+ * pieces of DEFLATE_PIECE bytes, each checked (ws_zip.h: UTF-8, --max-message) before
+ * it is kept (echo, publish, stream) or dropped; the inflater goes with the message.
+ */
+static void conn_on_zdata(struct conn *c, const struct ws_dec_out *o)
+{
+    struct worker *w = c->w;
+    bool keep = w->cfg->inbound != CONFIG_INBOUND_DROP;
+    struct ws_unzip *u = conn_unzip(c, o->opcode);
+    uint8_t *piece = deflate_piece(w);
+    struct msgbuf *m;
+    const char *why;
+    unsigned code;
+    ssize_t n;
+    int r;
+
+    if (u == NULL)
+        return;
+    if (piece == NULL) {
+        conn_fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+        return;
+    }
+    w->slot->deflate.inflated_in += o->len;
+    ws_unzip_input(u, o->data, o->len, o->msg_end);
+    while ((n = ws_unzip_output(u, piece, DEFLATE_PIECE)) > 0) {
+        if (!keep)
+            continue;
+        r = conn_msg_reserve(c, (size_t)n, 0);
+        if (r > 0) {
+            conn_busy(c);
+            return;
+        }
+        if (r < 0) {
+            conn_fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+            return;
+        }
+        memcpy(c->msg->data + c->msg->len, piece, (size_t)n);
+        c->msg->len += (size_t)n;
+    }
+    if (n < 0) {
+        code = ws_unzip_error(u, &why);
+        if (code == WS_CLOSE_TOO_BIG)
+            w->slot->deflate.bombs++;
+        else if (code == WS_CLOSE_INVALID_DATA)
+            w->slot->deflate.inflate_errors++;
+        conn_fail(c, code, why);
+        return;
+    }
+    if (!o->msg_end)
+        return;
+    w->slot->deflate.inflated++;
+    w->slot->deflate.inflated_out += ws_unzip_total(u);
+    m = c->msg;
+    c->msg = NULL;
+    ws_unzip_free(u);
+    w->pending_bytes -= WS_UNZIP_COST;
+    if (keep)
+        conn_deliver(c, o->opcode, m->data, m->len);
+    else
+        w->slot->inbound.dropped[INBOUND_DROP_MODE]++;
+    w->pending_bytes -= m->cap;
+    free(m);
 }
 
 static void conn_on_data(struct conn *c, const struct ws_dec_out *o)
@@ -1020,6 +1138,10 @@ static void conn_on_data(struct conn *c, const struct ws_dec_out *o)
         w->slot->st.msgs_in++;
     if (c->state != CONN_OPEN)
         return;
+    if (o->compressed) {
+        conn_on_zdata(c, o);
+        return;
+    }
     if (w->cfg->inbound == CONFIG_INBOUND_DROP) {
         if (o->msg_end)
             w->slot->inbound.dropped[INBOUND_DROP_MODE]++;
@@ -1030,7 +1152,7 @@ static void conn_on_data(struct conn *c, const struct ws_dec_out *o)
         return;
     }
     if (o->len > 0) {
-        r = conn_msg_reserve(c, o->len);
+        r = conn_msg_reserve(c, o->len, c->dec.remaining);
         if (r > 0) {
             conn_busy(c);
             return;

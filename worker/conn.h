@@ -48,9 +48,14 @@ enum conn_state {
 #define CONN_PAUSE_OUTPUT  0x01 /* output over its high mark: the client is not reading */
 #define CONN_PAUSE_INBOUND 0x02 /* its messages wait for Redis (inbound.h): on TL_PAUSED */
 
+struct ws_unzip;
+
 /* A data message being received (echo, publish and stream modes), counted in the
- * worker's --max-pending. */
+ * worker's --max-pending; for a compressed message (permessage-deflate) also its
+ * inflater, counted there too (WS_UNZIP_COST), with cap 0 when the message is not
+ * kept (drop mode). */
 struct msgbuf {
+    struct ws_unzip *unzip; /* owned: the inflater of a compressed message, or NULL */
     size_t len;
     size_t cap;
     uint8_t data[];

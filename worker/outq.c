@@ -33,6 +33,7 @@ struct outq_frame *outq_frame_new(size_t len)
     f->done = NULL;
     f->arg = NULL;
     f->stamp = 0;
+    f->base = NULL;
     return f;
 }
 
@@ -44,11 +45,15 @@ struct outq_frame *outq_frame_ref(struct outq_frame *f)
 
 void outq_frame_unref(struct outq_frame *f)
 {
+    struct outq_frame *base;
+
     if (f == NULL || --f->refcnt > 0)
         return;
     if (f->done != NULL)
         f->done(f);
+    base = f->base;
     free(f);
+    outq_frame_unref(base); /* a twin's base: at most one level */
 }
 
 size_t outq_cost(size_t len)

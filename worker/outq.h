@@ -22,13 +22,19 @@
  * outq_frame_unref(). Its bytes are what goes on the wire, never changed once queued.
  * The last reference goes when every queue has written (or dropped) its copy: done,
  * when set, is called then, just before the free, with arg and stamp as the caller
- * left them (apply.c times deliveries so). */
+ * left them (apply.c times deliveries so).
+ *
+ * A frame may be another's twin: the same message in another form (compressed with
+ * permessage-deflate, worker/deflate.h) for the recipients that take it. The twin
+ * holds a reference to the frame it was made from (base), dropped when the twin is
+ * freed, so the base's done runs once every copy of either form has left. */
 struct outq_frame {
     uint32_t refcnt;
     size_t len;
     void (*done)(struct outq_frame *f); /* NULL: nothing to call */
     void *arg;                          /* the caller's, for done */
     uint64_t stamp;                     /* the caller's, for done */
+    struct outq_frame *base;            /* a twin's counted reference to its base, or NULL */
     uint8_t data[];
 };
 

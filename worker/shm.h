@@ -8,6 +8,7 @@
 
 #include "worker/apply.h"
 #include "worker/auth.h"
+#include "worker/deflate.h"
 #include "worker/inbound.h"
 #include "worker/ostream.h"
 #include "worker/redis.h"
@@ -123,6 +124,7 @@ struct shm_worker {
     struct subs_stats subs;
     struct ostream_stats ostream;
     struct tombs_stats tombs;
+    struct deflate_stats deflate;
 };
 
 struct shm {

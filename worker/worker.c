@@ -634,6 +634,7 @@ int worker_main(const struct config *cfg, struct shm *shm, int admin_fd, int num
     w.slot->at_capacity = false;
     w.slot->last_tick_ms = mono_ms();
     w.slot->conns = 0;
+    w.slot->deflate.zip_bytes = 0; /* a gauge of this process's compressors */
     if (getrandom(&nonce, sizeof(nonce), 0) != sizeof(nonce))
         nonce = (uint32_t)getpid() ^ (uint32_t)time(NULL);
     /* Unique across the fleet (gateway id), the host's workers and restarts (nonce). */

@@ -21,6 +21,7 @@ struct seen;
 struct inbound;
 struct ostream;
 struct tombs;
+struct deflate;
 
 /*
  * Timer lists. Every connection sits on exactly one list whose timeout is the same
@@ -94,6 +95,7 @@ struct worker {
     struct ostream *ostream; /* owned: the --orders-stream reader (ostream.c), else NULL */
     struct tombs *tombs;     /* owned: tombstones (tombs.c), NULL with --max-tombstones 0 */
     struct seen *order_ids;  /* owned: ids of applied orders with --orders-stream (apply.c) */
+    struct deflate *deflate; /* owned: compressors and buffers (deflate.c), made on first use */
 
     /* What bounded memory holds now: --max-outbound, --max-pending, --max-jobs. */
     size_t out_bytes;       /* the connections' output queues */

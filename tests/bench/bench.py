@@ -121,7 +121,8 @@ class Redis:
 class Server:
     """wsgate or the Node peer, with its stderr logged and read for readiness."""
 
-    def __init__(self, kind, cfg, redis, workers, logpath, echo=False, drain=False, extra=()):
+    def __init__(self, kind, cfg, redis, workers, logpath, echo=False, drain=False, extra=(),
+                 inbound=False):
         self.kind = kind
         self.port = free_port()
         self.workers = workers
@@ -133,6 +134,8 @@ class Server:
                 self.cmd += ["--admin", ""]  # no health/metrics listener: the peer has none
             if echo:
                 self.cmd.append("--echo")
+            if inbound:
+                self.cmd += ["--inbound", "publish"]  # on wsgate:in, the default channel
             if drain and cfg.wsgate_has_drain_flags:
                 # the peer closes everyone at once on SIGTERM: compare like with like
                 self.cmd += ["--drain-spread", "0", "--drain-reason", "server shutting down"]
@@ -142,6 +145,9 @@ class Server:
         else:
             self.cmd = ["node", os.path.join(PEER_DIR, "server.js"), "--listen", listen,
                         "--workers", str(workers), "--id", "peer", "--redis", redis.url()]
+            self.cmd += list(extra)
+            if inbound:
+                self.cmd += ["--inbound", "publish"]
             self.markers = {"worker ready": workers}
             self.term_marker = "shutting down"
         self.counts = {m: 0 for m in self.markers}
@@ -237,6 +243,20 @@ def status_kb(pid, field):
     except OSError:
         pass
     return 0
+
+
+def wchar(pids):
+    """Bytes written by pids (/proc/PID/io wchar: sockets, pipes and files alike)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/io") as f:
+                for line in f:
+                    if line.startswith("wchar:"):
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+    return total
 
 
 def cpu_ns(pids):
@@ -418,10 +438,11 @@ class Ctx:
         return run_wsload(cmd, timeout, self.log("wsload"), **kw)
 
 
-def with_server(ctx, workers=2, echo=False, drain=False):
+def with_server(ctx, workers=2, echo=False, drain=False, extra=(), inbound=False):
     redis = Redis(ctx.logdir)
     try:
-        srv = Server(ctx.kind, ctx.cfg, redis, workers, ctx.log("server"), echo=echo, drain=drain)
+        srv = Server(ctx.kind, ctx.cfg, redis, workers, ctx.log("server"), echo=echo, drain=drain,
+                     extra=extra, inbound=inbound)
     except Exception:
         redis.stop()
         raise
@@ -696,16 +717,19 @@ def sc_growth(ctx):
     return out
 
 
-def fanout(ctx, size, binary, peak):
+def fanout(ctx, size, binary, peak, body=None, deflate=False, tag=""):
     """N connections in group "fan"; one send order of size bytes to the group. The
-    server's CPU time (all threads of all its processes) is read once the connections are
-    idle and again when wsload's watch ended (its --done-file, connections still open).
-    With peak, each server process's peak RSS (VmHWM, reset through clear_refs once the
-    connections are idle) is read then too: the sum of the peaks over the sum of the
-    resident sizes before PUBLISH."""
+    server's CPU time (all threads of all its processes) and bytes written (wchar) are
+    read once the connections are idle and again when wsload's watch ended (its
+    --done-file, connections still open), and its RSS then too. With peak, each server
+    process's peak RSS (VmHWM, reset through clear_refs once the connections are idle) is
+    read then too: the sum of the peaks over the sum of the resident sizes before
+    PUBLISH. body: the message (default: size letters); deflate: the server compresses
+    (wsgate --deflate, the peer's perMessageDeflate) and wsload offers it."""
     n = ctx.cfg.n
-    redis, srv = with_server(ctx)
-    body = bytes(0x61 + i % 26 for i in range(size))
+    extra = (["--deflate"] if ctx.kind == "wsgate" else ["--deflate", "1"]) if deflate else []
+    redis, srv = with_server(ctx, extra=extra)
+    body = body if body is not None else bytes(0x61 + i % 26 for i in range(size))
     order = {"op": "send", "id": "fan", "group": "fan"}
     if binary:
         order["binary"] = base64.b64encode(body).decode()
@@ -713,7 +737,7 @@ def fanout(ctx, size, binary, peak):
         order["text"] = body.decode()
     base = {}
     ramp_ms, to = timeouts(n)
-    ready, done = ctx.ready(), ctx.ready("done")
+    ready, done = ctx.ready("ready" + tag), ctx.ready("done" + tag)
 
     def on_ready():
         time.sleep(0.5)
@@ -727,20 +751,24 @@ def fanout(ctx, size, binary, peak):
                     raise BenchError(f"clear_refs of {pid}: {e}")
         base["rss"] = sum(status_kb(pid, "VmRSS") for pid in pids)
         base["cpu"] = cpu_ns(pids)
+        base["wchar"] = wchar(pids)
         deadline = time.monotonic() + 90
         while not os.path.exists(done):
             if time.monotonic() > deadline:
                 raise BenchError("wsload's watch did not end in time")
             time.sleep(0.005)
         base["cpu_after"] = cpu_ns(pids)
+        base["wchar_after"] = wchar(pids)
         base["hwm"] = sum(status_kb(pid, "VmHWM") for pid in pids)
+        base["rss_after"] = sum(status_kb(pid, "VmRSS") for pid in pids)
 
     try:
         res, _ = ctx.wsload(wsload_cmd(ctx.cfg, srv, redis, n, path="/?group=fan", ready=ready,
                                        hold_ms=1500, publish=order, close_timeout=60000,
                                        extra=["--ramp-timeout", str(ramp_ms), "--expect-messages",
                                               str(n), "--expect-size", str(size),
-                                              "--done-file", done]),
+                                              "--done-file", done]
+                                       + (["--deflate"] if deflate else [])),
                             to + 90, ready=ready, on_ready=on_ready, ready_timeout=to)
     finally:
         srv.stop()
@@ -749,13 +777,19 @@ def fanout(ctx, size, binary, peak):
     out = {"n": n, "size": size, "ramp_ok": get(res, "ramp", "ok"),
            "receivers": get(res, "action", "receivers")}
     for k in ("delivered", "connections", "duplicated_connections", "wrong_size", "before_t0",
-              "text", "binary", "lat_p50", "lat_p99", "lat_max", "rate"):
+              "text", "binary", "lat_p50", "lat_p99", "lat_max", "rate", "compressed",
+              "wire_bytes"):
         out[k] = m.get(k)
     out["close_frames"] = get(res, "close", "frames")
     out["timed_out"] = get(res, "close", "timed_out")
     cpu = base["cpu_after"] - base["cpu"]
     out["cpu_ms"] = cpu / 1e6
     out["cpu_us_per_msg"] = cpu / 1e3 / out["delivered"] if out["delivered"] else None
+    out["written_per_msg"] = ((base["wchar_after"] - base["wchar"]) / out["delivered"]
+                              if out["delivered"] else None)
+    out["payload_per_msg"] = (out["wire_bytes"] / out["delivered"]
+                              if out["delivered"] and out["wire_bytes"] is not None else None)
+    out["rss_growth"] = base["rss_after"] - base["rss"]
     if peak:
         out["rss_before"], out["rss_peak"] = base["rss"], base["hwm"]
         out["rss_peak_increase"] = base["hwm"] - base["rss"]
@@ -769,6 +803,40 @@ def sc_fanout(ctx):
 
 def sc_fanout64k(ctx):
     return fanout(ctx, 65536, True, True)
+
+
+def json_message(size):
+    """size bytes of JSON (ASCII), the kind of message pushed to browsers."""
+    items, total, i = [], 2, 0
+    while total < size:
+        item = json.dumps({"id": i, "user": f"user{i % 37}", "event": "price.update",
+                           "price": round(100 + i * 0.37, 2), "qty": (i * 7919) % 1000,
+                           "ts": 1764892800000 + i * 17})
+        items.append(item)
+        total += len(item) + 1
+        i += 1
+    return ("[" + ",".join(items) + "]")[:size].encode()
+
+
+DEFLATE_KEYS = ("delivered", "connections", "wrong_size", "duplicated_connections", "before_t0",
+                "close_frames", "compressed", "written_per_msg", "payload_per_msg",
+                "cpu_us_per_msg", "rate", "lat_max", "rss_growth")
+
+
+def sc_deflate(ctx):
+    """Fan-out of a 2 KiB JSON message to N, without and with permessage-deflate (wsload
+    offers it; wsgate --deflate compresses once per worker, the peer's ws once per
+    connection): bytes written per delivered message, CPU per delivered message, and
+    the RSS the server holds once the message went out."""
+    out = {"n": ctx.cfg.n, "size": 2048}
+    body = json_message(2048)
+    for mode in ("plain", "deflate"):
+        m = fanout(ctx, 2048, False, False, body=body, deflate=mode == "deflate", tag=mode)
+        kill_all()
+        for k in DEFLATE_KEYS:
+            out[f"{mode}_{k}"] = m.get(k)
+        out[f"{mode}_wsload"] = m["wsload"]
+    return out
 
 
 def sc_drain(ctx):
@@ -833,6 +901,184 @@ def sc_echo(ctx):
     return out
 
 
+def reset_peaks(pids):
+    """Resets each process's VmHWM to its current RSS; returns the summed VmRSS."""
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError as e:
+            raise BenchError(f"clear_refs of {pid}: {e}")
+    return sum(status_kb(pid, "VmRSS") for pid in pids)
+
+
+def run_tool(ctx, cmd, timeout, what):
+    """Run build/wsredis to the end; its JSON (last stdout line)."""
+    ctx.commands.append(shlex.join(cmd))
+    with open(ctx.log(what), "ab") as errf:
+        errf.write(("$ " + shlex.join(cmd) + "\n").encode())
+        errf.flush()
+        p = spawn(cmd, stdout=subprocess.PIPE, stderr=errf)
+        try:
+            out, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(p)
+            raise BenchError(f"{what} did not finish within {timeout}s")
+        finally:
+            if p.poll() is None:
+                kill_group(p)
+            if p in LIVE:
+                LIVE.remove(p)
+    try:
+        return json.loads(out.decode(errors="replace").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise BenchError(f"{what} exit {p.returncode}, no JSON on stdout")
+
+
+def sc_small_orders(ctx):
+    """N connections; build/wsredis publishes R send orders a second for S seconds, each to
+    one connection by id (order k to connection k mod N, ids from wsload --ids-file), its
+    text stamped with the publish time; wsload --stamped times every message from its
+    stamp and checks each connection gets its orders once each, in order. Server CPU from
+    just before the first PUBLISH to the end of wsload's watch."""
+    cfg = ctx.cfg
+    n, rate, secs = cfg.n, cfg.orders[0], cfg.orders[1]
+    total = rate * secs
+    redis, srv = with_server(ctx)
+    ids, done, base = ctx.ready("ids"), ctx.ready("done"), {}
+    ramp_ms, to = timeouts(n)
+
+    def on_ready():
+        time.sleep(0.5)
+        base["pids"] = pids = tree_pids(srv.proc.pid)
+        base["rss"] = reset_peaks(pids)
+        base["cpu"] = cpu_ns(pids)
+        base["pub"] = run_tool(ctx, [cfg.wsredis, "pub", "--port", str(redis.port), "--ids-file", ids,
+                                     "--rate", str(rate), "--seconds", str(secs), "--size", "128",
+                                     "--channel", CHANNEL, "--worker-channels", "1"],
+                                    secs + 90, "wsredis")
+        deadline = time.monotonic() + 120
+        while not os.path.exists(done):
+            if time.monotonic() > deadline:
+                raise BenchError("wsload's watch did not end in time")
+            time.sleep(0.005)
+        base["cpu_after"] = cpu_ns(pids)
+        base["hwm"] = sum(status_kb(pid, "VmHWM") for pid in pids)
+
+    try:
+        res, _ = ctx.wsload(wsload_cmd(ctx.cfg, srv, redis, n, close_timeout=(secs + 100) * 1000,
+                                       extra=["--ids-file", ids, "--ramp-timeout", str(ramp_ms),
+                                              "--stamped", "--expect-messages", str(total),
+                                              "--expect-size", "128", "--done-file", done]),
+                            to + secs + 200, ready=ids, on_ready=on_ready, ready_timeout=to)
+    finally:
+        srv.stop()
+        redis.stop()
+    m, st, pub = get(res, "messages") or {}, get(res, "messages", "stamped") or {}, base["pub"]
+    out = {"n": n, "orders": total, "target_rate": rate, "seconds": secs,
+           "ramp_ok": get(res, "ramp", "ok"), "published": pub.get("published"),
+           "publish_rate": pub.get("rate"), "publish_max_lag_ms": pub.get("max_lag_ms"),
+           "publish_errors": pub.get("errors"), "receivers": pub.get("receivers"),
+           "publisher_cpu_s": pub.get("cpu_s"), "publisher_wall_s": pub.get("wall_s"),
+           "delivered": m.get("delivered"), "stamped": st.get("messages"),
+           "bad_stamp": st.get("bad"), "out_of_sequence": st.get("out_of_sequence"),
+           "conn_min": m.get("conn_min"), "conn_max": m.get("conn_max"),
+           "wrong_size": m.get("wrong_size"), "close_frames": get(res, "close", "frames"),
+           "timed_out": get(res, "close", "timed_out"),
+           "lat_p50": st.get("lat_p50"), "lat_p99": st.get("lat_p99"), "lat_max": st.get("lat_max")}
+    span = ((st.get("t_last") or 0) - (pub.get("t_first") or 0)) / 1e9
+    out["rate"] = out["delivered"] / span if out["delivered"] and span > 0 else None
+    cpu = base["cpu_after"] - base["cpu"]
+    out["cpu_ms"] = cpu / 1e6
+    out["cpu_s_per_million"] = cpu / 1e9 / (out["delivered"] / 1e6) if out["delivered"] else None
+    out["cpu_us_per_msg"] = cpu / 1e3 / out["delivered"] if out["delivered"] else None
+    out["rss_before"], out["rss_peak_increase"] = base["rss"], base["hwm"] - base["rss"]
+    out["publisher_busy"] = (pub["cpu_s"] / pub["wall_s"]) if pub.get("wall_s") else None
+    out["wsload"], out["wsredis"] = res, pub
+    return out
+
+
+def sc_inbound(ctx, which="inbound"):
+    """N clients (?user=u<i>) each send R stamped 128-byte text messages a second for S
+    seconds; the server publishes each on wsgate:in (wsgate --inbound publish, the peer
+    --inbound publish), where build/wsredis sub counts them, checks every client's arrive
+    once each in order and times each from its stamp. Server CPU from just before the
+    first message to the subscriber's end."""
+    cfg = ctx.cfg
+    n, (rate, secs) = cfg.n, getattr(cfg, which)
+    per_conn = rate * secs
+    total = n * per_conn
+    redis, srv = with_server(ctx, inbound=True)
+    sready, ready, stop, base = ctx.ready("sub-ready"), ctx.ready(), ctx.ready("stop"), {}
+    ramp_ms, to = timeouts(n)
+    sub_cmd = [cfg.wsredis, "sub", "--port", str(redis.port), "--channel", "wsgate:in",
+               "--expect", str(total), "--conns", str(n), "--per-conn", str(per_conn),
+               "--ready-file", sready, "--idle-ms", "5000", "--timeout-ms", str((secs * 4 + 150) * 1000)]
+    ctx.commands.append(shlex.join(sub_cmd) + " &")
+    subf = open(ctx.log("wsredis"), "ab")
+    subf.write(("$ " + shlex.join(sub_cmd) + " &\n").encode())
+    subf.flush()
+    sub = spawn(sub_cmd, stdout=subprocess.PIPE, stderr=subf)
+
+    def on_ready():  # the sending starts after the 1 s hold
+        base["pids"] = pids = tree_pids(srv.proc.pid)
+        base["rss"] = reset_peaks(pids)
+        base["cpu"] = cpu_ns(pids)
+        try:
+            out, _ = sub.communicate(timeout=secs * 4 + 160)
+        except subprocess.TimeoutExpired:
+            raise BenchError("the subscriber did not finish in time")
+        finally:
+            base["cpu_after"] = cpu_ns(pids)
+            base["hwm"] = sum(status_kb(pid, "VmHWM") for pid in pids)
+            with open(stop, "w") as f:
+                f.write("stop\n")
+        try:
+            base["sub"] = json.loads(out.decode(errors="replace").strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise BenchError(f"wsredis sub exit {sub.returncode}, no JSON on stdout")
+
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(sready):
+            if sub.poll() is not None or time.monotonic() > deadline:
+                raise BenchError("wsredis sub did not subscribe")
+            time.sleep(0.01)
+        res, _ = ctx.wsload(wsload_cmd(ctx.cfg, srv, redis, n, path="/?user=u{i}", ready=ready,
+                                       hold_ms=1000, close_timeout=(secs * 4 + 200) * 1000,
+                                       extra=["--ramp-timeout", str(ramp_ms), "--send-rate", str(rate),
+                                              "--send-seconds", str(secs), "--send-size", "128",
+                                              "--stop-file", stop]),
+                            to + secs * 4 + 250, ready=ready, on_ready=on_ready, ready_timeout=to)
+    finally:
+        if sub.poll() is None:
+            kill_group(sub)
+        if sub in LIVE:
+            LIVE.remove(sub)
+        subf.close()
+        srv.stop()
+        redis.stop()
+    snd, sb = get(res, "send") or {}, base["sub"]
+    out = {"n": n, "per_conn": per_conn, "expected": total, "target_rate": n * rate, "seconds": secs,
+           "ramp_ok": get(res, "ramp", "ok"), "sent": snd.get("messages"),
+           "send_skipped": snd.get("skipped"), "send_rate": snd.get("rate"),
+           "send_max_lag_ms": snd.get("max_lag_ms"), "received": sb.get("received"),
+           "bad": sb.get("bad"), "duplicates": sb.get("duplicates"), "gaps": sb.get("gaps"),
+           "conns_complete": sb.get("conns_complete"), "sub_timed_out": sb.get("timed_out"),
+           "subscriber_cpu_s": sb.get("cpu_s"), "subscriber_wall_s": sb.get("wall_s"),
+           "lat_p50": sb.get("lat_p50"), "lat_p99": sb.get("lat_p99"), "lat_max": sb.get("lat_max")}
+    span = ((sb.get("t_last") or 0) - (snd.get("t_first") or 0)) / 1e9
+    out["rate"] = out["received"] / span if out["received"] and span > 0 else None
+    cpu = base["cpu_after"] - base["cpu"]
+    out["cpu_ms"] = cpu / 1e6
+    out["cpu_us_per_msg"] = cpu / 1e3 / out["received"] if out["received"] else None
+    out["lost"] = (out["sent"] - out["received"]) if out["sent"] is not None and out["received"] is not None else None
+    out["rss_before"], out["rss_peak_increase"] = base["rss"], base["hwm"] - base["rss"]
+    out["subscriber_busy"] = (sb["cpu_s"] / sb["wall_s"]) if sb.get("wall_s") else None
+    out["wsload"], out["wsredis"] = res, sb
+    return out
+
+
 SCENARIOS = [
     # name, function, servers, title
     ("handshake", sc_handshake, SERVERS, "1. Handshake rate"),
@@ -845,6 +1091,11 @@ SCENARIOS = [
     ("echo", sc_echo, SERVERS, "7. Echo"),
     ("fanout", sc_fanout, SERVERS, "8. Fan-out, 128 B"),
     ("fanout64k", sc_fanout64k, SERVERS, "9. Fan-out, 64 KiB"),
+    ("small_orders", sc_small_orders, SERVERS, "10. Many small orders"),
+    ("inbound", sc_inbound, SERVERS, "11. Inbound, publish"),
+    ("inbound_light", lambda ctx: sc_inbound(ctx, "inbound_light"), SERVERS,
+     "11b. Inbound, publish, lighter"),
+    ("deflate", sc_deflate, SERVERS, "12. Fan-out, 2 KiB JSON, permessage-deflate off/on"),
 ]
 
 
@@ -884,9 +1135,46 @@ def sanity(scen, m, cfg):
         for k in ("duplicated_connections", "wrong_size", "before_t0", "close_frames"):
             want(m.get(k) == 0, f"{k} {m.get(k)}")
         want(m.get("text" if scen == "fanout" else "binary") == n, "wrong message type")
+    if scen == "deflate":
+        n = m.get("n")
+        for mode in ("plain", "deflate"):
+            want(m.get(f"{mode}_delivered") == n and m.get(f"{mode}_connections") == n,
+                 f"{mode}: delivered {m.get(f'{mode}_delivered')} to "
+                 f"{m.get(f'{mode}_connections')} connections, not {n} once each")
+            for k in ("duplicated_connections", "wrong_size", "before_t0", "close_frames"):
+                want(m.get(f"{mode}_{k}") == 0, f"{mode} {k} {m.get(f'{mode}_{k}')}")
+        want(m.get("plain_compressed") == 0, "compressed messages without deflate")
+        want(m.get("deflate_compressed") == n,
+             f"deflate: {m.get('deflate_compressed')} compressed of {n}")
     if scen == "echo":
         want(m.get("messages") == m["conns"] * m["per_conn"] and not m.get("failures"),
              f"echo messages {m.get('messages')} failures {m.get('failures')}")
+    if scen == "small_orders":
+        n, total = m.get("n"), m.get("orders")
+        want(m.get("ramp_ok") == n, f"ramp ok {m.get('ramp_ok')} != {n}")
+        want(m.get("published") == total and m.get("publish_errors") == 0,
+             f"published {m.get('published')} of {total}, {m.get('publish_errors')} refused by Redis")
+        # the publisher must not be what limits the rate
+        want((m.get("publish_rate") or 0) >= 0.95 * m["target_rate"],
+             f"publisher reached {m.get('publish_rate')}/s of {m['target_rate']}/s")
+        want(m.get("delivered") == total and m.get("stamped") == total,
+             f"delivered {m.get('delivered')} ({m.get('stamped')} stamped) of {total}")
+        for k in ("bad_stamp", "out_of_sequence", "wrong_size", "close_frames"):
+            want(m.get(k) == 0, f"{k} {m.get(k)}")
+        if total % n == 0:
+            want(m.get("conn_min") == m.get("conn_max") == total // n,
+                 f"per connection {m.get('conn_min')}..{m.get('conn_max')}, not {total // n} each")
+    if scen in ("inbound", "inbound_light"):
+        n, total = m.get("n"), m.get("expected")
+        want(m.get("ramp_ok") == n, f"ramp ok {m.get('ramp_ok')} != {n}")
+        want(m.get("sent") == total and m.get("send_skipped") == 0,
+             f"sent {m.get('sent')} of {total} ({m.get('send_skipped')} skipped)")
+        want((m.get("send_rate") or 0) >= 0.95 * m["target_rate"],
+             f"wsload sent {m.get('send_rate')}/s of {m['target_rate']}/s")
+        want(m.get("received") == total, f"subscriber got {m.get('received')} of {total}")
+        for k in ("bad", "duplicates", "gaps"):
+            want(m.get(k) == 0, f"{k} {m.get(k)}")
+        want(m.get("conns_complete") == n, f"{m.get('conns_complete')} of {n} clients complete")
     return bad
 
 
@@ -966,7 +1254,52 @@ ROWS = [
     ("fanout64k", "messages delivered/s", "rate", "/s", "", None),
     ("fanout64k", "server CPU per delivered message", "cpu_us_per_msg", "µs", "", None),
     ("fanout64k", "messages delivered, each connection once", "delivered", "", "= N", lambda w, p, r, runs: all(fanout_once(x) for x in runs)),
+    ("small_orders", "publisher's rate (target: the offered rate)", "publish_rate", "/s", "", None),
+    ("small_orders", "messages delivered/s", "rate", "/s", "≥ 3× peer", lambda w, p, r, runs: r is not None and r >= 3),
+    ("small_orders", "latency p50 (stamp to receipt)", "lat_p50", "ms", "", None),
+    ("small_orders", "latency p99", "lat_p99", "ms", "", None),
+    ("small_orders", "latency max", "lat_max", "ms", "", None),
+    ("small_orders", "server CPU s per million delivered", "cpu_s_per_million", "s", "≤ 0.38× peer", lambda w, p, r, runs: r is not None and r <= 0.38),
+    ("small_orders", "peak RSS increase, server processes", "rss_peak_increase", "B", "", None),
+    ("small_orders", "publisher's CPU share of one core", "publisher_busy", "", "", None),
+    ("small_orders", "orders delivered, each once, in order", "delivered", "", "= orders", lambda w, p, r, runs: all(not sanity("small_orders", x["metrics"], None) for x in runs)),
+    ("inbound", "client messages sent/s (wsload)", "send_rate", "/s", "", None),
+    ("inbound", "messages/s reaching the subscriber", "rate", "/s", "", None),
+    ("inbound", "latency p50 (client send to subscriber)", "lat_p50", "ms", "", None),
+    ("inbound", "latency p99", "lat_p99", "ms", "", None),
+    ("inbound", "server CPU per message", "cpu_us_per_msg", "µs", "", None),
+    ("inbound", "peak RSS increase, server processes", "rss_peak_increase", "B", "", None),
+    ("inbound", "messages lost (sent, never at the subscriber)", "lost", "", "0", lambda w, p, r, runs: all_equal(runs, "lost", 0)),
+    ("inbound", "subscriber's CPU share of one core", "subscriber_busy", "", "", None),
+    ("inbound", "messages at the subscriber, each once", "received", "", "= sent", lambda w, p, r, runs: all(not sanity("inbound", x["metrics"], None) for x in runs)),
+    ("inbound_light", "client messages sent/s (wsload)", "send_rate", "/s", "", None),
+    ("inbound_light", "messages/s reaching the subscriber", "rate", "/s", "", None),
+    ("inbound_light", "latency p50 (client send to subscriber)", "lat_p50", "ms", "", None),
+    ("inbound_light", "latency p99", "lat_p99", "ms", "", None),
+    ("inbound_light", "server CPU per message", "cpu_us_per_msg", "µs", "", None),
+    ("inbound_light", "peak RSS increase, server processes", "rss_peak_increase", "B", "", None),
+    ("inbound_light", "messages lost (sent, never at the subscriber)", "lost", "", "0", lambda w, p, r, runs: all_equal(runs, "lost", 0)),
+    ("inbound_light", "subscriber's CPU share of one core", "subscriber_busy", "", "", None),
+    ("inbound_light", "messages at the subscriber, each once", "received", "", "= sent", lambda w, p, r, runs: all(not sanity("inbound_light", x["metrics"], None) for x in runs)),
+    ("deflate", "bytes written per delivered message, deflate off", "plain_written_per_msg", "B", "", None),
+    ("deflate", "bytes written per delivered message, deflate on", "deflate_written_per_msg", "B", "", None),
+    ("deflate", "payload bytes per message on the wire, deflate on", "deflate_payload_per_msg", "B", "", None),
+    ("deflate", "server CPU per delivered message, deflate off", "plain_cpu_us_per_msg", "µs", "", None),
+    ("deflate", "server CPU per delivered message, deflate on", "deflate_cpu_us_per_msg", "µs", "≤ peer", lambda w, p, r, runs: r is not None and r <= 1),
+    ("deflate", "messages delivered/s, deflate off", "plain_rate", "/s", "", None),
+    ("deflate", "messages delivered/s, deflate on", "deflate_rate", "/s", "", None),
+    ("deflate", "PUBLISH to last delivery, deflate on", "deflate_lat_max", "ms", "", None),
+    ("deflate", "RSS growth through the fan-out, deflate off", "plain_rss_growth", "B", "", None),
+    ("deflate", "RSS growth through the fan-out, deflate on", "deflate_rss_growth", "B", "", None),
+    ("deflate", "delivered, each connection once, compressed when on", "deflate_delivered", "", "= N", lambda w, p, r, runs: all(deflate_once(x) for x in runs)),
 ]
+
+
+def deflate_once(run):
+    m = run["metrics"]
+    return all(m.get(f"{x}_delivered") == m.get("n") == m.get(f"{x}_connections")
+               and m.get(f"{x}_wrong_size") == 0 for x in ("plain", "deflate")) \
+        and m.get("deflate_compressed") == m.get("n")
 
 
 def fanout_once(run):
@@ -1011,7 +1344,7 @@ def write_report(cfg, data):
     L = []
     L.append("# wsgate benchmark results" + (" (smoke)" if cfg.smoke else ""))
     L.append("")
-    L.append(f"Generated by `tests/bench/bench.py` from the runs in `results.json` on {m['date']}. "
+    L.append(f"Generated by `tests/bench/bench.py` from the runs in `{cfg.name}.json` on {m['date']}. "
              f"Every figure below was measured in this run; medians over {cfg.rounds} round(s), "
              "wsgate and the peer alternating (A B A B).")
     L.append("")
@@ -1019,7 +1352,9 @@ def write_report(cfg, data):
     L.append(f"- Software: wsgate {m['wsgate_commit']}, peer = Node {m['node']} "
              f"(cluster + ws + ioredis, tests/bench/peer-node), {m['redis']}")
     L.append(f"- N = {cfg.n} connections unless said; loopback only; open-files limit {m['nofile']}; "
-             f"load average at start {m['loadavg_at_start']} (other work on the machine skews figures)")
+             f"load average at start {m['loadavg_at_start']}"
+             + (f", at the end {data['loadavg_at_end']}" if data.get("loadavg_at_end") else "")
+             + " (other work on the machine skews figures)")
     L.append(f"- Total time {data['seconds']} s")
     L.append(f"- Command: `{data['argv']}`")
     L.append("")
@@ -1051,7 +1386,10 @@ def write_report(cfg, data):
     L.append("## How each scenario is run")
     L.append("")
     L.append(SCENARIO_NOTES.format(n=cfg.n, big=cfg.n_big, one=cfg.growth_one,
-                                   grp=cfg.growth_group, echo=cfg.echo,
+                                   grp=cfg.growth_group, echo=cfg.echo, orders=cfg.orders,
+                                   orders_total=cfg.orders[0] * cfg.orders[1], inbound=cfg.inbound,
+                                   inbound_light=cfg.inbound_light,
+                                   inbound_total=cfg.n * cfg.inbound[0] * cfg.inbound[1],
                                    drainflags=("`--drain-spread 0 --drain-reason 'server shutting down'`"
                                                if cfg.wsgate_has_drain_flags else "its defaults")))
     L.append("")
@@ -1095,7 +1433,7 @@ def write_report(cfg, data):
         for p in data["plots"]:
             L.append(f"![{p}]({p})")
         L.append("")
-    with open(os.path.join(cfg.out, "results.md"), "w") as f:
+    with open(os.path.join(cfg.out, cfg.name + ".md"), "w") as f:
         f.write("\n".join(L))
 
 
@@ -1146,10 +1484,93 @@ SCENARIO_NOTES = """\
    connections are idle, bench.py resets each server process's peak RSS (`5` into
    `/proc/PID/clear_refs`) and reads its VmRSS; after the last delivery it reads VmHWM: the
    increase is the sum of the peaks minus the sum before PUBLISH (an upper bound of the
-   tree's simultaneous peak)."""
+   tree's simultaneous peak).
+10. **Many small orders**: {n} connections; `build/wsredis pub` publishes {orders[0]} send
+   orders a second for {orders[1]} s ({orders_total} in all), order k
+   `{{"op":"send","conn":"<id of connection k mod N>","text":"<T> <k> xxx…"}}` (128-byte
+   text), the ids read from wsload's `--ids-file`. The publisher pipelines: every
+   millisecond, the orders due by then go out in one write, each stamped with
+   CLOCK_MONOTONIC right before that write; its achieved rate is checked (≥ 95% of the
+   offered rate, else the run fails). wsload `--stamped` times every message from its
+   stamp to its arrival (same machine, same clock) and checks that connection i gets
+   k = i, i + N, i + 2N… each once, in order. Delivered/s = messages / (last arrival −
+   first PUBLISH). Server CPU from just before the first PUBLISH to the end of wsload's
+   watch, in seconds per million messages delivered. Order ids go on the broadcast
+   channel `wsgate:orders`, so every worker parses every order.
+11. **Inbound, publish**: {n} clients (`?user=u<i>`), each sending {inbound[0]} text
+   messages of 128 bytes a second for {inbound[1]} s ({inbound_total} in all), staggered
+   evenly, each beginning `<T> <i> <m> ` (T = CLOCK_MONOTONIC at the send). wsgate runs
+   `--inbound publish`, the peer `--inbound publish` (the same envelope, `PUBLISH` on
+   `wsgate:in` through ioredis). `build/wsredis sub`, subscribed before the clients
+   connect, counts the envelopes, checks each client's m run 0, 1, 2… once each, and times
+   each from T. Messages/s = messages / (last arrival − first client send). wsload's own
+   achieved send rate is checked (≥ 95%). Server CPU from before the first send to the
+   subscriber's end, over the messages it received; the peak RSS increase of the server's
+   processes (VmHWM reset through `clear_refs` before the first message) shows what each
+   holds when Redis or the subscriber lags.
+11b. **Inbound, lighter**: as 11 with {inbound_light[0]} message a second per client for
+   {inbound_light[1]} s, a load this machine carries with the load generator on the same
+   cores, so the latency is the path's and not a queue's.12. **Fan-out, 2 KiB JSON, permessage-deflate**: as 8 with a 2 048-byte JSON text, twice per
+   server: deflate off, then on (wsgate `--deflate`; the peer's ws `perMessageDeflate` with
+   no context takeover either way and its 256-byte threshold; wsload `--deflate` offers it
+   and inflates every message, checking its inflated size). Bytes written per delivered
+   message: the server tree's `wchar` (/proc/PID/io) over the watch, frames and all, over
+   the messages delivered; payload bytes: what wsload read of the data frames. RSS growth:
+   the tree's VmRSS after the last delivery minus before PUBLISH (the peer keeps a zlib
+   compressor per connection that got a compressed message; wsgate one per worker)."""
 
 
-def make_plots(cfg, data):
+PUBSUB_PLOT = [  # scenario, label on the plot
+    ("echo", "echo\n128 B"),
+    ("fanout", "fan-out\n128 B to N"),
+    ("small_orders", "small orders\n1 conn each"),
+    ("inbound", "inbound publish\n10/s per client"),
+    ("inbound_light", "inbound publish\n1/s per client"),
+]
+
+
+def plot_pubsub(cfg, runs, plt, colors):
+    """Messages/s and server CPU per message, wsgate against the peer, for the message
+    scenarios present in runs: bars are medians, dots the rounds."""
+    scens = [(s, lbl) for s, lbl in PUBSUB_PLOT if any(r["scenario"] == s for r in runs)]
+    if not scens:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    panels = [("rate", "messages/s (delivered, echoed or published)", "{:,.0f}"),
+              ("cpu_us_per_msg", "server CPU µs per message (all processes, all threads)", "{:.1f}")]
+    for ax, (key, ylabel, nf) in zip(axes, panels):
+        ticks = []
+        for si, (scen, lbl) in enumerate(scens):
+            meds = {}
+            for bi, server in enumerate(SERVERS):
+                vals = [r["metrics"][key] for r in runs if r["scenario"] == scen and r["server"] == server
+                        and r["metrics"].get(key) is not None]
+                if not vals:
+                    continue
+                x = si * 3 + bi
+                m = statistics.median(vals)
+                meds[server] = m
+                ax.bar(x, m, color=colors[server], label=server if si == 0 else None)
+                ax.scatter([x] * len(vals), vals, color="black", s=10, zorder=3)
+                ax.annotate(nf.format(m), (x, m), ha="center", va="bottom", fontsize=7)
+            ratio = (f"\n{meds['wsgate'] / meds['peer']:.2f}×" if len(meds) == 2 and meds["peer"]
+                     else "")
+            ticks.append(lbl + ratio)
+        ax.set_xticks([si * 3 + 0.5 for si in range(len(scens))], ticks, fontsize=7)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_title("Throughput (higher is better)", fontsize=9)
+    axes[1].set_title("CPU per message (lower is better)", fontsize=9)
+    fig.suptitle("wsgate against the Node peer, 2 workers each, same load generator "
+                 "(median bar, dots = rounds, ratio wsgate/peer under each pair)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(os.path.join(cfg.out, "pubsub.png"), dpi=110)
+    plt.close(fig)
+    return "pubsub.png"
+
+
+def make_plots(cfg, data, only=None):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -1160,6 +1581,12 @@ def make_plots(cfg, data):
     made = []
     colors = {"wsgate": "tab:blue", "peer": "tab:orange"}
     runs = [r for r in data["runs"] if r.get("metrics")]
+    if only is None or "pubsub" in only:
+        p = plot_pubsub(cfg, runs, plt, colors)
+        if p:
+            made.append(p)
+    if only is not None:
+        return made
     # close latency: scenario 3, CDF from raw samples when wsload gives them, else its quantiles
     grp = [r for r in runs if r["scenario"] == "group"]
     if grp:
@@ -1234,7 +1661,7 @@ def make_plots(cfg, data):
 # --- main -------------------------------------------------------------------------------------
 
 def prepare(cfg):
-    for tool in (cfg.wsgate, cfg.wsload):
+    for tool in (cfg.wsgate, cfg.wsload, cfg.wsredis):
         if not os.access(tool, os.X_OK):
             sys.exit(f"bench: {tool} is missing: build it first (make; make {os.path.relpath(tool, ROOT)})")
     for tool in ("redis-server", "redis-cli", "node"):
@@ -1278,9 +1705,16 @@ def main():
                     help="folder with wsgate and wsload (default build/)")
     ap.add_argument("--wsgate", default=None, help="default BUILD/wsgate")
     ap.add_argument("--wsload", default=None, help="default BUILD/wsload")
+    ap.add_argument("--wsredis", default=None, help="default BUILD/wsredis")
+    ap.add_argument("--name", default="results",
+                    help="report file names in --out: NAME.md and NAME.json (default results)")
+    ap.add_argument("--plot-from", nargs="+", metavar="JSON", default=None,
+                    help="only draw the plots from these results JSON files (their runs merged) "
+                         "into --out, and exit")
     cfg = ap.parse_args()
     cfg.wsgate = os.path.abspath(cfg.wsgate or os.path.join(cfg.build, "wsgate"))
     cfg.wsload = os.path.abspath(cfg.wsload or os.path.join(cfg.build, "wsload"))
+    cfg.wsredis = os.path.abspath(cfg.wsredis or os.path.join(cfg.build, "wsredis"))
     cfg.out = os.path.abspath(cfg.out)
     if cfg.smoke:
         cfg.rounds = cfg.rounds or 1
@@ -1288,18 +1722,35 @@ def main():
         cfg.n_big = 3000
         cfg.growth_one, cfg.growth_group = 20, 2
         cfg.echo = (100, 20, 128)
+        cfg.orders = (1000, 2)   # send orders per second, seconds
+        cfg.inbound = (2, 2)     # messages per second per client, seconds
+        cfg.inbound_light = (1, 2)
     else:
         cfg.rounds = cfg.rounds or 3
         cfg.n = cfg.n or 20000
         cfg.n_big = 100000
         cfg.growth_one, cfg.growth_group = 200, 20
         cfg.echo = (1000, 100, 128)
+        cfg.orders = (20000, 10)
+        cfg.inbound = (10, 10)
+        cfg.inbound_light = (1, 10)
+    if cfg.plot_from:
+        os.makedirs(cfg.out, exist_ok=True)
+        merged = {"runs": []}
+        for path in cfg.plot_from:
+            with open(path) as f:
+                merged["runs"] += json.load(f)["runs"]
+        for p in make_plots(cfg, merged, only=("pubsub",)):
+            log(f"wrote {os.path.join(cfg.out, p)}")
+        return
     names = [s[0] for s in SCENARIOS]
     only = [x for x in cfg.only.split(",") if x]
     skip = [x for x in cfg.skip.split(",") if x]
     for x in only + skip:
         if x not in names:
             ap.error(f"unknown scenario {x!r}; known: {', '.join(names)}")
+    if cfg.smoke and not only:
+        skip.append("inbound_light")  # the inbound code path again, at another rate
     selected = [s for s in SCENARIOS if (not only or s[0] in only) and s[0] not in skip]
 
     os.makedirs(os.path.join(cfg.out, "logs"), exist_ok=True)
@@ -1352,18 +1803,20 @@ def main():
     finally:
         kill_all()
         data["seconds"] = round(time.monotonic() - started, 1)
+        data["loadavg_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
         if "machine" in data:
             data["plots"] = make_plots(cfg, data)
-            with open(os.path.join(cfg.out, "results.json"), "w") as f:
+            with open(os.path.join(cfg.out, cfg.name + ".json"), "w") as f:
                 json.dump(data, f, indent=1)
             write_report(cfg, data)
-            log(f"wrote {cfg.out}/results.md, results.json ({data['seconds']} s in all)")
+            log(f"wrote {cfg.out}/{cfg.name}.md, {cfg.name}.json ({data['seconds']} s in all)")
     good = sum(1 for r in data["runs"] if r.get("metrics") is not None and not r.get("problems"))
     if failures:
         print("bench: FAILED checks:\n  " + "\n  ".join(failures), file=sys.stderr)
     elif cfg.smoke:
         print("bench smoke: every run opened all its connections, got every close with the right code "
-              "and every pushed message exactly once")
+              "and every pushed message exactly once, and every client message reached the subscriber "
+              "once")
     # one line per run: a run passes when it completed and its sanity checks held
     print(f"bench: {good} passed, {len(data['runs']) - good + (1 if 'interrupted' in failures else 0)} failed")
     sys.exit(1 if failures else 0)

@@ -2,8 +2,10 @@
  * wsload: a strict WebSocket load generator for wsgate benchmarks.
  *
  * One run goes through its phases in order: ramp (open N connections), ready file and
- * hold, echo, action (PUBLISH an order to Redis, or send a signal), watch: close frames
- * and, with --expect-messages, pushed data messages.
+ * hold, echo, send (--send-rate: stamped messages at a steady rate, for inbound), action
+ * (PUBLISH an order to Redis, or send a signal), watch: close frames and, with
+ * --expect-messages, pushed data messages (--stamped: each timed against the time stamp
+ * it carries), and --stop-file.
  * One JSON object goes to stdout at the end; progress and errors go to stderr.
  *
  * Processes: the parent forks K children (one is enough below ~18 000 connections:
@@ -27,6 +29,13 @@
  * subprotocol we did not ask for (RFC 6455 §4.1). Server frames must be unmasked,
  * without RSV bits, with known opcodes, minimal lengths and sane fragmentation (§5);
  * a violation counts in "protocol_errors" and we close that connection with 1002.
+ *
+ * With --deflate the request offers permessage-deflate (RFC 7692) and the answer may
+ * accept it: then RSV1 is allowed on a data message's first frame, and a compressed
+ * pushed message is inflated (zlib) so that --expect-size checks its inflated size.
+ * An inflater exists per connection while a compressed message is partial, or for the
+ * whole connection when the server keeps its context (no server_no_context_takeover).
+ * The report says how many messages came compressed and the payload bytes on the wire.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -57,6 +66,7 @@
 #include <openssl/evp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <zlib.h>
 
 #include "common/ws_close.h"
 #include "common/ws_dec.h"
@@ -82,18 +92,28 @@
 #define WL_REPORT_WAIT_MS 15000u /* how long the parent waits for a child's report */
 #define WL_LOG_MAX        5u     /* protocol errors logged per child */
 #define WL_DONE_LINGER_MS 1000u  /* connections kept after --done-file is written */
+#define WL_SEND_TICK_US   1000     /* the send phase's pacing timer */
+#define WL_SEND_BURST     4096u    /* messages per tick at most: a late child still reads */
+#define WL_STAMP_T        19u      /* digits of a stamp's CLOCK_MONOTONIC ns */
+#define WL_STAMP_N        10u      /* digits of its numbers */
+#define WL_STAMP_ORDER    (WL_STAMP_T + 1 + WL_STAMP_N + 1)     /* "<T> <k> " */
+#define WL_STAMP_SEND     (WL_STAMP_T + 2 * (WL_STAMP_N + 1) + 1) /* "<T> <i> <m> " */
+#define WL_SEND_SIZE_MAX  65536u
 
 /* Commands, parent to child (one byte each). */
 #define WL_CMD_ECHO  'e' /* start the echo phase */
 #define WL_CMD_STOP  's' /* echo deadline passed: report now */
 #define WL_CMD_WATCH 'w' /* send close progress from now on */
 #define WL_CMD_END   'r' /* send the close report and exit */
+#define WL_CMD_SEND  'm' /* start the send phase */
+#define WL_CMD_SENT  'x' /* the send phase's time is up: stop and report */
 
 /* Reports, child to parent: a 4-byte type, a 4-byte length, then u64 fields. */
 #define WL_REP_RAMP     'R'
 #define WL_REP_ECHO     'E'
 #define WL_REP_PROGRESS 'P'
 #define WL_REP_CLOSE    'C'
+#define WL_REP_SEND     'S'
 
 struct wl_opts {
     const char *host;
@@ -134,6 +154,12 @@ struct wl_opts {
     bool reply_close;
     bool samples;
     bool tls;
+    bool deflate; /* --deflate: offer permessage-deflate */
+    bool stamped;              /* --stamped: pushed messages carry "<T> <k> " */
+    unsigned long send_rate;   /* --send-rate: messages per second per connection, 0: none */
+    unsigned long send_secs;   /* --send-seconds */
+    unsigned long send_size;   /* --send-size */
+    const char *stop_file;     /* --stop-file */
 };
 
 enum wl_state {
@@ -159,6 +185,10 @@ enum wl_state {
 #define WL_F_PROTO    0x0200 /* we closed it: the server broke the protocol */
 #define WL_F_TEXT     0x0400 /* the current data message is text */
 #define WL_F_WSIZE    0x0800 /* a data message of another size than --expect-size */
+#define WL_F_ZNEG     0x1000 /* permessage-deflate was negotiated */
+#define WL_F_ZMSG     0x2000 /* the current data message is compressed */
+#define WL_F_ZKEEP    0x4000 /* the server keeps its context: the inflater stays */
+#define WL_F_STAMP    0x1000 /* --stamped: the current message's stamp was read */
 
 /* One per connection, in the child's array; lives until the child exits. */
 struct wl_conn {
@@ -167,6 +197,7 @@ struct wl_conn {
     uint8_t *in;        /* owned, lazily: a partial response head or control payload */
     uint8_t *out;       /* owned, lazily: bytes not written yet */
     char *id;           /* owned: the X-Wsgate-Conn value, or NULL */
+    z_stream *z;        /* owned, lazily: the inflater (--deflate) */
     uint64_t t_start;   /* ns, CLOCK_MONOTONIC: connect() called */
     uint64_t lat;       /* ns from t_start to the parsed 101 */
     uint64_t t_frame;   /* close frame arrival */
@@ -174,8 +205,9 @@ struct wl_conn {
     uint64_t t_msg;     /* first data message outside the echo phase, complete */
     uint64_t remaining; /* payload bytes left in the current frame */
     uint32_t idx;       /* global index */
-    uint32_t out_len;
+    uint32_t out_len; /* end of the bytes in out */
     uint32_t out_off; /* bytes of out already written */
+    uint32_t out_cap; /* bytes allocated at out */
     uint32_t msg_pos; /* bytes of the current echo message checked */
     uint32_t echoed;  /* echo messages verified */
     uint32_t msgs;    /* data messages received outside the echo phase */
@@ -236,11 +268,34 @@ struct wl_proc {
     uint64_t sent_open;
     uint64_t msgs; /* data messages outside the echo phase */
     uint64_t msg_text;
+    uint64_t msg_zipped; /* of those, sent compressed */
+    uint64_t wire;       /* their payload bytes as sent */
+    uint8_t *zbuf;       /* owned, WL_READ_MAX: inflated bytes, counted then dropped */
     uint64_t sent_msgs;
     const uint8_t *ctl_ptr; /* control payload inside the read buffer, during one feed */
     uint8_t *rbuf;          /* owned, WL_READ_MAX */
     uint8_t *sbuf;          /* owned, one echo frame */
     SSL_CTX *tls;           /* with --tls */
+    uint64_t feed_now;      /* arrival time of the bytes being fed */
+    /* --stamped */
+    uint64_t *stamp_lat; /* owned: latency of each stamped message, ns */
+    size_t stamp_n;
+    size_t stamp_cap;
+    uint64_t stamp_bad; /* no readable stamp */
+    uint64_t stamp_seq; /* k not this connection's next (misrouted, repeated, missing) */
+    uint64_t t_stamp_first;
+    uint64_t t_stamp_last;
+    /* the send phase */
+    struct event *send_ev;
+    uint8_t *mbuf; /* owned, one send frame */
+    uint64_t send_t0;
+    uint64_t send_total;
+    uint64_t send_next; /* next message number s: connection s % count, its message s / count */
+    uint64_t send_ok;
+    uint64_t send_skipped; /* its connection was not open */
+    uint64_t send_lag_max; /* ns behind schedule, worst tick */
+    uint64_t t_send_first;
+    uint64_t t_send_last;
 };
 
 /* A growable report message. */
@@ -276,6 +331,7 @@ struct wl_child {
     bool got_ramp;
     bool got_echo;
     bool got_close;
+    bool got_send;
     bool got_progress;
     uint64_t frames;
     uint64_t settled;
@@ -320,6 +376,23 @@ struct wl_run {
     uint64_t msg_text;
     uint64_t msg_dup_conns; /* connections that got more than one */
     uint64_t msg_wrong_size;
+    uint64_t msg_zipped;
+    uint64_t wire;
+    uint64_t conn_msgs_min; /* data messages per connection that opened */
+    uint64_t conn_msgs_max;
+    bool conn_msgs_any;
+    struct wl_samples stamp_lat; /* --stamped: ns, one per message */
+    uint64_t stamp_bad;
+    uint64_t stamp_seq;
+    uint64_t t_stamp_first;
+    uint64_t t_stamp_last;
+    uint64_t send_ok; /* the send phase */
+    uint64_t send_skipped;
+    uint64_t send_lag_max;
+    uint64_t send_unsent;
+    uint64_t send_lost;
+    uint64_t t_send_first;
+    uint64_t t_send_last;
 };
 
 static struct wl_opts wl_opt;
@@ -336,7 +409,8 @@ static const char wl_usage[] =
     "              [--expect-closed C] [--expect-code X] [--expect-reason TEXT]\n"
     "              [--expect-messages M] [--expect-size B]\n"
     "              [--close-timeout MS] [--settle-ms MS] [--reply-close | --no-reply-close]\n"
-    "              [--samples] [--tls]\n"
+    "              [--samples] [--tls] [--stamped]\n"
+    "              [--send-rate R --send-seconds S [--send-size B]] [--stop-file F]\n"
     "\n"
     "  --host, --port      gateway address; only 127.0.0.0/8 is accepted\n"
     "  --path              request target (default /); {i} and {i%M} become the global\n"
@@ -374,6 +448,18 @@ static const char wl_usage[] =
     "                      to the JSON as close.frame_samples and close.tcp_samples\n"
     "  --tls               connect with TLS (wss://): a full handshake per connection, the\n"
     "                      certificate not checked; the handshake counts in the latency\n"
+    "  --deflate           offer permessage-deflate; compressed pushed messages are inflated\n"
+    "                      (--expect-size is their inflated size)\n"
+    "  --stamped           each pushed message begins \"<T> <k> \" (wsredis pub): T the\n"
+    "                      sender's CLOCK_MONOTONIC ns (19 digits), k its number (10): time\n"
+    "                      every message from T; k must be i + N * (messages connection i got\n"
+    "                      before), else it counts as out_of_sequence\n"
+    "  --send-rate R       after the hold (and echo), every connection sends R text messages\n"
+    "  --send-seconds S    a second for S seconds, masked, staggered evenly over time and\n"
+    "  --send-size B       connections, each B bytes (128) beginning \"<T> <i> <m> \" (T as\n"
+    "                      above, i the connection, m its message) padded with 'x'\n"
+    "  --stop-file F       before closing the connections, wait until F exists (at most\n"
+    "                      --close-timeout)\n"
     "The watch runs after --publish or --signal, or when an --expect-* flag is given.\n"
     "Exit status: 0 when the run completed (the JSON tells how the server behaved), 1 on a\n"
     "usage or setup error.\n";
@@ -686,6 +772,12 @@ static void wl_conn_close(struct wl_conn *c)
     c->out = NULL;
     c->out_len = 0;
     c->out_off = 0;
+    if (c->z != NULL) {
+        inflateEnd(c->z);
+        free(c->z);
+        c->z = NULL;
+    }
+    c->out_cap = 0;
     c->flags &= (uint16_t)~WL_F_WRITE;
     if (c->flags & WL_F_FRAME)
         wl_p.settled++;
@@ -853,17 +945,28 @@ static int wl_send(struct wl_conn *c, const uint8_t *buf, size_t len)
         errno = ENOBUFS;
         return -1;
     }
-    if (c->out_off > 0)
+    /* appended in place; the written head is dropped only when room runs out, and the
+     * buffer doubles, so a backlog of many small messages costs linear time */
+    if (c->out_len + len > c->out_cap && c->out_off > 0) {
         memmove(c->out, c->out + c->out_off, keep);
-    out = realloc(c->out, keep + len);
-    if (out == NULL) {
-        errno = ENOMEM;
-        return -1;
+        c->out_len = (uint32_t)keep;
+        c->out_off = 0;
     }
-    memcpy(out + keep, buf, len);
-    c->out = out;
-    c->out_len = (uint32_t)(keep + len);
-    c->out_off = 0;
+    if (c->out_len + len > c->out_cap) {
+        size_t cap = c->out_cap < 4096 ? 4096 : (size_t)c->out_cap * 2;
+
+        while (cap < c->out_len + len)
+            cap *= 2;
+        out = realloc(c->out, cap);
+        if (out == NULL) {
+            errno = ENOMEM;
+            return -1;
+        }
+        c->out = out;
+        c->out_cap = (uint32_t)(cap > UINT32_MAX ? UINT32_MAX : cap);
+    }
+    memcpy(c->out + c->out_len, buf, len);
+    c->out_len = (uint32_t)(c->out_len + len);
     if (!(c->flags & WL_F_WRITE)) {
         c->flags |= WL_F_WRITE;
         if (wl_arm(c, EV_READ | EV_WRITE | EV_PERSIST) < 0) {
@@ -892,6 +995,7 @@ static int wl_flush(struct wl_conn *c)
     c->out = NULL;
     c->out_len = 0;
     c->out_off = 0;
+    c->out_cap = 0;
     c->flags &= (uint16_t)~WL_F_WRITE;
     if (wl_arm(c, EV_READ | EV_PERSIST) < 0) {
         errno = ENOMEM;
@@ -996,8 +1100,10 @@ static bool wl_frame_begin(struct wl_conn *c)
     uint64_t plen = b1 & 0x7f;
     unsigned k;
 
-    if (b0 & 0x70)
+    if (b0 & 0x30)
         return wl_abort(c, "RSV bits set");
+    if ((b0 & 0x40) && (!(c->flags & WL_F_ZNEG) || (op != WS_OP_TEXT && op != WS_OP_BINARY)))
+        return wl_abort(c, "RSV1 set where permessage-deflate does not allow it");
     if (b1 & 0x80)
         return wl_abort(c, "masked server frame");
     if (plen == 126) {
@@ -1028,11 +1134,16 @@ static bool wl_frame_begin(struct wl_conn *c)
         if (!fin)
             c->flags |= WL_F_MSG;
         c->msg_pos = 0;
+        c->flags &= (uint16_t)~WL_F_STAMP;
         if (op == WS_OP_TEXT)
             c->flags |= WL_F_TEXT;
         else
             c->flags &= (uint16_t)~WL_F_TEXT;
-        if ((c->flags & WL_F_ECHO) && op != WS_OP_BINARY)
+        if (b0 & 0x40)
+            c->flags |= WL_F_ZMSG;
+        else
+            c->flags &= (uint16_t)~WL_F_ZMSG;
+        if ((c->flags & WL_F_ECHO) && (op != WS_OP_BINARY || (b0 & 0x40)))
             wl_echo_end(c, true);
         break;
     case WS_OP_CONT:
@@ -1047,6 +1158,103 @@ static bool wl_frame_begin(struct wl_conn *c)
     c->remaining = plen;
     c->in_len = 0;
     wl_p.ctl_ptr = NULL;
+    return true;
+}
+
+/* Inflates a piece of a compressed message (or the tail of §7.2.2), counting its
+ * inflated bytes in msg_pos; the bytes themselves are dropped. */
+static bool wl_inflate(struct wl_conn *c, const uint8_t *buf, size_t take)
+{
+    int r;
+
+    if (c->z == NULL) {
+        c->z = calloc(1, sizeof(*c->z));
+        if (c->z == NULL || inflateInit2(c->z, -15) != Z_OK) {
+            free(c->z);
+            c->z = NULL;
+            return wl_abort(c, "out of memory for an inflater");
+        }
+    }
+    c->z->next_in = (Bytef *)(uintptr_t)buf;
+    c->z->avail_in = (uInt)take;
+    do {
+        c->z->next_out = wl_p.zbuf;
+        c->z->avail_out = WL_READ_MAX;
+        r = inflate(c->z, Z_SYNC_FLUSH);
+        if (r != Z_OK && r != Z_BUF_ERROR && r != Z_STREAM_END)
+            return wl_abort(c, "bad deflate data");
+        take = WL_READ_MAX - c->z->avail_out;
+        c->msg_pos = take > UINT32_MAX - c->msg_pos ? UINT32_MAX : c->msg_pos + (uint32_t)take;
+    } while (c->z->avail_out == 0 || (c->z->avail_in > 0 && r == Z_OK));
+    return true;
+}
+
+/* Digits [p, p + n) into *v; false unless they are all digits. */
+static bool wl_digits(const uint8_t *p, size_t n, uint64_t *v)
+{
+    uint64_t x = 0;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        x = x * 10 + (uint64_t)(p[i] - '0');
+    }
+    *v = x;
+    return true;
+}
+
+/* --stamped: p holds the message's first WL_STAMP_ORDER bytes, "<T> <k> ". */
+static void wl_on_stamp(struct wl_conn *c, const uint8_t *p)
+{
+    uint64_t now = wl_p.feed_now, t, k;
+
+    c->flags |= WL_F_STAMP;
+    if (!wl_digits(p, WL_STAMP_T, &t) || p[WL_STAMP_T] != ' ' ||
+        !wl_digits(p + WL_STAMP_T + 1, WL_STAMP_N, &k) || p[WL_STAMP_ORDER - 1] != ' ') {
+        wl_p.stamp_bad++;
+        return;
+    }
+    if (wl_p.stamp_n == wl_p.stamp_cap) {
+        size_t cap = wl_p.stamp_cap == 0 ? 4096 : wl_p.stamp_cap * 2;
+        uint64_t *v = realloc(wl_p.stamp_lat, cap * sizeof(*v));
+
+        if (v == NULL) {
+            fprintf(stderr, "wsload: child: out of memory for latencies\n");
+            _exit(1);
+        }
+        wl_p.stamp_lat = v;
+        wl_p.stamp_cap = cap;
+    }
+    wl_p.stamp_lat[wl_p.stamp_n++] = now > t ? now - t : 0;
+    if (wl_p.t_stamp_first == 0)
+        wl_p.t_stamp_first = now;
+    wl_p.t_stamp_last = now;
+    /* message k goes to connection k mod N, in order: this one's next is idx + N * msgs */
+    if (k % wl_opt.n != c->idx || k / wl_opt.n != c->msgs)
+        wl_p.stamp_seq++;
+}
+
+/* --stamped: gathers the stamp from the start of a data message. */
+static bool wl_stamp_gather(struct wl_conn *c, const uint8_t *buf, size_t take)
+{
+    size_t want = WL_STAMP_ORDER - c->msg_pos, n = take < want ? take : want;
+
+    if (c->msg_pos == 0 && take >= WL_STAMP_ORDER) {
+        wl_on_stamp(c, buf); /* whole in this read: no copy */
+        return true;
+    }
+    if (c->in_len != c->msg_pos)
+        return true; /* split over fragments: counted as unreadable at its end */
+    if (c->in == NULL) {
+        c->in = malloc(125); /* the size control frames use: either may find it */
+        if (c->in == NULL)
+            return wl_abort(c, "out of memory");
+    }
+    memcpy(c->in + c->in_len, buf, n);
+    c->in_len = (uint16_t)(c->in_len + n);
+    if (c->in_len == WL_STAMP_ORDER)
+        wl_on_stamp(c, c->in);
     return true;
 }
 
@@ -1070,6 +1278,12 @@ static bool wl_frame_data(struct wl_conn *c, const uint8_t *buf, size_t take)
         return true;
     }
     if (!(c->flags & WL_F_ECHO)) {
+        wl_p.wire += take;
+        if (c->flags & WL_F_ZMSG)
+            return wl_inflate(c, buf, take);
+        if (wl_opt.stamped && !(c->flags & WL_F_STAMP) && c->msg_pos < WL_STAMP_ORDER &&
+            !wl_stamp_gather(c, buf, take))
+            return false;
         /* data outside the echo phase: only its size is kept, saturating */
         c->msg_pos = take > UINT32_MAX - c->msg_pos ? UINT32_MAX : c->msg_pos + (uint32_t)take;
         return true;
@@ -1091,12 +1305,27 @@ static bool wl_frame_data(struct wl_conn *c, const uint8_t *buf, size_t take)
 /* A whole data message outside the echo phase: a pushed message (send orders). */
 static void wl_on_message(struct wl_conn *c, uint64_t now)
 {
+    static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
+
+    if (c->flags & WL_F_ZMSG) {
+        if (!wl_inflate(c, tail, sizeof(tail)))
+            return;
+        wl_p.msg_zipped++;
+        if (!(c->flags & WL_F_ZKEEP)) { /* no context takeover: a fresh one next time */
+            inflateEnd(c->z);
+            free(c->z);
+            c->z = NULL;
+        }
+    }
     if (c->msgs++ == 0)
         c->t_msg = now;
     wl_p.msgs++;
     wl_p.msg_text += (c->flags & WL_F_TEXT) != 0;
     if (wl_opt.expect_size_given && c->msg_pos != wl_opt.expect_size)
         c->flags |= WL_F_WSIZE;
+    if (wl_opt.stamped && !(c->flags & WL_F_STAMP))
+        wl_p.stamp_bad++; /* shorter than a stamp, or split over fragments */
+    c->flags &= (uint16_t)~WL_F_STAMP;
     c->msg_pos = 0;
 }
 
@@ -1158,6 +1387,7 @@ static size_t wl_hdr_len(uint8_t b1)
 /* Feeds server frames; returns false when c was closed meanwhile. */
 static bool wl_feed(struct wl_conn *c, const uint8_t *buf, size_t len, uint64_t now)
 {
+    wl_p.feed_now = now;
     while (len > 0 || (c->flags & WL_F_PAYLOAD)) {
         size_t take;
 
@@ -1254,8 +1484,15 @@ static bool wl_check_101(struct wl_conn *c, const char *h, size_t hlen, char *wh
                 return false;
             }
         } else if (wl_ieq(p, nlen, "Sec-WebSocket-Extensions")) {
-            snprintf(why, cap, "extension not asked for");
-            return false;
+            size_t vl = (size_t)(ve - v);
+            if (!wl_opt.deflate || (c->flags & WL_F_ZNEG) || vl < 18 ||
+                strncasecmp(v, "permessage-deflate", 18) != 0 || memchr(v, ',', vl) != NULL) {
+                snprintf(why, cap, "extension not asked for");
+                return false;
+            }
+            c->flags |= WL_F_ZNEG;
+            if (memmem(v, vl, "server_no_context_takeover", 26) == NULL)
+                c->flags |= WL_F_ZKEEP;
         } else if (wl_ieq(p, nlen, "Sec-WebSocket-Protocol")) {
             snprintf(why, cap, "subprotocol not asked for");
             return false;
@@ -1343,8 +1580,11 @@ static void wl_send_request(struct wl_conn *c)
     }
     n = snprintf(req, sizeof(req),
                  "GET %s HTTP/1.1\r\nHost: %s:%u\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                 path, wl_opt.host, wl_opt.port, key);
+                 "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+                 path, wl_opt.host, wl_opt.port, key,
+                 wl_opt.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                                  "client_max_window_bits\r\n"
+                                : "");
     if (n < 0 || (size_t)n >= sizeof(req)) {
         wl_hs_fail(c, "request too long");
         return;
@@ -1668,6 +1908,108 @@ static void wl_echo_stop(void)
     wl_echo_report();
 }
 
+/* The send phase ------------------------------------------------------------------ */
+
+/* Connection c's message m: "<T> <i> <m> " padded with 'x' to --send-size, masked text. */
+static int wl_stamp_send(struct wl_conn *c, uint64_t m, uint64_t now)
+{
+    uint8_t *f = wl_p.mbuf, mask[4];
+    char stamp[80]; /* WL_STAMP_SEND bytes with T and m in range */
+    uint64_t r = wl_rand();
+    size_t size = wl_opt.send_size, h = ws_enc_header(f, WS_OP_TEXT, true, size), j;
+
+    snprintf(stamp, sizeof(stamp), "%0*" PRIu64 " %0*" PRIu32 " %0*" PRIu64 " ", (int)WL_STAMP_T,
+             (uint64_t)(now % 10000000000000000000ull), (int)WL_STAMP_N, c->idx, (int)WL_STAMP_N,
+             (uint64_t)(m % 10000000000ull));
+    f[1] |= 0x80;
+    memcpy(mask, &r, 4);
+    memcpy(f + h, mask, 4);
+    h += 4;
+    for (j = 0; j < size; j++)
+        f[h + j] = (uint8_t)((j < WL_STAMP_SEND ? (uint8_t)stamp[j] : 'x') ^ mask[j & 3]);
+    return wl_send(c, f, h + size);
+}
+
+static void wl_send_report(void)
+{
+    struct wl_msg m;
+    uint64_t unsent = 0, lost = 0;
+    uint32_t i;
+
+    for (i = 0; i < wl_p.count; i++) {
+        unsent += wl_p.conns[i].out_len - wl_p.conns[i].out_off;
+        lost += wl_p.conns[i].state != WL_OPEN && wl_p.conns[i].state != WL_FAILED;
+    }
+    wl_msg_start(&m, WL_REP_SEND);
+    wl_msg_u64(&m, wl_p.send_ok);
+    wl_msg_u64(&m, wl_p.send_skipped);
+    wl_msg_u64(&m, wl_p.send_lag_max);
+    wl_msg_u64(&m, unsent);
+    wl_msg_u64(&m, lost);
+    wl_msg_u64(&m, wl_p.t_send_first);
+    wl_msg_u64(&m, wl_p.t_send_last);
+    wl_msg_send(&m);
+}
+
+/* Message s is due at send_t0 + s / (count * rate) seconds: connection s % count, its
+ * message s / count, so every connection sends at the rate and they take turns evenly. */
+static uint64_t wl_send_due(uint64_t s)
+{
+    return wl_p.send_t0 + s * 1000000000ull / ((uint64_t)wl_p.count * wl_opt.send_rate);
+}
+
+static void wl_on_send_tick(evutil_socket_t fd, short what, void *arg)
+{
+    uint64_t now = wl_now(), burst = 0;
+
+    (void)fd;
+    (void)what;
+    (void)arg;
+    if (wl_p.send_next < wl_p.send_total && wl_send_due(wl_p.send_next) <= now) {
+        uint64_t lag = now - wl_send_due(wl_p.send_next);
+
+        if (lag > wl_p.send_lag_max)
+            wl_p.send_lag_max = lag;
+        if (wl_p.t_send_first == 0)
+            wl_p.t_send_first = now;
+    }
+    while (wl_p.send_next < wl_p.send_total && wl_send_due(wl_p.send_next) <= now &&
+           burst++ < WL_SEND_BURST) {
+        struct wl_conn *c = &wl_p.conns[wl_p.send_next % wl_p.count];
+
+        if (c->state != WL_OPEN) {
+            wl_p.send_skipped++;
+        } else if (wl_stamp_send(c, wl_p.send_next / wl_p.count, now) < 0) {
+            wl_p.send_skipped++;
+            wl_conn_lost(c, errno, now);
+        } else {
+            wl_p.send_ok++;
+            wl_p.t_send_last = now;
+        }
+        wl_p.send_next++;
+    }
+    if (wl_p.send_next == wl_p.send_total) {
+        event_del(wl_p.send_ev);
+        wl_send_report();
+    }
+}
+
+static void wl_send_start(void)
+{
+    struct timeval tv = {0, WL_SEND_TICK_US};
+
+    wl_p.send_t0 = wl_now();
+    wl_p.send_total = (uint64_t)wl_p.count * wl_opt.send_rate * wl_opt.send_secs;
+    if (wl_p.send_total == 0 || wl_p.send_ev == NULL) {
+        wl_send_report();
+        return;
+    }
+    if (event_add(wl_p.send_ev, &tv) < 0) {
+        fprintf(stderr, "wsload: child: event_add failed\n");
+        _exit(1);
+    }
+}
+
 static void wl_close_report(void)
 {
     struct wl_msg m;
@@ -1746,6 +2088,31 @@ static void wl_close_report(void)
     for (i = 0; i < wl_p.count; i++)
         n += (wl_p.conns[i].flags & WL_F_WSIZE) != 0;
     wl_msg_u64(&m, n);
+    wl_msg_u64(&m, wl_p.msg_zipped);
+    wl_msg_u64(&m, wl_p.wire);
+    /* data messages per connection that opened: min, max (0, 0 when none opened) */
+    {
+        uint64_t lo = UINT64_MAX, hi = 0;
+
+        for (i = 0; i < wl_p.count; i++) {
+            if (wl_p.conns[i].state == WL_NEW || wl_p.conns[i].state == WL_FAILED ||
+                wl_p.conns[i].state == WL_CONNECTING || wl_p.conns[i].state == WL_TLS ||
+                wl_p.conns[i].state == WL_HANDSHAKE)
+                continue;
+            lo = wl_p.conns[i].msgs < lo ? wl_p.conns[i].msgs : lo;
+            hi = wl_p.conns[i].msgs > hi ? wl_p.conns[i].msgs : hi;
+        }
+        wl_msg_u64(&m, lo == UINT64_MAX ? 0 : 1);
+        wl_msg_u64(&m, lo == UINT64_MAX ? 0 : lo);
+        wl_msg_u64(&m, hi);
+    }
+    /* --stamped */
+    wl_msg_u64(&m, wl_p.stamp_n);
+    wl_msg_put(&m, wl_p.stamp_lat, wl_p.stamp_n * sizeof(uint64_t));
+    wl_msg_u64(&m, wl_p.stamp_bad);
+    wl_msg_u64(&m, wl_p.stamp_seq);
+    wl_msg_u64(&m, wl_p.t_stamp_first);
+    wl_msg_u64(&m, wl_p.t_stamp_last);
     wl_msg_send(&m);
 }
 
@@ -1773,6 +2140,16 @@ static void wl_on_cmd(evutil_socket_t fd, short what, void *arg)
             wl_count_open();
             wl_send_progress();
             break;
+        case WL_CMD_SEND:
+            wl_send_start();
+            break;
+        case WL_CMD_SENT:
+            if (wl_p.send_next < wl_p.send_total) {
+                event_del(wl_p.send_ev);
+                wl_p.send_total = wl_p.send_next; /* what is left counts as not sent */
+                wl_send_report();
+            }
+            break;
         case WL_CMD_END:
             wl_close_report();
             _exit(0); /* the kernel closes the sockets */
@@ -1798,8 +2175,11 @@ static void wl_child_main(uint32_t lo, uint32_t hi, uint32_t inflight, int cmd_f
     wl_p.ramp_deadline = t_start + wl_opt.ramp_timeout_ms * WL_NS_PER_MS;
     wl_p.conns = calloc(wl_p.count > 0 ? wl_p.count : 1, sizeof(*wl_p.conns));
     wl_p.rbuf = malloc(WL_READ_MAX);
+    wl_p.zbuf = malloc(WL_READ_MAX);
     wl_p.sbuf = malloc(WS_FRAME_HDR_MAX + 4 + (wl_opt.echo_m > 0 ? wl_opt.echo_size : 0));
-    if (wl_p.conns == NULL || wl_p.rbuf == NULL || wl_p.sbuf == NULL) {
+    wl_p.mbuf = malloc(WS_FRAME_HDR_MAX + 4 + (wl_opt.send_rate > 0 ? wl_opt.send_size : 0));
+    if (wl_p.conns == NULL || wl_p.rbuf == NULL || wl_p.sbuf == NULL || wl_p.mbuf == NULL ||
+        wl_p.zbuf == NULL) {
         fprintf(stderr, "wsload: child: out of memory\n");
         _exit(1);
     }
@@ -1818,7 +2198,8 @@ static void wl_child_main(uint32_t lo, uint32_t hi, uint32_t inflight, int cmd_f
     }
     wl_p.tick = event_new(wl_p.base, -1, EV_PERSIST, wl_on_tick, NULL);
     wl_p.cmd_ev = event_new(wl_p.base, cmd_fd, EV_READ | EV_PERSIST, wl_on_cmd, NULL);
-    if (wl_p.tick == NULL || wl_p.cmd_ev == NULL || event_add(wl_p.tick, &tick) < 0 ||
+    wl_p.send_ev = event_new(wl_p.base, -1, EV_PERSIST, wl_on_send_tick, NULL);
+    if (wl_p.tick == NULL || wl_p.cmd_ev == NULL || wl_p.send_ev == NULL || event_add(wl_p.tick, &tick) < 0 ||
         event_add(wl_p.cmd_ev, NULL) < 0) {
         fprintf(stderr, "wsload: child: event_add failed\n");
         _exit(1);
@@ -2036,7 +2417,50 @@ static int wl_on_report(struct wl_run *r, struct wl_child *k, uint32_t type, con
         r->msg_text += wl_rd_u64(&rd);
         r->msg_dup_conns += wl_rd_u64(&rd);
         r->msg_wrong_size += wl_rd_u64(&rd);
+        r->msg_zipped += wl_rd_u64(&rd);
+        r->wire += wl_rd_u64(&rd);
+        if (wl_rd_u64(&rd) != 0) {
+            uint64_t lo = wl_rd_u64(&rd), hi = wl_rd_u64(&rd);
+
+            if (!r->conn_msgs_any || lo < r->conn_msgs_min)
+                r->conn_msgs_min = lo;
+            if (hi > r->conn_msgs_max)
+                r->conn_msgs_max = hi;
+            r->conn_msgs_any = true;
+        } else {
+            (void)wl_rd_u64(&rd);
+            (void)wl_rd_u64(&rd);
+        }
+        n = wl_rd_u64(&rd);
+        for (i = 0; i < n && !rd.bad; i++) {
+            if (wl_samples_push(&r->stamp_lat, wl_rd_u64(&rd)) < 0)
+                return -1;
+        }
+        r->stamp_bad += wl_rd_u64(&rd);
+        r->stamp_seq += wl_rd_u64(&rd);
+        t = wl_rd_u64(&rd);
+        if (t != 0 && (r->t_stamp_first == 0 || t < r->t_stamp_first))
+            r->t_stamp_first = t;
+        t = wl_rd_u64(&rd);
+        if (t > r->t_stamp_last)
+            r->t_stamp_last = t;
         k->got_close = true;
+        break;
+    case WL_REP_SEND:
+        r->send_ok += wl_rd_u64(&rd);
+        r->send_skipped += wl_rd_u64(&rd);
+        t = wl_rd_u64(&rd);
+        if (t > r->send_lag_max)
+            r->send_lag_max = t;
+        r->send_unsent += wl_rd_u64(&rd);
+        r->send_lost += wl_rd_u64(&rd);
+        t = wl_rd_u64(&rd);
+        if (t != 0 && (r->t_send_first == 0 || t < r->t_send_first))
+            r->t_send_first = t;
+        t = wl_rd_u64(&rd);
+        if (t > r->t_send_last)
+            r->t_send_last = t;
+        k->got_send = true;
         break;
     default:
         return -1;
@@ -2115,7 +2539,7 @@ static int wl_pump(struct wl_run *r, int timeout_ms)
     return 0;
 }
 
-enum wl_want { WL_WANT_RAMP, WL_WANT_ECHO, WL_WANT_CLOSE };
+enum wl_want { WL_WANT_RAMP, WL_WANT_ECHO, WL_WANT_SEND, WL_WANT_CLOSE };
 
 static bool wl_all_got(const struct wl_run *r, enum wl_want w)
 {
@@ -2124,7 +2548,10 @@ static bool wl_all_got(const struct wl_run *r, enum wl_want w)
     for (i = 0; i < r->nkids; i++) {
         const struct wl_child *k = &r->kids[i];
 
-        if (!(w == WL_WANT_RAMP ? k->got_ramp : w == WL_WANT_ECHO ? k->got_echo : k->got_close))
+        if (!(w == WL_WANT_RAMP   ? k->got_ramp
+              : w == WL_WANT_ECHO ? k->got_echo
+              : w == WL_WANT_SEND ? k->got_send
+                                  : k->got_close))
             return false;
     }
     return true;
@@ -2445,6 +2872,12 @@ static int wl_parse(int argc, char **argv)
         WL_O_NO_REPLY,
         WL_O_SAMPLES,
         WL_O_TLS,
+        WL_O_DEFLATE,
+        WL_O_STAMPED,
+        WL_O_SEND_RATE,
+        WL_O_SEND_SECS,
+        WL_O_SEND_SIZE,
+        WL_O_STOP,
         WL_O_HELP,
     };
     static const struct option lo[] = {
@@ -2478,6 +2911,12 @@ static int wl_parse(int argc, char **argv)
         {"no-reply-close", no_argument, NULL, WL_O_NO_REPLY},
         {"samples", no_argument, NULL, WL_O_SAMPLES},
         {"tls", no_argument, NULL, WL_O_TLS},
+        {"deflate", no_argument, NULL, WL_O_DEFLATE},
+        {"stamped", no_argument, NULL, WL_O_STAMPED},
+        {"send-rate", required_argument, NULL, WL_O_SEND_RATE},
+        {"send-seconds", required_argument, NULL, WL_O_SEND_SECS},
+        {"send-size", required_argument, NULL, WL_O_SEND_SIZE},
+        {"stop-file", required_argument, NULL, WL_O_STOP},
         {"help", no_argument, NULL, WL_O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -2498,6 +2937,7 @@ static int wl_parse(int argc, char **argv)
     wl_opt.close_timeout_ms = 10000;
     wl_opt.settle_ms = 200;
     wl_opt.reply_close = true;
+    wl_opt.send_size = 128;
     while ((o = getopt_long(argc, argv, "n:h", lo, NULL)) != -1) {
         int rc = 0;
 
@@ -2600,8 +3040,26 @@ static int wl_parse(int argc, char **argv)
         case WL_O_SAMPLES:
             wl_opt.samples = true;
             break;
+        case WL_O_DEFLATE:
+            wl_opt.deflate = true;
+            break;
         case WL_O_TLS:
             wl_opt.tls = true;
+            break;
+        case WL_O_STAMPED:
+            wl_opt.stamped = true;
+            break;
+        case WL_O_SEND_RATE:
+            rc = wl_num("--send-rate", optarg, 1, 100000, &wl_opt.send_rate);
+            break;
+        case WL_O_SEND_SECS:
+            rc = wl_num("--send-seconds", optarg, 1, 3600, &wl_opt.send_secs);
+            break;
+        case WL_O_SEND_SIZE:
+            rc = wl_num("--send-size", optarg, WL_STAMP_SEND, WL_SEND_SIZE_MAX, &wl_opt.send_size);
+            break;
+        case WL_O_STOP:
+            wl_opt.stop_file = optarg;
             break;
         case 'h':
         case WL_O_HELP:
@@ -2641,6 +3099,14 @@ static int wl_parse(int argc, char **argv)
     }
     if (have_size && wl_opt.echo_m == 0) {
         fprintf(stderr, "wsload: --size goes with --echo\n");
+        return -1;
+    }
+    if ((wl_opt.send_rate > 0) != (wl_opt.send_secs > 0)) {
+        fprintf(stderr, "wsload: --send-rate and --send-seconds go together\n");
+        return -1;
+    }
+    if (wl_opt.stamped && !wl_opt.expect_msgs_given) {
+        fprintf(stderr, "wsload: --stamped goes with --expect-messages\n");
         return -1;
     }
     if (wl_opt.publish != NULL && wl_opt.sig_pid != 0) {
@@ -2687,14 +3153,34 @@ static int wl_print_messages(FILE *f, struct wl_run *r, uint64_t t0)
     fprintf(f,
             ",\"messages\":{\"expected\":%lu,\"delivered\":%" PRIu64 ",\"connections\":%zu"
             ",\"text\":%" PRIu64 ",\"binary\":%" PRIu64 ",\"duplicated_connections\":%" PRIu64
-            ",\"wrong_size\":%" PRIu64 ",\"before_t0\":%" PRIu64,
+            ",\"wrong_size\":%" PRIu64 ",\"before_t0\":%" PRIu64 ",\"compressed\":%" PRIu64
+            ",\"wire_bytes\":%" PRIu64,
             wl_opt.expect_msgs, r->msgs, n, r->msg_text, r->msgs - r->msg_text, r->msg_dup_conns,
-            r->msg_wrong_size, before);
+            r->msg_wrong_size, before, r->msg_zipped, r->wire);
     wl_json_ms(f, "lat_p50", v, n, 50);
     wl_json_ms(f, "lat_p99", v, n, 99);
     wl_json_ms(f, "lat_max", v, n, 100);
-    fprintf(f, ",\"rate\":%.1f}", last > 0 ? (double)n / last : 0);
+    fprintf(f, ",\"rate\":%.1f,\"conn_min\":%" PRIu64 ",\"conn_max\":%" PRIu64,
+            last > 0 ? (double)n / last : 0, r->conn_msgs_min, r->conn_msgs_max);
     free(v);
+    if (wl_opt.stamped) {
+        /* every message timed from the stamp it carries; absolute CLOCK_MONOTONIC ns of
+         * the first and last arrival, for rates against the sender's clock */
+        v = wl_rel_sorted(&r->stamp_lat, 0);
+        if (v == NULL)
+            return -1;
+        n = r->stamp_lat.n;
+        fprintf(f,
+                ",\"stamped\":{\"messages\":%zu,\"bad\":%" PRIu64 ",\"out_of_sequence\":%" PRIu64
+                ",\"t_first\":%" PRIu64 ",\"t_last\":%" PRIu64,
+                n, r->stamp_bad, r->stamp_seq, r->t_stamp_first, r->t_stamp_last);
+        wl_json_ms(f, "lat_p50", v, n, 50);
+        wl_json_ms(f, "lat_p99", v, n, 99);
+        wl_json_ms(f, "lat_max", v, n, 100);
+        fputc('}', f);
+        free(v);
+    }
+    fputc('}', f);
     return 0;
 }
 
@@ -2722,6 +3208,21 @@ static int wl_print(struct wl_run *r, bool echo, const char *action_err, long lo
                 ",\"lost\":%" PRIu64 ",\"size\":%lu}",
                 r->echo_ok, secs, secs > 0 ? (double)r->echo_ok / secs : 0, expected - r->echo_ok,
                 r->echo_conns, r->echo_mismatch, r->echo_lost, wl_opt.echo_size);
+    }
+    if (wl_opt.send_rate > 0) {
+        double secs = r->t_send_last > r->t_send_first
+                          ? (double)(r->t_send_last - r->t_send_first) / 1e9
+                          : 0;
+
+        fprintf(f,
+                ",\"send\":{\"messages\":%" PRIu64 ",\"skipped\":%" PRIu64
+                ",\"target\":%" PRIu64 ",\"target_rate\":%lu,\"seconds\":%.3f,\"rate\":%.1f"
+                ",\"max_lag_ms\":%.3f,\"unsent_bytes\":%" PRIu64 ",\"lost\":%" PRIu64
+                ",\"size\":%lu,\"t_first\":%" PRIu64 ",\"t_last\":%" PRIu64 "}",
+                r->send_ok, r->send_skipped, r->ramp_ok * wl_opt.send_rate * wl_opt.send_secs,
+                wl_opt.n * wl_opt.send_rate, secs,
+                secs > 0 ? (double)(r->send_ok - 1) / secs : 0, (double)r->send_lag_max / 1e6,
+                r->send_unsent, r->send_lost, wl_opt.send_size, r->t_send_first, r->t_send_last);
     }
     if (wl_opt.publish != NULL) {
         fprintf(f, ",\"action\":{\"kind\":\"publish\",\"receivers\":");
@@ -2980,6 +3481,27 @@ int main(int argc, char **argv)
         }
     }
 
+    /* send: stamped messages at a steady rate */
+    if (wl_opt.send_rate > 0) {
+        fprintf(stderr, "wsload: send: %lu messages/s of %lu bytes per connection for %lu s\n",
+                wl_opt.send_rate, wl_opt.send_size, wl_opt.send_secs);
+        wl_tell(r, WL_CMD_SEND);
+        /* a machine too busy to keep the pace sends late, not less: allow 4x the time */
+        rc = wl_wait(r, WL_WANT_SEND,
+                     wl_now() + (wl_opt.send_secs * 4000 + WL_REPORT_WAIT_MS) * WL_NS_PER_MS);
+        if (rc > 0) {
+            fprintf(stderr, "wsload: send: time is up, stopping (the rest counts as not sent)\n");
+            wl_tell(r, WL_CMD_SENT);
+            rc = wl_wait(r, WL_WANT_SEND, wl_now() + WL_REPORT_WAIT_MS * WL_NS_PER_MS);
+        }
+        if (rc != 0) {
+            fprintf(stderr, "wsload: send: no report from a child\n");
+            goto err_kill;
+        }
+        fprintf(stderr, "wsload: send done: %" PRIu64 " messages, %" PRIu64 " skipped\n",
+                r->send_ok, r->send_skipped);
+    }
+
     /* action, then the close watch */
     if (close_phase) {
         unsigned i;
@@ -3049,6 +3571,13 @@ int main(int argc, char **argv)
                 if (wl_pump(r, wl_ms_until(deadline)) < 0)
                     goto err_kill;
             }
+        }
+    }
+    if (wl_opt.stop_file != NULL) {
+        deadline = wl_now() + wl_opt.close_timeout_ms * WL_NS_PER_MS;
+        while (access(wl_opt.stop_file, F_OK) != 0 && wl_now() < deadline) {
+            if (wl_pump(r, 10) < 0)
+                goto err_kill;
         }
     }
     wl_tell(r, WL_CMD_END);

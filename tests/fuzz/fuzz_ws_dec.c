@@ -1,6 +1,8 @@
 /* libFuzzer target: the frame decoder gives the same verdict, and on success the same
  * payload bytes and frame boundaries, whether the stream arrives whole or cut into
- * small pieces. Input: [max selector][split seed][client bytes...]. */
+ * small pieces. Input: [max selector][split seed][client bytes...]; bit 2 of the max
+ * selector negotiates permessage-deflate (RSV1 allowed on a data message's first frame,
+ * which marks its chunks compressed). */
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,7 +25,8 @@ static void mix(struct digest *d, const uint8_t *p, size_t n)
 }
 
 /* Feeds src in pieces of the sizes next_piece() picks (0: whole). */
-static void run(const uint8_t *src, size_t len, uint64_t max, uint32_t seed, struct digest *d)
+static void run(const uint8_t *src, size_t len, uint64_t max, unsigned wbits, uint32_t seed,
+                struct digest *d)
 {
     uint8_t *buf = malloc(len > 0 ? len : 1);
     struct ws_dec dec;
@@ -35,6 +38,7 @@ static void run(const uint8_t *src, size_t len, uint64_t max, uint32_t seed, str
         abort();
     memcpy(buf, src, len); /* the decoder unmasks in place */
     ws_dec_init(&dec, max);
+    ws_dec_set_deflate(&dec, wbits);
     while (off < len) {
         size_t piece = len - off;
         if (seed != 0) {
@@ -59,7 +63,8 @@ static void run(const uint8_t *src, size_t len, uint64_t max, uint32_t seed, str
                 continue;
             mix(d, o.data, o.len);
             if (o.frame_end) {
-                uint8_t mark[3] = {'F', o.opcode, (uint8_t)(o.msg_end ? 'M' : '-')};
+                uint8_t mark[4] = {'F', o.opcode, (uint8_t)(o.msg_end ? 'M' : '-'),
+                                   (uint8_t)(o.compressed ? 'Z' : '-')};
                 mix(d, mark, sizeof(mark));
                 d->frames++;
             }
@@ -79,9 +84,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 2)
         return 0;
     uint64_t max = maxes[data[0] & 3];
+    unsigned wbits = data[0] & 4 ? 15 : 0;
     uint32_t seed = data[1] | 1u;
-    run(data + 2, size - 2, max, 0, &whole);
-    run(data + 2, size - 2, max, seed, &cut);
+    run(data + 2, size - 2, max, wbits, 0, &whole);
+    run(data + 2, size - 2, max, wbits, seed, &cut);
     if (whole.close_code != cut.close_code)
         abort();
     if (whole.close_code == 0 && (whole.h != cut.h || whole.frames != cut.frames))

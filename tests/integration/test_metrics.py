@@ -88,6 +88,20 @@ EXPECTED = {
     "wsgate_pushed_messages_total": "counter",
     "wsgate_pushed_bytes_total": "counter",
     "wsgate_push_dropped_total": "counter",
+    "wsgate_deflate_negotiated_total": "counter",
+    "wsgate_deflate_declined_total": "counter",
+    "wsgate_deflate_malformed_total": "counter",
+    "wsgate_deflate_compressed_messages_total": "counter",
+    "wsgate_deflate_compressed_bytes_in_total": "counter",
+    "wsgate_deflate_compressed_bytes_out_total": "counter",
+    "wsgate_deflate_sent_total": "counter",
+    "wsgate_deflate_uncompressed_total": "counter",
+    "wsgate_deflate_inflated_messages_total": "counter",
+    "wsgate_deflate_inflated_bytes_in_total": "counter",
+    "wsgate_deflate_inflated_bytes_out_total": "counter",
+    "wsgate_deflate_inflate_errors_total": "counter",
+    "wsgate_deflate_bombs_refused_total": "counter",
+    "wsgate_deflate_compressor_bytes": "gauge",
     "wsgate_push_delivery_seconds": "histogram",
     "wsgate_stream_entries_total": "counter",
     "wsgate_stream_orders_total": "counter",
@@ -336,7 +350,9 @@ def test_protocol_error_is_counted():
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         fams = fetch(gw)
-        if value(fams, "wsgate_protocol_errors_total") == 1:
+        # the worker counts the error, then the close frame: wait for both, not one
+        if value(fams, "wsgate_protocol_errors_total") == 1 and \
+                value(fams, "wsgate_close_frames_sent_total", code="1002") == 1:
             break
         time.sleep(0.02)  # poll interval
     eq(fams, 1, "wsgate_protocol_errors_total")

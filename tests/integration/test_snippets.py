@@ -17,6 +17,7 @@ import json
 import os
 import re
 import subprocess
+import time
 
 import harness
 import fleet as F
@@ -198,3 +199,74 @@ def test_readme_stream_snippet_node():
     assert os.path.isdir(os.path.join(HERE, "node_modules", "ioredis")), \
         "ioredis is not installed: cd tests/integration && npm install"
     check_stream_snippet("stream-node", "js", lambda code: ["node", "-e", code])
+
+
+@harness.timeout(60)
+def test_readme_inbound_consumer_snippet():
+    """The README's xreadgroup loop (`inbound-python`), as written, against a gateway in
+    --inbound stream mode (stream wsgate:in, the default): 3 clients (Python websockets,
+    two with a user) send 5 messages each; the loop prints `<conn> <user> <text>` once per
+    message and acknowledges every entry. It blocks forever: stopped once all lines came."""
+    import queue
+    import signal
+    import threading
+
+    code_text = snippet("inbound-python", "python")
+    assert "xreadgroup" in code_text and '"wsgate:in"' in code_text, code_text
+    redis = harness.start_redis()
+    r = redis.client()
+    gw = harness.Gateway(flags={"--redis": redis.url, "--id": "gwS"}, workers=2, echo=False,
+                         extra=["--inbound", "stream"]).start()
+    harness.wait_for(lambda: gw.log().count("redis publisher up") >= gw.workers, 10,
+                     "every worker's publisher up")
+    r.xgroup_create("wsgate:in", "backend", id="0", mkstream=True)  # the README's XGROUP CREATE
+    env = dict(os.environ, WSGATE_REDIS=redis.url, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen(["/usr/bin/python3", "-c", code_text], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         start_new_session=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(ln.rstrip("\n")) for ln in p.stdout],
+                     daemon=True).start()
+    try:
+        async def main():
+            import websockets
+            users = ["alice", "bob", None]
+            clients, want = [], []
+            for u in users:
+                url = "ws://127.0.0.1:%d/%s" % (gw.port, "?user=%s" % u if u else "")
+                ws = await websockets.connect(url, open_timeout=5, close_timeout=2,
+                                              ping_interval=None)
+                conn = ws.response_headers.get("X-Wsgate-Conn")
+                assert conn, "101 without X-Wsgate-Conn"
+                clients.append(ws)
+                for j in range(5):
+                    text = "hello %d from %s ✓" % (j, u or "nobody")
+                    await ws.send(text)
+                    want.append("%s %s %s" % (conn, u, text))
+            return clients, want
+
+        loop = asyncio.new_event_loop()
+        clients, want = loop.run_until_complete(main())
+        got = []
+        deadline = time.monotonic() + 20
+        while len(got) < len(want) and time.monotonic() < deadline:
+            try:
+                got.append(lines.get(timeout=0.2))
+            except queue.Empty:
+                assert p.poll() is None, "the snippet exited %s: %s" % (p.returncode,
+                                                                       p.stderr.read())
+        assert sorted(got) == sorted(want), "printed:\n%s\nexpected:\n%s" % (
+            "\n".join(got), "\n".join(want))
+        harness.wait_for(lambda: r.xpending("wsgate:in", "backend")["pending"] == 0, 10,
+                         "every entry acknowledged")
+        time.sleep(0.3)  # nothing printed twice
+        assert lines.empty(), "extra line: %r" % lines.get()
+        assert p.poll() is None, "the loop should still be waiting for entries"
+        async def close_all():
+            await asyncio.gather(*[ws.close() for ws in clients])
+        loop.run_until_complete(close_all())
+        loop.close()
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+        p.wait(timeout=10)

@@ -58,6 +58,8 @@ SUITE(seen);
 SUITE(token);
 SUITE(chaos);
 SUITE(base64);
+SUITE(ws_pmd);
+SUITE(ws_zip);
 SUITE(origin);
 SUITE(proxy_proto);
 SUITE(iplimit);

@@ -29,6 +29,8 @@ static const struct {
     {"ws_enc", suite_ws_enc},
     {"ws_dec", suite_ws_dec},
     {"ws_hs", suite_ws_hs},
+    {"ws_pmd", suite_ws_pmd},
+    {"ws_zip", suite_ws_zip},
     {"config", suite_config},
     {"order", suite_order},
     {"redis_url", suite_redis_url},

@@ -160,6 +160,24 @@ static void test_config_max_send(void)
     CHECK(strstr(config_usage(), "--max-send") != NULL);
 }
 
+/* --deflate is off unless given; --deflate-min-size defaults to 256, 0 compresses all. */
+static void test_config_deflate(void)
+{
+    struct config c;
+    char *argv[] = {A("wsgate"), A("--deflate"), A("--deflate-min-size"), A("1k"), NULL};
+    char *zero[] = {A("wsgate"), A("--deflate-min-size=0"), NULL};
+    char *bad[] = {A("wsgate"), A("--deflate-min-size=17m"), NULL};
+    char *none[] = {A("wsgate"), NULL};
+    char *envp[] = {A("WSGATE_DEFLATE=1"), A("WSGATE_DEFLATE_MIN_SIZE=64"), NULL};
+
+    CHECK(parse(&c, none, NULL) == 0 && !c.deflate && c.deflate_min_size == 256);
+    CHECK(parse(&c, argv, NULL) == 0 && c.deflate && c.deflate_min_size == 1024);
+    CHECK(parse(&c, none, envp) == 0 && c.deflate && c.deflate_min_size == 64);
+    CHECK(parse(&c, zero, NULL) == 0 && !c.deflate && c.deflate_min_size == 0);
+    CHECK(parse(&c, bad, NULL) == -1);
+    CHECK(strstr(config_usage(), "--deflate-min-size") != NULL);
+}
+
 static void test_config_flags_and_env(void)
 {
     struct config c;
@@ -826,6 +844,7 @@ void suite_config(void)
     test_config_memory_bounds();
     test_config_inbound();
     test_config_max_send();
+    test_config_deflate();
     test_config_rejects_bad_values();
     test_config_rejects_bad_env();
     test_config_order_keys_and_their_twin();

@@ -209,6 +209,40 @@ static void test_outq_frame_done_runs_at_the_last_reference(void)
     CHECK(done_calls == 1);
 }
 
+/* A twin (the compressed form of a pushed message) keeps its base: the base's done
+ * runs only once the copies of both forms are gone, whichever goes last. */
+static void test_outq_twin_keeps_its_base(void)
+{
+    for (int twin_last = 0; twin_last < 2; twin_last++) {
+        struct outq_frame *f = outq_frame_new(3), *z = outq_frame_new(2);
+        struct outq *plain = NULL, *zipped = NULL;
+        int before = done_calls;
+
+        CHECK(f != NULL && z != NULL && z->base == NULL);
+        if (f == NULL || z == NULL)
+            return;
+        f->done = count_done;
+        f->arg = &done_calls;
+        f->stamp = 42;
+        z->base = outq_frame_ref(f);
+        CHECK(f->refcnt == 2);
+        CHECK(outq_push_frame(&plain, OUTQ_DATA, f, 0) == 0);
+        CHECK(outq_push_frame(&zipped, OUTQ_DATA, z, 0) == 0);
+        outq_frame_unref(f); /* the job's references */
+        outq_frame_unref(z);
+        if (twin_last) {
+            outq_consume(&plain, 3);
+            CHECK(done_calls == before && plain == NULL);
+            outq_consume(&zipped, 2);
+        } else {
+            outq_free(zipped);
+            CHECK(done_calls == before);
+            outq_consume(&plain, 3);
+        }
+        CHECK(done_calls == before + 1);
+    }
+}
+
 static void test_outq_every_allocation_fails_cleanly(void)
 {
     for (unsigned long n = 1;; n++) {
@@ -248,5 +282,6 @@ void suite_outq(void)
     test_outq_pin_keeps_what_a_record_holds();
     test_outq_shared_frame_is_counted();
     test_outq_frame_done_runs_at_the_last_reference();
+    test_outq_twin_keeps_its_base();
     test_outq_every_allocation_fails_cleanly();
 }

@@ -875,8 +875,86 @@ static void test_ws_dec_mixed_stream(void)
     bytes_free(&w);
 }
 
+/* Feeds w whole to a decoder with permessage-deflate (window 15) or not; returns the
+ * close code (0: none) and counts the compressed and plain data chunks. */
+static unsigned feed_deflate(const struct bytes *w, bool deflate, uint64_t max, size_t *zchunks,
+                             size_t *plain)
+{
+    struct ws_dec d;
+    struct ws_dec_out o;
+    uint8_t *buf = check_dup_exact(w->p, w->len);
+    size_t off = 0;
+
+    ws_dec_init(&d, max);
+    if (deflate)
+        ws_dec_set_deflate(&d, 15);
+    *zchunks = *plain = 0;
+    while (off < w->len) {
+        ssize_t n = ws_dec_feed(&d, buf + off, w->len - off, &o);
+        if (n < 0)
+            break;
+        off += (size_t)n;
+        if (o.ready && !o.control)
+            (*(o.compressed ? zchunks : plain))++;
+    }
+    free(buf);
+    return d.close_code;
+}
+
+static void test_ws_dec_rsv1_deflate(void)
+{
+    struct bytes w = {0};
+    size_t z, p;
+    struct ws_dec d;
+
+    ws_dec_init(&d, 100);
+    CHECK(ws_dec_deflate(&d) == 0);
+    ws_dec_set_deflate(&d, 9);
+    CHECK(ws_dec_deflate(&d) == 9);
+    ws_dec_set_deflate(&d, 15);
+    CHECK(ws_dec_deflate(&d) == 15);
+    ws_dec_set_deflate(&d, 0);
+    CHECK(ws_dec_deflate(&d) == 0);
+
+    /* RSV1 on a first frame: compressed, continuations too, the next message not */
+    add_frame(&w, 0x41, "\xff\xfe", 2, 0); /* not UTF-8: not checked while compressed */
+    add_frame(&w, 0x00, "ab", 2, 0);
+    add_frame(&w, 0x89, "", 0, 0); /* a ping between fragments */
+    add_frame(&w, 0x80, "cd", 2, 0);
+    add_frame(&w, 0x81, "plain", 5, 0);
+    CHECK(feed_deflate(&w, true, 100, &z, &p) == 0 && z == 3 && p == 1);
+    CHECK(feed_deflate(&w, false, 100, &z, &p) == 1002 && z == 0 && p == 0);
+    bytes_free(&w);
+
+    add_frame(&w, 0x01, "a", 1, 0);
+    add_frame(&w, 0xc0, "b", 1, 0); /* RSV1 on a continuation */
+    CHECK(feed_deflate(&w, true, 100, &z, &p) == 1002);
+    bytes_free(&w);
+    add_frame(&w, 0xc9, "", 0, 0); /* RSV1 on a ping */
+    CHECK(feed_deflate(&w, true, 100, &z, &p) == 1002);
+    bytes_free(&w);
+    add_frame(&w, 0xa1, "a", 1, 0); /* RSV2 even with deflate */
+    CHECK(feed_deflate(&w, true, 100, &z, &p) == 1002);
+    bytes_free(&w);
+    add_frame(&w, 0xe2, "a", 1, 0); /* RSV1 and RSV3 */
+    CHECK(feed_deflate(&w, true, 100, &z, &p) == 1002);
+    bytes_free(&w);
+
+    /* the wire limit of a compressed message is max_message and its slack */
+    add_frame(&w, 0xc2, NULL, 100 + WS_DEC_ZSLACK(100), 0);
+    CHECK(feed_deflate(&w, true, 100, &z, &p) == 0 && z == 1);
+    bytes_free(&w);
+    add_frame(&w, 0xc2, NULL, 101 + WS_DEC_ZSLACK(100), 0);
+    CHECK(feed_deflate(&w, true, 100, &z, &p) == 1009 && z == 0);
+    bytes_free(&w);
+    add_frame(&w, 0x82, NULL, 101, 0); /* uncompressed: max_message as before */
+    CHECK(feed_deflate(&w, true, 100, &z, &p) == 1009);
+    bytes_free(&w);
+}
+
 void suite_ws_dec(void)
 {
+    test_ws_dec_rsv1_deflate();
     test_ws_dec_rfc_examples();
     test_ws_dec_event_fields();
     test_ws_dec_fragment_fields();

@@ -138,11 +138,32 @@ static void test_ws_hs_valid_request(void)
     CHECK(strcmp(ws_hs_header(&h, "origin"), "http://example.com") == 0);
     CHECK(strcmp(ws_hs_header(&h, "HOST"), "server.example.com") == 0);
     CHECK(ws_hs_header(&h, "Cookie") == NULL);
+    {
+        const char *v[2];
+        CHECK(ws_hs_header_all(&h, "host", v, 2) == 1 && strcmp(v[0], "server.example.com") == 0);
+        CHECK(ws_hs_header_all(&h, "Cookie", v, 2) == 0);
+    }
     /* a verdict is final */
     CHECK(feed_exact(&h, "x", 1) == 0);
     CHECK(h.status == 101);
     ws_hs_cleanup(&h);
     CHECK(h.buf == NULL && h.path == NULL && h.params == NULL && h.status == 0);
+}
+
+/* Repeated list headers: every line, in order (Sec-WebSocket-Extensions). */
+static void test_ws_hs_header_all(void)
+{
+    static const char req[] = RL HOST UPG CONN "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" VER
+        "Sec-WebSocket-Extensions: a\r\nX: y\r\nsec-websocket-extensions: b; c=1\r\n"
+        "Sec-WebSocket-Extensions: d\r\n\r\n";
+    struct ws_hs h;
+    const char *v[2];
+
+    ws_hs_init(&h, 8192);
+    CHECK(feed_exact(&h, req, sizeof(req) - 1) == (ssize_t)(sizeof(req) - 1) && h.status == 101);
+    CHECK(ws_hs_header_all(&h, "Sec-WebSocket-Extensions", v, 2) == 3);
+    CHECK(strcmp(v[0], "a") == 0 && strcmp(v[1], "b; c=1") == 0);
+    ws_hs_cleanup(&h);
 }
 
 static void test_ws_hs_same_verdict_however_cut(void)
@@ -596,6 +617,7 @@ void suite_ws_hs(void)
     test_ws_hs_rfc_sample_accept();
     test_ws_hs_key_unused_bits();
     test_ws_hs_valid_request();
+    test_ws_hs_header_all();
     test_ws_hs_same_verdict_however_cut();
     test_ws_hs_leaves_frame_bytes();
     test_ws_hs_lists_and_case();

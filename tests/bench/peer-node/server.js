@@ -5,7 +5,11 @@
 // It is written the way a Node team would write it, not tuned.
 //
 //   node server.js --listen 127.0.0.1:PORT --workers N --id ID --redis redis://127.0.0.1:RPORT
-//                  [--channel wsgate:orders] [--close-timeout 5000]
+//                  [--channel wsgate:orders] [--close-timeout 5000] [--deflate 1]
+//                  [--inbound echo|publish] [--inbound-channel wsgate:in]
+// --deflate 1 turns ws's perMessageDeflate on with the contract wsgate's --deflate
+// answers with (no context takeover either way, messages under 256 bytes plain); ws
+// then compresses each message once per connection that negotiated it.
 'use strict';
 
 const cluster = require('node:cluster');
@@ -29,13 +33,15 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 function usage(msg) {
   if (msg) process.stderr.write(`server.js: ${msg}\n`);
   process.stderr.write('usage: node server.js --listen HOST:PORT --workers N --id ID ' +
-    '--redis redis://HOST:PORT [--channel wsgate:orders] [--close-timeout MS]\n');
+    '--redis redis://HOST:PORT [--channel wsgate:orders] [--close-timeout MS] [--deflate 1]\n' +
+    '                      [--inbound echo|publish] [--inbound-channel wsgate:in]\n');
   process.exit(2);
 }
 
 function parseArgs(argv) {
   const opts = { listen: '127.0.0.1:8080', workers: 1, id: 'peer', redis: 'redis://127.0.0.1:6379',
-    channel: 'wsgate:orders', closeTimeout: 5000 };
+    channel: 'wsgate:orders', closeTimeout: 5000, deflate: false, inbound: 'echo',
+    inboundChannel: 'wsgate:in' };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const val = argv[i + 1];
@@ -49,6 +55,9 @@ function parseArgs(argv) {
       case '--redis': opts.redis = val; break;
       case '--channel': opts.channel = val; break;
       case '--close-timeout': opts.closeTimeout = Number(val); break;
+      case '--deflate': opts.deflate = val === '1'; break;
+      case '--inbound': opts.inbound = val; break;
+      case '--inbound-channel': opts.inboundChannel = val; break;
       default: usage(`unknown flag ${flag}`);
     }
   }
@@ -58,6 +67,8 @@ function parseArgs(argv) {
   opts.port = Number(m[2]);
   if (!Number.isInteger(opts.workers) || opts.workers < 1 || opts.workers > 256) usage('bad --workers');
   if (!Number.isInteger(opts.closeTimeout) || opts.closeTimeout < 0) usage('bad --close-timeout');
+  if (opts.inbound !== 'echo' && opts.inbound !== 'publish') usage('--inbound: echo or publish');
+  if (opts.inboundChannel === '') usage('--inbound-channel must not be empty');
   return opts;
 }
 
@@ -128,7 +139,9 @@ function groupsOf(req) {
 const wss = new WebSocketServer({
   host: opts.host,
   port: opts.port,
-  perMessageDeflate: false,
+  perMessageDeflate: opts.deflate
+    ? { serverNoContextTakeover: true, clientNoContextTakeover: true, threshold: 256 }
+    : false,
   maxPayload: 1024 * 1024,
   verifyClient: (info, done) => {
     try {
@@ -154,7 +167,12 @@ wss.on('connection', (ws, req) => {
     if (!set) byGroup.set(g, set = new Set());
     set.add(ws);
   }
-  ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+  if (opts.inbound === 'publish') {
+    ws.user = ws.groups.find((g) => g.startsWith('user:'))?.slice(5);
+    ws.on('message', (data, isBinary) => publishInbound(ws, data, isBinary));
+  } else {
+    ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+  }
   ws.on('error', () => {});
   ws.on('close', () => {
     clearTimeout(ws.closeTimer);
@@ -168,6 +186,22 @@ wss.on('connection', (ws, req) => {
   });
   if (shuttingDown) closeConn(ws, 1001, 'server shutting down');
 });
+
+// --inbound publish: each client message goes to Redis as wsgate's envelope (README "Client
+// messages to backends"): conn, gateway, worker, user (from the user:<id> group), groups, seq
+// (per worker), ts (ms), then text or binary (base64). ioredis queues what Redis has not
+// taken yet in memory, as a typical gateway leaves it.
+let inboundSeq = 0;
+function publishInbound(ws, data, isBinary) {
+  const env = { conn: ws.connId, gateway: opts.id, worker: workerNum };
+  if (ws.user !== undefined) env.user = ws.user;
+  env.groups = ws.groups;
+  env.seq = ++inboundSeq;
+  env.ts = Date.now();
+  if (isBinary) env.binary = data.toString('base64');
+  else env.text = data.toString();
+  pub.publish(opts.inboundChannel, JSON.stringify(env)).catch((err) => log(`inbound publish: ${err.message}`));
+}
 
 // ws.close() sends the close frame and waits for the client's reply, then ends TCP; ws's own
 // timer for that is 30 s, so ours cuts it to --close-timeout.
@@ -384,7 +418,10 @@ function maybeReady() {
   if (listening && subscribed) process.stderr.write('worker ready\n');
 }
 wss.on('listening', () => { listening = true; maybeReady(); });
-sub.subscribe(opts.channel, `${opts.channel}:${opts.id}`).then(() => { subscribed = true; maybeReady(); },
+// Like wsgate, a channel per worker, named after its connection ids' prefix: an order
+// for its connections reaches it alone.
+sub.subscribe(opts.channel, `${opts.channel}:${opts.id}`,
+  `${opts.channel}:worker:${idPrefix.slice(0, -1)}`).then(() => { subscribed = true; maybeReady(); },
   (err) => log(`subscribe failed: ${err.message}`));
 
 // --- shutdown: close every connection with 1001, exit when they are gone -------------------
