@@ -141,7 +141,7 @@ DEB_BUILD := gcc make pkg-config libevent-dev libhiredis-dev libjansson-dev libs
              redis-server
 DEB_TEST  := python3 python3-websockets python3-redis redis-sentinel chromium haproxy nginx-light procps openssl \
              iproute2 python3-yaml clang libclang-rt-14-dev strace libnginx-mod-stream python3-jwt \
-             python3-cryptography
+             python3-cryptography redis-tools
 # Node.js with npm may come from elsewhere than Debian (NodeSource's nodejs ships npm
 # and conflicts with Debian's npm): Debian's packages only when there is no node/npm.
 DEB_NODE  := nodejs npm

@@ -327,10 +327,11 @@ static int set_redis(struct config *c, const char *v, char *err, size_t errlen)
     char why[256];
 
     if (strncmp(v, "redis://", 8) != 0 && strncmp(v, "unix://", 7) != 0 &&
-        strncmp(v, "sentinel://", 11) != 0)
+        strncmp(v, "sentinel://", 11) != 0 && strncmp(v, "cluster://", 10) != 0)
         return bad(err, errlen, "redis", v,
-                   "expected redis://[user:password@]host:port[/db], unix:///path "
-                   "or sentinel://host:port[,host:port...]/MASTER[/db]");
+                   "expected redis://[user:password@]host:port[/db], unix:///path, "
+                   "sentinel://host:port[,host:port...]/MASTER[/db] "
+                   "or cluster://host:port[,host:port...]");
     if (strlen(v) >= sizeof(c->redis))
         return bad(err, errlen, "redis", v, "too long");
     /* Checked whole before any worker starts; the message never repeats a password. */
@@ -988,7 +989,10 @@ static const char usage[] =
     "  --redis URL              redis://[user:password@]host:port[/db], unix:///path, or\n"
     "                           sentinel://[user:password@]host:port[,host:port...]/MASTER[/db]\n"
     "                           [?sentinel_user=U&sentinel_password=P]: the master named\n"
-    "                           MASTER, asked of the sentinels (default redis://127.0.0.1:6379)\n"
+    "                           MASTER, asked of the sentinels; or\n"
+    "                           cluster://[user:password@]host:port[,host:port...] for a\n"
+    "                           Redis Cluster with sharded pub/sub (default\n"
+    "                           redis://127.0.0.1:6379)\n"
     "  --redis-timeout DUR      a Redis link that does not answer (connect, AUTH, SUBSCRIBE,\n"
     "                           replies, heartbeats) within this is dropped, /readyz fails,\n"
     "                           and it reconnects; 100ms to 5m (default 3s)\n"

@@ -11,7 +11,8 @@
 
 #define USAGE                                                                    \
     "expected redis://[user:password@]host[:port][/db], unix:///path[?db=N] or " \
-    "sentinel://[user:password@]host[:port][,host[:port]...]/MASTER[/db]"
+    "sentinel://[user:password@]host[:port][,host[:port]...]/MASTER[/db] or "        \
+    "cluster://[user:password@]host:port[,host:port...]"
 #define SENTINEL_PORT 26379
 
 __attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, const char *fmt,
@@ -39,6 +40,9 @@ void redis_url_cleanup(struct redis_url *u)
     free(u->master);
     free(u->sentinel_user);
     free(u->sentinel_password);
+    for (size_t i = 0; i < u->nseeds; i++)
+        free(u->seeds[i].host);
+    free(u->seeds);
     memset(u, 0, sizeof(*u));
 }
 
@@ -397,6 +401,48 @@ int redis_url_switch_master(const char *msg, size_t len, const char *master, cha
     return 1;
 }
 
+#define MAX_SEEDS 64
+
+/* cluster://[userinfo@]host[:port][,host[:port]...]: a database is refused (a cluster
+ * has only db 0), every seed is kept; the first is also u->host and u->port. */
+static int parse_cluster(const char *rest, struct redis_url *u, char *err, size_t errlen)
+{
+    const char *at = strrchr(rest, '@');
+    const char *hp = at != NULL ? at + 1 : rest;
+    const char *end = hp + strcspn(hp, "/?#");
+
+    if (*end == '/' && end[1] != '\0' && strcmp(end + 1, "0") != 0)
+        return fail(err, errlen, "redis URL: a cluster has no database but 0");
+    if (*end == '?' || *end == '#')
+        return fail(err, errlen, "redis URL: no query or fragment allowed");
+    if (at != NULL && parse_userinfo(rest, (size_t)(at - rest), u, err, errlen) < 0)
+        return -1;
+    u->seeds = calloc(MAX_SEEDS, sizeof(*u->seeds));
+    if (u->seeds == NULL)
+        return fail(err, errlen, "redis URL: out of memory");
+    while (hp < end) {
+        const char *comma = memchr(hp, ',', (size_t)(end - hp));
+        size_t len = comma != NULL ? (size_t)(comma - hp) : (size_t)(end - hp);
+
+        if (u->nseeds == MAX_SEEDS)
+            return fail(err, errlen, "redis URL: more than %d cluster nodes", MAX_SEEDS);
+        if (parse_hostport(hp, len, 6379, &u->seeds[u->nseeds].host, &u->seeds[u->nseeds].port,
+                           err, errlen) < 0)
+            return -1;
+        u->nseeds++;
+        hp += len + (comma != NULL);
+        if (comma != NULL && hp == end)
+            return fail(err, errlen, "redis URL: empty node after ','");
+    }
+    if (u->nseeds == 0)
+        return fail(err, errlen, "redis URL: host is missing; " USAGE);
+    u->host = strdup(u->seeds[0].host);
+    if (u->host == NULL)
+        return fail(err, errlen, "redis URL: out of memory");
+    u->port = u->seeds[0].port;
+    return 0;
+}
+
 int redis_url_parse(const char *url, struct redis_url *u, char *err, size_t errlen)
 {
     int r;
@@ -404,6 +450,8 @@ int redis_url_parse(const char *url, struct redis_url *u, char *err, size_t errl
     memset(u, 0, sizeof(*u));
     if (strncasecmp(url, "redis://", 8) == 0)
         r = parse_tcp(url + 8, u, err, errlen);
+    else if (strncasecmp(url, "cluster://", 10) == 0)
+        r = parse_cluster(url + 10, u, err, errlen);
     else if (strncasecmp(url, "unix://", 7) == 0)
         r = parse_unix(url + 7, u, err, errlen);
     else if (strncasecmp(url, "sentinel://", 11) == 0)

@@ -11,7 +11,8 @@
  *   unix:///absolute/path.sock[?db=N]
  *   sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db]
  *       [?sentinel_user=U&sentinel_password=P]
- * The port defaults to 6379 (26379 for a sentinel) and db to 0. user and password
+ *   cluster://[[user]:password@]host[:port][,host[:port]...]   Redis Cluster seed nodes
+ * The port defaults to 6379 (26379 for a sentinel) and db to 0 (always 0 in a cluster). user and password
  * may use %XX escapes; everything up to the last '@' is user information. In a
  * sentinel URL they are the data nodes' credentials: the sentinels, asked where the
  * master named MASTER is, get sentinel_user/sentinel_password (none when absent).
@@ -36,6 +37,9 @@ struct redis_url {
     char *master;            /* owned: the name the sentinels monitor */
     char *sentinel_user;     /* owned; NULL when absent */
     char *sentinel_password; /* owned; NULL when absent (no AUTH to sentinels) */
+    /* cluster:// only: every node given (owned), the first also in host and port */
+    struct redis_url_node *seeds;
+    size_t nseeds;
 };
 
 /*

@@ -39,6 +39,7 @@
 #include "common/order.h"
 #include "common/order_sig.h"
 #include "common/redis_url.h"
+#include "common/slot.h"
 #include "common/tomb.h"
 #include "common/utf8.h"
 
@@ -70,10 +71,11 @@ static const char usage_main[] =
     "  unban     lift tombstones (set by close --ttl) early\n"
     "  tombstones  list the tombstones in force\n"
     "\n"
-    "  --redis URL     redis://[user:password@]host[:port][/db], unix:///path[?db=N] or\n"
+    "  --redis URL     redis://[user:password@]host[:port][/db], unix:///path[?db=N],\n"
     "                  sentinel://[user:password@]host[:port][,...]/MASTER[/db]\n"
     "                  [?sentinel_user=U&sentinel_password=P]: the master the sentinels\n"
-    "                  name, checked with ROLE\n"
+    "                  name, checked with ROLE; or cluster://[user:password@]host:port\n"
+    "                  [,host:port...] (SPUBLISH to the master of the channel's slot)\n"
     "                  (env WSGATE_REDIS, default " DEFAULT_REDIS ")\n"
     "  --channel NAME  orders channel (env WSGATE_CHANNEL, default " DEFAULT_CHANNEL ")\n"
     "  --order-key KEYID:SECRET\n"
@@ -652,11 +654,93 @@ static redisContext *sentinel_open(const struct redis_url *u)
     return NULL;
 }
 
+/* A connection to host:port (NULL: the URL's own address), as the URL logs in. */
+static redisContext *redis_open_at(const struct redis_url *u, const char *host, int port)
+{
+    if (host == NULL)
+        return node_open(u->host, u->port, u->path, u->user, u->password, u->db);
+    return node_open(host, port, NULL, u->user, u->password, u->db);
+}
+
+/* A connection to the URL's Redis: the master the sentinels name, in a cluster the first
+ * seed that answers, else the URL's address. */
 static redisContext *redis_open(const struct redis_url *u)
 {
+    redisContext *c = NULL;
+
     if (redis_url_is_sentinel(u))
         return sentinel_open(u);
-    return node_open(u->host, u->port, u->path, u->user, u->password, u->db);
+    for (size_t i = 0; i < u->nseeds && c == NULL; i++)
+        c = redis_open_at(u, u->seeds[i].host, u->seeds[i].port);
+    return u->nseeds > 0 ? c : redis_open_at(u, NULL, 0);
+}
+
+#define MAX_HOPS 5
+
+/*
+ * In a cluster: moves *c to the master serving slot, from the CLUSTER NODES answer of
+ * the node *c is on. A replica would take an SPUBLISH for its master's slots itself and
+ * count only its own subscribers, so the count of receivers would say 0. Returns 0, or
+ * -1 when *c failed (the caller's next command says why) or was replaced by NULL.
+ */
+static int cluster_to_master(const struct redis_url *u, redisContext **c, unsigned slot)
+{
+    struct slot_map *m = malloc(sizeof(*m));
+    redisReply *r = redisCommand(*c, "CLUSTER NODES");
+    const char *why = "bad reply";
+    int i, rc = 0;
+
+    if (m == NULL || r == NULL || r->type != REDIS_REPLY_STRING ||
+        slot_map_parse_nodes(m, r->str, r->len, &why) < 0 || (i = slot_map_owner(m, slot)) < 0) {
+        goto out; /* MOVED answers will lead the way */
+    }
+    if (m->nodes[i].port != (*c)->tcp.port || (*c)->tcp.host == NULL ||
+        strcmp(m->nodes[i].host, (*c)->tcp.host) != 0) {
+        redisFree(*c);
+        *c = redis_open_at(u, m->nodes[i].host, m->nodes[i].port);
+        rc = *c != NULL ? 0 : -1;
+    }
+out:
+    if (r != NULL)
+        freeReplyObject(r);
+    free(m);
+    return rc;
+}
+
+/*
+ * Runs argv on *c, whose argv[1] is a key or channel; in a cluster, on the master of its
+ * slot (cluster_to_master()), and a MOVED or ASK answer moves *c to the node it names
+ * (ASKING first for ASK), up to MAX_HOPS times. Returns the reply (NULL: see
+ * (*c)->errstr, or *c is NULL after a failed move, said why).
+ */
+static redisReply *redis_routed(const struct redis_url *u, redisContext **c, int argc,
+                                const char **argv, const size_t *argvlen)
+{
+    if (u->nseeds > 0 && cluster_to_master(u, c, slot_of(argv[1], argvlen[1])) < 0)
+        return NULL;
+    for (int hop = 0;; hop++) {
+        redisReply *r = redisCommandArgv(*c, argc, argv, argvlen);
+        enum slot_redirect kind = SLOT_NONE;
+        char host[SLOT_HOST_MAX];
+        unsigned slot;
+        int port;
+
+        if (r != NULL && r->type == REDIS_REPLY_ERROR && u->nseeds > 0)
+            kind = slot_parse_redirect(r->str, r->len, &slot, host, sizeof(host), &port);
+        if (kind == SLOT_NONE || hop == MAX_HOPS)
+            return r;
+        freeReplyObject(r);
+        redisFree(*c);
+        *c = redis_open_at(u, host, port);
+        if (*c == NULL)
+            return NULL;
+        if (kind == SLOT_ASK) {
+            r = redisCommand(*c, "ASKING");
+            if (r == NULL)
+                return NULL;
+            freeReplyObject(r);
+        }
+    }
 }
 
 /* A reply of the wanted type, or NULL after saying why (the caller exits with 3). */
@@ -860,6 +944,48 @@ out:
     return rc;
 }
 
+/* workers_scan() on every master of a cluster (c is any node: it gives CLUSTER NODES),
+ * or on c alone. */
+static int workers_scan_all(const struct redis_url *u, redisContext *c, const char *channel,
+                            const char *only, struct worker_list *l)
+{
+    struct slot_map *m;
+    const char *why = "bad reply";
+    redisReply *r;
+    int rc = -1;
+
+    if (u->nseeds == 0)
+        return workers_scan(c, channel, only, l);
+    m = malloc(sizeof(*m));
+    if (m == NULL) {
+        warn("out of memory");
+        return -1;
+    }
+    r = redis_check(c, redisCommand(c, "CLUSTER NODES"), REDIS_REPLY_STRING, "CLUSTER NODES");
+    if (r == NULL)
+        goto out;
+    if (slot_map_parse_nodes(m, r->str, r->len, &why) < 0) {
+        warn("Redis CLUSTER NODES: %s", why);
+        goto out;
+    }
+    for (size_t i = 0; i < m->nnodes; i++) {
+        redisContext *mc = redis_open_at(u, m->nodes[i].host, m->nodes[i].port);
+
+        if (mc == NULL)
+            goto out;
+        rc = workers_scan(mc, channel, only, l);
+        redisFree(mc);
+        if (rc < 0)
+            goto out;
+    }
+    rc = 0;
+out:
+    if (r != NULL)
+        freeReplyObject(r);
+    free(m);
+    return rc;
+}
+
 /* --- acknowledgements -------------------------------------------------------------------- */
 
 /*
@@ -875,7 +1001,9 @@ static int ack_take(struct worker_list *l, const char *id, const redisReply *msg
     int rc = 0;
 
     if (msg->type != REDIS_REPLY_ARRAY || msg->elements != 3 ||
-        msg->element[0]->type != REDIS_REPLY_STRING || strcmp(msg->element[0]->str, "message") ||
+        msg->element[0]->type != REDIS_REPLY_STRING ||
+        (strcmp(msg->element[0]->str, "message") != 0 &&
+         strcmp(msg->element[0]->str, "smessage") != 0) ||
         msg->element[2]->type != REDIS_REPLY_STRING)
         return 0;
     payload = msg->element[2];
@@ -1063,6 +1191,20 @@ static int acks_report(const struct worker_list *l, const struct order *o, long 
     return status;
 }
 
+/* PUBLISHes text on channel (in a cluster, SPUBLISH on the master of its slot). Returns
+ * the integer reply, or NULL after saying why (*c may then be NULL). */
+static redisReply *order_publish(const struct redis_url *u, redisContext **c,
+                                 const char *channel, const char *text)
+{
+    const char *pv[3] = {u->nseeds > 0 ? "SPUBLISH" : "PUBLISH", channel, text};
+    size_t pvlen[3] = {strlen(pv[0]), strlen(channel), strlen(text)};
+    redisReply *r = redis_routed(u, c, 3, pv, pvlen);
+
+    if (*c == NULL)
+        return NULL;
+    return redis_check(*c, r, REDIS_REPLY_INTEGER, pv[0]);
+}
+
 /* --- orders ------------------------------------------------------------------------------ */
 
 /*
@@ -1179,28 +1321,46 @@ static int order_send(const struct options *opt, const struct order *o, size_t m
         sub = redis_open(&url);
         if (sub == NULL)
             goto out_free_redis;
-        r = redisCommand(sub, "SUBSCRIBE %s", o->reply_to);
-        r = redis_check(sub, r, REDIS_REPLY_ARRAY, "SUBSCRIBE");
+        /* In a cluster the workers SPUBLISH their acks: SSUBSCRIBE on its master. */
+        const char *sv[2] = {url.nseeds > 0 ? "SSUBSCRIBE" : "SUBSCRIBE", o->reply_to};
+        size_t svlen[2] = {strlen(sv[0]), strlen(o->reply_to)};
+
+        r = redis_routed(&url, &sub, 2, sv, svlen);
+        if (sub == NULL)
+            goto out_free_redis;
+        r = redis_check(sub, r, REDIS_REPLY_ARRAY, sv[0]);
         if (r == NULL)
             goto out_free_redis;
         freeReplyObject(r);
         /* On a group channel the receivers are the workers holding members, which no
          * heartbeat says, on a worker's channel that worker: PUBLISH's count is what to
          * wait for. */
-        if (!direct && workers_scan(c, opt->channel, o->gateway, &workers) < 0)
+        if (!direct && workers_scan_all(&url, c, opt->channel, o->gateway, &workers) < 0)
             goto out_free_redis;
     }
     if (opt->stream != NULL) {
         /* First the stream: once it holds the order, a gateway away right now still
-         * reads it when it is back. One field, "order". */
-        r = redisCommand(c, "XADD %s MAXLEN ~ " STREAM_MAXLEN " * order %s", opt->stream, text);
+         * reads it when it is back. One field, "order". In a cluster, on the master of
+         * the stream's slot. */
+        const char *xv[7] = {"XADD", opt->stream, "MAXLEN", "~", STREAM_MAXLEN, "*", "order"};
+        const char *av[8];
+        size_t avlen[8];
+
+        for (int i = 0; i < 7; i++) {
+            av[i] = xv[i];
+            avlen[i] = strlen(xv[i]);
+        }
+        av[7] = text;
+        avlen[7] = strlen(text);
+        r = redis_routed(&url, &c, 8, av, avlen);
+        if (c == NULL)
+            goto out_free_redis;
         r = redis_check(c, r, REDIS_REPLY_STRING, "XADD");
         if (r == NULL)
             goto out_free_redis;
         freeReplyObject(r);
     }
-    r = redisCommand(c, "PUBLISH %s %s", target, text);
-    r = redis_check(c, r, REDIS_REPLY_INTEGER, "PUBLISH");
+    r = order_publish(&url, &c, target, text);
     if (r == NULL)
         goto out_free_redis;
     receivers = r->integer;
@@ -1217,10 +1377,10 @@ static int order_send(const struct options *opt, const struct order *o, size_t m
             status = EXIT_FAILED;
             goto out_free_redis;
         }
-        if (opt->wait_ms > 0 && workers_scan(c, opt->channel, o->gateway, &workers) < 0)
+        if (opt->wait_ms > 0 &&
+            workers_scan_all(&url, c, opt->channel, o->gateway, &workers) < 0)
             goto out_free_redis;
-        r = redisCommand(c, "PUBLISH %s %s", target, text);
-        r = redis_check(c, r, REDIS_REPLY_INTEGER, "PUBLISH");
+        r = order_publish(&url, &c, target, text);
         if (r == NULL)
             goto out_free_redis;
         receivers = r->integer;
@@ -1247,7 +1407,8 @@ static int order_send(const struct options *opt, const struct order *o, size_t m
 out_free_redis:
     if (sub != NULL)
         redisFree(sub);
-    redisFree(c);
+    if (c != NULL)
+        redisFree(c);
 out_free_url:
     redis_url_cleanup(&url);
 out_free_order:
@@ -1526,7 +1687,7 @@ static int cmd_unban(const struct options *opt)
 static int cmd_tombstones(const struct options *opt)
 {
     struct redis_url url;
-    char uerr[256];
+    char uerr[256], *key;
     redisContext *c;
     redisReply *r;
     long long now = unix_ms();
@@ -1538,7 +1699,20 @@ static int cmd_tombstones(const struct options *opt)
     c = redis_open(&url);
     if (c == NULL)
         goto out_free_url;
-    r = redisCommand(c, "HGETALL %s:tombs", opt->channel);
+    if (asprintf(&key, "%s:tombs", opt->channel) < 0) {
+        warn("out of memory");
+        status = EXIT_FAILED;
+        goto out_free_redis;
+    }
+    {
+        const char *hv[2] = {"HGETALL", key};
+        size_t hvlen[2] = {7, strlen(key)};
+
+        r = redis_routed(&url, &c, 2, hv, hvlen); /* in a cluster, the hash's master */
+    }
+    free(key);
+    if (c == NULL)
+        goto out_free_url;
     r = redis_check(c, r, REDIS_REPLY_ARRAY, "HGETALL");
     if (r == NULL)
         goto out_free_redis;
@@ -1633,7 +1807,7 @@ static int cmd_gateways(const struct options *opt)
     c = redis_open(&url);
     if (c == NULL)
         goto out_free_url;
-    if (workers_scan(c, opt->channel, NULL, &workers) < 0)
+    if (workers_scan_all(&url, c, opt->channel, NULL, &workers) < 0)
         goto out_free_redis;
     status = EXIT_DONE;
     for (size_t i = 0, j; i < workers.n; i = j) {

@@ -486,6 +486,26 @@ static void metrics(const struct worker *w, struct text *t)
             "Sentinel connections refused (AUTH, an unknown master) or dropped for missing "
             "--redis-timeout (sentinel:// only).",
             SUM(redis.sentinel.links.refused) + SUM(redis.sentinel.links.timeouts));
+    gauge(t, "redis_shards_connected",
+          "Redis Cluster: shard subscriber connections up, one per worker and master it needs "
+          "(0 without --redis cluster://).",
+          live_sum(s, offsetof(struct shm_worker, redis.cluster.shards)));
+    gauge(t, "redis_cluster_channels",
+          "Redis Cluster: sharded channels (order, gateway and group channels) confirmed by "
+          "SSUBSCRIBE on their slot's master (workers running).",
+          live_sum(s, offsetof(struct shm_worker, redis.cluster.channels)));
+    counter(t, "redis_cluster_maps_total", "Redis Cluster: slot maps learned (CLUSTER NODES).",
+            SUM(redis.cluster.maps));
+    counter(t, "redis_cluster_moved_total",
+            "Redis Cluster: MOVED and ASK redirections followed (commands and SSUBSCRIBEs).",
+            SUM(redis.cluster.moved));
+    counter(t, "redis_cluster_sunsubscribed_total",
+            "Redis Cluster: channels Redis unsubscribed by itself (their slot moved away); "
+            "each is subscribed again on its new master.",
+            SUM(redis.cluster.sunsubscribed));
+    counter(t, "redis_cluster_redirects_lost_total",
+            "Redis Cluster: commands given up after 5 redirections.",
+            SUM(redis.cluster.redirects_lost));
     gauge(t, "draining", "1 while the gateway drains.", s->draining != 0);
     inbound_metrics(s, t);
     durable_metrics(s, t);

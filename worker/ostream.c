@@ -10,6 +10,7 @@
 #include <hiredis/hiredis.h>
 
 #include "common/log.h"
+#include "common/redis_url.h"
 #include "common/order.h"
 #include "worker/apply.h"
 #include "worker/redis.h"
@@ -30,6 +31,8 @@ struct ostream {
     uint32_t block_ms;
     unsigned count; /* entries per XREAD: READ_COUNT_MAX, or fewer so that that many
                        orders of the longest text taken stay within READ_BYTES */
+    struct redis_url url;      /* in a cluster: where link connects (wredis_locate) */
+    struct rlink_static direct; /* in a cluster: reads url */
 };
 
 static long long unix_ms(void)
@@ -211,12 +214,21 @@ static void stream_down(struct rlink *l)
     ((struct ostream *)l->owner)->w->slot->ostream.up = 0;
 }
 
+/* In a Redis Cluster: the master of the stream's slot. */
+static int stream_locate(struct rlink *l)
+{
+    struct ostream *s = l->owner;
+
+    return wredis_locate(s->w, s->w->cfg->orders_stream, &s->url);
+}
+
 static const struct rlink_ops stream_ops = {
     .name = "orders stream",
     .up_note = "",
     .awaits = "XREAD answers",
     .setup = stream_setup,
     .wanted = stream_wanted,
+    .locate = stream_locate,
     .up = stream_up,
     .down = stream_down,
 };
@@ -224,6 +236,7 @@ static const struct rlink_ops stream_ops = {
 int ostream_start(struct worker *w)
 {
     struct ostream *s;
+    struct rlink_resolver *res;
     uint32_t t = w->cfg->redis_timeout_ms;
 
     if (w->cfg->orders_stream[0] == '\0')
@@ -240,9 +253,11 @@ int ostream_start(struct worker *w)
         s->count = n < 1 ? 1 : n > READ_COUNT_MAX ? READ_COUNT_MAX : (unsigned)n;
     }
     /* The worker's resolver (redis.c): with a sentinel:// URL the stream is read from
-     * the master of the moment, from the last entry read, through a failover. */
-    if (rlink_init(&s->link, &stream_ops, s, w->base, wredis_resolver(w), t,
-                   &w->slot->ostream.link) < 0) {
+     * the master of the moment, from the last entry read, through a failover; in a
+     * cluster, from the master of the stream's key. */
+    res = wredis_link_resolver(w, &s->url, &s->direct);
+    if (res == NULL ||
+        rlink_init(&s->link, &stream_ops, s, w->base, res, t, &w->slot->ostream.link) < 0) {
         free(s);
         return -1;
     }

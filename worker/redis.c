@@ -26,6 +26,8 @@
 #define SUB_CHANNELS      3     /* fleet, gateway, heartbeat (not the worker's) */
 #define QUEUE_MAX_MSGS    10000 /* publishes kept while the publisher reconnects */
 #define QUEUE_MAX_BYTES   (8u << 20)
+#define STR_(x)           #x
+#define STR(x)            STR_(x)
 
 /* A publish waiting for the publisher to come back. */
 struct queued {
@@ -45,7 +47,8 @@ struct wredis {
     struct rlink pub;
     struct event *announce;
     struct event *beat;
-    struct subs *subs; /* owned: group channels */
+    struct subs *subs;  /* owned: group channels */
+    struct cluster *cl; /* owned: instead of sub and pub with a cluster:// URL */
     char fleet_channel[160];
     char gw_channel[256];
     char wk_channel[320]; /* <channel>:worker:<id prefix>: orders for this worker only */
@@ -66,7 +69,26 @@ static void on_announce(evutil_socket_t fd, short what, void *arg);
 
 static bool links_up(const struct wredis *r)
 {
+    if (r->cl != NULL)
+        return cluster_is_up(r->cl) && cluster_is_confirmed(r->cl, r->fleet_channel) &&
+               cluster_is_confirmed(r->cl, r->gw_channel);
     return r->sub.up && r->pub.up;
+}
+
+/* Whether commands can be sent: the publisher, or in a cluster a slot map and a shard. */
+static bool can_send(const struct wredis *r)
+{
+    return r->cl != NULL ? cluster_is_up(r->cl) : r->pub.up;
+}
+
+/* Sends a fire-and-forget command to the master of key's slot. Returns 0 or -1. */
+static int cluster_send(struct wredis *r, const char *key, int argc, const char **argv)
+{
+    size_t argvlen[8];
+
+    for (int i = 0; i < argc; i++)
+        argvlen[i] = strlen(argv[i]);
+    return cluster_command(r->cl, key, strlen(key), NULL, NULL, argc, argv, argvlen);
 }
 
 /* Publisher ------------------------------------------------------------------------ */
@@ -192,23 +214,64 @@ static bool is_channel(const redisReply *chan, const char *name)
     return strlen(name) == chan->len && memcmp(chan->str, name, chan->len) == 0;
 }
 
-/* Every message goes by its channel: the heartbeat stays here, the fleet's, the
- * gateway's and the worker's channels carry orders, a group channel orders for that
- * group. */
-static void route(struct rlink *l, const redisReply *chan, const redisReply *msg)
+static bool is_name(const char *chan, size_t clen, const char *name)
 {
-    struct wredis *r = l->owner;
+    return strlen(name) == clen && memcmp(chan, name, clen) == 0;
+}
+
+/* Every message goes by its channel: the heartbeat stays here (route()), the fleet's,
+ * the gateway's and the worker's channels carry orders, a group channel orders for that
+ * group. */
+static void route_orders(struct wredis *r, const char *chan, size_t clen, const char *msg,
+                         size_t mlen)
+{
     const char *group;
 
-    if (is_channel(chan, r->hb_channel)) {
-        heartbeat(l, msg);
-    } else if (is_channel(chan, r->fleet_channel) || is_channel(chan, r->gw_channel) ||
-               is_channel(chan, r->wk_channel)) {
-        apply_order_text(r->w, msg->str, msg->len);
-    } else if ((group = subs_group_of(r->subs, chan->str, chan->len)) != NULL) {
+    if (is_name(chan, clen, r->fleet_channel) || is_name(chan, clen, r->gw_channel) ||
+        is_name(chan, clen, r->wk_channel)) {
+        apply_order_text(r->w, msg, mlen);
+    } else if ((group = subs_group_of(r->subs, chan, clen)) != NULL) {
         r->w->slot->subs.orders++;
-        apply_group_order_text(r->w, group, msg->str, msg->len);
+        apply_group_order_text(r->w, group, msg, mlen);
     }
+}
+
+static void route(struct rlink *l, const redisReply *chan, const redisReply *msg)
+{
+    if (is_channel(chan, ((struct wredis *)l->owner)->hb_channel)) {
+        heartbeat(l, msg);
+        return;
+    }
+    /* A subscriber still delivering a backlog is alive: the heartbeat queued behind it is
+     * late, not lost. Without this a burst of orders that took the worker longer than
+     * --redis-timeout to read dropped the link, and the rest of the burst with it. */
+    if (l->up)
+        rlink_heard(l, 0);
+    route_orders(l->owner, chan->str, chan->len, msg->str, msg->len);
+}
+
+/* Cluster ----------------------------------------------------------------------------- */
+
+static void on_cluster_message(void *arg, const char *chan, size_t clen, const char *msg,
+                               size_t mlen)
+{
+    route_orders(arg, chan, clen, msg, mlen);
+}
+
+/* A shard's command connection is up, or the masters changed: what waited goes out. */
+static void on_cluster_up(void *arg)
+{
+    struct wredis *r = arg;
+
+    inbound_on_up(r->w);
+    on_announce(-1, 0, r); /* be listed at once, not at the next refresh */
+    tombs_resync(r->w);    /* after a failover orders may have been missed */
+}
+
+/* The group channel hooks (subs.c) in a cluster: SSUBSCRIBE on the slot's master. */
+static int cluster_sub(void *arg, const char *channel, bool on)
+{
+    return cluster_want(arg, channel, on);
 }
 
 /* The callback of every subscription: messages and the confirmations, which Redis
@@ -366,14 +429,61 @@ static void on_announce(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    if (!r->pub.up)
+    if (r->cl != NULL)
+        cluster_set_paused(r->cl, w->draining); /* a draining worker takes no more orders */
+    if (!can_send(r))
         return;
     snprintf(val, sizeof(val),
              "{\"gateway\":\"%s\",\"worker\":%d,\"pid\":%d,\"conns\":%zu,\"draining\":%s,"
              "\"redis\":%s,\"ts\":%lld}",
              w->cfg->id, w->num, (int)getpid(), w->reg.ids_count, w->draining ? "true" : "false",
              links_up(r) ? "true" : "false", (long long)time(NULL));
+    if (r->cl != NULL) {
+        const char *argv[5] = {"SET", r->announce_key, val, "EX", STR(ANNOUNCE_TTL_S)};
+        cluster_send(r, r->announce_key, 5, argv);
+        return;
+    }
     pub_command(r, "SET %s %s EX %d", r->announce_key, val, ANNOUNCE_TTL_S);
+}
+
+/* With a cluster:// URL: the fleet's and the gateway's channels are sharded channels
+ * wanted from the start, group channels as members come; liveness by PING. */
+static int cluster_start(struct wredis *r)
+{
+    struct worker *w = r->w;
+    struct timeval every = {ANNOUNCE_EVERY_MS / 1000, 0};
+    char prefix[sizeof(w->cfg->channel) + 8];
+
+    r->cl = cluster_new(w->base, &r->url, w->cfg->redis_timeout_ms, on_cluster_message, r,
+                        &w->slot->redis.cluster, &w->slot->redis.sub, &w->slot->redis.pub,
+                        &w->slot->redis.publish_dropped);
+    if (r->cl == NULL)
+        goto err;
+    cluster_set_up_fn(r->cl, on_cluster_up);
+    if (cluster_want(r->cl, r->fleet_channel, true) < 0 ||
+        cluster_want(r->cl, r->gw_channel, true) < 0 ||
+        cluster_want(r->cl, r->wk_channel, true) < 0)
+        goto err;
+    snprintf(prefix, sizeof(prefix), "%s:group:", w->cfg->channel);
+    r->subs = subs_new(w->base, &r->sub, prefix, on_message, NULL, &w->slot->subs);
+    if (r->subs == NULL)
+        goto err;
+    subs_set_sharded(r->subs, cluster_sub, r->cl);
+    r->announce = event_new(w->base, -1, EV_PERSIST, on_announce, r);
+    if (r->announce == NULL || event_add(r->announce, &every) < 0)
+        goto err;
+    w->redis = r;
+    w->reg.on_first = group_first;
+    w->reg.on_last = group_last;
+    w->reg.hook_arg = r->subs;
+    log_msg(LOG_NOTICE, NULL, "redis cluster seeds=%zu sharded pub/sub", r->url.nseeds);
+    return 0;
+err:
+    /* The worker exits next: its event_base and what is on it go with it. */
+    log_msg(LOG_ERROR, NULL, "redis cluster: out of memory at start");
+    redis_url_cleanup(&r->url);
+    free(r);
+    return -1;
 }
 
 int wredis_start(struct worker *w)
@@ -406,6 +516,8 @@ int wredis_start(struct worker *w)
              w->num, nonce);
     snprintf(r->announce_key, sizeof(r->announce_key), "%s:gw:%s:%d", w->cfg->channel, w->cfg->id,
              w->num);
+    if (r->url.nseeds > 0)
+        return cluster_start(r);
     if (redis_url_is_sentinel(&r->url)) {
         r->sentinel = sentinel_new(w->base, &r->url, timeout, &w->slot->redis.sentinel);
         if (r->sentinel == NULL)
@@ -442,9 +554,19 @@ err_free_url:
     return -1;
 }
 
-struct rlink_resolver *wredis_resolver(struct worker *w)
+struct rlink_resolver *wredis_link_resolver(struct worker *w, struct redis_url *url,
+                                            struct rlink_static *direct)
 {
-    return w->redis->res;
+    char err[256];
+
+    if (w->redis->cl == NULL)
+        return w->redis->res;
+    if (redis_url_parse(w->cfg->redis, url, err, sizeof(err)) < 0) {
+        log_msg(LOG_ERROR, NULL, "--redis: %s", err);
+        return NULL;
+    }
+    rlink_static_init(direct, url);
+    return &direct->res;
 }
 
 bool wredis_is_subscribed(const struct worker *w)
@@ -483,6 +605,14 @@ void wredis_publish(struct worker *w, const char *channel, const char *msg, size
 {
     struct wredis *r = w->redis;
 
+    if (r->cl != NULL) {
+        const char *argv[3] = {"SPUBLISH", channel, msg};
+        size_t argvlen[3] = {8, strlen(channel), len};
+        /* Kept by cluster.c, bounded, while the slot's master is unreachable. */
+        if (cluster_command(r->cl, channel, argvlen[1], NULL, NULL, 3, argv, argvlen) == 0)
+            w->slot->redis.published++;
+        return;
+    }
     if (r->pub.up && pub_command(r, "PUBLISH %s %b", channel, msg, len) == 0) {
         w->slot->redis.published++;
         return;
@@ -498,7 +628,25 @@ void wredis_publish(struct worker *w, const char *channel, const char *msg, size
 
 bool wredis_pub_is_up(const struct worker *w)
 {
+    if (w->redis != NULL && w->redis->cl != NULL)
+        return cluster_is_up(w->redis->cl);
     return w->redis != NULL && w->redis->pub.up && w->redis->pub.ac != NULL;
+}
+
+/* A tracked command's answer in a cluster; NULL: its connection was lost first. */
+static void on_cluster_tracked(void *priv, const redisReply *rep)
+{
+    struct wredis_cb *cb = priv;
+    enum wredis_status st = WREDIS_LOST;
+
+    if (rep != NULL) {
+        st = WREDIS_OK;
+        if (rep->type == REDIS_REPLY_ERROR) {
+            st = WREDIS_REFUSED;
+            log_limited(LOG_WARN, NULL, "redis cluster: command refused: %s", rep->str);
+        }
+    }
+    cb->done(cb, st);
 }
 
 /* A tracked command's answer; a NULL reply or a stale context is a lost one. */
@@ -525,6 +673,12 @@ int wredis_publish_tracked(struct worker *w, const char *channel, const char *ms
 {
     struct wredis *r = w->redis;
 
+    if (r->cl != NULL) {
+        const char *argv[3] = {"SPUBLISH", channel, msg};
+        size_t argvlen[3] = {8, strlen(channel), len};
+        return cluster_command(r->cl, channel, argvlen[1], on_cluster_tracked, cb, 3, argv,
+                               argvlen);
+    }
     if (!wredis_pub_is_up(w) ||
         redisAsyncCommand(r->pub.ac, on_tracked_reply, cb, "PUBLISH %s %b", channel, msg, len) !=
             REDIS_OK)
@@ -540,11 +694,44 @@ int wredis_xadd(struct worker *w, const char *stream, uint64_t maxlen, const cha
     char cap[24];
 
     snprintf(cap, sizeof(cap), "%" PRIu64, maxlen);
+    if (r->cl != NULL) {
+        const char *argv[7] = {"XADD", stream, "MAXLEN", "~", cap, "*", field};
+        const char *av[8];
+        size_t avlen[8];
+        for (int i = 0; i < 7; i++) {
+            av[i] = argv[i];
+            avlen[i] = strlen(argv[i]);
+        }
+        av[7] = msg;
+        avlen[7] = len;
+        return cluster_command(r->cl, stream, strlen(stream), on_cluster_tracked, cb, 8, av, avlen);
+    }
     if (!wredis_pub_is_up(w) ||
         redisAsyncCommand(r->pub.ac, on_tracked_reply, cb, "XADD %s MAXLEN ~ %s * %s %b", stream,
                           cap, field, msg, len) != REDIS_OK)
         return -1;
     rlink_expect(&r->pub);
+    return 0;
+}
+
+int wredis_locate(struct worker *w, const char *key, struct redis_url *u)
+{
+    const char *host;
+    char *copy;
+    int port;
+
+    if (w->redis == NULL || w->redis->cl == NULL)
+        return 0;
+    if (cluster_owner(w->redis->cl, key, strlen(key), &host, &port) < 0)
+        return -1;
+    if (u->host == NULL || strcmp(u->host, host) != 0) {
+        copy = strdup(host);
+        if (copy == NULL)
+            return -1;
+        free(u->host);
+        u->host = copy;
+    }
+    u->port = port;
     return 0;
 }
 
@@ -555,6 +742,13 @@ void wredis_stop(struct worker *w)
     if (r == NULL)
         return;
     event_del(r->announce);
+    if (r->cl != NULL) {
+        const char *argv[2] = {"DEL", r->announce_key};
+        if (cluster_is_up(r->cl))
+            cluster_send(r, r->announce_key, 2, argv);
+        cluster_stop(r->cl);
+        return;
+    }
     event_del(r->beat);
     rlink_close(&r->sub);
     if (r->pub.up)

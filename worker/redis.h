@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "worker/cluster.h"
 #include "worker/rlink.h"
 #include "worker/sentinel.h"
 
@@ -26,22 +27,38 @@ struct worker;
  * one reconnects with a backoff capped at 1 s; clients stay connected. With a
  * sentinel:// URL both connect to the master the sentinels name (sentinel.h), and
  * follow it through a failover, resubscribing as on any reconnect.
+ *
+ * With --redis cluster://..., cluster.c replaces both links: every channel above is a
+ * sharded channel (SSUBSCRIBE on the master of its slot, one subscriber connection per
+ * master needed), everything published goes out with SPUBLISH (the announce key's SET,
+ * XADD too) to the master of its slot; each connection is checked by PING instead of
+ * the heartbeat channel.
  */
 
 struct wredis_stats {
     uint64_t published;
-    uint64_t publish_dropped; /* pub connection down: event or ack lost */
+    uint64_t publish_dropped;        /* pub connection down: event or ack lost */
     uint64_t worker_channel_refused; /* SUBSCRIBE of the worker's channel refused (ACL) */
-    struct rlink_stats sub;
-    struct rlink_stats pub;
-    struct sentinel_stats sentinel; /* sentinel:// only */
+    struct rlink_stats sub;          /* in a cluster: the shard subscriber connections */
+    struct rlink_stats pub;          /* in a cluster: the shard command connections */
+    struct sentinel_stats sentinel;  /* sentinel:// only */
+    struct cluster_stats cluster;    /* cluster:// only */
 };
 
 struct rlink_resolver;
 
-/* Where the worker's Redis links connect (a static address or the sentinels' master),
- * for links of other modules; valid once wredis_start() succeeded. */
-struct rlink_resolver *wredis_resolver(struct worker *w);
+/*
+ * Where a link of another module (tombstones, the orders stream) connects, once
+ * wredis_start() succeeded: the worker's resolver (a static address, or the master the
+ * sentinels name, followed through a failover). In a Redis Cluster the link connects to
+ * the master of its key instead: url (the caller's) is parsed from --redis and direct
+ * reads it, and the link's locate op points it with wredis_locate() before each
+ * connect. Returns NULL when the URL cannot be parsed or memory runs out.
+ */
+struct redis_url;
+struct rlink_static;
+struct rlink_resolver *wredis_link_resolver(struct worker *w, struct redis_url *url,
+                                            struct rlink_static *direct);
 
 /* Starts connecting, and hooks the group channels to the registry's first and last
  * members; returns 0, or -1 when the URL is bad or memory runs out. */
@@ -76,6 +93,11 @@ int wredis_publish_tracked(struct worker *w, const char *channel, const char *ms
 /* XADD stream MAXLEN ~ maxlen * field msg, tracked by cb, as wredis_publish_tracked(). */
 int wredis_xadd(struct worker *w, const char *stream, uint64_t maxlen, const char *field,
                 const char *msg, size_t len, struct wredis_cb *cb);
+
+/* For the other links on the URL (tombstones, the orders stream): in a cluster, points
+ * u (from wredis_link_resolver()) at the master serving key's slot and returns 0, or -1
+ * when no master is known yet; without a cluster returns 0. */
+int wredis_locate(struct worker *w, const char *key, struct redis_url *u);
 
 /* Deletes the announce key (best effort) and closes both connections. */
 void wredis_stop(struct worker *w);

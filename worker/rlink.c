@@ -212,6 +212,11 @@ static void link_connect(struct rlink *l)
 
     if (l->ac != NULL || l->stopped || (l->ops->wanted != NULL && !l->ops->wanted(l)))
         return;
+    /* In a Redis Cluster the owner points its address at its key's master first. */
+    if (l->ops->locate != NULL && l->ops->locate(l) < 0) {
+        link_down(l, RLINK_LOST, "no master known yet for its key");
+        return;
+    }
     l->waiting = false;
     if (l->res->ops->get(l->res, l, &a) != 0) {
         l->waiting = true; /* rlink_resolved() comes back here */

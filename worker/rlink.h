@@ -47,6 +47,11 @@ struct rlink_ops {
     int (*setup)(struct rlink *l);
     /* Whether to (re)connect at all now; NULL means always. */
     bool (*wanted)(struct rlink *l);
+    /* NULL, or before each connect, ahead of the resolver: points the owner's address
+     * (the URL its static resolver reads) where to connect now (in a Redis Cluster, the
+     * master of the owner's key). Returns 0, or -1 when that is not known yet: the
+     * attempt fails and is retried after the backoff. */
+    int (*locate)(struct rlink *l);
     void (*up)(struct rlink *l);   /* NULL, or called once the link is up */
     void (*down)(struct rlink *l); /* NULL, or called when a link that was up is lost */
 };

@@ -48,7 +48,9 @@ struct sub_list {
 };
 
 struct subs {
-    struct rlink *link; /* borrowed */
+    struct rlink *link;       /* borrowed */
+    subs_sharded_fn *sharded; /* NULL, or in a cluster: takes every (un)subscription */
+    void *sharded_arg;
     redisCallbackFn *fn;
     void *fn_arg;
     struct subs_stats *st; /* borrowed: in the worker's shared memory slot */
@@ -230,6 +232,40 @@ void subs_unref(struct subs *s, const char *group)
  * awaited leave room for all of it, so commands stay whole while Redis catches up.
  * Returns how many channels were sent, 0 when none was due, there was no room, or the
  * command could not be queued (they stay). */
+/* In a cluster, cluster.c subscribes each channel on its slot's master and follows it
+ * there: a channel is handed over (SENT) or taken back (freed) at once. */
+static size_t send_sharded(struct subs *s, struct sub_list *from, bool subscribe, long long cutoff)
+{
+    size_t n = 0;
+    struct sub *e;
+
+    while ((e = from->head) != NULL && n < SUBS_BATCH) {
+        if (!subscribe && e->since_ms > cutoff)
+            break;
+        list_del(from, e);
+        n++;
+        if (!subscribe) {
+            s->sharded(s->sharded_arg, e->channel, false);
+            s->st->unsubscribes++;
+            if (s->st->channels > 0)
+                s->st->channels--;
+            drop(s, e);
+            continue;
+        }
+        if (s->sharded(s->sharded_arg, e->channel, true) < 0) {
+            s->st->oom++;
+            log_limited(LOG_WARN, NULL, "out of memory for group channel %s: its orders miss us",
+                        e->channel);
+            e->state = SUB_SENT; /* missed until the group empties and comes back */
+            continue;
+        }
+        e->state = SUB_SENT;
+        s->st->subscribes++;
+        s->st->channels++;
+    }
+    return n;
+}
+
 static size_t send_batch(struct subs *s, struct sub_list *from, bool subscribe, long long cutoff)
 {
     const char *argv[SUBS_BATCH + 1];
@@ -239,6 +275,8 @@ static size_t send_batch(struct subs *s, struct sub_list *from, bool subscribe, 
     struct sub *e = from->head;
     int rc;
 
+    if (s->sharded != NULL)
+        return send_sharded(s, from, subscribe, cutoff);
     argv[0] = subscribe ? "SUBSCRIBE" : "UNSUBSCRIBE";
     argvlen[0] = strlen(argv[0]);
     for (; e != NULL && n < SUBS_BATCH; e = e->next) {
@@ -280,7 +318,7 @@ static void flush(struct subs *s)
     long long now = mono_ms(), cutoff = now - SUBS_LINGER_MS;
 
     s->flush_armed = false;
-    if (s->link->ac == NULL) {
+    if (s->link->ac == NULL && s->sharded == NULL) {
         /* No connection: an expired channel is subscribed nowhere; the rest waits for
          * subs_link_new(). */
         while (s->idle.head != NULL && s->idle.head->since_ms <= cutoff) {
@@ -297,7 +335,7 @@ static void flush(struct subs *s)
     if (s->idle.head != NULL && !event_pending(s->linger, EV_TIMEOUT, NULL)) {
         long long wait = s->idle.head->since_ms + SUBS_LINGER_MS - now;
         struct timeval tv;
-        if (wait < 1 && s->link->ac != NULL)
+        if (wait < 1 && (s->link->ac != NULL || s->sharded != NULL))
             return; /* due, waiting for room: a confirmation flushes again */
         if (wait < 1)
             wait = 1;
@@ -370,6 +408,12 @@ bool subs_confirmed(struct subs *s, const char *channel, size_t len, bool subscr
     if ((s->pending.head != NULL || s->idle.head != NULL) && s->inflight < SUBS_INFLIGHT)
         schedule(s); /* at most once a turn: what waited for room goes out */
     return true;
+}
+
+void subs_set_sharded(struct subs *s, subs_sharded_fn *fn, void *arg)
+{
+    s->sharded = fn;
+    s->sharded_arg = arg;
 }
 
 const char *subs_group_of(const struct subs *s, const char *channel, size_t len)

@@ -49,6 +49,13 @@ struct subs;
 struct subs *subs_new(struct event_base *base, struct rlink *link, const char *prefix,
                       redisCallbackFn *fn, void *fn_arg, struct subs_stats *st);
 
+/* In a cluster: every channel goes to fn(arg, channel, true) when wanted and to
+ * fn(arg, channel, false) when its linger time is over, instead of the link; fn returns
+ * 0, or -1 when memory runs out. The confirmations are the cluster's; the channels
+ * gauge then counts the channels handed over. */
+typedef int subs_sharded_fn(void *arg, const char *channel, bool on);
+void subs_set_sharded(struct subs *s, subs_sharded_fn *fn, void *arg);
+
 /* The group gained its first member (ref) or lost its last one (unref). Out of memory
  * in ref is counted and logged: that group's channel orders miss this worker. */
 void subs_ref(struct subs *s, const char *group);

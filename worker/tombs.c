@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "common/log.h"
+#include "common/redis_url.h"
 #include "common/order.h"
 #include "common/tomb.h"
 #include "worker/apply.h"
@@ -30,6 +31,8 @@ struct tombs {
     struct tomb_table *t; /* owned */
     char key[160];        /* <channel>:tombs */
     uint32_t swept;       /* worker_now() of the last sweep */
+    struct redis_url url;      /* in a cluster: where link connects (wredis_locate) */
+    struct rlink_static direct; /* in a cluster: reads url */
 };
 
 static long long unix_ms(void)
@@ -197,16 +200,26 @@ static int tombs_setup(struct rlink *l)
     return redisAsyncCommand(l->ac, on_load, NULL, "HGETALL %s", tb->key) == REDIS_OK ? 0 : -1;
 }
 
+/* In a Redis Cluster: the master of the hash's slot. */
+static int tombs_locate(struct rlink *l)
+{
+    struct tombs *tb = l->owner;
+
+    return wredis_locate(tb->w, tb->key, &tb->url);
+}
+
 static const struct rlink_ops tombs_ops = {
     .name = "tombstones",
     .up_note = " (loaded)",
     .awaits = "replies",
     .setup = tombs_setup,
+    .locate = tombs_locate,
 };
 
 int tombs_start(struct worker *w)
 {
     struct tombs *tb;
+    struct rlink_resolver *res;
     uint64_t seed;
 
     if (w->cfg->max_tombstones == 0)
@@ -222,9 +235,11 @@ int tombs_start(struct worker *w)
     if (tb->t == NULL)
         goto err_free;
     /* The worker's resolver (redis.c): a sentinel:// URL's master, followed through a
-     * failover, as for the other links. */
-    if (rlink_init(&tb->link, &tombs_ops, tb, w->base, wredis_resolver(w),
-                   w->cfg->redis_timeout_ms, &w->slot->tombs.link) < 0)
+     * failover, as for the other links; in a cluster, the master of the key. */
+    res = wredis_link_resolver(w, &tb->url, &tb->direct);
+    if (res == NULL ||
+        rlink_init(&tb->link, &tombs_ops, tb, w->base, res, w->cfg->redis_timeout_ms,
+                   &w->slot->tombs.link) < 0)
         goto err_free_table;
     w->tombs = tb;
     w->slot->tombs.held = 0;

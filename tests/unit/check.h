@@ -66,6 +66,7 @@ SUITE(iplimit);
 SUITE(outq);
 SUITE(tls);
 SUITE(registry);
+SUITE(slot);
 SUITE(tomb);
 #undef SUITE
 

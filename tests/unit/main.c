@@ -44,6 +44,7 @@ static const struct {
     {"outq", suite_outq},
     {"tls", suite_tls},
     {"registry", suite_registry},
+    {"slot", suite_slot},
     {"tomb", suite_tomb},
     {"chaos", suite_chaos},
 };

@@ -59,6 +59,27 @@ static void test_redis_url_accepts(void)
     }
 }
 
+static void test_redis_url_cluster(void)
+{
+    struct redis_url u;
+    char err[256] = "";
+
+    CHECK(redis_url_parse("cluster://alice:pw@10.0.0.1:7000,[::1]:7001,redis-3", &u, err,
+                          sizeof(err)) == 0);
+    CHECK(u.nseeds == 3 && same(u.host, "10.0.0.1") && u.port == 7000);
+    CHECK(u.nseeds == 3 && same(u.seeds[1].host, "::1") && u.seeds[1].port == 7001);
+    CHECK(u.nseeds == 3 && same(u.seeds[2].host, "redis-3") && u.seeds[2].port == 6379);
+    CHECK(same(u.user, "alice") && same(u.password, "pw") && u.db == 0);
+    redis_url_cleanup(&u);
+    CHECK(u.seeds == NULL && u.nseeds == 0);
+    CHECK(redis_url_parse("CLUSTER://h:1/0", &u, err, sizeof(err)) == 0);
+    CHECK(u.nseeds == 1 && same(u.host, "h") && u.port == 1);
+    redis_url_cleanup(&u);
+    CHECK(redis_url_parse("redis://h:1", &u, err, sizeof(err)) == 0);
+    CHECK(u.nseeds == 0 && u.seeds == NULL);
+    redis_url_cleanup(&u);
+}
+
 static const struct {
     const char *url;
     const char *says; /* a piece of the message */
@@ -121,6 +142,13 @@ static const struct {
     {"sentinel://h/0123456789012345678901234567890123456789012345678901234567890123456789012345678"
      "901234567890123456789012345678901234567890123456789",
      "over 128"},
+    {"cluster://", "host is missing"},
+    {"cluster://h:1,", "empty node"},
+    {"cluster://h:1,,h:2", "host is missing"},
+    {"cluster://h:1/2", "no database"},
+    {"cluster://h:1?x", "query"},
+    {"cluster://h:0", "port"},
+    {"cluster://u:@h:1", "without a password"},
 };
 
 static void test_redis_url_refuses(void)
@@ -286,4 +314,5 @@ void suite_redis_url(void)
     test_redis_url_refuses();
     test_redis_url_error_hides_password();
     test_redis_url_small_error_buffer();
+    test_redis_url_cluster();
 }
