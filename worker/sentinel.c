@@ -13,6 +13,9 @@
 #include "common/log.h"
 #include "common/redis_url.h"
 
+/* The sentinels' channel, subscribed as a pattern that matches it alone (no glob
+ * characters): see on_switch(). */
+#define SWITCH      "+switch-master"
 #define PING_MAX_MS 1000 /* the watch link's PING period: this, or a third of the timeout */
 
 struct sentinel {
@@ -207,16 +210,17 @@ static void on_switch(redisAsyncContext *ac, void *reply, void *priv)
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
         rep->element[0]->type != REDIS_REPLY_STRING)
         return;
-    /* A subscribed connection answers PING with ["pong", ""]. hiredis 0.14 hands the
-     * next reply to the PING's callback, which may be a message that came first: this
-     * one callback takes both, and either one proves the sentinel alive. */
+    /* Any reply proves the sentinel alive: the PING's ["pong", "+switch-master"] or a
+     * message. (hiredis 0.14 routes a subscribed connection's replies by their second
+     * element, among patterns when the first begins with 'p': so the channel is
+     * subscribed as a pattern and PING names it, or the pong would reach no callback.) */
     if (l->up && l->pending > 0)
         rlink_heard(l, 1);
-    if (strcmp(rep->element[0]->str, "subscribe") == 0)
+    if (strcmp(rep->element[0]->str, "psubscribe") == 0)
         rlink_set_up(l);
-    else if (strcmp(rep->element[0]->str, "message") == 0 && rep->elements >= 3 &&
-             rep->element[2]->type == REDIS_REPLY_STRING)
-        switch_master(l->owner, rep->element[2]);
+    else if (strcmp(rep->element[0]->str, "pmessage") == 0 && rep->elements >= 4 &&
+             rep->element[3]->type == REDIS_REPLY_STRING)
+        switch_master(l->owner, rep->element[3]);
 }
 
 /* While the watch link is up and has no PING out, one more: its answer is awaited
@@ -229,7 +233,7 @@ static void on_ping(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (!s->watch.up || s->watch.ac == NULL || s->watch.pending > 0)
         return;
-    if (redisAsyncCommand(s->watch.ac, on_switch, NULL, "PING") != REDIS_OK)
+    if (redisAsyncCommand(s->watch.ac, on_switch, NULL, "PING %s", SWITCH) != REDIS_OK)
         rlink_fail(&s->watch, RLINK_LOST, "cannot queue PING");
     else
         rlink_expect(&s->watch);
@@ -237,7 +241,7 @@ static void on_ping(evutil_socket_t fd, short what, void *arg)
 
 static int watch_setup(struct rlink *l)
 {
-    return redisAsyncCommand(l->ac, on_switch, NULL, "SUBSCRIBE +switch-master") == REDIS_OK ? 0
+    return redisAsyncCommand(l->ac, on_switch, NULL, "PSUBSCRIBE %s", SWITCH) == REDIS_OK ? 0
                                                                                              : -1;
 }
 
