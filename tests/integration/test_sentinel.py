@@ -172,10 +172,11 @@ def test_a_sentinel_naming_a_replica_is_not_used():
 
 
 def subscribers(sentinel):
-    """Clients of a sentinel subscribed to something (the workers' +switch-master links)."""
+    """Clients of a sentinel subscribed to something (the workers' +switch-master links,
+    pattern subscriptions: psub=1)."""
     out = sentinel.command("CLIENT", "LIST")
     out = out.decode() if isinstance(out, bytes) else out
-    return sum(1 for ln in out.splitlines() if " sub=1 " in ln)
+    return sum(1 for ln in out.splitlines() if " sub=1 " in ln or " psub=1 " in ln)
 
 
 @harness.timeout(60)
