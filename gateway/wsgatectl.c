@@ -35,6 +35,7 @@
 
 #include "version.h"
 
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/order.h"
 #include "common/order_sig.h"
@@ -493,15 +494,6 @@ static int parse_options(int argc, char **argv, struct options *o)
     if (optind < argc)
         return usage_error(o->usage, "%s: unexpected argument %s", argv[0], argv[optind]);
     return 0;
-}
-
-/* Unix ms, for a signed order's ts. */
-static long long unix_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Reads --order-key into o->keys; the message never shows the secret. */

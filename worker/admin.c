@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/ws_hs.h"
 #include "worker/auth.h"
 #include "worker/conn.h"
@@ -56,14 +57,6 @@ static void text_printf(struct text *t, const char *fmt, ...)
         t->p = np;
         t->cap = cap;
     }
-}
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* How long worker i's loop has not ticked, in ms; 0 when it is not running. */

@@ -6,6 +6,7 @@
 #include <time.h>
 #include <sys/random.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/order.h"
 #include "common/order_sig.h"
@@ -68,14 +69,6 @@ static uint64_t rng_next(void)
     rng_state ^= rng_state >> 7;
     rng_state ^= rng_state << 17;
     return rng_state;
-}
-
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
 static void count_refusal(struct worker *w, const char *key)
@@ -1012,15 +1005,6 @@ static int check_channel_group(const struct order *o, const char *group, struct 
     snprintf(err->text, sizeof(err->text),
              "a signed order on a group channel must name its group (group: \"%.64s\")", group);
     return -1;
-}
-
-/* Unix ms: the clock of a signed order's ts. */
-static long long unix_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* A signed order whose envelope did not verify: nothing in it is trusted, reply_to and

@@ -16,6 +16,7 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/redis_url.h"
 #include "common/slot.h"
@@ -140,14 +141,6 @@ struct cluster {
 static void conn_start(struct cconn *k);
 static void place(struct cluster *c, struct chan *ch);
 static void refresh_start(struct cluster *c);
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static uint64_t hash_name(uint64_t seed, const char *s, size_t len)
 {

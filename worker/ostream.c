@@ -9,6 +9,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/redis_url.h"
 #include "common/order.h"
@@ -34,14 +35,6 @@ struct ostream {
     struct redis_url url;      /* in a cluster: where link connects (wredis_locate) */
     struct rlink_static direct; /* in a cluster: reads url */
 };
-
-static long long unix_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void on_read(redisAsyncContext *ac, void *reply, void *priv);
 

@@ -11,6 +11,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/redis_url.h"
 
@@ -18,14 +19,6 @@
 #define BACKOFF_MAX_MS 1000 /* every worker is back within about a second of Redis */
 #define CHECK_MS       100
 #define RELOG_MS       10000 /* a failure that repeats is logged again after this */
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void link_connect(struct rlink *l);
 

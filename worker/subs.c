@@ -9,6 +9,7 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "worker/rlink.h"
 
@@ -67,14 +68,6 @@ struct subs {
     size_t prefix_len;
     char prefix[];
 };
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* FNV-1a, seeded: group names come from clients and backends. */
 static uint64_t hash_name(uint64_t seed, const char *s)

@@ -12,6 +12,7 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/redis_url.h"
 #include "common/order.h"
@@ -34,14 +35,6 @@ struct tombs {
     struct redis_url url;      /* in a cluster: where link connects (wredis_locate) */
     struct rlink_static direct; /* in a cluster: reads url */
 };
-
-static long long unix_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void held(struct tombs *tb)
 {

@@ -16,6 +16,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/tls.h"
 #include "common/ws_close.h"
@@ -87,14 +88,6 @@ void worker_tlist_move(struct worker *w, struct conn *c, enum tlist which)
         l->head = c;
     l->tail = c;
     l->n++;
-}
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Client connections: admin ones never count against the capacity. */

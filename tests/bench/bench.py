@@ -1495,8 +1495,10 @@ SCENARIO_NOTES = """\
    stamp to its arrival (same machine, same clock) and checks that connection i gets
    k = i, i + N, i + 2N… each once, in order. Delivered/s = messages / (last arrival −
    first PUBLISH). Server CPU from just before the first PUBLISH to the end of wsload's
-   watch, in seconds per million messages delivered. Order ids go on the broadcast
-   channel `wsgate:orders`, so every worker parses every order.
+   watch, in seconds per million messages delivered. Each order goes on the channel of
+   its connection's worker, `wsgate:orders:worker:<the id without its last -N>`
+   (`wsredis pub --worker-channels 1`), as wsgatectl publishes; the Node peer subscribes
+   to the same per-worker channel, so neither server's workers parse the others' orders.
 11. **Inbound, publish**: {n} clients (`?user=u<i>`), each sending {inbound[0]} text
    messages of 128 bytes a second for {inbound[1]} s ({inbound_total} in all), staggered
    evenly, each beginning `<T> <i> <m> ` (T = CLOCK_MONOTONIC at the send). wsgate runs
