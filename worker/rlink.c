@@ -1,13 +1,13 @@
 #include "worker/rlink.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include <sys/random.h>
 
 #include <event2/event.h>
-#include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
@@ -188,6 +188,120 @@ static void on_check(evutil_socket_t fd, short what, void *arg)
     rlink_fail(l, RLINK_TIMEOUT, why);
 }
 
+/*
+ * hiredis's own libevent adapter (adapters/libevent.h) registers a one-shot read event
+ * that hiredis adds again after every read, and a one-shot write event for every batch
+ * of commands: two epoll_ctl() calls per read and per write, more than the read or
+ * write itself costs at a few orders per wake-up. This one keeps the read event
+ * persistent, and once the connection is up writes what was queued at the end of the
+ * loop turn, waiting for the socket to be writable only when the kernel would not take
+ * it all (as conn.c does for clients).
+ */
+struct rlink_ev {
+    redisAsyncContext *ac;
+    struct event *rev;  /* EV_READ | EV_PERSIST */
+    struct event *wev;  /* EV_WRITE: waits for the socket */
+    struct event *wnow; /* no fd: writes at the end of the loop turn */
+};
+
+static struct rlink_ev *writing_now; /* inside ev_write_now() for this one */
+
+static void ev_read(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    redisAsyncHandleRead(((struct rlink_ev *)arg)->ac);
+}
+
+static void ev_write(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    redisAsyncHandleWrite(((struct rlink_ev *)arg)->ac);
+}
+
+/* hiredis asks for its write event again from inside when the kernel took part only. */
+static void ev_write_now(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    writing_now = arg;
+    redisAsyncHandleWrite(((struct rlink_ev *)arg)->ac); /* may free arg */
+    writing_now = NULL;
+}
+
+static void ev_add_read(void *data)
+{
+    event_add(((struct rlink_ev *)data)->rev, NULL); /* pending already: no system call */
+}
+
+static void ev_del_read(void *data)
+{
+    event_del(((struct rlink_ev *)data)->rev);
+}
+
+static void ev_add_write(void *data)
+{
+    struct rlink_ev *e = data;
+
+    /* Until connected, writability is what says the connect ended. */
+    if (!(e->ac->c.flags & REDIS_CONNECTED) || writing_now == e)
+        event_add(e->wev, NULL);
+    else
+        event_active(e->wnow, EV_TIMEOUT, 1);
+}
+
+static void ev_del_write(void *data)
+{
+    struct rlink_ev *e = data;
+
+    event_del(e->wev);
+    event_del(e->wnow);
+}
+
+static void ev_cleanup(void *data)
+{
+    struct rlink_ev *e = data;
+
+    if (writing_now == e)
+        writing_now = NULL;
+    event_free(e->rev);
+    event_free(e->wev);
+    event_free(e->wnow);
+    free(e);
+}
+
+static int ev_attach(redisAsyncContext *ac, struct event_base *base)
+{
+    struct rlink_ev *e = calloc(1, sizeof(*e));
+    int fd = ac->c.fd;
+
+    if (e == NULL)
+        return -1;
+    e->ac = ac;
+    e->rev = event_new(base, fd, EV_READ | EV_PERSIST, ev_read, e);
+    e->wev = event_new(base, fd, EV_WRITE, ev_write, e);
+    e->wnow = event_new(base, -1, 0, ev_write_now, e);
+    if (e->rev == NULL || e->wev == NULL || e->wnow == NULL || event_add(e->rev, NULL) < 0 ||
+        event_add(e->wev, NULL) < 0) {
+        if (e->rev != NULL)
+            event_free(e->rev);
+        if (e->wev != NULL)
+            event_free(e->wev);
+        if (e->wnow != NULL)
+            event_free(e->wnow);
+        free(e);
+        return -1;
+    }
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    ac->ev.data = e;
+    return 0;
+}
+
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -234,7 +348,7 @@ static void link_connect(struct rlink *l)
         return;
     }
     ac->data = l;
-    if (redisLibeventAttach(ac, l->base) != REDIS_OK) {
+    if (ev_attach(ac, l->base) < 0) {
         redisAsyncFree(ac);
         link_down(l, RLINK_LOST, "cannot attach to the event loop");
         return;

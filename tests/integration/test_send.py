@@ -351,6 +351,44 @@ def test_orders_applied_in_one_loop_turn_leave_in_one_system_call():
 
 
 @harness.timeout(60)
+def test_redis_reads_and_writes_cost_no_epoll_ctl():
+    """The worker's Redis links keep their read event registered and write what hiredis
+    queued at the end of the loop turn: 100 orders read one at a time (each one PUBLISHed
+    after the last was delivered) and their 100 acknowledgements cost no epoll_ctl
+    (hiredis's own libevent adapter made two per read and two per write)."""
+    need = subprocess.run(["sh", "-c", "command -v strace"], capture_output=True)
+    assert need.returncode == 0, "strace is missing (make deps-test installs it)"
+    fl = Fleet(ids=("gwA",), workers=1)
+    gw = fl.gateways["gwA"]
+
+    async def main():
+        c = (await open_clients(fl, [("gwA", ["one"], None)]))[0]
+        pid = list(gw.worker_pids().values())[0]
+        trace = os.path.join(harness.tmp_root(), "epoll.strace")
+        st = subprocess.Popen(["strace", "-qq", "-p", str(pid), "-o", trace, "-e",
+                               "trace=epoll_ctl,recvfrom,read"])
+        try:
+            await until(lambda: os.path.exists(trace), 5, "strace attached")
+            await asyncio.sleep(0.5)
+            for i in range(100):
+                fl.r.publish(F.ORDERS, json.dumps(send_order({"conn": c.conn}, "m%d" % i,
+                                                             id="e%d" % i, reply_to=F.ACKS)))
+                assert await received(c, 1) == ["m%d" % i]
+            await until(lambda: len(fl.listener.acks("e99")) == 1, 5, "the last ack")
+        finally:
+            st.terminate()
+            st.wait(5)
+        with open(trace) as f:
+            lines = f.readlines()
+        reads = [ln for ln in lines if ln.startswith("read(")]
+        ctl = [ln for ln in lines if ln.startswith("epoll_ctl(")]
+        assert len(reads) >= 100, "the orders were not read one by one: %d reads" % len(reads)
+        assert len(ctl) <= 5, "%d epoll_ctl calls for %d reads:\n%s" % (
+            len(ctl), len(reads), "".join(ctl[:10]))
+    run(main())
+
+
+@harness.timeout(60)
 def test_a_close_ordered_while_data_is_queued_goes_after_that_data():
     """A client that does not read holds 4 x 64 KiB in its output queue (by reference);
     a close order then queues the close frame behind them: when the client reads again it
