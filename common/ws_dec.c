@@ -108,8 +108,8 @@ static ssize_t start_frame(struct ws_dec *d)
         d->msg_opcode = d->opcode;
         d->msg_len = 0;
         d->utf8 = UTF8_ACCEPT;
-        d->bits = (uint8_t)((d->bits & ~WS_DEC_B_ZMSG) |
-                            (d->bits & WS_DEC_B_RSV1 ? WS_DEC_B_ZMSG : 0));
+        d->bits =
+            (uint8_t)((d->bits & ~WS_DEC_B_ZMSG) | (d->bits & WS_DEC_B_RSV1 ? WS_DEC_B_ZMSG : 0));
     }
     if (d->bits & WS_DEC_B_ZMSG) /* its inflated size is the caller's to check */
         max = max > UINT64_MAX / 2 ? UINT64_MAX : max + WS_DEC_ZSLACK(max);

@@ -57,7 +57,7 @@ enum {
 #define CHANNEL_MAX       200     /* bytes; keys and reply channels are built from it */
 #define WAIT_MAX_MS       3600000 /* --wait: one hour */
 #define SCAN_COUNT        "200"
-#define HEARTBEAT_STALE_S 5 /* older than this: the worker has likely gone */
+#define HEARTBEAT_STALE_S 5        /* older than this: the worker has likely gone */
 #define STREAM_MAXLEN     "100000" /* --orders-stream is trimmed to about this many entries */
 
 static const char usage_main[] =
@@ -212,8 +212,8 @@ enum opt_id {
 #define OPTS_DRAIN                                                                    \
     (OPTS_COMMON | OPT_BIT(OPT_GATEWAY) | OPT_BIT(OPT_REASON) | OPT_BIT(OPT_SPREAD) | \
      OPT_BIT(OPT_WAIT))
-#define OPTS_CLOSE                                                            \
-    (OPTS_DRAIN | OPT_BIT(OPT_CONN) | OPT_BIT(OPT_GROUP) | OPT_BIT(OPT_ALL) | \
+#define OPTS_CLOSE                                                                                \
+    (OPTS_DRAIN | OPT_BIT(OPT_CONN) | OPT_BIT(OPT_GROUP) | OPT_BIT(OPT_ALL) |                     \
      OPT_BIT(OPT_EXCEPT) | OPT_BIT(OPT_CODE) | OPT_BIT(OPT_DRY_RUN) | OPT_BIT(OPT_MAX_AFFECTED) | \
      OPT_BIT(OPT_TTL))
 #define OPTS_UNBAN (OPTS_COMMON | OPT_BIT(OPT_GROUP) | OPT_BIT(OPT_WAIT))
@@ -260,7 +260,7 @@ struct options {
     const char *text;        /* send: --text */
     const char *binary_file; /* send: --binary-file ("-": standard input) */
     bool from_stdin;         /* send: --stdin */
-    char **conns; /* owned array, borrowed strings */
+    char **conns;            /* owned array, borrowed strings */
     size_t nconns;
     char **groups; /* owned array, borrowed strings */
     size_t ngroups;
@@ -269,11 +269,11 @@ struct options {
     bool all;
     bool dry_run;
     bool json;
-    long long code;         /* -1: the default */
-    long long spread_ms;    /* 0 */
-    long long max_affected; /* -1: no limit */
-    long long wait_ms;      /* -1: do not wait */
-    long long ttl_ms;       /* close --ttl: 0 = no tombstone */
+    long long code;             /* -1: the default */
+    long long spread_ms;        /* 0 */
+    long long max_affected;     /* -1: no limit */
+    long long wait_ms;          /* -1: do not wait */
+    long long ttl_ms;           /* close --ttl: 0 = no tombstone */
     struct order_sig_ring keys; /* from order_key; keys[0] signs */
 };
 
@@ -290,7 +290,7 @@ struct worker {
     long long matched;
     long long closed;  /* closed, or sent (send orders) */
     long long dropped; /* send: slow consumers */
-    char *error; /* owned: the refusal it answered with, or NULL */
+    char *error;       /* owned: the refusal it answered with, or NULL */
 };
 
 struct worker_list {
@@ -1185,8 +1185,8 @@ static int acks_report(const struct worker_list *l, const struct order *o, long 
 
 /* PUBLISHes text on channel (in a cluster, SPUBLISH on the master of its slot). Returns
  * the integer reply, or NULL after saying why (*c may then be NULL). */
-static redisReply *order_publish(const struct redis_url *u, redisContext **c,
-                                 const char *channel, const char *text)
+static redisReply *order_publish(const struct redis_url *u, redisContext **c, const char *channel,
+                                 const char *text)
 {
     const char *pv[3] = {u->nseeds > 0 ? "SPUBLISH" : "PUBLISH", channel, text};
     size_t pvlen[3] = {strlen(pv[0]), strlen(channel), strlen(text)};
@@ -1369,8 +1369,7 @@ static int order_send(const struct options *opt, const struct order *o, size_t m
             status = EXIT_FAILED;
             goto out_free_redis;
         }
-        if (opt->wait_ms > 0 &&
-            workers_scan_all(&url, c, opt->channel, o->gateway, &workers) < 0)
+        if (opt->wait_ms > 0 && workers_scan_all(&url, c, opt->channel, o->gateway, &workers) < 0)
             goto out_free_redis;
         r = order_publish(&url, &c, target, text);
         if (r == NULL)
@@ -1393,8 +1392,7 @@ static int order_send(const struct options *opt, const struct order *o, size_t m
         if (acks_collect(sub, o->id, &workers, opt->wait_ms, receivers, opt->json) < 0)
             status = EXIT_REDIS;
         else
-            status = acks_report(&workers, &checked, receivers, opt->wait_ms, opt->json,
-                                 direct);
+            status = acks_report(&workers, &checked, receivers, opt->wait_ms, opt->json, direct);
     }
 out_free_redis:
     if (sub != NULL)
@@ -1722,10 +1720,10 @@ static int cmd_tombstones(const struct options *opt)
         if (tb.until_ms > now) {
             shown++;
             if (opt->json) {
-                json_t *obj = json_pack("{s:s, s:I, s:I, s:i, s:s, s:s?}", "group", tb.name,
-                                        "until", (json_int_t)tb.until_ms, "left_ms",
-                                        (json_int_t)(tb.until_ms - now), "code", (int)tb.code,
-                                        "reason", tb.reason, "id", tb.id);
+                json_t *obj =
+                    json_pack("{s:s, s:I, s:I, s:i, s:s, s:s?}", "group", tb.name, "until",
+                              (json_int_t)tb.until_ms, "left_ms", (json_int_t)(tb.until_ms - now),
+                              "code", (int)tb.code, "reason", tb.reason, "id", tb.id);
                 char *s = obj != NULL ? json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
                 json_decref(obj);
                 if (s != NULL)

@@ -21,10 +21,10 @@
 #include "worker/worker.h"
 
 const char *const apply_refuse_keys[] = {
-    "too_big", "json",         "type", "op",      "target",   "too_many",    "code",     "reason",
-    "spread",  "max_affected", "id",   "gateway", "reply_to", "oom",         "unsigned", "envelope",
-    "kid",     "signature",    "ts",   "stale",   "replay",   "replay_full", "payload",  "groups",
-    "ttl",     "jobs",         "other", NULL,
+    "too_big",     "json",     "type",         "op",        "target",  "too_many", "code",
+    "reason",      "spread",   "max_affected", "id",        "gateway", "reply_to", "oom",
+    "unsigned",    "envelope", "kid",          "signature", "ts",      "stale",    "replay",
+    "replay_full", "payload",  "groups",       "ttl",       "jobs",    "other",    NULL,
 };
 
 /* One order being carried out: the matched connections by counter (a connection
@@ -43,19 +43,19 @@ struct job {
     size_t n;   /* entries in seqs and due */
     size_t cap; /* entries allocated */
     size_t next;
-    size_t done;        /* connections closed (close), or frames sent (send) */
-    size_t dropped;     /* send: recipients closed as slow consumers */
-    uint64_t mark;      /* connections closed (close events) when it was last compacted */
-    uint64_t *seqs;     /* owned */
-    uint32_t *due;      /* owned: ms offsets from start, ascending; NULL when not spread */
-    uint32_t start;     /* worker_now() when it started */
-    uint64_t t0_us;     /* when the order arrived (mono_us), for the delivery histogram */
+    size_t done;              /* connections closed (close), or frames sent (send) */
+    size_t dropped;           /* send: recipients closed as slow consumers */
+    uint64_t mark;            /* connections closed (close events) when it was last compacted */
+    uint64_t *seqs;           /* owned */
+    uint32_t *due;            /* owned: ms offsets from start, ascending; NULL when not spread */
+    uint32_t start;           /* worker_now() when it started */
+    uint64_t t0_us;           /* when the order arrived (mono_us), for the delivery histogram */
     struct outq_frame *frame; /* send: the message as it goes on the wire, one reference */
     struct outq_frame *zframe[8]; /* send: its compressed twins by window bits - 8, one
                                      reference each, made for the first recipient of
                                      that window (permessage-deflate, deflate.h) */
-    uint8_t zplain;           /* windows (bit wbits - 8) that get the plain frame instead */
-    struct job **owner;       /* cleared when the job ends */
+    uint8_t zplain;               /* windows (bit wbits - 8) that get the plain frame instead */
+    struct job **owner;           /* cleared when the job ends */
 };
 
 static uint64_t rng_state;
@@ -277,9 +277,9 @@ static struct outq_frame *job_frame(struct job *j, struct conn *c)
     if (wbits == 0 || (j->zplain & (1u << (wbits - 8))))
         return j->frame;
     if (j->zframe[wbits - 8] == NULL) {
-        j->zframe[wbits - 8] = deflate_frame(j->w, wbits, j->frame,
-                                             j->frame->len - j->o.payload_len,
-                                             j->o.binary ? WS_OP_BINARY : WS_OP_TEXT);
+        j->zframe[wbits - 8] =
+            deflate_frame(j->w, wbits, j->frame, j->frame->len - j->o.payload_len,
+                          j->o.binary ? WS_OP_BINARY : WS_OP_TEXT);
         if (j->zframe[wbits - 8] == NULL) { /* small, incompressible, or no memory */
             j->zplain |= (uint8_t)(1u << (wbits - 8));
             return j->frame;

@@ -717,8 +717,9 @@ static void conn_http_answer(struct conn *c, int status, const char *why, uint32
 {
     char resp[512];
     struct iovec iov;
-    size_t n = retry_after_s > 0 ? ws_hs_response_retry(status, retry_after_s, why, resp, sizeof(resp))
-                                 : ws_hs_response_error(status, why, resp, sizeof(resp));
+    size_t n = retry_after_s > 0
+                   ? ws_hs_response_retry(status, retry_after_s, why, resp, sizeof(resp))
+                   : ws_hs_response_error(status, why, resp, sizeof(resp));
 
     conn_enter_closing(c);
     c->flags |= CONN_F_FLUSH_CLOSE | CONN_F_LINGER | CONN_F_DISCARD;

@@ -68,8 +68,8 @@ struct ssl_ctx_st;
 /* What only JWT and the per-address limits need, allocated only when they are on. */
 struct conn_sec {
     struct proxy_proto *proxy; /* owned: a PROXY header that came in pieces, while it does */
-    uint32_t ip_ticket; /* its count in the per-address table (iplimit.h), 0 when none */
-    char ident[];       /* "sub\0jti\0" of its token (auth.c), or "\0\0" without JWT */
+    uint32_t ip_ticket;        /* its count in the per-address table (iplimit.h), 0 when none */
+    char ident[];              /* "sub\0jti\0" of its token (auth.c), or "\0\0" without JWT */
 };
 
 struct conn {

@@ -30,8 +30,8 @@ struct imsg {
 };
 
 struct inbound {
-    struct worker *w;     /* borrowed */
-    struct imsg *head;    /* owned: waiting for the publisher, in the order received */
+    struct worker *w;  /* borrowed */
+    struct imsg *head; /* owned: waiting for the publisher, in the order received */
     struct imsg *tail;
     struct imsg *retried; /* the last lost stream entry put back at the head, or NULL */
     size_t held;          /* envelope bytes waiting or in flight: --inbound-max-pending */
@@ -100,8 +100,8 @@ static char *envelope(struct conn *c, uint64_t seq, unsigned op, const uint8_t *
         (jti != NULL && json_object_set_new(env, "jti", json_string(jti)) < 0) ||
         json_object_set(env, "groups", groups) < 0 ||
         json_object_set_new(env, "seq", json_integer((json_int_t)seq)) < 0 ||
-        json_object_set_new(env, "ts", json_integer((json_int_t)ts.tv_sec * 1000 +
-                                                    ts.tv_nsec / 1000000)) < 0 ||
+        json_object_set_new(
+            env, "ts", json_integer((json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000)) < 0 ||
         json_object_set_new(env, op == WS_OP_TEXT ? "text" : "binary", body) < 0)
         goto out;
     text = json_dumps(env, JSON_COMPACT);

@@ -44,8 +44,8 @@ struct inbound_stats {
     uint64_t retried;   /* stream entries sent again after their link failed */
     uint64_t pauses;    /* times a connection was paused for inbound backpressure */
     uint64_t dropped[INBOUND_DROP_COUNT];
-    uint64_t paused;  /* gauge: connections paused now */
-    uint64_t held;    /* gauge: envelope bytes queued or in flight */
+    uint64_t paused; /* gauge: connections paused now */
+    uint64_t held;   /* gauge: envelope bytes queued or in flight */
 };
 
 /* Prepares the worker's inbound state when the mode needs Redis. Returns 0, or -1

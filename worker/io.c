@@ -247,7 +247,8 @@ ssize_t io_writev(struct conn *c, const struct iovec *iov, int iovcnt, size_t *p
         if (iovcnt == 1) {
             r = send(c->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
         } else {
-            struct msghdr m = {.msg_iov = (struct iovec *)(uintptr_t)iov, .msg_iovlen = (size_t)iovcnt};
+            struct msghdr m = {.msg_iov = (struct iovec *)(uintptr_t)iov,
+                               .msg_iovlen = (size_t)iovcnt};
             r = sendmsg(c->fd, &m, MSG_NOSIGNAL);
         }
     } while (r < 0 && errno == EINTR);

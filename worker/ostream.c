@@ -30,9 +30,9 @@ struct ostream {
     long long start_ms; /* Unix ms (our clock) when the worker started */
     long long skew_ms;  /* Redis's clock minus ours, from the last TIME */
     uint32_t block_ms;
-    unsigned count; /* entries per XREAD: READ_COUNT_MAX, or fewer so that that many
-                       orders of the longest text taken stay within READ_BYTES */
-    struct redis_url url;      /* in a cluster: where link connects (wredis_locate) */
+    unsigned count;             /* entries per XREAD: READ_COUNT_MAX, or fewer so that that many
+                                   orders of the longest text taken stay within READ_BYTES */
+    struct redis_url url;       /* in a cluster: where link connects (wredis_locate) */
     struct rlink_static direct; /* in a cluster: reads url */
 };
 

@@ -93,19 +93,6 @@ static int cluster_send(struct wredis *r, const char *key, int argc, const char 
 
 /* Publisher ------------------------------------------------------------------------ */
 
-static void on_pub_reply(redisAsyncContext *ac, void *reply, void *priv)
-{
-    struct rlink *l = rlink_of(ac);
-    redisReply *rep = reply;
-
-    (void)priv;
-    if (l == NULL || rep == NULL)
-        return;
-    rlink_heard(l, 1);
-    if (rep->type == REDIS_REPLY_ERROR)
-        log_limited(LOG_WARN, NULL, "redis publisher: command refused: %s", rep->str);
-}
-
 /* Sends a command on the publisher (up) whose reply is awaited. Returns 0 or -1. */
 static int pub_command(struct wredis *r, const char *fmt, ...)
 {
@@ -113,7 +100,7 @@ static int pub_command(struct wredis *r, const char *fmt, ...)
     int rc;
 
     va_start(ap, fmt);
-    rc = redisvAsyncCommand(r->pub.ac, on_pub_reply, NULL, fmt, ap);
+    rc = redisvAsyncCommand(r->pub.ac, rlink_on_reply, NULL, fmt, ap);
     va_end(ap);
     if (rc != REDIS_OK)
         return -1;
@@ -679,9 +666,8 @@ int wredis_publish_tracked(struct worker *w, const char *channel, const char *ms
         return cluster_command(r->cl, channel, argvlen[1], on_cluster_tracked, cb, 3, argv,
                                argvlen);
     }
-    if (!wredis_pub_is_up(w) ||
-        redisAsyncCommand(r->pub.ac, on_tracked_reply, cb, "PUBLISH %s %b", channel, msg, len) !=
-            REDIS_OK)
+    if (!wredis_pub_is_up(w) || redisAsyncCommand(r->pub.ac, on_tracked_reply, cb, "PUBLISH %s %b",
+                                                  channel, msg, len) != REDIS_OK)
         return -1;
     rlink_expect(&r->pub);
     return 0;

@@ -490,6 +490,19 @@ void rlink_heard(struct rlink *l, uint32_t n)
     l->since_ms = mono_ms();
 }
 
+void rlink_on_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rlink *l = rlink_of(ac);
+    redisReply *rep = reply;
+
+    (void)priv;
+    if (l == NULL || rep == NULL)
+        return;
+    rlink_heard(l, 1);
+    if (rep->type == REDIS_REPLY_ERROR)
+        log_limited(LOG_WARN, NULL, "redis %s: command refused: %s", l->ops->name, rep->str);
+}
+
 void rlink_stop(struct rlink *l)
 {
     l->stopped = true;

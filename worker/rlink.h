@@ -160,6 +160,10 @@ void rlink_expect(struct rlink *l);
 /* n awaited answers arrived: the deadline runs again from now. */
 void rlink_heard(struct rlink *l, uint32_t n);
 
+/* The hiredis callback of a command whose answer is awaited (rlink_expect()) and
+ * otherwise unused: heard, and an error answer logged (rate-limited) as refused. */
+void rlink_on_reply(struct redisAsyncContext *ac, void *reply, void *priv);
+
 /* No more reconnects or deadlines. rlink_close() also closes the connection once its
  * pending replies are in; rlink_stop() leaves it for what is still to be sent. */
 void rlink_stop(struct rlink *l);

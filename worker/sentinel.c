@@ -241,8 +241,7 @@ static void on_ping(evutil_socket_t fd, short what, void *arg)
 
 static int watch_setup(struct rlink *l)
 {
-    return redisAsyncCommand(l->ac, on_switch, NULL, "PSUBSCRIBE %s", SWITCH) == REDIS_OK ? 0
-                                                                                             : -1;
+    return redisAsyncCommand(l->ac, on_switch, NULL, "PSUBSCRIBE %s", SWITCH) == REDIS_OK ? 0 : -1;
 }
 
 static const struct rlink_ops watch_ops = {

@@ -29,29 +29,16 @@
 struct tombs {
     struct worker *w;
     struct rlink link;
-    struct tomb_table *t; /* owned */
-    char key[160];        /* <channel>:tombs */
-    uint32_t swept;       /* worker_now() of the last sweep */
-    struct redis_url url;      /* in a cluster: where link connects (wredis_locate) */
+    struct tomb_table *t;       /* owned */
+    char key[160];              /* <channel>:tombs */
+    uint32_t swept;             /* worker_now() of the last sweep */
+    struct redis_url url;       /* in a cluster: where link connects (wredis_locate) */
     struct rlink_static direct; /* in a cluster: reads url */
 };
 
 static void held(struct tombs *tb)
 {
     tb->w->slot->tombs.held = tomb_count(tb->t);
-}
-
-static void on_write(redisAsyncContext *ac, void *reply, void *priv)
-{
-    struct rlink *l = rlink_of(ac);
-    redisReply *rep = reply;
-
-    (void)priv;
-    if (l == NULL || rep == NULL)
-        return;
-    rlink_heard(l, 1);
-    if (rep->type == REDIS_REPLY_ERROR)
-        log_limited(LOG_WARN, NULL, "redis tombstones: command refused: %s", rep->str);
 }
 
 /* Closes the open members of a tombstone's group here, as an order would. */
@@ -170,7 +157,7 @@ static void on_load(redisAsyncContext *ac, void *reply, void *priv)
             argl[1] = strlen(tb->key);
             memcpy(argv + 2, expired, nexpired * sizeof(*argv));
             memcpy(argl + 2, expired_len, nexpired * sizeof(*argl));
-            if (redisAsyncCommandArgv(l->ac, on_write, NULL, (int)nexpired + 2, argv, argl) ==
+            if (redisAsyncCommandArgv(l->ac, rlink_on_reply, NULL, (int)nexpired + 2, argv, argl) ==
                 REDIS_OK)
                 rlink_expect(l);
         }
@@ -230,9 +217,8 @@ int tombs_start(struct worker *w)
     /* The worker's resolver (redis.c): a sentinel:// URL's master, followed through a
      * failover, as for the other links; in a cluster, the master of the key. */
     res = wredis_link_resolver(w, &tb->url, &tb->direct);
-    if (res == NULL ||
-        rlink_init(&tb->link, &tombs_ops, tb, w->base, res, w->cfg->redis_timeout_ms,
-                   &w->slot->tombs.link) < 0)
+    if (res == NULL || rlink_init(&tb->link, &tombs_ops, tb, w->base, res, w->cfg->redis_timeout_ms,
+                                  &w->slot->tombs.link) < 0)
         goto err_free_table;
     w->tombs = tb;
     w->slot->tombs.held = 0;
@@ -306,8 +292,8 @@ void tombs_add(struct worker *w, const struct order *o)
         snprintf(e.reason, sizeof(e.reason), "%s", o->reason);
         json = tomb_to_json(&e);
         snprintf(field, sizeof(field), "%s%s", TOMB_FIELD_PREFIX, o->names[i]);
-        if (json != NULL && redisAsyncCommand(tb->link.ac, on_write, NULL, "HSET %s %s %s", tb->key,
-                                              field, json) == REDIS_OK)
+        if (json != NULL && redisAsyncCommand(tb->link.ac, rlink_on_reply, NULL, "HSET %s %s %s",
+                                              tb->key, field, json) == REDIS_OK)
             rlink_expect(&tb->link);
         free(json);
     }
@@ -354,7 +340,7 @@ void tombs_unban(struct worker *w, const struct order *o)
             continue; /* banned again after this unban was made: that ban stays */
         snprintf(field, sizeof(field), "%s%s", TOMB_FIELD_PREFIX, o->names[i]);
         if (tb->link.up && tb->link.ac != NULL &&
-            redisAsyncCommand(tb->link.ac, on_write, NULL, "HDEL %s %s", tb->key, field) ==
+            redisAsyncCommand(tb->link.ac, rlink_on_reply, NULL, "HDEL %s %s", tb->key, field) ==
                 REDIS_OK)
             rlink_expect(&tb->link);
     }

@@ -88,9 +88,9 @@ struct worker {
     struct shm *shm;         /* borrowed: the gateway's shared counters */
     struct shm_worker *slot; /* this worker's slot in shm */
     struct registry reg;
-    struct wredis *redis; /* owned */
-    struct auth *auth;    /* owned: the JWT verifier and expiries (auth.c), NULL when off */
-    struct seen *seen;    /* owned: ids of signed orders, made on the first one */
+    struct wredis *redis;    /* owned */
+    struct auth *auth;       /* owned: the JWT verifier and expiries (auth.c), NULL when off */
+    struct seen *seen;       /* owned: ids of signed orders, made on the first one */
     struct inbound *inbound; /* owned: --inbound publish or stream (inbound.c), else NULL */
     struct ostream *ostream; /* owned: the --orders-stream reader (ostream.c), else NULL */
     struct tombs *tombs;     /* owned: tombstones (tombs.c), NULL with --max-tombstones 0 */

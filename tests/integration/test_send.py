@@ -10,6 +10,7 @@ gateway's kernel holds little for them (about 70 KB) and the rest waits in the g
 own output queue."""
 
 import asyncio
+import contextlib
 import base64
 import json
 import os
@@ -307,26 +308,40 @@ def test_message_then_close_reach_the_client_in_that_order():
     run(main())
 
 
+@contextlib.asynccontextmanager
+async def strace_of(pid, calls, name):
+    """Runs the block with process pid under strace, tracing only calls; the list it
+    yields holds strace's lines once the block is done."""
+    need = subprocess.run(["sh", "-c", "command -v strace"], capture_output=True)
+    assert need.returncode == 0, "strace is missing (make deps-test installs it)"
+    trace = os.path.join(harness.tmp_root(), name)
+    lines = []
+    st = subprocess.Popen(["strace", "-qq", "-p", str(pid), "-o", trace, "-e",
+                           "trace=" + calls])
+    try:
+        await until(lambda: os.path.exists(trace), 5, "strace attached")
+        await asyncio.sleep(0.5)  # strace writes its file before it has attached
+        yield lines
+    finally:
+        st.terminate()
+        st.wait(5)
+    with open(trace) as f:
+        lines.extend(f.readlines())
+
+
 @harness.timeout(60)
 def test_orders_applied_in_one_loop_turn_leave_in_one_system_call():
     """Four orders for one connection that reach its worker together (the worker is
     stopped while they are published, so its subscriber reads them at once) are applied
     in one loop turn: three messages and a close frame leave in one system call, in
     order (strace counts the worker's sends)."""
-    need = subprocess.run(["sh", "-c", "command -v strace"], capture_output=True)
-    assert need.returncode == 0, "strace is missing (make deps-test installs it)"
     fl = Fleet(ids=("gwA",), workers=1)
     gw = fl.gateways["gwA"]
 
     async def main():
         c = (await open_clients(fl, [("gwA", ["one"], None)]))[0]
         pid = list(gw.worker_pids().values())[0]
-        trace = os.path.join(harness.tmp_root(), "sends.strace")
-        st = subprocess.Popen(["strace", "-qq", "-p", str(pid), "-o", trace, "-e",
-                               "trace=sendto,sendmsg,writev,write"])
-        try:
-            await until(lambda: os.path.exists(trace), 5, "strace attached")
-            await asyncio.sleep(0.5)  # strace writes its file before it has attached
+        async with strace_of(pid, "sendto,sendmsg,writev,write", "sends.strace") as lines:
             os.kill(pid, signal.SIGSTOP)
             try:
                 for i in range(3):
@@ -338,12 +353,9 @@ def test_orders_applied_in_one_loop_turn_leave_in_one_system_call():
             assert await received(c, 3) == ["m0", "m1", "m2"]
             await c.wait_closed()
             assert (c.code, c.reason) == (4005, "last"), (c.code, c.reason)
-        finally:
-            st.terminate()
-            st.wait(5)
         frames = 3 * (2 + 2) + (2 + 2 + 4)  # three 2-byte texts, then the close frame
-        with open(trace) as f:  # hiredis writes to Redis with write(): these are the client's
-            sends = [line for line in f if line.startswith(("sendto(", "sendmsg("))]
+        # hiredis writes to Redis with write(): these are the client's
+        sends = [line for line in lines if line.startswith(("sendto(", "sendmsg("))]
         assert len(sends) == 1 and sends[0].rstrip().endswith("= %d" % frames), sends
         at = [sends[0].index(x) for x in ("m0", "m1", "m2", "last")]
         assert at == sorted(at), sends
@@ -356,30 +368,18 @@ def test_redis_reads_and_writes_cost_no_epoll_ctl():
     queued at the end of the loop turn: 100 orders read one at a time (each one PUBLISHed
     after the last was delivered) and their 100 acknowledgements cost no epoll_ctl
     (hiredis's own libevent adapter made two per read and two per write)."""
-    need = subprocess.run(["sh", "-c", "command -v strace"], capture_output=True)
-    assert need.returncode == 0, "strace is missing (make deps-test installs it)"
     fl = Fleet(ids=("gwA",), workers=1)
     gw = fl.gateways["gwA"]
 
     async def main():
         c = (await open_clients(fl, [("gwA", ["one"], None)]))[0]
         pid = list(gw.worker_pids().values())[0]
-        trace = os.path.join(harness.tmp_root(), "epoll.strace")
-        st = subprocess.Popen(["strace", "-qq", "-p", str(pid), "-o", trace, "-e",
-                               "trace=epoll_ctl,recvfrom,read"])
-        try:
-            await until(lambda: os.path.exists(trace), 5, "strace attached")
-            await asyncio.sleep(0.5)
+        async with strace_of(pid, "epoll_ctl,recvfrom,read", "epoll.strace") as lines:
             for i in range(100):
                 fl.r.publish(F.ORDERS, json.dumps(send_order({"conn": c.conn}, "m%d" % i,
                                                              id="e%d" % i, reply_to=F.ACKS)))
                 assert await received(c, 1) == ["m%d" % i]
             await until(lambda: len(fl.listener.acks("e99")) == 1, 5, "the last ack")
-        finally:
-            st.terminate()
-            st.wait(5)
-        with open(trace) as f:
-            lines = f.readlines()
         reads = [ln for ln in lines if ln.startswith("read(")]
         ctl = [ln for ln in lines if ln.startswith("epoll_ctl(")]
         assert len(reads) >= 100, "the orders were not read one by one: %d reads" % len(reads)
